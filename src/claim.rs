@@ -1,0 +1,222 @@
+//! `ServerClaim`: a binary's hold on its server-id, released when dropped.
+
+use crate::binding::Binding;
+use crate::clock::saturating_add;
+use crate::conn::Conn;
+use crate::keys::ServerKey;
+use crate::phones::Phones;
+use crate::shared::Shared;
+use crate::state::Seat;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A binary's hold on a server-id, returned by [`claim_server`](crate::Registry::claim_server) and
+/// [`takeover_server`](crate::Registry::takeover_server).
+///
+/// Dropping it — or [`release`](Self::release), or [`release_after`](Self::release_after) for a
+/// grace window — gives the id up. It holds no lock: it owns an `Arc` of the registry and a typed
+/// generational key plus an epoch, so it is `Send + Sync + 'static`, may be kept across `.await`
+/// in a connection task, and may be dropped on any thread, including during a panic unwind.
+///
+/// Once the claim is *stale* — another binary reclaimed the id during its grace window, or took it
+/// over — it is inert: dropping or releasing it changes nothing, whatever holds the id now.
+///
+/// It is neither `Clone` nor `Copy`: one claim, one release.
+///
+/// ```compile_fail
+/// # use relay_registry::{CloseReason, Conn, SendError, Registry};
+/// # use std::sync::Arc;
+/// # struct Ws;
+/// # impl Conn for Ws {
+/// #     fn conn_id(&self) -> &str { "ws" }
+/// #     fn send(&self, _: &[u8]) -> Result<(), SendError> { Ok(()) }
+/// #     fn close(&self, _: CloseReason) {}
+/// # }
+/// let registry = Registry::new();
+/// let claim = registry.claim_server("srv", Arc::new(Ws)).unwrap();
+/// claim.release();
+/// claim.release(); // error: use of moved value
+/// ```
+#[must_use = "dropping a ServerClaim releases the server-id at once and closes its phones"]
+#[clippy::has_significant_drop]
+pub struct ServerClaim<C: Conn> {
+    pub(crate) shared: Arc<Shared<C>>,
+    pub(crate) key: ServerKey,
+    pub(crate) epoch: u64,
+    pub(crate) binding: Arc<Binding<C>>,
+    /// False once released (by a consuming method), so `Drop` does nothing more.
+    armed: bool,
+}
+
+impl<C: Conn> ServerClaim<C> {
+    pub(crate) fn new(shared: Arc<Shared<C>>, seat: Seat<ServerKey, C>) -> Self {
+        ServerClaim {
+            shared,
+            key: seat.key,
+            epoch: seat.epoch,
+            binding: seat.binding,
+            armed: true,
+        }
+    }
+
+    /// The server-id this claim holds (or held, if stale).
+    pub fn server_id(&self) -> &str {
+        &self.binding.server_id
+    }
+
+    /// The binary's conn this claim installed.
+    pub fn conn(&self) -> &Arc<C> {
+        &self.binding.binary
+    }
+
+    /// Whether this claim still holds its id: false once another binary took it over.
+    ///
+    /// Lock-free (one atomic load), and ordered with every registry operation: after a takeover
+    /// returns, this is false on every thread.
+    pub fn is_current(&self) -> bool {
+        self.binding.is_live()
+    }
+
+    /// The phone of this binary with the conn-id `conn_id`, as
+    /// [`Registry::phone_for`](crate::Registry::phone_for) but without hashing the server-id (the
+    /// claim knows its slot). Allocates nothing; `None` once the claim is stale.
+    pub fn phone(&self, conn_id: &str) -> Option<Arc<C>> {
+        self.shared
+            .locked(|state| state.phone_of(self.key, self.epoch, conn_id))
+    }
+
+    /// A snapshot of this binary's phones, as
+    /// [`Registry::phones_for`](crate::Registry::phones_for) but without hashing the server-id;
+    /// empty once the claim is stale.
+    pub fn phones(&self) -> Phones<C> {
+        self.shared
+            .locked(|state| state.phones_of(self.key, self.epoch))
+    }
+
+    /// Releases the id now, exactly as dropping the claim does: the binary and every phone of the
+    /// id are removed at once, and the phones are closed with
+    /// [`CloseReason::Released`](crate::CloseReason::Released) on this thread before it returns.
+    ///
+    /// Returns true if it released something, false if the claim was stale.
+    ///
+    /// # Panics
+    ///
+    /// Only by resuming a panic from a phone's [`Conn::close`], after every close ran (never
+    /// while this thread is already panicking).
+    pub fn release(mut self) -> bool {
+        self.release_now()
+    }
+
+    /// Gives the id up after a grace window of `grace`, for a binary whose socket ended and may
+    /// come back.
+    ///
+    /// Until the deadline (`now + grace`, saturating: [`Duration::MAX`] means "as late as the
+    /// clock can say"), the id behaves as held: [`binary_for`](crate::Registry::binary_for) still
+    /// returns this binary, its phones stay, new phones may join, and it counts as `gracing`. A
+    /// claim in the window is a reclaim; when [`expire_due`](crate::Registry::expire_due) runs past
+    /// the deadline, the id is freed and its phones are closed with
+    /// [`CloseReason::GraceExpired`](crate::CloseReason::GraceExpired).
+    ///
+    /// Returns false (and opens nothing) if the claim was stale.
+    pub fn release_after(mut self, grace: Duration) -> bool {
+        self.armed = false;
+        if !self.binding.is_live() {
+            return false;
+        }
+        let deadline = saturating_add(self.shared.config.clock.now(), grace);
+        let (key, epoch) = (self.key, self.epoch);
+        let armed = self
+            .shared
+            .locked(|state| state.release_after(key, epoch, deadline));
+        match armed {
+            Some(earliest) => {
+                if earliest {
+                    self.shared.signal.notify();
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn release_now(&mut self) -> bool {
+        if !std::mem::replace(&mut self.armed, false) || !self.binding.is_live() {
+            return false;
+        }
+        let (key, epoch) = (self.key, self.epoch);
+        self.shared
+            .mutate(|state, out| state.release(key, epoch, out))
+    }
+}
+
+impl<C: Conn> Drop for ServerClaim<C> {
+    /// Releases the id, as [`release`](Self::release).
+    fn drop(&mut self) {
+        self.release_now();
+    }
+}
+
+impl<C: Conn> fmt::Debug for ServerClaim<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerClaim")
+            .field("server_id", &self.server_id())
+            .field("epoch", &self.epoch)
+            .field("current", &self.is_current())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::test_conn::TestConn;
+    use crate::{Counts, Registry};
+    use slotmap::Key;
+
+    /// The slot index of a key, without its version.
+    pub(crate) fn slot_index(key: impl Key) -> u64 {
+        key.data().as_ffi() & 0xffff_ffff
+    }
+
+    #[test]
+    fn forged_claim_with_current_slot_version_but_old_epoch_is_inert() {
+        let registry = Registry::new();
+        let first = registry.claim_server("srv", TestConn::new("b1")).unwrap();
+        let (key, old_epoch) = (first.key, first.epoch);
+        assert!(first.release());
+        // The slotmap's LIFO free list hands the same slot to the next claim: once versions wrap
+        // (2^31 reuses), the key alone could match again. Forge exactly that case.
+        let second = registry.claim_server("srv", TestConn::new("b2")).unwrap();
+        let _phone = registry.register_phone("srv", TestConn::new("p")).unwrap();
+        let forged = |epoch| ServerClaim {
+            shared: registry.shared().clone(),
+            key: second.key,
+            epoch,
+            binding: Arc::new(Binding::new(Arc::from("srv"), TestConn::new("forger"))),
+            armed: true,
+        };
+        assert_eq!(
+            slot_index(second.key),
+            slot_index(key),
+            "the slot was reused"
+        );
+        assert_ne!(second.key, key, "with a new slotmap version");
+        assert!(!forged(old_epoch).release());
+        drop(forged(old_epoch));
+        assert!(!forged(old_epoch).release_after(Duration::ZERO));
+        assert_eq!(
+            registry.counts(),
+            Counts {
+                binaries: 1,
+                gracing: 0,
+                phones: 1
+            }
+        );
+        assert!(second.is_current());
+        // The same forged guard with the live epoch would act: the epoch is what decided.
+        assert!(forged(second.epoch).release());
+        assert_eq!(registry.counts(), Counts::default());
+        registry.check_invariants().unwrap();
+    }
+}

@@ -1,0 +1,209 @@
+//! The routing core of a WebSocket relay: which *binary* holds each server-id, and which *phones*
+//! have joined it.
+//!
+//! A relay sits between desktop daemons (binaries) and the mobile apps that talk to them (phones).
+//! Every part of a relay — the WebSocket endpoints, frame forwarding, heartbeats, the grace period
+//! after a binary drops, the health endpoint — reads or writes through a [`Registry`].
+//!
+//! # The model
+//!
+//! - A **server-id** is an opaque UTF-8 string (from an HTTP header), non-empty and at most
+//!   [`max_server_id_len`](Config::max_server_id_len) bytes.
+//! - Each id is held by **at most one binary** (1:1). [`Registry::claim_server`] is first claim
+//!   wins; it returns a [`ServerClaim`], an RAII guard: dropping it releases the id.
+//! - Each held id has **any number of phones** (1:N, optionally capped). A phone may join only
+//!   while a binary holds the id; [`Registry::register_phone`] returns a [`PhoneTicket`], an RAII
+//!   guard: dropping it unregisters that phone, in O(1), without closing it.
+//! - A binary's **tenure** runs from the claim that installed it to the release, reclaim, takeover
+//!   or expiry that ends it. Every way a tenure ends **evicts all its phones** (they are removed at
+//!   once and closed with a [`CloseReason`]); no phone is ever registered under an id no binary
+//!   holds.
+//! - **Grace**: a binary whose socket ended calls [`ServerClaim::release_after`]. Until the
+//!   deadline the id behaves as held (phones stay and may join, it counts as `gracing`). A new
+//!   claim in the window is a *reclaim* (phones evicted with [`CloseReason::Reclaimed`]); when
+//!   [`Registry::expire_due`] runs past the deadline the id is freed (phones closed with
+//!   [`CloseReason::GraceExpired`]). A [`Reaper`] thread calls `expire_due` at each deadline; tests
+//!   use a [`ManualClock`] instead.
+//! - **Takeover**: when the holder stops answering heartbeats, [`Registry::takeover_server`]
+//!   replaces exactly that holder (compared by `Arc` identity), and fails if it changed meanwhile.
+//! - **Stale guards are inert.** Guards hold a typed generational slotmap key *and* a
+//!   registry-wide `u64` epoch of the tenure or registration. A claim that was reclaimed or taken
+//!   over, and a ticket whose phone was evicted, match neither any more, so dropping them can never
+//!   touch what now occupies the id or the slot. (slotmap versions alone wrap after 2^31 reuses of
+//!   a slot, and its LIFO free list makes one churning client reuse one slot; the epoch never
+//!   repeats.)
+//!
+//! ```
+//! use relay_registry::{CloseReason, Config, Conn, Counts, ManualClock, Registry, SendError};
+//! use std::sync::{Arc, Mutex};
+//! use std::time::Duration;
+//!
+//! // The relay's connection type; here a mock that records its close.
+//! struct Ws { id: String, closed: Mutex<Option<CloseReason>> }
+//! impl Ws {
+//!     fn new(id: &str) -> Arc<Ws> { Arc::new(Ws { id: id.into(), closed: Mutex::new(None) }) }
+//! }
+//! impl Conn for Ws {
+//!     fn conn_id(&self) -> &str { &self.id }
+//!     fn send(&self, _frame: &[u8]) -> Result<(), SendError> { Ok(()) }
+//!     fn close(&self, reason: CloseReason) { *self.closed.lock().unwrap() = Some(reason); }
+//! }
+//!
+//! let clock = ManualClock::new();
+//! let registry = Registry::with_config(Config::default().clock(Arc::new(clock.clone())));
+//!
+//! // The binary's task: claim the id and hold the claim for as long as the socket lives.
+//! let claim = registry.claim_server("srv-1", Ws::new("server-srv-1-0001"))?;
+//!
+//! // A phone's task: register, then route each frame through the ticket.
+//! let phone = Ws::new("client-srv-1-0001");
+//! let ticket = registry.register_phone("srv-1", phone.clone())?;
+//! let binary = ticket.binary().expect("registered");
+//! assert_eq!(binary.conn_id(), "server-srv-1-0001");
+//! // ... and the binary routes back to the phone through its claim.
+//! assert!(claim.phone("client-srv-1-0001").is_some());
+//!
+//! // The binary's socket ends: keep the id for 30 s in case it comes back.
+//! claim.release_after(Duration::from_secs(30));
+//! assert_eq!(registry.counts(), Counts { binaries: 0, gracing: 1, phones: 1 });
+//!
+//! // It does not come back in time: the phone is evicted and closed 1011.
+//! clock.advance(Duration::from_secs(30));
+//! assert_eq!(registry.expire_due(), 1);
+//! assert_eq!(*phone.closed.lock().unwrap(), Some(CloseReason::GraceExpired));
+//! assert!(!ticket.is_registered());
+//! drop(ticket); // stale: does nothing
+//! assert_eq!(registry.counts(), Counts::default());
+//! # Ok::<(), relay_registry::RegistryError>(())
+//! ```
+//!
+//! # Locking and re-entrancy
+//!
+//! A registry has one internal lock. Every operation takes it once, for a short critical section
+//! that only reads and relinks the registry's own data (hashing the id, slotmap indexing, moving
+//! `Arc`s). **No user code runs while the lock is held**: no [`Conn`] method, no [`Clock::now`],
+//! and no `Drop` of an `Arc<C>` the registry removed. Conn-ids are read before the lock, the clock
+//! is read before the lock, and removed conns are moved out and closed or dropped after it.
+//!
+//! So a [`Conn`] may call back into the registry from `conn_id`, `send`, `close` or its `Drop`,
+//! and a guard may be dropped from inside `close`: nothing deadlocks. Evicted phones are closed on
+//! the thread whose call (or guard drop) evicted them, after the registry's state is final and
+//! before that call returns; the [`Reaper`]'s expiries close on the reaper thread.
+//!
+//! If a `close` panics, the other closes still run, then the first panic is resumed — unless the
+//! thread is already unwinding (a guard dropped during a panic), in which case it is swallowed so
+//! the process does not abort. The registry is consistent and usable afterwards.
+//!
+//! [`ServerClaim::is_current`], [`PhoneTicket::is_registered`] and [`PhoneTicket::binary`] take no
+//! lock at all: each is one atomic load (acquire), written (release) inside the critical section
+//! that ends the tenure, so they agree with every locked operation that completed before them.
+//!
+//! # Differences from the Go registry
+//!
+//! The Go registry this crate replaces kept one `RWMutex` over `map[string]Conn`,
+//! `map[string][]Conn` and a timer map. What was care at every call site there is a type here:
+//!
+//! - **Double release** cannot compile: [`ServerClaim::release`] consumes the claim, and guards
+//!   are not `Clone`.
+//! - **Stale grace timer tearing down a new claimant**: a window is identified by the tenure's
+//!   epoch; a reclaim changes the epoch, so the old deadline matches nothing when it comes due.
+//! - **Displaced binary's late release deleting its successor**: a taken-over claim's key and
+//!   epoch no longer match its slot, so its drop is a no-op.
+//! - **Orphan phones** under a dead or replaced binary: every end of a tenure evicts all its
+//!   phones in the same critical section, and [`Registry::register_phone`] checks the holder and
+//!   inserts in one step.
+//! - **Lost close codes**: [`Conn::close`] takes a [`CloseReason`] with a code and a text; it is
+//!   a required method, not an optional capability.
+//! - **O(n) unregister by scanning conn-id strings**: a ticket names its registration by key;
+//!   unregister is a swap-remove in O(1). **O(n) counts**: [`Counts`] are kept up to date and read
+//!   in O(1).
+//! - **`ConnID()` called under the lock**: conn-ids are read once, before the lock, and stored.
+//!
+//! # Security
+//!
+//! Server-ids come from HTTP headers, chosen by whoever connects. The id index uses std's
+//! `RandomState` (SipHash-1-3 with a per-process random key), so colliding ids cannot be
+//! precomputed to degrade lookups. Ids are length-checked before any hashing or locking (default
+//! 256 bytes), and lookups with an invalid id return nothing without taking the lock. A refused
+//! claim or registration changes nothing and keeps nothing. Phone tokens are not the registry's
+//! concern: it never sees them.
+//!
+//! # Trade-offs
+//!
+//! - One lock, not one per id: every operation is linearizable with one short critical section,
+//!   and [`Counts`] are exact. The per-frame phone→binary route avoids the lock entirely.
+//! - [`Registry::phone_for`] scans the phones of one id (comparing stored conn-ids), which beats
+//!   hashing for the handful of phones an id has; unregister is O(1) regardless.
+//! - [`Phones`] snapshots are shared, immutable lists rebuilt lazily after a change: repeated
+//!   snapshots of an unchanged set cost one reference count; the first after a change allocates.
+//! - Cancelled grace windows stay in the deadline heap until they surface or the heap is
+//!   compacted (when dead entries outnumber live ones), keeping reclaims O(log n).
+//!
+//! # Memory per entry
+//!
+//! A held id costs a server slot (its epoch, binding pointer, deadline, phone list and snapshot
+//! pointer), an index entry, and two small allocations: the id string, shared by the index and the
+//! guard, and the tenure's binding. A phone costs a 32-byte entry in its id's list (key, conn-id
+//! copy, conn) plus its conn-id bytes, and a phone slot (server key, position, epoch).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod aftermath;
+mod binding;
+mod claim;
+mod clock;
+mod config;
+mod conn;
+mod counts;
+mod deadlines;
+mod error;
+mod keys;
+mod phones;
+mod reaper;
+mod registry;
+mod shared;
+mod state;
+mod sync;
+#[cfg(test)]
+mod test_conn;
+mod ticket;
+
+pub use claim::ServerClaim;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::Config;
+pub use conn::{CloseReason, Conn, SendError};
+pub use counts::Counts;
+pub use error::RegistryError;
+pub use phones::Phones;
+pub use reaper::Reaper;
+pub use registry::Registry;
+pub use ticket::PhoneTicket;
+
+/// Compile-time guarantees: what is shareable across threads, and what can never be copied.
+mod assertions {
+    use super::*;
+    use crate::keys::{PhoneKey, ServerKey};
+    use static_assertions::{assert_impl_all, assert_not_impl_any, assert_type_ne_all};
+
+    struct AnyConn;
+    impl Conn for AnyConn {
+        fn conn_id(&self) -> &str {
+            ""
+        }
+        fn send(&self, _: &[u8]) -> Result<(), SendError> {
+            Ok(())
+        }
+        fn close(&self, _: CloseReason) {}
+    }
+
+    assert_impl_all!(Registry<AnyConn>: Send, Sync, Clone);
+    assert_impl_all!(ServerClaim<AnyConn>: Send, Sync);
+    assert_impl_all!(PhoneTicket<AnyConn>: Send, Sync);
+    assert_impl_all!(Phones<AnyConn>: Send, Sync);
+    assert_impl_all!(Reaper: Send, Sync);
+    assert_not_impl_any!(ServerClaim<AnyConn>: Clone, Copy);
+    assert_not_impl_any!(PhoneTicket<AnyConn>: Clone, Copy);
+    assert_type_ne_all!(ServerKey, PhoneKey);
+    assert_not_impl_any!(ServerKey: From<PhoneKey>, PartialEq<PhoneKey>);
+    assert_not_impl_any!(PhoneKey: From<ServerKey>, PartialEq<ServerKey>);
+}

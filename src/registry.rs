@@ -1,0 +1,296 @@
+//! `Registry`: the handle through which binaries claim server-ids and phones join them.
+
+use crate::binding::Binding;
+use crate::claim::ServerClaim;
+use crate::config::Config;
+use crate::conn::Conn;
+use crate::counts::Counts;
+use crate::error::RegistryError;
+use crate::phones::Phones;
+use crate::shared::Shared;
+use crate::state::Claimant;
+use crate::ticket::PhoneTicket;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The registry of server-ids: at most one binary per id, any number of phones under it.
+///
+/// A `Registry` is a handle: it holds an `Arc` of the shared state, so [`Clone`] is cheap and every
+/// clone sees the same registry. It is `Send + Sync`; every method takes `&self` and is
+/// linearizable (each takes effect atomically at one point between its call and its return), with
+/// one short internal critical section. See the [crate docs](crate) for the model.
+///
+/// # Examples
+///
+/// ```
+/// # use relay_registry::{CloseReason, Conn, SendError};
+/// # struct Ws(&'static str);
+/// # impl Conn for Ws {
+/// #     fn conn_id(&self) -> &str { self.0 }
+/// #     fn send(&self, _: &[u8]) -> Result<(), SendError> { Ok(()) }
+/// #     fn close(&self, _: CloseReason) {}
+/// # }
+/// use relay_registry::{Counts, Registry, RegistryError};
+/// use std::sync::Arc;
+///
+/// let registry = Registry::new();
+/// let claim = registry.claim_server("srv-1", Arc::new(Ws("bin")))?;
+/// assert_eq!(
+///     registry.claim_server("srv-1", Arc::new(Ws("other"))).unwrap_err(),
+///     RegistryError::ServerIdConflict,
+/// );
+/// let ticket = registry.register_phone("srv-1", Arc::new(Ws("phone-1")))?;
+/// assert_eq!(registry.counts(), Counts { binaries: 1, gracing: 0, phones: 1 });
+/// drop(claim); // releases the id and evicts the phone
+/// assert!(!ticket.is_registered());
+/// # Ok::<(), RegistryError>(())
+/// ```
+pub struct Registry<C: Conn> {
+    shared: Arc<Shared<C>>,
+}
+
+impl<C: Conn> Registry<C> {
+    /// An empty registry with the default [`Config`].
+    pub fn new() -> Self {
+        Self::with_config(Config::default())
+    }
+
+    /// An empty registry with `config`.
+    pub fn with_config(config: Config) -> Self {
+        Registry {
+            shared: Arc::new(Shared::new(config)),
+        }
+    }
+
+    pub(crate) fn from_shared(shared: Arc<Shared<C>>) -> Self {
+        Registry { shared }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared<C>> {
+        &self.shared
+    }
+
+    /// The configuration this registry was built with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    fn check_id(&self, server_id: &str) -> Result<(), RegistryError> {
+        if self.shared.config.valid_id(server_id) {
+            Ok(())
+        } else {
+            Err(RegistryError::InvalidServerId)
+        }
+    }
+
+    /// Claims `server_id` for the binary `conn`: first claim wins.
+    ///
+    /// If the id is free, it is installed. If the id is in a grace window (its binary released it
+    /// with [`release_after`](ServerClaim::release_after)), this is a **reclaim**: the new binary is
+    /// installed, the window is cancelled, and every phone of the id is evicted — removed before
+    /// this returns and closed with [`CloseReason::Reclaimed`] on this thread, after the lock.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerIdConflict`](RegistryError::ServerIdConflict) if a live binary holds the id,
+    /// [`InvalidServerId`](RegistryError::InvalidServerId) if the id is empty or too long. A
+    /// refused `conn` is neither closed nor kept.
+    ///
+    /// # Panics
+    ///
+    /// Only by resuming a panic from an evicted phone's [`Conn::close`], after every close ran.
+    pub fn claim_server(
+        &self,
+        server_id: &str,
+        conn: Arc<C>,
+    ) -> Result<ServerClaim<C>, RegistryError> {
+        self.install(server_id, conn, Claimant::First)
+    }
+
+    /// Takes `server_id` over from exactly `incumbent`, e.g. after the incumbent binary failed a
+    /// heartbeat probe.
+    ///
+    /// Succeeds if the id is free and `incumbent` is `None`, or if the id (live or gracing) is held
+    /// by exactly `incumbent` (the same `Arc`, compared with [`Arc::ptr_eq`]). On success it acts
+    /// like a reclaim: the old claim goes stale (its drop no longer does anything) and every phone
+    /// is evicted with [`CloseReason::Reclaimed`]. The registry does not close the incumbent; the
+    /// caller does, with the code it chooses.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerIdConflict`](RegistryError::ServerIdConflict) if the id is held by anyone else, or
+    /// by someone while `incumbent` is `None`, or by no one while `incumbent` is `Some`: the holder
+    /// changed since the caller looked, and nothing is changed.
+    /// [`InvalidServerId`](RegistryError::InvalidServerId) as for
+    /// [`claim_server`](Self::claim_server).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws;
+    /// # impl Conn for Ws {
+    /// #     fn conn_id(&self) -> &str { "ws" }
+    /// #     fn send(&self, _: &[u8]) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::Registry;
+    /// use std::sync::Arc;
+    ///
+    /// let registry = Registry::new();
+    /// let old = registry.claim_server("srv", Arc::new(Ws)).unwrap();
+    /// let incumbent = registry.binary_for("srv").unwrap();
+    /// // ... the incumbent did not answer a ping ...
+    /// let new = registry.takeover_server("srv", Some(&incumbent), Arc::new(Ws)).unwrap();
+    /// assert!(!old.is_current());
+    /// drop(old); // stale: does not release the new binary's id
+    /// assert!(new.is_current());
+    /// ```
+    pub fn takeover_server(
+        &self,
+        server_id: &str,
+        incumbent: Option<&Arc<C>>,
+        conn: Arc<C>,
+    ) -> Result<ServerClaim<C>, RegistryError> {
+        self.install(server_id, conn, Claimant::Incumbent(incumbent))
+    }
+
+    fn install(
+        &self,
+        server_id: &str,
+        conn: Arc<C>,
+        claimant: Claimant<'_, C>,
+    ) -> Result<ServerClaim<C>, RegistryError> {
+        self.check_id(server_id)?;
+        // Allocated before the lock, so the critical section only links it in.
+        let binding = Arc::new(Binding::new(Arc::from(server_id), conn));
+        let seat = self
+            .shared
+            .mutate(|state, out| state.claim(binding, claimant, out))?;
+        Ok(ServerClaim::new(self.shared.clone(), seat))
+    }
+
+    /// Registers the phone `conn` under `server_id`, which a binary (live or gracing) must hold.
+    ///
+    /// `conn.conn_id()` is read once, before the lock, and kept: [`phone_for`](Self::phone_for)
+    /// finds the phone by it. Two phones with the same conn-id are both registered; their tickets
+    /// tell them apart. The check (holder present, cap not reached) and the insertion are one atomic
+    /// step.
+    ///
+    /// # Errors
+    ///
+    /// [`NoServer`](RegistryError::NoServer) if no binary holds the id,
+    /// [`PhonesAtCap`](RegistryError::PhonesAtCap) if it has
+    /// [`max_phones_per_server`](Config::max_phones_per_server) phones already,
+    /// [`InvalidServerId`](RegistryError::InvalidServerId) if the id is empty or too long. A refused
+    /// `conn` is neither closed nor kept.
+    pub fn register_phone(
+        &self,
+        server_id: &str,
+        conn: Arc<C>,
+    ) -> Result<PhoneTicket<C>, RegistryError> {
+        self.check_id(server_id)?;
+        let conn_id: Box<str> = conn.conn_id().into();
+        let cap = self.shared.config.max_phones_per_server;
+        let ticket_conn = conn.clone();
+        let seat = self
+            .shared
+            .mutate(|state, out| state.register(server_id, conn, conn_id, cap, out))?;
+        Ok(PhoneTicket::new(self.shared.clone(), seat, ticket_conn))
+    }
+
+    /// The binary holding `server_id`, live or gracing; `None` if no one does (or the id is
+    /// invalid).
+    pub fn binary_for(&self, server_id: &str) -> Option<Arc<C>> {
+        if !self.shared.config.valid_id(server_id) {
+            return None;
+        }
+        self.shared.locked(|state| state.binary_for(server_id))
+    }
+
+    /// The phone registered under `server_id` with the conn-id `conn_id` (the first one, if two
+    /// share it). Allocates nothing and calls into no `Conn`: it compares the conn-ids stored at
+    /// registration.
+    pub fn phone_for(&self, server_id: &str, conn_id: &str) -> Option<Arc<C>> {
+        if !self.shared.config.valid_id(server_id) {
+            return None;
+        }
+        self.shared
+            .locked(|state| state.phone_for(server_id, conn_id))
+    }
+
+    /// An owned snapshot of the phones under `server_id` (empty if none or no binary).
+    ///
+    /// When the phones have not changed since the last snapshot, this shares that snapshot: no
+    /// allocation, one reference-count increment.
+    pub fn phones_for(&self, server_id: &str) -> Phones<C> {
+        if !self.shared.config.valid_id(server_id) {
+            return Phones::empty();
+        }
+        self.shared.locked(|state| state.phones_for(server_id))
+    }
+
+    /// An owned list of every connection the registry holds: each binary (gracing ones too) and
+    /// every phone, taken in one critical section.
+    pub fn snapshot(&self) -> Vec<Arc<C>> {
+        self.shared.locked(|state| state.snapshot())
+    }
+
+    /// The number of live binaries, gracing binaries and phones, read together in O(1).
+    pub fn counts(&self) -> Counts {
+        self.shared.locked(|state| state.counts())
+    }
+
+    /// Expires every grace window whose deadline is at or before the clock's `now()`: removes the
+    /// binary and its phones and closes the phones with [`CloseReason::GraceExpired`] on this
+    /// thread, after the lock. Returns the number of windows expired.
+    ///
+    /// The [`Reaper`](crate::Reaper) calls this at each deadline; tests call it after advancing a
+    /// [`ManualClock`](crate::ManualClock).
+    ///
+    /// # Panics
+    ///
+    /// Only by resuming a panic from a [`Conn::close`], after every close ran.
+    pub fn expire_due(&self) -> usize {
+        let now = self.shared.config.clock.now();
+        self.shared.mutate(|state, out| state.expire_due(now, out))
+    }
+
+    /// The deadline of the earliest open grace window, if any (cancelled windows are ignored).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.shared.locked(|state| state.next_deadline())
+    }
+
+    /// Checks the registry's internal consistency: the id index, the server and phone slots, the
+    /// grace deadlines and the counters agree. For tests and fuzzing.
+    #[doc(hidden)]
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let cap = self.shared.config.max_phones_per_server;
+        self.shared.locked(|state| state.check_invariants(cap))
+    }
+}
+
+impl<C: Conn> Clone for Registry<C> {
+    /// Another handle to the same registry.
+    fn clone(&self) -> Self {
+        Registry {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<C: Conn> Default for Registry<C> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C: Conn> fmt::Debug for Registry<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("counts", &self.counts())
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}

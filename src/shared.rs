@@ -1,0 +1,53 @@
+//! `Shared`: what a registry handle, its guards and its reapers point at. The only place that locks.
+
+use crate::aftermath::Aftermath;
+use crate::config::Config;
+use crate::conn::Conn;
+use crate::reaper::Signal;
+use crate::state::State;
+use crate::sync::Mutex;
+use std::sync::Arc;
+
+/// The registry's shared state: the locked [`State`], the configuration, and the signal that wakes
+/// reapers. Registry handles and guards own an `Arc` of it; reapers hold a `Weak`.
+pub(crate) struct Shared<C: Conn> {
+    state: Mutex<State<C>>,
+    pub(crate) config: Config,
+    pub(crate) signal: Arc<Signal>,
+}
+
+impl<C: Conn> Shared<C> {
+    pub(crate) fn new(config: Config) -> Self {
+        Shared {
+            state: Mutex::new(State::new()),
+            config,
+            signal: Arc::new(Signal::default()),
+        }
+    }
+
+    /// Runs a read or a bookkeeping-only change under the lock.
+    ///
+    /// `f` must not run user code; it cannot drop an `Arc<C>` it removes (it has no aftermath).
+    pub(crate) fn locked<R>(&self, f: impl FnOnce(&mut State<C>) -> R) -> R {
+        f(&mut self.state.lock())
+    }
+
+    /// Runs a change under the lock, then — with the lock released, before returning — the closes
+    /// and drops it scheduled. A panic in a close is resumed after all of them ran.
+    pub(crate) fn mutate<R>(&self, f: impl FnOnce(&mut State<C>, &mut Aftermath<C>) -> R) -> R {
+        let mut after = Aftermath::new();
+        let result = {
+            let mut state = self.state.lock();
+            f(&mut state, &mut after)
+        };
+        after.run();
+        result
+    }
+}
+
+impl<C: Conn> Drop for Shared<C> {
+    fn drop(&mut self) {
+        // Reapers sleeping on this registry's next deadline wake up, find it gone, and stop.
+        self.signal.notify();
+    }
+}

@@ -1,0 +1,166 @@
+//! `PhoneTicket`: a phone's registration under a server-id, unregistered when dropped.
+
+use crate::binding::Binding;
+use crate::conn::Conn;
+use crate::keys::PhoneKey;
+use crate::shared::Shared;
+use crate::state::Seat;
+use std::fmt;
+use std::sync::Arc;
+
+/// A phone's registration, returned by [`register_phone`](crate::Registry::register_phone).
+///
+/// Dropping it (or [`unregister`](Self::unregister)) removes exactly this phone in O(1), without
+/// closing it and without touching its siblings. It holds no lock (an `Arc` of the registry, a
+/// typed generational key and an epoch), so it is `Send + Sync + 'static` and may live in the
+/// phone's connection task across `.await`.
+///
+/// When its binary releases the id, is reclaimed or taken over, or its grace window expires, the
+/// phone is evicted (and closed by the registry) and the ticket goes *stale*: dropping it then
+/// changes nothing, whatever phone now occupies its old slot.
+///
+/// It is neither `Clone` nor `Copy`.
+///
+/// ```compile_fail
+/// # use relay_registry::{CloseReason, Conn, SendError, Registry};
+/// # use std::sync::Arc;
+/// # struct Ws;
+/// # impl Conn for Ws {
+/// #     fn conn_id(&self) -> &str { "ws" }
+/// #     fn send(&self, _: &[u8]) -> Result<(), SendError> { Ok(()) }
+/// #     fn close(&self, _: CloseReason) {}
+/// # }
+/// let registry = Registry::new();
+/// let _claim = registry.claim_server("srv", Arc::new(Ws)).unwrap();
+/// let ticket = registry.register_phone("srv", Arc::new(Ws)).unwrap();
+/// let copy = ticket.clone(); // error: no method `clone`
+/// ```
+#[must_use = "dropping a PhoneTicket unregisters the phone at once"]
+#[clippy::has_significant_drop]
+pub struct PhoneTicket<C: Conn> {
+    pub(crate) shared: Arc<Shared<C>>,
+    pub(crate) key: PhoneKey,
+    pub(crate) epoch: u64,
+    pub(crate) binding: Arc<Binding<C>>,
+    conn: Arc<C>,
+    /// False once unregistered by [`unregister`](Self::unregister), so `Drop` does nothing more.
+    armed: bool,
+}
+
+impl<C: Conn> PhoneTicket<C> {
+    pub(crate) fn new(shared: Arc<Shared<C>>, seat: Seat<PhoneKey, C>, conn: Arc<C>) -> Self {
+        PhoneTicket {
+            shared,
+            key: seat.key,
+            epoch: seat.epoch,
+            binding: seat.binding,
+            conn,
+            armed: true,
+        }
+    }
+
+    /// The server-id this phone joined.
+    pub fn server_id(&self) -> &str {
+        &self.binding.server_id
+    }
+
+    /// The phone's conn.
+    pub fn conn(&self) -> &Arc<C> {
+        &self.conn
+    }
+
+    /// Whether the phone is still registered: false once it was evicted (release, reclaim,
+    /// takeover or expiry of its binary's tenure).
+    ///
+    /// Lock-free (one atomic load) and ordered with every registry operation.
+    pub fn is_registered(&self) -> bool {
+        self.binding.is_live()
+    }
+
+    /// The binary this phone joined, while the phone is registered; `None` once it was evicted.
+    ///
+    /// This is the phone→binary route of every frame, so it takes neither the registry's lock nor
+    /// a hash of the server-id: the binary of a registered phone cannot change (every reclaim and
+    /// takeover evicts the phones), so the ticket keeps it and one atomic load says whether it is
+    /// still valid. During a grace window this is still the old binary, as for
+    /// [`binary_for`](crate::Registry::binary_for).
+    pub fn binary(&self) -> Option<Arc<C>> {
+        self.binding.is_live().then(|| self.binding.binary.clone())
+    }
+
+    /// Unregisters the phone now, exactly as dropping the ticket does; does not close it.
+    /// Returns true if it removed the registration, false if the ticket was stale.
+    pub fn unregister(mut self) -> bool {
+        self.unregister_now()
+    }
+
+    fn unregister_now(&mut self) -> bool {
+        if !std::mem::replace(&mut self.armed, false) || !self.binding.is_live() {
+            return false;
+        }
+        let (key, epoch) = (self.key, self.epoch);
+        self.shared
+            .mutate(|state, out| state.unregister(key, epoch, out))
+    }
+}
+
+impl<C: Conn> Drop for PhoneTicket<C> {
+    /// Unregisters the phone, as [`unregister`](Self::unregister).
+    fn drop(&mut self) {
+        self.unregister_now();
+    }
+}
+
+impl<C: Conn> fmt::Debug for PhoneTicket<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PhoneTicket")
+            .field("server_id", &self.server_id())
+            .field("epoch", &self.epoch)
+            .field("registered", &self.is_registered())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::claim::tests::slot_index;
+    use crate::test_conn::TestConn;
+    use crate::{Counts, Registry};
+
+    #[test]
+    fn forged_ticket_with_current_slot_version_but_old_epoch_is_inert() {
+        let registry = Registry::new();
+        let _claim = registry.claim_server("srv", TestConn::new("b")).unwrap();
+        let first = registry.register_phone("srv", TestConn::new("p1")).unwrap();
+        let (key, old_epoch) = (first.key, first.epoch);
+        assert!(first.unregister());
+        let second = registry.register_phone("srv", TestConn::new("p2")).unwrap();
+        assert_eq!(
+            slot_index(second.key),
+            slot_index(key),
+            "the slot was reused"
+        );
+        assert_ne!(second.key, key, "with a new slotmap version");
+        // Forge what a wrapped version would give: the live slot's key with the old epoch.
+        let forged = PhoneTicket {
+            shared: registry.shared().clone(),
+            key: second.key,
+            epoch: old_epoch,
+            binding: second.binding.clone(),
+            conn: TestConn::new("forger"),
+            armed: true,
+        };
+        assert!(!forged.unregister());
+        assert_eq!(
+            registry.counts(),
+            Counts {
+                binaries: 1,
+                gracing: 0,
+                phones: 1
+            }
+        );
+        assert!(registry.phone_for("srv", "p2").is_some());
+        registry.check_invariants().unwrap();
+    }
+}
