@@ -1,0 +1,8 @@
+//! Misuse that must not compile: the guards' ownership rules are enforced by the type system.
+//! Each case has its expected compiler output beside it (`tests/compile_fail/*.stderr`).
+
+#[test]
+fn misuse_of_guards_does_not_compile() {
+    let cases = trybuild::TestCases::new();
+    cases.compile_fail("tests/compile_fail/*.rs");
+}

@@ -1,0 +1,16 @@
+use relay_registry::{CloseReason, Conn, Registry, SendError};
+use std::sync::Arc;
+
+struct Ws;
+impl Conn for Ws {
+    fn conn_id(&self) -> &str { "ws" }
+    fn send(&self, _: &[u8]) -> Result<(), SendError> { Ok(()) }
+    fn close(&self, _: CloseReason) {}
+}
+
+fn main() {
+    let registry = Registry::new();
+    let claim = registry.claim_server("srv", Arc::new(Ws)).unwrap();
+    claim.release();
+    claim.release();
+}
