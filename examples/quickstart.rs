@@ -32,7 +32,12 @@ impl Conn for Socket {
     }
 
     fn close(&self, reason: CloseReason) {
-        println!("    {} closed: {} {}", self.id, reason.code(), reason.reason());
+        println!(
+            "    {} closed: {} {}",
+            self.id,
+            reason.code(),
+            reason.reason()
+        );
         *self.closed.lock().unwrap() = Some(reason);
     }
 }
@@ -77,7 +82,10 @@ fn main() -> Result<(), relay_registry::RegistryError> {
     println!("4. it reconnects within the window: a reclaim evicts its phones");
     let claim = registry.claim_server("desk-1", Socket::new("server-desk-1-c"))?;
     show("   reclaimed");
-    println!("   old ticket still registered? {}", phone_a.is_registered());
+    println!(
+        "   old ticket still registered? {}",
+        phone_a.is_registered()
+    );
     drop(phone_a);
 
     println!("5. a phone rejoins, then the binary drops for good");

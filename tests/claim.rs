@@ -16,7 +16,14 @@ fn claim_succeeds_on_empty_slot() {
     assert!(Arc::ptr_eq(claim.conn(), &bin));
     assert!(claim.is_current());
     assert!(Arc::ptr_eq(&reg.binary_for("srv").unwrap(), &bin));
-    assert_eq!(reg.counts(), Counts { binaries: 1, gracing: 0, phones: 0 });
+    assert_eq!(
+        reg.counts(),
+        Counts {
+            binaries: 1,
+            gracing: 0,
+            phones: 0
+        }
+    );
 }
 
 #[test]

@@ -174,13 +174,22 @@ fn sixteen_threads_mixing_every_operation_leave_a_consistent_empty_registry() {
     assert_eq!(reg.next_deadline(), None);
 
     for out in &outcomes {
-        assert!(out.binaries.iter().all(|b| !b.is_closed()), "binaries are never closed");
-        assert!(out.phones.iter().all(|p| p.closes().len() <= 1), "one eviction per phone");
+        assert!(
+            out.binaries.iter().all(|b| !b.is_closed()),
+            "binaries are never closed"
+        );
+        assert!(
+            out.phones.iter().all(|p| p.closes().len() <= 1),
+            "one eviction per phone"
+        );
         assert!(
             out.unregistered.iter().all(|p| !p.is_closed()),
             "unregistered phones are never closed"
         );
     }
     let registered: usize = outcomes.iter().map(|o| o.phones.len()).sum();
-    assert!(registered > 100, "the workload registered phones ({registered})");
+    assert!(
+        registered > 100,
+        "the workload registered phones ({registered})"
+    );
 }

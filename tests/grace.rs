@@ -20,7 +20,14 @@ fn binary_stays_visible_during_grace() {
     assert!(claim.release_after(GRACE));
     check(&reg);
     assert!(Arc::ptr_eq(&reg.binary_for("srv").unwrap(), &bin));
-    assert_eq!(reg.counts(), Counts { binaries: 0, gracing: 1, phones: 1 });
+    assert_eq!(
+        reg.counts(),
+        Counts {
+            binaries: 0,
+            gracing: 1,
+            phones: 1
+        }
+    );
     assert!(ticket.is_registered());
     assert!(Arc::ptr_eq(&ticket.binary().unwrap(), &bin));
     assert!(!phone.is_closed());
@@ -36,7 +43,14 @@ fn phone_registers_during_grace() {
     check(&reg);
     assert!(ticket.is_registered());
     assert_eq!(ticket.binary().unwrap().conn_id_calls(), 0);
-    assert_eq!(reg.counts(), Counts { binaries: 0, gracing: 1, phones: 1 });
+    assert_eq!(
+        reg.counts(),
+        Counts {
+            binaries: 0,
+            gracing: 1,
+            phones: 1
+        }
+    );
 }
 
 #[test]
@@ -54,16 +68,34 @@ fn claim_during_grace_reclaims_and_evicts_phones() {
     let claim = reg.claim_server("srv", new_bin.clone()).unwrap();
     check(&reg);
     // Removed under the lock before the call returned, closed after it.
-    assert_eq!(reg.counts(), Counts { binaries: 1, gracing: 0, phones: 0 });
+    assert_eq!(
+        reg.counts(),
+        Counts {
+            binaries: 1,
+            gracing: 0,
+            phones: 0
+        }
+    );
     for phone in &phones {
         assert_eq!(phone.closes(), vec![CloseReason::Reclaimed]);
     }
-    assert!(tickets.iter().all(|t| !t.is_registered() && t.binary().is_none()));
+    assert!(
+        tickets
+            .iter()
+            .all(|t| !t.is_registered() && t.binary().is_none())
+    );
     assert!(Arc::ptr_eq(&reg.binary_for("srv").unwrap(), &new_bin));
     assert!(claim.is_current());
-    assert_eq!(reg.next_deadline(), None, "the reclaim cancelled the window");
+    assert_eq!(
+        reg.next_deadline(),
+        None,
+        "the reclaim cancelled the window"
+    );
     assert_eq!(CloseReason::Reclaimed.code(), 4404);
-    assert_eq!(CloseReason::Reclaimed.reason(), "binary reclaimed server-id");
+    assert_eq!(
+        CloseReason::Reclaimed.reason(),
+        "binary reclaimed server-id"
+    );
     // Phones can rejoin the new binary.
     let rejoined = reg.register_phone("srv", mock("p0")).unwrap();
     assert!(Arc::ptr_eq(&rejoined.binary().unwrap(), &new_bin));
@@ -84,7 +116,10 @@ fn expiry_removes_the_binary_and_closes_phones_with_grace_expired() {
     assert_eq!(phone.closes(), vec![CloseReason::GraceExpired]);
     assert_eq!(phone.close_threads(), vec![std::thread::current().id()]);
     assert_eq!(CloseReason::GraceExpired.code(), 1011);
-    assert_eq!(CloseReason::GraceExpired.reason(), "binary did not reconnect");
+    assert_eq!(
+        CloseReason::GraceExpired.reason(),
+        "binary did not reconnect"
+    );
     assert!(!ticket.is_registered());
     assert!(reg.binary_for("srv").is_none());
     assert_eq!(reg.counts(), Counts::default());
@@ -137,7 +172,11 @@ fn expire_due_counts_only_due_windows() {
     check(&reg);
     assert_eq!(reg.counts().gracing, 1);
     assert_eq!(ids(&reg.snapshot()), ["c"]);
-    assert_eq!(reg.expire_due(), 0, "already expired windows are not counted twice");
+    assert_eq!(
+        reg.expire_due(),
+        0,
+        "already expired windows are not counted twice"
+    );
 }
 
 #[test]
@@ -166,10 +205,11 @@ fn next_deadline_is_the_earliest_open_window_and_ignores_cancelled_ones() {
 #[test]
 fn release_after_duration_max_saturates_instead_of_panicking() {
     let (reg, clock) = registry();
-    assert!(reg
-        .claim_server("srv", mock("bin"))
-        .unwrap()
-        .release_after(Duration::MAX));
+    assert!(
+        reg.claim_server("srv", mock("bin"))
+            .unwrap()
+            .release_after(Duration::MAX)
+    );
     check(&reg);
     assert!(reg.next_deadline().is_some());
     clock.advance(Duration::from_secs(100 * 365 * 24 * 3600));

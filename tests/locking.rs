@@ -169,9 +169,10 @@ fn removed_conns_are_dropped_after_the_lock_is_released() {
     let claim = reg
         .claim_server("srv", Arc::new(ReentersOnDrop(reg.clone())))
         .unwrap();
-    assert!(reg
-        .claim_server("srv", Arc::new(ReentersOnDrop(reg.clone())))
-        .is_err());
+    assert!(
+        reg.claim_server("srv", Arc::new(ReentersOnDrop(reg.clone())))
+            .is_err()
+    );
     let unregistered = reg
         .register_phone("srv", Arc::new(ReentersOnDrop(reg.clone())))
         .unwrap();
@@ -185,7 +186,10 @@ fn removed_conns_are_dropped_after_the_lock_is_released() {
         .register_phone("srv", Arc::new(ReentersOnDrop(reg.clone())))
         .unwrap();
     drop(claim);
-    assert!(reg.register_phone("none", Arc::new(ReentersOnDrop(reg.clone()))).is_err());
+    assert!(
+        reg.register_phone("none", Arc::new(ReentersOnDrop(reg.clone())))
+            .is_err()
+    );
     check(&reg);
     assert_eq!(reg.counts(), Counts::default());
 }
@@ -205,15 +209,24 @@ fn panicking_close_still_runs_the_other_closes_then_resumes_the_first_panic() {
         .collect();
     let payload = catch_unwind(AssertUnwindSafe(|| claim.release())).unwrap_err();
     let message = payload.downcast_ref::<String>().unwrap();
-    assert_eq!(message, "close of p0 panicked", "the first panic is resumed");
+    assert_eq!(
+        message, "close of p0 panicked",
+        "the first panic is resumed"
+    );
     for phone in &phones {
-        assert_eq!(phone.seen().last().unwrap(), "close 4404: Counts { binaries: 0, gracing: 0, phones: 0 }");
+        assert_eq!(
+            phone.seen().last().unwrap(),
+            "close 4404: Counts { binaries: 0, gracing: 0, phones: 0 }"
+        );
     }
     // The registry is consistent and usable; no id is left held without a guard.
     check(&reg);
     assert_eq!(reg.counts(), Counts::default());
     assert!(tickets.iter().all(|t| !t.is_registered()));
-    assert!(reg.claim_server("srv", Reentrant::new("bin2", &reg)).is_ok());
+    assert!(
+        reg.claim_server("srv", Reentrant::new("bin2", &reg))
+            .is_ok()
+    );
 }
 
 #[test]
@@ -223,7 +236,9 @@ fn panicking_close_during_unwind_is_swallowed_instead_of_aborting() {
     let reg2 = reg.clone();
     let phone2 = phone.clone();
     let joined = std::thread::spawn(move || {
-        let claim = reg2.claim_server("srv", Reentrant::new("bin", &reg2)).unwrap();
+        let claim = reg2
+            .claim_server("srv", Reentrant::new("bin", &reg2))
+            .unwrap();
         let _ticket = reg2.register_phone("srv", phone2).unwrap();
         let _claim_dropped_first = claim;
         panic!("the connection task's own panic");
@@ -234,7 +249,11 @@ fn panicking_close_during_unwind_is_swallowed_instead_of_aborting() {
         payload.downcast_ref::<&str>(),
         Some(&"the connection task's own panic")
     );
-    assert_eq!(phone.seen().len(), 2, "conn_id, then the close that panicked");
+    assert_eq!(
+        phone.seen().len(),
+        2,
+        "conn_id, then the close that panicked"
+    );
     check(&reg);
     assert_eq!(reg.counts(), Counts::default());
 }

@@ -31,7 +31,10 @@ fn registered_phone_is_found_by_its_conn_id() {
     assert!(Arc::ptr_eq(ticket.conn(), &phone));
     assert!(ticket.is_registered());
     assert!(Arc::ptr_eq(&ticket.binary().unwrap(), &bin));
-    assert!(Arc::ptr_eq(&reg.phone_for("srv", "client-1").unwrap(), &phone));
+    assert!(Arc::ptr_eq(
+        &reg.phone_for("srv", "client-1").unwrap(),
+        &phone
+    ));
     assert!(Arc::ptr_eq(&claim.phone("client-1").unwrap(), &phone));
     assert!(reg.phone_for("srv", "client-2").is_none());
     assert!(reg.phone_for("other", "client-1").is_none());
@@ -73,7 +76,10 @@ fn unregister_removes_the_right_phone_and_leaves_siblings() {
     assert_eq!(ids(&reg.phones_for("srv")), ["p2", "p3"]);
     assert!(reg.phone_for("srv", "p1").is_none());
     assert!(reg.phone_for("srv", "p3").is_some());
-    assert!(phones.iter().all(|p| !p.is_closed()), "unregistering never closes");
+    assert!(
+        phones.iter().all(|p| !p.is_closed()),
+        "unregistering never closes"
+    );
     assert_eq!(reg.counts().phones, 2);
     assert!(tickets[2].as_ref().unwrap().is_registered());
 }
@@ -120,10 +126,18 @@ fn phones_for_is_a_snapshot() {
     let snap = reg.phones_for("srv");
     let t2 = reg.register_phone("srv", mock("p2")).unwrap();
     drop(t1);
-    assert_eq!(ids(&snap), ["p1"], "later changes do not reach an earlier snapshot");
+    assert_eq!(
+        ids(&snap),
+        ["p1"],
+        "later changes do not reach an earlier snapshot"
+    );
     let mut owned: Vec<_> = snap.to_vec();
     owned.clear();
-    assert_eq!(ids(&reg.phones_for("srv")), ["p2"], "changing a copy changes nothing");
+    assert_eq!(
+        ids(&reg.phones_for("srv")),
+        ["p2"],
+        "changing a copy changes nothing"
+    );
     let again = claim.phones();
     assert_eq!(ids(&again), ["p2"]);
     drop(t2);
@@ -142,7 +156,11 @@ fn snapshot_lists_every_binary_and_phone() {
     b.release_after(std::time::Duration::from_secs(5));
     check(&reg);
     let mut all = reg.snapshot();
-    assert_eq!(ids(&all), ["ba", "bb", "pa", "pb"], "gracing binaries are included");
+    assert_eq!(
+        ids(&all),
+        ["ba", "bb", "pa", "pb"],
+        "gracing binaries are included"
+    );
     all.clear();
     assert_eq!(reg.snapshot().len(), 4);
 }
@@ -152,16 +170,51 @@ fn counts_follow_a_full_lifecycle() {
     let (reg, clock) = registry();
     assert_eq!(reg.counts(), Counts::default());
     let claim = reg.claim_server("srv", mock("bin")).unwrap();
-    assert_eq!(reg.counts(), Counts { binaries: 1, gracing: 0, phones: 0 });
+    assert_eq!(
+        reg.counts(),
+        Counts {
+            binaries: 1,
+            gracing: 0,
+            phones: 0
+        }
+    );
     let t1 = reg.register_phone("srv", mock("p1")).unwrap();
     let _t2 = reg.register_phone("srv", mock("p2")).unwrap();
-    assert_eq!(reg.counts(), Counts { binaries: 1, gracing: 0, phones: 2 });
+    assert_eq!(
+        reg.counts(),
+        Counts {
+            binaries: 1,
+            gracing: 0,
+            phones: 2
+        }
+    );
     drop(t1);
-    assert_eq!(reg.counts(), Counts { binaries: 1, gracing: 0, phones: 1 });
+    assert_eq!(
+        reg.counts(),
+        Counts {
+            binaries: 1,
+            gracing: 0,
+            phones: 1
+        }
+    );
     claim.release_after(std::time::Duration::from_secs(30));
-    assert_eq!(reg.counts(), Counts { binaries: 0, gracing: 1, phones: 1 });
+    assert_eq!(
+        reg.counts(),
+        Counts {
+            binaries: 0,
+            gracing: 1,
+            phones: 1
+        }
+    );
     let _t3 = reg.register_phone("srv", mock("p3")).unwrap();
-    assert_eq!(reg.counts(), Counts { binaries: 0, gracing: 1, phones: 2 });
+    assert_eq!(
+        reg.counts(),
+        Counts {
+            binaries: 0,
+            gracing: 1,
+            phones: 2
+        }
+    );
     clock.advance(std::time::Duration::from_secs(30));
     assert_eq!(reg.expire_due(), 1);
     assert_eq!(reg.counts(), Counts::default());

@@ -53,7 +53,14 @@ fn reaper_wakes_for_an_earlier_window_armed_while_it_sleeps() {
     let _ticket = reg.register_phone("near", phone.clone()).unwrap();
     claim.release_after(Duration::from_millis(5));
     eventually("the near window expired", || phone.is_closed());
-    assert_eq!(reg.counts(), Counts { binaries: 0, gracing: 1, phones: 0 });
+    assert_eq!(
+        reg.counts(),
+        Counts {
+            binaries: 0,
+            gracing: 1,
+            phones: 0
+        }
+    );
 }
 
 #[test]
@@ -74,7 +81,14 @@ fn reaper_ignores_a_window_cancelled_by_a_reclaim() {
     eventually("the later window expired", || later.is_closed());
     assert!(reclaim.is_current());
     assert!(!phone.is_closed());
-    assert_eq!(reg.counts(), Counts { binaries: 1, gracing: 0, phones: 1 });
+    assert_eq!(
+        reg.counts(),
+        Counts {
+            binaries: 1,
+            gracing: 0,
+            phones: 1
+        }
+    );
 }
 
 #[test]
@@ -101,7 +115,9 @@ fn reaper_survives_a_panicking_close() {
     reg.claim_server("b", Arc::new(Panics))
         .unwrap()
         .release_after(Duration::from_millis(1));
-    eventually("the reaper still runs", || reg.counts() == Counts::default());
+    eventually("the reaper still runs", || {
+        reg.counts() == Counts::default()
+    });
 }
 
 #[test]
@@ -126,6 +142,8 @@ fn reaper_stops_when_the_registry_is_gone() {
     drop(reg);
     // The registry's last handle is gone, so it (and the binary it held) is freed even though the
     // reaper is alive: the reaper holds only a weak reference (upgraded only while it works).
-    eventually("the registry is freed", || Arc::strong_count(&weak_probe) == 1);
+    eventually("the registry is freed", || {
+        Arc::strong_count(&weak_probe) == 1
+    });
     drop(reaper);
 }

@@ -97,9 +97,17 @@ fn huge_hostile_ids_are_rejected_without_being_stored() {
 #[test]
 fn error_codes_and_reasons_match_the_protocol() {
     let table = [
-        (RegistryError::ServerIdConflict, 4409, "server-id already claimed"),
+        (
+            RegistryError::ServerIdConflict,
+            4409,
+            "server-id already claimed",
+        ),
         (RegistryError::NoServer, 4404, "no server with that id"),
-        (RegistryError::PhonesAtCap, 4429, "too many phones for server-id"),
+        (
+            RegistryError::PhonesAtCap,
+            4429,
+            "too many phones for server-id",
+        ),
         (RegistryError::InvalidServerId, 4400, "invalid server-id"),
     ];
     for (err, code, reason) in table {

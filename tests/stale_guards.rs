@@ -11,12 +11,18 @@ use std::time::Duration;
 
 /// `srv` claimed by "old", then taken over by "new", which gets one phone: the stale claim, the
 /// successor's claim, and the phone with its ticket.
-type TakenOver = (ServerClaim<Mock>, ServerClaim<Mock>, (Arc<Mock>, PhoneTicket<Mock>));
+type TakenOver = (
+    ServerClaim<Mock>,
+    ServerClaim<Mock>,
+    (Arc<Mock>, PhoneTicket<Mock>),
+);
 
 fn taken_over(reg: &Registry<Mock>) -> TakenOver {
     let old_bin = mock("old");
     let stale = reg.claim_server("srv", old_bin.clone()).unwrap();
-    let successor = reg.takeover_server("srv", Some(&old_bin), mock("new")).unwrap();
+    let successor = reg
+        .takeover_server("srv", Some(&old_bin), mock("new"))
+        .unwrap();
     let phone = mock("p");
     let ticket = reg.register_phone("srv", phone.clone()).unwrap();
     assert!(!stale.is_current());
@@ -26,8 +32,18 @@ fn taken_over(reg: &Registry<Mock>) -> TakenOver {
 fn assert_successor_intact(reg: &Registry<Mock>, successor: &ServerClaim<Mock>, phone: &Mock) {
     check(reg);
     assert!(successor.is_current());
-    assert_eq!(reg.binary_for("srv").unwrap().conn_id(), successor.conn().conn_id());
-    assert_eq!(reg.counts(), Counts { binaries: 1, gracing: 0, phones: 1 });
+    assert_eq!(
+        reg.binary_for("srv").unwrap().conn_id(),
+        successor.conn().conn_id()
+    );
+    assert_eq!(
+        reg.counts(),
+        Counts {
+            binaries: 1,
+            gracing: 0,
+            phones: 1
+        }
+    );
     assert!(!phone.is_closed());
     assert_eq!(reg.next_deadline(), None);
 }
@@ -79,7 +95,14 @@ fn stale_claim_cannot_touch_a_reclaimer_of_the_same_slot() {
         assert!(reclaimer.is_current(), "{how}");
         assert_eq!(reg.binary_for("srv").unwrap().conn_id(), "reclaimer");
         assert!(!phone.is_closed(), "{how}");
-        assert_eq!(reg.counts(), Counts { binaries: 1, gracing: 0, phones: 1 });
+        assert_eq!(
+            reg.counts(),
+            Counts {
+                binaries: 1,
+                gracing: 0,
+                phones: 1
+            }
+        );
     }
 }
 
@@ -96,7 +119,14 @@ fn stale_claim_cannot_touch_another_id_that_reuses_its_slot() {
     check(&reg);
     assert!(other.is_current());
     assert!(!phone.is_closed());
-    assert_eq!(reg.counts(), Counts { binaries: 1, gracing: 0, phones: 1 });
+    assert_eq!(
+        reg.counts(),
+        Counts {
+            binaries: 1,
+            gracing: 0,
+            phones: 1
+        }
+    );
 }
 
 #[test]
@@ -167,5 +197,12 @@ fn churning_one_slot_many_times_keeps_every_old_guard_inert() {
     }
     check(&reg);
     assert!(current.is_current() && live_phone.is_registered());
-    assert_eq!(reg.counts(), Counts { binaries: 1, gracing: 0, phones: 1 });
+    assert_eq!(
+        reg.counts(),
+        Counts {
+            binaries: 1,
+            gracing: 0,
+            phones: 1
+        }
+    );
 }

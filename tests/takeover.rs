@@ -34,9 +34,19 @@ fn takeover_of_the_current_incumbent_replaces_it_and_evicts_phones() {
     assert!(new.is_current());
     assert_eq!(phone.closes(), vec![CloseReason::Reclaimed]);
     assert!(!ticket.is_registered());
-    assert!(!old_bin.is_closed(), "the registry does not close the incumbent");
+    assert!(
+        !old_bin.is_closed(),
+        "the registry does not close the incumbent"
+    );
     assert!(Arc::ptr_eq(&reg.binary_for("srv").unwrap(), &new_bin));
-    assert_eq!(reg.counts(), Counts { binaries: 1, gracing: 0, phones: 0 });
+    assert_eq!(
+        reg.counts(),
+        Counts {
+            binaries: 1,
+            gracing: 0,
+            phones: 0
+        }
+    );
 }
 
 #[test]
@@ -53,9 +63,20 @@ fn takeover_of_a_gracing_incumbent_cancels_its_window() {
         .unwrap();
     check(&reg);
     assert_eq!(phone.closes(), vec![CloseReason::Reclaimed]);
-    assert_eq!(reg.counts(), Counts { binaries: 1, gracing: 0, phones: 0 });
+    assert_eq!(
+        reg.counts(),
+        Counts {
+            binaries: 1,
+            gracing: 0,
+            phones: 0
+        }
+    );
     clock.advance(Duration::from_secs(60));
-    assert_eq!(reg.expire_due(), 0, "the old window cannot tear down the new claimant");
+    assert_eq!(
+        reg.expire_due(),
+        0,
+        "the old window cannot tear down the new claimant"
+    );
     assert!(new.is_current());
     check(&reg);
 }

@@ -25,12 +25,22 @@ pub fn mock(id: &str) -> Arc<Mock> {
 impl Mock {
     /// Every close reason received, in order.
     pub fn closes(&self) -> Vec<CloseReason> {
-        self.closes.lock().unwrap().iter().map(|(r, _)| *r).collect()
+        self.closes
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(r, _)| *r)
+            .collect()
     }
 
     /// The threads the closes ran on.
     pub fn close_threads(&self) -> Vec<ThreadId> {
-        self.closes.lock().unwrap().iter().map(|(_, t)| *t).collect()
+        self.closes
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, t)| *t)
+            .collect()
     }
 
     pub fn is_closed(&self) -> bool {
