@@ -50,12 +50,19 @@ impl<C: Conn> Aftermath<C> {
     /// A panicking close or drop does not stop the others; the first panic is resumed at the end,
     /// unless this thread is already unwinding (a guard dropped during a panic), where it is
     /// swallowed so that the process does not abort.
-    pub(crate) fn run(self) {
+    ///
+    /// Takes `&mut self` and drains, so the caller's aftermath is not moved (it is large).
+    #[inline]
+    pub(crate) fn run(&mut self) {
         if self.closes.is_empty() && self.drops.is_empty() {
             return;
         }
+        self.run_all();
+    }
+
+    fn run_all(&mut self) {
         let mut first_panic: Option<Box<dyn Any + Send>> = None;
-        for (conn, reason) in self.closes {
+        for (conn, reason) in self.closes.drain(..) {
             let result = catch_unwind(AssertUnwindSafe(move || {
                 conn.close(reason);
                 drop(conn);
@@ -64,7 +71,7 @@ impl<C: Conn> Aftermath<C> {
                 first_panic.get_or_insert(payload);
             }
         }
-        for garbage in self.drops {
+        for garbage in self.drops.drain(..) {
             if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(garbage))) {
                 first_panic.get_or_insert(payload);
             }

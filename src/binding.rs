@@ -1,5 +1,6 @@
 //! `Binding`: one binary's tenure on one server-id, shared by its claim and its phones' tickets.
 
+use crate::compact_str::IdCopy;
 use crate::conn::Conn;
 use crate::sync::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,15 +19,16 @@ use std::sync::Arc;
 /// [`PhoneTicket::binary`]: crate::PhoneTicket::binary
 /// [`ServerClaim::is_current`]: crate::ServerClaim::is_current
 pub(crate) struct Binding<C> {
-    pub(crate) server_id: Arc<str>,
+    /// The server-id, kept inline when short: the id index and the guards read it from here.
+    pub(crate) server_id: IdCopy,
     pub(crate) binary: Arc<C>,
     live: AtomicBool,
 }
 
 impl<C: Conn> Binding<C> {
-    pub(crate) fn new(server_id: Arc<str>, binary: Arc<C>) -> Self {
+    pub(crate) fn new(server_id: &str, binary: Arc<C>) -> Self {
         Binding {
-            server_id,
+            server_id: IdCopy::new(server_id),
             binary,
             live: AtomicBool::new(true),
         }

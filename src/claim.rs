@@ -47,6 +47,8 @@ pub struct ServerClaim<C: Conn> {
     pub(crate) binding: Arc<Binding<C>>,
     /// False once released (by a consuming method), so `Drop` does nothing more.
     armed: bool,
+    /// Whether installing this claim ended a previous tenure.
+    replaced: bool,
 }
 
 impl<C: Conn> ServerClaim<C> {
@@ -57,12 +59,40 @@ impl<C: Conn> ServerClaim<C> {
             epoch: seat.epoch,
             binding: seat.binding,
             armed: true,
+            replaced: seat.replaced,
         }
+    }
+
+    /// Whether this claim replaced a previous binary — a reclaim during its grace window, or a
+    /// takeover — rather than taking a free id. The replaced binary's phones were evicted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws;
+    /// # impl Conn for Ws {
+    /// #     fn conn_id(&self) -> &str { "ws" }
+    /// #     fn send(&self, _: &[u8]) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::Registry;
+    /// use std::{sync::Arc, time::Duration};
+    ///
+    /// let registry = Registry::new();
+    /// let first = registry.claim_server("srv", Arc::new(Ws)).unwrap();
+    /// assert!(!first.replaced());
+    /// first.release_after(Duration::from_secs(30));
+    /// let again = registry.claim_server("srv", Arc::new(Ws)).unwrap();
+    /// assert!(again.replaced()); // a reclaim
+    /// ```
+    pub fn replaced(&self) -> bool {
+        self.replaced
     }
 
     /// The server-id this claim holds (or held, if stale).
     pub fn server_id(&self) -> &str {
-        &self.binding.server_id
+        self.binding.server_id.as_str()
     }
 
     /// The binary's conn this claim installed.
@@ -193,8 +223,9 @@ pub(crate) mod tests {
             shared: registry.shared().clone(),
             key: second.key,
             epoch,
-            binding: Arc::new(Binding::new(Arc::from("srv"), TestConn::new("forger"))),
+            binding: Arc::new(Binding::new("srv", TestConn::new("forger"))),
             armed: true,
+            replaced: false,
         };
         assert_eq!(
             slot_index(second.key),

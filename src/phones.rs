@@ -4,8 +4,9 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 
-/// An owned snapshot of the phones registered under one server-id, in registration order
-/// (except that an unregistration moves the last phone into the vacated place).
+/// An owned snapshot of the phones registered under one server-id, in the order of their
+/// positions in the id's list: registration order, except that a new phone takes the place
+/// of the phone that most recently left.
 ///
 /// It dereferences to `[Arc<C>]`. It is a copy: registering or unregistering phones afterwards
 /// never changes it, and changing it is impossible (it is immutable). The registry keeps the

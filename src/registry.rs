@@ -2,6 +2,7 @@
 
 use crate::binding::Binding;
 use crate::claim::ServerClaim;
+use crate::compact_str::ConnIdCopy;
 use crate::config::Config;
 use crate::conn::Conn;
 use crate::counts::Counts;
@@ -89,7 +90,7 @@ impl<C: Conn> Registry<C> {
     /// If the id is free, it is installed. If the id is in a grace window (its binary released it
     /// with [`release_after`](ServerClaim::release_after)), this is a **reclaim**: the new binary is
     /// installed, the window is cancelled, and every phone of the id is evicted — removed before
-    /// this returns and closed with [`CloseReason::Reclaimed`] on this thread, after the lock.
+    /// this returns and closed with [`CloseReason::Reclaimed`](crate::CloseReason::Reclaimed) on this thread, after the lock.
     ///
     /// # Errors
     ///
@@ -114,7 +115,7 @@ impl<C: Conn> Registry<C> {
     /// Succeeds if the id is free and `incumbent` is `None`, or if the id (live or gracing) is held
     /// by exactly `incumbent` (the same `Arc`, compared with [`Arc::ptr_eq`]). On success it acts
     /// like a reclaim: the old claim goes stale (its drop no longer does anything) and every phone
-    /// is evicted with [`CloseReason::Reclaimed`]. The registry does not close the incumbent; the
+    /// is evicted with [`CloseReason::Reclaimed`](crate::CloseReason::Reclaimed). The registry does not close the incumbent; the
     /// caller does, with the code it chooses.
     ///
     /// # Errors
@@ -163,8 +164,24 @@ impl<C: Conn> Registry<C> {
         claimant: Claimant<'_, C>,
     ) -> Result<ServerClaim<C>, RegistryError> {
         self.check_id(server_id)?;
+        // Test-only, deliberately broken (`--cfg relay_registry_broken_claim`): check and install
+        // under two lock acquisitions, so that tests/linearizability.rs can show it catches that.
+        #[cfg(relay_registry_broken_claim)]
+        let claimant = match claimant {
+            Claimant::First => {
+                let free = self
+                    .shared
+                    .locked(|state| state.broken_claim_check(server_id));
+                if !free {
+                    return Err(RegistryError::ServerIdConflict);
+                }
+                std::thread::yield_now();
+                Claimant::Unchecked
+            }
+            other => other,
+        };
         // Allocated before the lock, so the critical section only links it in.
-        let binding = Arc::new(Binding::new(Arc::from(server_id), conn));
+        let binding = Arc::new(Binding::new(server_id, conn));
         let seat = self
             .shared
             .mutate(|state, out| state.claim(binding, claimant, out))?;
@@ -191,7 +208,7 @@ impl<C: Conn> Registry<C> {
         conn: Arc<C>,
     ) -> Result<PhoneTicket<C>, RegistryError> {
         self.check_id(server_id)?;
-        let conn_id: Box<str> = conn.conn_id().into();
+        let conn_id = ConnIdCopy::new(conn.conn_id(), server_id);
         let cap = self.shared.config.max_phones_per_server;
         let ticket_conn = conn.clone();
         let seat = self
@@ -243,7 +260,7 @@ impl<C: Conn> Registry<C> {
     }
 
     /// Expires every grace window whose deadline is at or before the clock's `now()`: removes the
-    /// binary and its phones and closes the phones with [`CloseReason::GraceExpired`] on this
+    /// binary and its phones and closes the phones with [`CloseReason::GraceExpired`](crate::CloseReason::GraceExpired) on this
     /// thread, after the lock. Returns the number of windows expired.
     ///
     /// The [`Reaper`](crate::Reaper) calls this at each deadline; tests call it after advancing a
@@ -262,8 +279,8 @@ impl<C: Conn> Registry<C> {
         self.shared.locked(|state| state.next_deadline())
     }
 
-    /// Checks the registry's internal consistency: the id index, the server and phone slots, the
-    /// grace deadlines and the counters agree. For tests and fuzzing.
+    /// Checks the registry's internal consistency: the id index, the server slots and their
+    /// phone lists, the grace deadlines and the counters agree. For tests and fuzzing.
     #[doc(hidden)]
     pub fn check_invariants(&self) -> Result<(), String> {
         let cap = self.shared.config.max_phones_per_server;

@@ -5,57 +5,92 @@
 
 use crate::aftermath::{Aftermath, Garbage};
 use crate::binding::Binding;
+use crate::compact_str::ConnIdCopy;
 use crate::conn::{CloseReason, Conn};
 use crate::counts::Counts;
 use crate::deadlines::{Deadlines, Window};
 use crate::error::RegistryError;
 use crate::keys::{PhoneKey, ServerKey};
+use crate::phone_list::PhoneList;
 use crate::phones::Phones;
 use slotmap::SlotMap;
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The whole registry: the id index, the server and phone slots, the grace deadlines, the counters.
+/// The whole registry: the id index, the server slots (each with its phone list), the grace
+/// deadlines, the counters.
 pub(crate) struct State<C: Conn> {
     /// server-id → its slot. std's `RandomState` (SipHash, seeded per process): ids are
-    /// attacker-chosen, so the index must not be a fast unkeyed hash.
-    index: HashMap<Arc<str>, ServerKey>,
+    /// attacker-chosen, so the index must not be a fast unkeyed hash. The key is the current
+    /// tenure's binding, which holds the id: the index owns no copy of its own.
+    index: HashMap<IdKey<C>, ServerKey>,
     servers: SlotMap<ServerKey, ServerSlot<C>>,
-    phones: SlotMap<PhoneKey, PhoneSlot>,
     deadlines: Deadlines,
     /// The last epoch handed out; epochs are registry-wide and never reused.
     epoch: u64,
     /// How many server slots are in a grace window (the rest are live).
     gracing: usize,
+    /// How many phones are registered, over every slot.
+    phones: usize,
 }
 
-/// One held server-id.
+/// One held server-id: 24 bytes.
 struct ServerSlot<C> {
-    /// The epoch of the current tenure; a guard acts only if its epoch matches.
-    epoch: u64,
     binding: Arc<Binding<C>>,
-    /// `Some(deadline)` while the id is in a grace window.
-    grace: Option<Instant>,
-    /// The phones of the current tenure, stored inline so one lookup scans one array.
-    phones: Vec<PhoneEntry<C>>,
-    /// The latest [`Phones`] snapshot of `phones`, built on demand and dropped on every change.
-    snapshot: Option<Arc<[Arc<C>]>>,
+    /// The phones of the current tenure; `None` while it has none.
+    phones: Option<Box<PhoneList<C>>>,
+    tenure: Tenure,
 }
 
-struct PhoneEntry<C> {
-    key: PhoneKey,
-    /// Read from the conn once, before the lock, at registration.
-    conn_id: Box<str>,
-    conn: Arc<C>,
+/// The epoch of a slot's current tenure (a guard acts only if its epoch matches) and whether
+/// the tenure is in a grace window, packed into one word.
+#[derive(Clone, Copy)]
+struct Tenure(u64);
+
+impl Tenure {
+    fn live(epoch: u64) -> Self {
+        Tenure(epoch << 1)
+    }
+
+    fn epoch(self) -> u64 {
+        self.0 >> 1
+    }
+
+    fn gracing(self) -> bool {
+        self.0 & 1 == 1
+    }
+
+    fn into_grace(self) -> Self {
+        Tenure(self.0 | 1)
+    }
 }
 
-/// Where a phone registration lives: its server slot and its position in that slot's list.
-struct PhoneSlot {
-    server: ServerKey,
-    pos: usize,
-    epoch: u64,
+/// The id index's key: a binding, hashed and compared by its server-id's bytes.
+struct IdKey<C>(Arc<Binding<C>>);
+
+impl<C> Borrow<[u8]> for IdKey<C> {
+    fn borrow(&self) -> &[u8] {
+        self.0.server_id.as_bytes()
+    }
 }
+
+impl<C> Hash for IdKey<C> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.server_id.as_bytes().hash(state);
+    }
+}
+
+impl<C> PartialEq for IdKey<C> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.server_id.as_bytes() == other.0.server_id.as_bytes()
+    }
+}
+
+impl<C> Eq for IdKey<C> {}
 
 /// Who may claim a held id.
 pub(crate) enum Claimant<'a, C> {
@@ -63,6 +98,10 @@ pub(crate) enum Claimant<'a, C> {
     First,
     /// `takeover_server`: only an id held by exactly this conn (or an empty id, for `None`).
     Incumbent(Option<&'a Arc<C>>),
+    /// Test-only, deliberately broken (`--cfg relay_registry_broken_claim`): install without
+    /// checking, because the caller checked under an earlier lock acquisition.
+    #[cfg(relay_registry_broken_claim)]
+    Unchecked,
 }
 
 /// What a guard needs to know about the slot it was given.
@@ -70,6 +109,8 @@ pub(crate) struct Seat<K, C> {
     pub(crate) key: K,
     pub(crate) epoch: u64,
     pub(crate) binding: Arc<Binding<C>>,
+    /// For a claim: whether it ended a previous tenure (a reclaim or takeover).
+    pub(crate) replaced: bool,
 }
 
 impl<C: Conn> State<C> {
@@ -77,10 +118,10 @@ impl<C: Conn> State<C> {
         State {
             index: HashMap::new(),
             servers: SlotMap::with_key(),
-            phones: SlotMap::with_key(),
             deadlines: Deadlines::default(),
             epoch: 0,
             gracing: 0,
+            phones: 0,
         }
     }
 
@@ -96,54 +137,83 @@ impl<C: Conn> State<C> {
         claimant: Claimant<'_, C>,
         out: &mut Aftermath<C>,
     ) -> Result<Seat<ServerKey, C>, RegistryError> {
-        let held = self.index.get(&*binding.server_id).copied();
-        let allowed = match (held, &claimant) {
-            (None, Claimant::First | Claimant::Incumbent(None)) => true,
-            (None, Claimant::Incumbent(Some(_))) => false,
-            (Some(key), Claimant::First) => self.servers[key].grace.is_some(),
-            (Some(key), Claimant::Incumbent(Some(incumbent))) => {
+        // One hash of the id for a fresh claim: look up and insert through the same entry.
+        let key = match self.index.entry(IdKey(binding.clone())) {
+            Entry::Occupied(entry) => *entry.get(),
+            Entry::Vacant(entry) => {
+                if let Claimant::Incumbent(Some(_)) = claimant {
+                    drop(entry);
+                    out.drop_later(Garbage::Binding(binding));
+                    return Err(RegistryError::ServerIdConflict);
+                }
+                self.epoch += 1;
+                let epoch = self.epoch;
+                let key = self.servers.insert(ServerSlot {
+                    binding: binding.clone(),
+                    phones: None,
+                    tenure: Tenure::live(epoch),
+                });
+                entry.insert(key);
+                return Ok(Seat {
+                    key,
+                    epoch,
+                    binding,
+                    replaced: false,
+                });
+            }
+        };
+        let allowed = match claimant {
+            Claimant::First => self.servers[key].tenure.gracing(),
+            Claimant::Incumbent(Some(incumbent)) => {
                 Arc::ptr_eq(incumbent, &self.servers[key].binding.binary)
             }
-            (Some(_), Claimant::Incumbent(None)) => false,
+            Claimant::Incumbent(None) => false,
+            #[cfg(relay_registry_broken_claim)]
+            Claimant::Unchecked => true,
         };
         if !allowed {
             out.drop_later(Garbage::Binding(binding));
             return Err(RegistryError::ServerIdConflict);
         }
+        // A reclaim or takeover: the slot stays, its tenure and binding change, and the index is
+        // re-keyed to the new binding (so that it does not keep the old binary alive).
         let epoch = self.next_epoch();
-        let key = match held {
-            Some(key) => {
-                self.end_tenure(key, CloseReason::Reclaimed, out);
-                let slot = &mut self.servers[key];
-                slot.epoch = epoch;
-                let old = std::mem::replace(&mut slot.binding, binding.clone());
-                out.drop_later(Garbage::Binding(old));
-                key
-            }
-            None => {
-                let key = self.servers.insert(ServerSlot {
-                    epoch,
-                    binding: binding.clone(),
-                    grace: None,
-                    phones: Vec::new(),
-                    snapshot: None,
-                });
-                self.index.insert(binding.server_id.clone(), key);
-                key
-            }
-        };
+        self.end_tenure(key, CloseReason::Reclaimed, out);
+        let slot = &mut self.servers[key];
+        slot.tenure = Tenure::live(epoch);
+        let old = std::mem::replace(&mut slot.binding, binding.clone());
+        out.drop_later(Garbage::Binding(old));
+        if let Some((old, _)) = self.index.remove_entry(binding.server_id.as_bytes()) {
+            out.drop_later(Garbage::Binding(old.0));
+        }
+        self.index.insert(IdKey(binding.clone()), key);
         Ok(Seat {
             key,
             epoch,
             binding,
+            replaced: true,
         })
+    }
+
+    /// Test-only, deliberately broken (`--cfg relay_registry_broken_claim`): the check of a first
+    /// claim (the id is free or gracing), for a caller that installs under a second lock.
+    #[cfg(relay_registry_broken_claim)]
+    pub(crate) fn broken_claim_check(&self, server_id: &str) -> bool {
+        self.index
+            .get(server_id.as_bytes())
+            .is_none_or(|&key| self.servers[key].tenure.gracing())
     }
 
     /// Whether the claim `(key, epoch)` is current and not released into a grace window.
     fn holds(&self, key: ServerKey, epoch: u64) -> bool {
         self.servers
             .get(key)
-            .is_some_and(|s| s.epoch == epoch && s.grace.is_none())
+            .is_some_and(|s| s.tenure.epoch() == epoch && !s.tenure.gracing())
+    }
+
+    /// The slot of the tenure `(key, epoch)`, live or gracing; `None` once it ended.
+    fn tenure(&self, key: ServerKey, epoch: u64) -> Option<&ServerSlot<C>> {
+        self.servers.get(key).filter(|s| s.tenure.epoch() == epoch)
     }
 
     /// Ends the tenure in slot `key`: its binding goes stale, its window (if any) is cancelled, and
@@ -151,16 +221,13 @@ impl<C: Conn> State<C> {
     fn end_tenure(&mut self, key: ServerKey, reason: CloseReason, out: &mut Aftermath<C>) {
         let slot = &mut self.servers[key];
         slot.binding.end();
-        if slot.grace.take().is_some() {
+        if slot.tenure.gracing() {
+            slot.tenure = Tenure::live(slot.tenure.epoch());
             self.gracing -= 1;
         }
-        for entry in slot.phones.drain(..) {
-            self.phones.remove(entry.key);
-            out.close(entry.conn, reason);
-        }
-        slot.phones = Vec::new();
-        if let Some(snapshot) = slot.snapshot.take() {
-            out.drop_later(Garbage::Snapshot(snapshot));
+        if let Some(phones) = slot.phones.take() {
+            self.phones -= phones.len();
+            phones.evict(reason, out);
         }
     }
 
@@ -168,7 +235,9 @@ impl<C: Conn> State<C> {
     fn remove_server(&mut self, key: ServerKey, reason: CloseReason, out: &mut Aftermath<C>) {
         self.end_tenure(key, reason, out);
         if let Some(slot) = self.servers.remove(key) {
-            self.index.remove(&*slot.binding.server_id);
+            if let Some((id, _)) = self.index.remove_entry(slot.binding.server_id.as_bytes()) {
+                out.drop_later(Garbage::Binding(id.0));
+            }
             out.drop_later(Garbage::Binding(slot.binding));
         }
     }
@@ -193,7 +262,8 @@ impl<C: Conn> State<C> {
         if !self.holds(key, epoch) {
             return None;
         }
-        self.servers[key].grace = Some(deadline);
+        let slot = &mut self.servers[key];
+        slot.tenure = slot.tenure.into_grace();
         self.gracing += 1;
         let earliest = self.deadlines.push(Window {
             deadline,
@@ -238,71 +308,71 @@ impl<C: Conn> State<C> {
         &mut self,
         server_id: &str,
         conn: Arc<C>,
-        conn_id: Box<str>,
+        conn_id: ConnIdCopy,
         cap: usize,
         out: &mut Aftermath<C>,
     ) -> Result<Seat<PhoneKey, C>, RegistryError> {
-        let Some(&server) = self.index.get(server_id) else {
+        let Some(&server) = self.index.get(server_id.as_bytes()) else {
             out.drop_later(Garbage::Conn(conn));
             return Err(RegistryError::NoServer);
         };
-        if cap != 0 && self.servers[server].phones.len() >= cap {
+        let slot = &mut self.servers[server];
+        let count = slot.phones.as_ref().map_or(0, |p| p.len());
+        if cap != 0 && count >= cap {
             out.drop_later(Garbage::Conn(conn));
             return Err(RegistryError::PhonesAtCap);
         }
-        let epoch = self.next_epoch();
-        let slot = &mut self.servers[server];
-        let pos = slot.phones.len();
-        let key = self.phones.insert(PhoneSlot { server, pos, epoch });
-        slot.phones.push(PhoneEntry { key, conn_id, conn });
-        if let Some(snapshot) = slot.snapshot.take() {
-            out.drop_later(Garbage::Snapshot(snapshot));
-        }
+        self.epoch += 1;
+        let epoch = self.epoch;
+        self.phones += 1;
+        let pos = slot
+            .phones
+            .get_or_insert_with(|| Box::new(PhoneList::new()))
+            .insert(conn, conn_id, epoch, out);
         Ok(Seat {
-            key,
+            key: PhoneKey { server, pos },
             epoch,
             binding: slot.binding.clone(),
+            replaced: false,
         })
     }
 
     /// Unregisters the phone `(key, epoch)` in O(1); false (and nothing changes) if it is stale.
     pub(crate) fn unregister(&mut self, key: PhoneKey, epoch: u64, out: &mut Aftermath<C>) -> bool {
-        if self.phones.get(key).is_none_or(|p| p.epoch != epoch) {
-            return false;
-        }
-        let Some(PhoneSlot { server, pos, .. }) = self.phones.remove(key) else {
+        let Some(slot) = self.servers.get_mut(key.server) else {
             return false;
         };
-        let slot = &mut self.servers[server];
-        let entry = slot.phones.swap_remove(pos);
-        if let Some(moved) = slot.phones.get(pos) {
-            self.phones[moved.key].pos = pos;
+        let Some(phones) = slot.phones.as_mut() else {
+            return false;
+        };
+        if !phones.remove(key.pos, epoch, out) {
+            return false;
         }
-        if let Some(snapshot) = slot.snapshot.take() {
-            out.drop_later(Garbage::Snapshot(snapshot));
+        self.phones -= 1;
+        if phones.len() == 0 {
+            // Holds no conn and no snapshot any more: dropping it here runs no user code.
+            slot.phones = None;
         }
-        out.drop_later(Garbage::Conn(entry.conn));
         true
     }
 
     pub(crate) fn binary_for(&self, server_id: &str) -> Option<Arc<C>> {
-        let key = *self.index.get(server_id)?;
+        let key = *self.index.get(server_id.as_bytes())?;
         Some(self.servers[key].binding.binary.clone())
     }
 
     pub(crate) fn phone_for(&self, server_id: &str, conn_id: &str) -> Option<Arc<C>> {
-        let key = *self.index.get(server_id)?;
+        let key = *self.index.get(server_id.as_bytes())?;
         find_phone(&self.servers[key], conn_id)
     }
 
     /// `phone_for` through a claim: no id hashing, and `None` once the claim is stale.
     pub(crate) fn phone_of(&self, key: ServerKey, epoch: u64, conn_id: &str) -> Option<Arc<C>> {
-        let slot = self.servers.get(key).filter(|s| s.epoch == epoch)?;
-        find_phone(slot, conn_id)
+        find_phone(self.tenure(key, epoch)?, conn_id)
     }
 
     pub(crate) fn phones_for(&mut self, server_id: &str) -> Phones<C> {
-        match self.index.get(server_id) {
+        match self.index.get(server_id.as_bytes()) {
             Some(&key) => snapshot_of(&mut self.servers[key]),
             None => Phones::empty(),
         }
@@ -310,7 +380,11 @@ impl<C: Conn> State<C> {
 
     /// `phones_for` through a claim: no id hashing, and empty once the claim is stale.
     pub(crate) fn phones_of(&mut self, key: ServerKey, epoch: u64) -> Phones<C> {
-        match self.servers.get_mut(key).filter(|s| s.epoch == epoch) {
+        match self
+            .servers
+            .get_mut(key)
+            .filter(|s| s.tenure.epoch() == epoch)
+        {
             Some(slot) => snapshot_of(slot),
             None => Phones::empty(),
         }
@@ -318,10 +392,12 @@ impl<C: Conn> State<C> {
 
     /// Every binary (gracing too) and every phone.
     pub(crate) fn snapshot(&self) -> Vec<Arc<C>> {
-        let mut all = Vec::with_capacity(self.servers.len() + self.phones.len());
+        let mut all = Vec::with_capacity(self.servers.len() + self.phones);
         for slot in self.servers.values() {
             all.push(slot.binding.binary.clone());
-            all.extend(slot.phones.iter().map(|p| p.conn.clone()));
+            if let Some(phones) = &slot.phones {
+                all.extend(phones.conns().cloned());
+            }
         }
         all
     }
@@ -330,11 +406,12 @@ impl<C: Conn> State<C> {
         Counts {
             binaries: self.servers.len() - self.gracing,
             gracing: self.gracing,
-            phones: self.phones.len(),
+            phones: self.phones,
         }
     }
 
-    /// Checks that the index, both slot maps, the deadlines and the counters agree.
+    /// Checks that the index, the server slots and their phone lists, the deadlines and the
+    /// counters agree.
     pub(crate) fn check_invariants(&self, cap: usize) -> Result<(), String> {
         if self.index.len() != self.servers.len() {
             return Err(format!(
@@ -344,71 +421,51 @@ impl<C: Conn> State<C> {
             ));
         }
         for (id, &key) in &self.index {
+            let id = id.0.server_id.as_str();
             let slot = self
                 .servers
                 .get(key)
                 .ok_or_else(|| format!("index entry {id:?} points at a free slot"))?;
-            if *slot.binding.server_id != **id {
+            if slot.binding.server_id.as_str() != id {
                 return Err(format!(
                     "index entry {id:?} points at the slot of {:?}",
-                    slot.binding.server_id
+                    slot.binding.server_id.as_str()
                 ));
+            }
+            if !self
+                .index
+                .get_key_value(id.as_bytes())
+                .is_some_and(|(k, _)| Arc::ptr_eq(&k.0, &slot.binding))
+            {
+                return Err(format!("index entry {id:?} keeps an old binding"));
             }
         }
         let (mut gracing, mut phones) = (0, 0);
         for (key, slot) in &self.servers {
-            let id = &slot.binding.server_id;
+            let id = slot.binding.server_id.as_str();
+            let epoch = slot.tenure.epoch();
             if !slot.binding.is_live() {
                 return Err(format!("slot of {id:?} holds an ended binding"));
             }
-            if slot.epoch == 0 || slot.epoch > self.epoch {
-                return Err(format!(
-                    "slot of {id:?} has epoch {} from the future",
-                    slot.epoch
-                ));
+            if epoch == 0 || epoch > self.epoch {
+                return Err(format!("slot of {id:?} has epoch {epoch} from the future"));
             }
-            if let Some(deadline) = slot.grace {
+            if slot.tenure.gracing() {
                 gracing += 1;
-                let armed = Window {
-                    deadline,
-                    key,
-                    epoch: slot.epoch,
-                };
-                if !self.deadlines.iter().any(|w| *w == armed) {
+                if !self
+                    .deadlines
+                    .iter()
+                    .any(|w| w.key == key && w.epoch == epoch)
+                {
                     return Err(format!("grace window of {id:?} is not armed"));
                 }
             }
-            if cap != 0 && slot.phones.len() > cap {
-                return Err(format!(
-                    "{id:?} has {} phones, cap {cap}",
-                    slot.phones.len()
-                ));
-            }
-            for (pos, entry) in slot.phones.iter().enumerate() {
-                let phone = self
-                    .phones
-                    .get(entry.key)
-                    .ok_or_else(|| format!("phone {:?} of {id:?} has no slot", entry.conn_id))?;
-                if phone.server != key || phone.pos != pos {
-                    return Err(format!("phone {:?} of {id:?} is misplaced", entry.conn_id));
+            if let Some(list) = &slot.phones {
+                if cap != 0 && list.len() > cap {
+                    return Err(format!("{id:?} has {} phones, cap {cap}", list.len()));
                 }
-                if phone.epoch <= slot.epoch || phone.epoch > self.epoch {
-                    return Err(format!(
-                        "phone {:?} of {id:?} has a bad epoch",
-                        entry.conn_id
-                    ));
-                }
-            }
-            phones += slot.phones.len();
-            if let Some(snapshot) = &slot.snapshot {
-                let same = snapshot.len() == slot.phones.len()
-                    && snapshot
-                        .iter()
-                        .zip(&slot.phones)
-                        .all(|(a, b)| Arc::ptr_eq(a, &b.conn));
-                if !same {
-                    return Err(format!("cached phone snapshot of {id:?} is outdated"));
-                }
+                list.check(id, epoch + 1..=self.epoch)?;
+                phones += list.len();
             }
         }
         if gracing != self.gracing {
@@ -417,35 +474,37 @@ impl<C: Conn> State<C> {
                 self.gracing
             ));
         }
-        if phones != self.phones.len() {
+        if phones != self.phones {
             return Err(format!(
-                "{phones} phones in server slots, {} in the phone map",
-                self.phones.len()
+                "{phones} phones in server slots, counter says {}",
+                self.phones
             ));
         }
         Ok(())
     }
 }
 
+/// Whether `window` is still open: its tenure is current and gracing (a tenure opens at most
+/// one window, since `release_after` consumes its claim).
 fn window_open<C>(servers: &SlotMap<ServerKey, ServerSlot<C>>, window: &Window) -> bool {
     servers
         .get(window.key)
-        .is_some_and(|s| s.epoch == window.epoch && s.grace == Some(window.deadline))
+        .is_some_and(|s| s.tenure.epoch() == window.epoch && s.tenure.gracing())
 }
 
-fn find_phone<C>(slot: &ServerSlot<C>, conn_id: &str) -> Option<Arc<C>> {
-    slot.phones
-        .iter()
-        .find(|p| &*p.conn_id == conn_id)
-        .map(|p| p.conn.clone())
+fn find_phone<C: Conn>(slot: &ServerSlot<C>, conn_id: &str) -> Option<Arc<C>> {
+    let phones = slot.phones.as_ref()?;
+    phones
+        .find(slot.binding.server_id.as_bytes(), conn_id)
+        .cloned()
 }
 
-fn snapshot_of<C>(slot: &mut ServerSlot<C>) -> Phones<C> {
-    if slot.phones.is_empty() {
-        return Phones::empty();
+fn snapshot_of<C: Conn>(slot: &mut ServerSlot<C>) -> Phones<C> {
+    match &mut slot.phones {
+        Some(phones) => phones.snapshot(),
+        None => Phones::empty(),
     }
-    let list = slot
-        .snapshot
-        .get_or_insert_with(|| slot.phones.iter().map(|p| p.conn.clone()).collect());
-    Phones::shared(list.clone())
 }
+
+// The per-id footprint depends on this staying three words.
+static_assertions::assert_eq_size!(ServerSlot<()>, [u64; 3]);

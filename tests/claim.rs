@@ -15,6 +15,7 @@ fn claim_succeeds_on_empty_slot() {
     assert_eq!(claim.server_id(), "srv");
     assert!(Arc::ptr_eq(claim.conn(), &bin));
     assert!(claim.is_current());
+    assert!(!claim.replaced(), "a free id replaces no one");
     assert!(Arc::ptr_eq(&reg.binary_for("srv").unwrap(), &bin));
     assert_eq!(
         reg.counts(),

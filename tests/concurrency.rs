@@ -63,7 +63,7 @@ fn sixteen_threads_mixing_every_operation_leave_a_consistent_empty_registry() {
         .map(|t| {
             let (reg, start) = (reg.clone(), start.clone());
             std::thread::spawn(move || {
-                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (t as u64 + 1) * 0x1234_5678_9abc);
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((t as u64 + 1) * 0x1234_5678_9abc));
                 let mut claims: Vec<ServerClaim<Mock>> = Vec::new();
                 let mut tickets: Vec<PhoneTicket<Mock>> = Vec::new();
                 let mut out = Outcome::default();

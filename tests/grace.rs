@@ -86,6 +86,7 @@ fn claim_during_grace_reclaims_and_evicts_phones() {
     );
     assert!(Arc::ptr_eq(&reg.binary_for("srv").unwrap(), &new_bin));
     assert!(claim.is_current());
+    assert!(claim.replaced(), "the claim says it was a reclaim");
     assert_eq!(
         reg.next_deadline(),
         None,

@@ -32,6 +32,7 @@ fn takeover_of_the_current_incumbent_replaces_it_and_evicts_phones() {
     check(&reg);
     assert!(!old.is_current());
     assert!(new.is_current());
+    assert!(new.replaced() && !old.replaced());
     assert_eq!(phone.closes(), vec![CloseReason::Reclaimed]);
     assert!(!ticket.is_registered());
     assert!(

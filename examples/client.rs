@@ -1,0 +1,167 @@
+//! A tiny relay client: connects as a binary or a phone, prints every frame it receives, and sends
+//! each line typed on stdin. Enough to watch a relay work with two terminals and no other tool.
+//!
+//! ```text
+//! cargo run --example client -- --as binary --server demo
+//! cargo run --example client -- --as phone --server demo
+//! ```
+//!
+//! A phone sends each line as one frame: as is if it is JSON, else as a JSON string. A binary
+//! answers the phone that spoke last: a line becomes `{"conn_id":<that phone>,"frame":<line>}`;
+//! `/close CODE` closes that phone; a line starting with `{` is sent as a raw envelope. End stdin
+//! (Ctrl-D) to close normally.
+
+use clap::{Parser, ValueEnum};
+use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Side {
+    /// The desktop daemon that holds the server-id.
+    Binary,
+    /// A mobile app joining the server-id.
+    Phone,
+}
+
+/// Connect to a relay as a binary or a phone; print what arrives, send what you type.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Connect as the binary (holds the server-id) or as a phone.
+    #[arg(long = "as", value_enum)]
+    side: Side,
+    /// The server-id (X-Pyrycode-Server).
+    #[arg(long)]
+    server: String,
+    /// The relay's base URL.
+    #[arg(long, default_value = "ws://127.0.0.1:8080")]
+    url: String,
+    /// The phone's token (X-Pyrycode-Token; the relay passes it on, never checks it).
+    #[arg(long, default_value = "demo-token")]
+    token: String,
+    /// The phone's device name (X-Pyrycode-Device-Name).
+    #[arg(long)]
+    device_name: Option<String>,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    if let Err(error) = run(args).await {
+        eprintln!("error: {error}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<(), WsError> {
+    let path = match args.side {
+        Side::Binary => "/v1/server",
+        Side::Phone => "/v1/client",
+    };
+    let mut request = format!("{}{path}", args.url.trim_end_matches('/')).into_client_request()?;
+    let headers = request.headers_mut();
+    let value = |v: &str| HeaderValue::from_str(v).map_err(|e| WsError::HttpFormat(e.into()));
+    headers.insert("X-Pyrycode-Server", value(&args.server)?);
+    headers.insert("User-Agent", value("relay-registry-client-example")?);
+    match args.side {
+        Side::Binary => {
+            headers.insert("X-Pyrycode-Version", value(env!("CARGO_PKG_VERSION"))?);
+        }
+        Side::Phone => {
+            headers.insert("X-Pyrycode-Token", value(&args.token)?);
+            if let Some(name) = &args.device_name {
+                headers.insert("X-Pyrycode-Device-Name", value(name)?);
+            }
+        }
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+    eprintln!(
+        "connected as {} to server-id {:?}; type a line and press Enter to send it",
+        match args.side {
+            Side::Binary => "binary",
+            Side::Phone => "phone",
+        },
+        args.server
+    );
+    let (mut tx, mut rx) = ws.split();
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut last_phone: Option<String> = None;
+    loop {
+        tokio::select! {
+            message = rx.next() => match message {
+                Some(Ok(Message::Text(text))) => {
+                    println!("< {text}");
+                    if args.side == Side::Binary {
+                        if let Some(id) = conn_id_of(&text) {
+                            last_phone = Some(id);
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    match frame {
+                        Some(f) => println!("closed: {} {}", u16::from(f.code), f.reason),
+                        None => println!("closed"),
+                    }
+                    break;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return Err(error),
+                None => break,
+            },
+            line = lines.next_line() => match line {
+                Ok(Some(line)) if line.trim().is_empty() => {}
+                Ok(Some(line)) => match compose(args.side, &line, last_phone.as_deref()) {
+                    Ok(frame) => tx.send(Message::Text(frame.into())).await?,
+                    Err(hint) => eprintln!("{hint}"),
+                },
+                Ok(None) | Err(_) => {
+                    let bye = CloseFrame { code: CloseCode::Normal, reason: "bye".into() };
+                    tx.send(Message::Close(Some(bye))).await?;
+                    // Wait briefly for the relay's close reply, then stop.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                        while let Some(Ok(_)) = rx.next().await {}
+                    })
+                    .await;
+                    break;
+                }
+            },
+        }
+    }
+    Ok(())
+}
+
+/// The `conn_id` of a frame the relay sent a binary.
+fn conn_id_of(text: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    Some(value.get("conn_id")?.as_str()?.to_owned())
+}
+
+/// `line` as a JSON value: itself if it is JSON, else a JSON string.
+fn as_json(line: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(_) => line.to_owned(),
+        Err(_) => serde_json::Value::from(line).to_string(),
+    }
+}
+
+/// The frame to send for a typed line.
+fn compose(side: Side, line: &str, last_phone: Option<&str>) -> Result<String, &'static str> {
+    if side == Side::Phone {
+        return Ok(as_json(line));
+    }
+    if line.trim_start().starts_with('{') {
+        return Ok(line.to_owned());
+    }
+    let phone = last_phone.ok_or("no phone has spoken yet: wait for a phone's frame first")?;
+    let id = serde_json::Value::from(phone);
+    if let Some(code) = line.strip_prefix("/close") {
+        let code: u16 = code.trim().parse().map_err(|_| "usage: /close CODE")?;
+        return Ok(format!("{{\"conn_id\":{id},\"close_code\":{code}}}"));
+    }
+    Ok(format!("{{\"conn_id\":{id},\"frame\":{}}}", as_json(line)))
+}

@@ -1,0 +1,256 @@
+//! Exhaustive interleavings of the registry's few real races, under loom.
+//!
+//! `src/sync.rs` swaps the registry's lock and the bindings' `live` flag for loom's when built
+//! with `--cfg loom`; loom then runs each model under every interleaving of those (bounded by
+//! `LOOM_MAX_PREEMPTIONS`, 2 by default here). Each model has at most three threads (the model's
+//! main thread and two spawned ones).
+//!
+//! ```text
+//! LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg loom" cargo test --release --test loom
+//! ```
+#![cfg(loom)]
+
+use loom::thread;
+use relay_registry::{
+    CloseReason, Config, Conn, Counts, ManualClock, Registry, RegistryError, SendError,
+};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A conn that records its closes in itself (loom threads share one OS thread, so no
+/// thread-locals).
+struct LoomConn {
+    id: &'static str,
+    closes: Mutex<Vec<CloseReason>>,
+}
+
+fn conn(id: &'static str) -> Arc<LoomConn> {
+    Arc::new(LoomConn {
+        id,
+        closes: Mutex::new(Vec::new()),
+    })
+}
+
+impl LoomConn {
+    fn closes(&self) -> Vec<CloseReason> {
+        self.closes.lock().unwrap().clone()
+    }
+}
+
+impl Conn for LoomConn {
+    fn conn_id(&self) -> &str {
+        self.id
+    }
+
+    fn send(&self, _frame: &[u8]) -> Result<(), SendError> {
+        Ok(())
+    }
+
+    fn close(&self, reason: CloseReason) {
+        self.closes.lock().unwrap().push(reason);
+    }
+}
+
+/// `loom::model` with at most 2 preemptions unless `LOOM_MAX_PREEMPTIONS` says otherwise; checks
+/// that loom really explored more than one interleaving (i.e. the registry's lock is loom's).
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(2);
+    }
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counter = runs.clone();
+    builder.check(move || {
+        counter.fetch_add(1, Ordering::Relaxed);
+        f();
+    });
+    let runs = runs.load(Ordering::Relaxed);
+    eprintln!("{runs} interleavings explored");
+    assert!(runs > 2, "loom explored only {runs} interleavings");
+}
+
+fn registry_with(clock: &ManualClock, cap: usize) -> Registry<LoomConn> {
+    Registry::with_config(
+        Config::default()
+            .max_phones_per_server(cap)
+            .clock(Arc::new(clock.clone())),
+    )
+}
+
+#[test]
+fn two_claims_of_one_id_exactly_one_wins() {
+    model(|| {
+        let registry: Registry<LoomConn> = Registry::new();
+        let spawn_claim = |name| {
+            let registry = registry.clone();
+            thread::spawn(move || registry.claim_server("srv", conn(name)))
+        };
+        let (a, b) = (spawn_claim("a"), spawn_claim("b"));
+        let (a, b) = (a.join().unwrap(), b.join().unwrap());
+        let winner = match (&a, &b) {
+            (Ok(claim), Err(RegistryError::ServerIdConflict))
+            | (Err(RegistryError::ServerIdConflict), Ok(claim)) => claim.conn().clone(),
+            other => panic!("exactly one claim must win: {other:?}"),
+        };
+        assert!(Arc::ptr_eq(&registry.binary_for("srv").unwrap(), &winner));
+        assert_eq!(registry.counts().binaries, 1);
+        registry.check_invariants().unwrap();
+    });
+}
+
+#[test]
+fn takeover_racing_the_incumbents_drop_never_frees_the_successor() {
+    model(|| {
+        let registry: Registry<LoomConn> = Registry::new();
+        let old = registry.claim_server("srv", conn("old")).unwrap();
+        let incumbent = old.conn().clone();
+        let phone = conn("phone");
+        let ticket = registry.register_phone("srv", phone.clone()).unwrap();
+        let dropper = thread::spawn(move || drop(old));
+        let taker = {
+            let registry = registry.clone();
+            thread::spawn(move || registry.takeover_server("srv", Some(&incumbent), conn("new")))
+        };
+        dropper.join().unwrap();
+        let new = taker.join().unwrap();
+        match &new {
+            // The takeover came first: the old claim's drop was stale and freed nothing.
+            Ok(claim) => {
+                assert!(claim.is_current());
+                assert!(Arc::ptr_eq(
+                    &registry.binary_for("srv").unwrap(),
+                    claim.conn()
+                ));
+                assert_eq!(phone.closes(), [CloseReason::Reclaimed]);
+            }
+            // The drop came first: the incumbent was gone, so the takeover changed nothing.
+            Err(e) => {
+                assert_eq!(*e, RegistryError::ServerIdConflict);
+                assert_eq!(registry.counts(), Counts::default());
+                assert_eq!(phone.closes(), [CloseReason::Released]);
+            }
+        }
+        assert!(!ticket.is_registered());
+        registry.check_invariants().unwrap();
+    });
+}
+
+#[test]
+fn expire_due_racing_a_reclaim_closes_each_phone_once() {
+    model(|| {
+        let clock = ManualClock::new();
+        let registry = registry_with(&clock, 0);
+        let old = registry.claim_server("srv", conn("old")).unwrap();
+        let phone = conn("phone");
+        let ticket = registry.register_phone("srv", phone.clone()).unwrap();
+        assert!(old.release_after(Duration::ZERO)); // due at once
+        let reaper = {
+            let registry = registry.clone();
+            thread::spawn(move || registry.expire_due())
+        };
+        let reclaimer = {
+            let registry = registry.clone();
+            thread::spawn(move || registry.claim_server("srv", conn("new")))
+        };
+        let expired = reaper.join().unwrap();
+        let new = reclaimer
+            .join()
+            .unwrap()
+            .expect("a gracing or free id is claimable");
+        let expected = if expired == 1 {
+            CloseReason::GraceExpired
+        } else {
+            CloseReason::Reclaimed
+        };
+        assert_eq!(phone.closes(), [expected]);
+        assert!(!ticket.is_registered());
+        assert!(new.is_current());
+        assert_eq!(
+            registry.counts(),
+            Counts {
+                binaries: 1,
+                gracing: 0,
+                phones: 0
+            }
+        );
+        registry.check_invariants().unwrap();
+    });
+}
+
+#[test]
+fn register_racing_release_leaves_no_orphan_phone() {
+    model(|| {
+        let registry: Registry<LoomConn> = Registry::new();
+        let claim = registry.claim_server("srv", conn("bin")).unwrap();
+        let phone = conn("phone");
+        let joiner = {
+            let (registry, phone) = (registry.clone(), phone.clone());
+            thread::spawn(move || registry.register_phone("srv", phone))
+        };
+        let releaser = thread::spawn(move || claim.release());
+        assert!(releaser.join().unwrap());
+        match joiner.join().unwrap() {
+            Ok(ticket) => {
+                // Joined before the release: evicted by it.
+                assert!(!ticket.is_registered());
+                assert!(ticket.binary().is_none());
+                assert_eq!(phone.closes(), [CloseReason::Released]);
+            }
+            Err(e) => {
+                assert_eq!(e, RegistryError::NoServer);
+                assert!(phone.closes().is_empty(), "a refused conn is not closed");
+            }
+        }
+        assert_eq!(registry.counts(), Counts::default());
+        registry.check_invariants().unwrap();
+    });
+}
+
+#[test]
+fn ticket_dropped_while_another_thread_snapshots() {
+    model(|| {
+        let registry: Registry<LoomConn> = Registry::new();
+        let claim = registry.claim_server("srv", conn("bin")).unwrap();
+        let phone = conn("phone");
+        let ticket = registry.register_phone("srv", phone.clone()).unwrap();
+        let dropper = thread::spawn(move || drop(ticket));
+        let reader = {
+            let registry = registry.clone();
+            thread::spawn(move || (registry.snapshot(), registry.phones_for("srv")))
+        };
+        dropper.join().unwrap();
+        let (all, phones) = reader.join().unwrap();
+        let has_phone = |list: &[Arc<LoomConn>]| list.iter().any(|c| Arc::ptr_eq(c, &phone));
+        assert!(all.iter().any(|c| Arc::ptr_eq(c, claim.conn())));
+        assert_eq!(all.len(), 1 + usize::from(has_phone(&all)));
+        assert_eq!(phones.len(), usize::from(has_phone(&phones)));
+        assert!(phone.closes().is_empty(), "unregistering never closes");
+        assert_eq!(registry.counts().phones, 0);
+        assert!(registry.phones_for("srv").is_empty());
+        registry.check_invariants().unwrap();
+    });
+}
+
+#[test]
+fn cap_check_racing_two_registers_at_cap_minus_one() {
+    model(|| {
+        let clock = ManualClock::new();
+        let registry = registry_with(&clock, 2);
+        let _claim = registry.claim_server("srv", conn("bin")).unwrap();
+        let _first = registry.register_phone("srv", conn("p0")).unwrap();
+        let spawn_register = |name| {
+            let registry = registry.clone();
+            thread::spawn(move || registry.register_phone("srv", conn(name)))
+        };
+        let (a, b) = (spawn_register("p1"), spawn_register("p2"));
+        let (a, b) = (a.join().unwrap(), b.join().unwrap());
+        match (&a, &b) {
+            (Ok(_), Err(RegistryError::PhonesAtCap)) | (Err(RegistryError::PhonesAtCap), Ok(_)) => {
+            }
+            other => panic!("exactly one register must fit under the cap: {other:?}"),
+        }
+        assert_eq!(registry.counts().phones, 2);
+        registry.check_invariants().unwrap();
+    });
+}

@@ -1,0 +1,371 @@
+//! Test clients for `relay_e2e`: real WebSocket connections to an in-process relay.
+//!
+//! Every wait here is bounded by [`PATIENCE`] so a broken relay fails a test instead of hanging
+//! it; no wait is an assertion about timing.
+
+use crate::server::{self, Relay, RelayConfig};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The longest any single expected event may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A raw client socket.
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The relay's defaults, on an ephemeral port, with a quick probe and close handshake.
+pub fn config() -> RelayConfig {
+    RelayConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        probe_timeout: Duration::from_millis(300),
+        close_timeout: Duration::from_millis(500),
+        drain: Duration::from_secs(3),
+        ..RelayConfig::default()
+    }
+}
+
+/// Starts a relay in-process.
+pub async fn relay(config: RelayConfig) -> Relay {
+    server::start(config).await.expect("relay binds")
+}
+
+/// The headers of a well-behaved binary or phone.
+pub fn binary_headers(id: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("X-Pyrycode-Server", id.to_owned()),
+        ("X-Pyrycode-Version", "1.0.0".to_owned()),
+        ("User-Agent", "relay-e2e".to_owned()),
+    ]
+}
+
+/// See [`binary_headers`].
+pub fn phone_headers(id: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("X-Pyrycode-Server", id.to_owned()),
+        ("X-Pyrycode-Token", "secret-token".to_owned()),
+        ("User-Agent", "relay-e2e".to_owned()),
+        ("X-Pyrycode-Device-Name", "test phone".to_owned()),
+    ]
+}
+
+/// Opens a WebSocket to `path` with exactly `headers`.
+pub async fn connect(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&'static str, String)],
+) -> Result<Ws, WsError> {
+    let mut request = format!("ws://{addr}{path}").into_client_request()?;
+    for (name, value) in headers {
+        request
+            .headers_mut()
+            .insert(*name, HeaderValue::from_str(value).unwrap());
+    }
+    let connecting = tokio_tungstenite::connect_async(request);
+    let (ws, _) = tokio::time::timeout(PATIENCE, connecting)
+        .await
+        .expect("handshake answered")?;
+    Ok(ws)
+}
+
+/// A raw binary socket that has claimed `id` (its upgrade succeeded; a refusal comes as a close).
+pub async fn raw_binary(addr: SocketAddr, id: &str) -> Ws {
+    connect(addr, "/v1/server", &binary_headers(id))
+        .await
+        .expect("binary upgrade")
+}
+
+/// A raw phone socket for `id`.
+pub async fn raw_phone(addr: SocketAddr, id: &str) -> Ws {
+    connect(addr, "/v1/client", &phone_headers(id))
+        .await
+        .expect("phone upgrade")
+}
+
+/// A client whose socket is read continuously in the background (so it answers pings), with
+/// what it receives queued for the test.
+/// Dropping it drops the socket abruptly (no close frame).
+pub struct Peer {
+    tx: SplitSink<Ws, Message>,
+    rx: mpsc::UnboundedReceiver<Message>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl Peer {
+    /// Starts reading `ws` in the background.
+    pub fn new(ws: Ws) -> Peer {
+        let (tx, rx) = ws.split();
+        let (queue, received) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(read_into(rx, queue));
+        Peer {
+            tx,
+            rx: received,
+            reader,
+        }
+    }
+
+    /// A binary that claimed `id`.
+    pub async fn binary(addr: SocketAddr, id: &str) -> Peer {
+        Peer::new(raw_binary(addr, id).await)
+    }
+
+    /// A phone of `id`.
+    pub async fn phone(addr: SocketAddr, id: &str) -> Peer {
+        Peer::new(raw_phone(addr, id).await)
+    }
+
+    /// Sends a text frame.
+    pub async fn send(&mut self, text: impl Into<String>) {
+        self.tx
+            .send(Message::Text(text.into().into()))
+            .await
+            .expect("send");
+    }
+
+    /// Queues a text frame without flushing (flush with [`send`](Self::send) or
+    /// [`flush`](Self::flush)).
+    pub async fn feed(&mut self, text: impl Into<String>) {
+        self.tx
+            .feed(Message::Text(text.into().into()))
+            .await
+            .expect("feed");
+    }
+
+    /// Flushes fed frames.
+    pub async fn flush(&mut self) {
+        self.tx.flush().await.expect("flush");
+    }
+
+    /// Closes normally with `code`.
+    pub async fn close(&mut self, code: u16) {
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: "bye".into(),
+        };
+        self.tx
+            .send(Message::Close(Some(frame)))
+            .await
+            .expect("send close");
+    }
+
+    /// The next message (text or close), failing the test if none comes.
+    pub async fn next(&mut self) -> Message {
+        tokio::time::timeout(PATIENCE, self.rx.recv())
+            .await
+            .expect("a message within PATIENCE")
+            .expect("the connection ended without a close frame")
+    }
+
+    /// A message already received, if any (does not wait).
+    pub fn try_next(&mut self) -> Option<Message> {
+        self.rx.try_recv().ok()
+    }
+
+    /// The next message, which must be a text frame.
+    pub async fn text(&mut self) -> String {
+        match self.next().await {
+            Message::Text(text) => text.to_string(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// The next message, as JSON.
+    pub async fn json(&mut self) -> Value {
+        serde_json::from_str(&self.text().await).expect("JSON")
+    }
+
+    /// The next message, which must be a close frame: its code and reason.
+    pub async fn closed(&mut self) -> (u16, String) {
+        match self.next().await {
+            Message::Close(Some(frame)) => (u16::from(frame.code), frame.reason.to_string()),
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+
+    /// Skips text frames until the close frame: its code and reason.
+    pub async fn closed_after_texts(&mut self) -> (u16, String) {
+        loop {
+            match self.next().await {
+                Message::Text(_) => continue,
+                Message::Close(Some(frame)) => {
+                    return (u16::from(frame.code), frame.reason.to_string());
+                }
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Whether the connection's reader ended (socket closed, with or without a close frame).
+    pub async fn ended(&mut self) {
+        loop {
+            let next = tokio::time::timeout(PATIENCE, self.rx.recv())
+                .await
+                .expect("the connection ends within PATIENCE");
+            if next.is_none() {
+                return;
+            }
+        }
+    }
+}
+
+/// Forwards text and close frames (pings and pongs are answered by tungstenite while reading).
+async fn read_into(mut rx: SplitStream<Ws>, queue: mpsc::UnboundedSender<Message>) {
+    while let Some(Ok(message)) = rx.next().await {
+        if matches!(
+            message,
+            Message::Text(_) | Message::Close(_) | Message::Binary(_)
+        ) && queue.send(message).is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// A phone joins `id` and says `hello`; the binary's copy of it reveals the phone's conn-id.
+pub async fn join(addr: SocketAddr, id: &str, binary: &mut Peer) -> (Peer, String) {
+    let mut phone = Peer::phone(addr, id).await;
+    phone.send(r#""hello""#).await;
+    let wrapped = binary.json().await;
+    assert_eq!(wrapped["frame"], "hello");
+    let conn_id = wrapped["conn_id"].as_str().expect("conn_id").to_owned();
+    (phone, conn_id)
+}
+
+/// A raw HTTP exchange: sends `request`, returns everything the relay answered.
+pub async fn http(addr: SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
+        .await
+        .expect("the relay answers and closes")
+        .expect("read");
+    String::from_utf8(answer).expect("UTF-8 answer")
+}
+
+/// `GET /healthz`: the raw response.
+pub async fn healthz_raw(addr: SocketAddr) -> String {
+    http(
+        addr,
+        "GET /healthz HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n",
+    )
+    .await
+}
+
+/// `/healthz`'s body with `uptime_seconds` checked to be a whole number and set to 0.
+pub async fn healthz(addr: SocketAddr) -> String {
+    let raw = healthz_raw(addr).await;
+    let body = raw.split("\r\n\r\n").nth(1).expect("a body").to_owned();
+    let (head, uptime) = body
+        .rsplit_once("\"uptime_seconds\":")
+        .expect("uptime_seconds last");
+    let digits = uptime.strip_suffix('}').expect("object ends after uptime");
+    assert!(
+        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()),
+        "uptime_seconds is a whole number: {body}"
+    );
+    format!("{head}\"uptime_seconds\":0}}")
+}
+
+/// The exact `/healthz` body for these counts (uptime normalised to 0 by [`healthz`]).
+pub fn health(binaries: usize, phones: usize) -> String {
+    format!(
+        "{{\"status\":\"ok\",\"version\":\"{}\",\"connected_binaries\":{binaries},\"connected_phones\":{phones},\"uptime_seconds\":0}}",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Waits until `/healthz` reports these counts (state changes that no client can observe
+/// directly, like a server-side unregister, are awaited this way).
+pub async fn await_health(addr: SocketAddr, binaries: usize, phones: usize) {
+    let want = health(binaries, phones);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let got = healthz(addr).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "healthz stuck at {got}, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A WebSocket upgrade done by hand on a bare TCP socket, for writing raw frames.
+pub async fn raw_upgrade(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&'static str, String)],
+) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut request = format!(
+        "GET {path} HTTP/1.1\r\nHost: relay\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout(PATIENCE, stream.read(&mut byte))
+            .await
+            .expect("an answer")
+            .expect("read");
+        assert_eq!(n, 1, "the relay answers the upgrade");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    stream
+}
+
+/// Reads frames from a raw socket until a close frame (skipping others): its code and reason.
+pub async fn raw_close(stream: &mut TcpStream) -> (u16, String) {
+    loop {
+        let mut header = [0u8; 2];
+        tokio::time::timeout(PATIENCE, stream.read_exact(&mut header))
+            .await
+            .expect("a frame")
+            .expect("read");
+        let len = match header[1] & 0x7f {
+            126 => {
+                let mut ext = [0u8; 2];
+                stream.read_exact(&mut ext).await.unwrap();
+                u16::from_be_bytes(ext) as usize
+            }
+            127 => {
+                let mut ext = [0u8; 8];
+                stream.read_exact(&mut ext).await.unwrap();
+                u64::from_be_bytes(ext) as usize
+            }
+            n => n as usize,
+        };
+        let mut payload = vec![0u8; len];
+        stream.read_exact(&mut payload).await.unwrap();
+        if header[0] & 0x0f == 0x8 {
+            let code = u16::from_be_bytes([payload[0], payload[1]]);
+            return (code, String::from_utf8(payload[2..].to_vec()).unwrap());
+        }
+    }
+}
