@@ -38,6 +38,13 @@ impl<C: Conn> Binding<C> {
         self.live.load(Ordering::Acquire)
     }
 
+    /// Disarms a guard of this tenure (sets `armed` to false): true exactly once, and only while
+    /// the tenure is live — when the guard still has something to release. A stale guard's
+    /// release is then decided without taking the lock (its registry-side check would fail too).
+    pub(crate) fn disarm(&self, armed: &mut bool) -> bool {
+        std::mem::replace(armed, false) && self.is_live()
+    }
+
     /// Ends the tenure. Call only under the registry's lock.
     pub(crate) fn end(&self) {
         self.live.store(false, Ordering::Release);

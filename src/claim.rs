@@ -150,8 +150,7 @@ impl<C: Conn> ServerClaim<C> {
     ///
     /// Returns false (and opens nothing) if the claim was stale.
     pub fn release_after(mut self, grace: Duration) -> bool {
-        self.armed = false;
-        if !self.binding.is_live() {
+        if !self.binding.disarm(&mut self.armed) {
             return false;
         }
         let deadline = saturating_add(self.shared.config.clock.now(), grace);
@@ -171,7 +170,7 @@ impl<C: Conn> ServerClaim<C> {
     }
 
     fn release_now(&mut self) -> bool {
-        if !std::mem::replace(&mut self.armed, false) || !self.binding.is_live() {
+        if !self.binding.disarm(&mut self.armed) {
             return false;
         }
         let (key, epoch) = (self.key, self.epoch);

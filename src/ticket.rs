@@ -95,7 +95,7 @@ impl<C: Conn> PhoneTicket<C> {
     }
 
     fn unregister_now(&mut self) -> bool {
-        if !std::mem::replace(&mut self.armed, false) || !self.binding.is_live() {
+        if !self.binding.disarm(&mut self.armed) {
             return false;
         }
         let (key, epoch) = (self.key, self.epoch);

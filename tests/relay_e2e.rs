@@ -498,7 +498,9 @@ async fn healthz_is_exact_at_each_stage_and_shutdown_closes_everyone_1001_within
 
     // A client stuck before its upgrade is dropped too.
     let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tokio::time::timeout(drain, relay.shutdown())
+    // The relay bounds its own drain by `drain`; the slack only absorbs scheduling on a loaded
+    // machine, so a relay that ignored its drain time would still fail here.
+    tokio::time::timeout(drain + Duration::from_secs(2), relay.shutdown())
         .await
         .expect("shutdown completes within the drain time");
     for peer in [&mut back, &mut other, &mut p3] {
@@ -576,5 +578,21 @@ async fn a_peer_that_answers_no_ping_is_closed_heartbeat_timeout() {
         .send(json!({"conn_id": id, "frame": "alive"}).to_string())
         .await;
     assert_eq!(phone.text().await, "\"alive\"");
+    relay.shutdown().await;
+}
+
+/// Regression (found by loadgen): the relay answered a binary's upgrade before claiming its id, so
+/// a phone that connected as soon as the binary saw `101` could be refused 4404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_connecting_right_after_its_binary_upgrade_finds_the_id_held() {
+    let relay = relay(config()).await;
+    let addr = relay.local_addr();
+    for i in 0..50 {
+        let id = format!("srv-race-{i}");
+        let mut binary = Peer::binary(addr, &id).await;
+        // No wait of any kind between the binary's 101 and the phone's connect.
+        let (_phone, conn_id) = join(addr, &id, &mut binary).await;
+        assert!(conn_id.starts_with(&format!("client-{id}-")));
+    }
     relay.shutdown().await;
 }
