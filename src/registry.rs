@@ -9,7 +9,7 @@ use crate::counts::Counts;
 use crate::error::RegistryError;
 use crate::phones::Phones;
 use crate::shared::Shared;
-use crate::state::Claimant;
+use crate::state::{Claimant, State};
 use crate::ticket::PhoneTicket;
 use std::fmt;
 use std::sync::Arc;
@@ -75,6 +75,16 @@ impl<C: Conn> Registry<C> {
     /// The configuration this registry was built with.
     pub fn config(&self) -> &Config {
         &self.shared.config
+    }
+
+    /// Runs the lookup `f` under the lock, or answers "nothing" (`R::default()`) for an invalid
+    /// id without hashing it or taking the lock.
+    fn lookup<R: Default>(&self, server_id: &str, f: impl FnOnce(&mut State<C>) -> R) -> R {
+        if self.shared.config.valid_id(server_id) {
+            self.shared.locked(f)
+        } else {
+            R::default()
+        }
     }
 
     fn check_id(&self, server_id: &str) -> Result<(), RegistryError> {
@@ -220,21 +230,14 @@ impl<C: Conn> Registry<C> {
     /// The binary holding `server_id`, live or gracing; `None` if no one does (or the id is
     /// invalid).
     pub fn binary_for(&self, server_id: &str) -> Option<Arc<C>> {
-        if !self.shared.config.valid_id(server_id) {
-            return None;
-        }
-        self.shared.locked(|state| state.binary_for(server_id))
+        self.lookup(server_id, |state| state.binary_for(server_id))
     }
 
     /// The phone registered under `server_id` with the conn-id `conn_id` (the first one, if two
     /// share it). Allocates nothing and calls into no `Conn`: it compares the conn-ids stored at
     /// registration.
     pub fn phone_for(&self, server_id: &str, conn_id: &str) -> Option<Arc<C>> {
-        if !self.shared.config.valid_id(server_id) {
-            return None;
-        }
-        self.shared
-            .locked(|state| state.phone_for(server_id, conn_id))
+        self.lookup(server_id, |state| state.phone_for(server_id, conn_id))
     }
 
     /// An owned snapshot of the phones under `server_id` (empty if none or no binary).
@@ -242,10 +245,7 @@ impl<C: Conn> Registry<C> {
     /// When the phones have not changed since the last snapshot, this shares that snapshot: no
     /// allocation, one reference-count increment.
     pub fn phones_for(&self, server_id: &str) -> Phones<C> {
-        if !self.shared.config.valid_id(server_id) {
-            return Phones::empty();
-        }
-        self.shared.locked(|state| state.phones_for(server_id))
+        self.lookup(server_id, |state| state.phones_for(server_id))
     }
 
     /// An owned list of every connection the registry holds: each binary (gracing ones too) and

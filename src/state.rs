@@ -125,11 +125,6 @@ impl<C: Conn> State<C> {
         }
     }
 
-    fn next_epoch(&mut self) -> u64 {
-        self.epoch += 1;
-        self.epoch
-    }
-
     /// Installs `binding` on its server-id: a fresh claim, a reclaim of a gracing id, or a takeover.
     pub(crate) fn claim(
         &mut self,
@@ -146,8 +141,7 @@ impl<C: Conn> State<C> {
                     out.drop_later(Garbage::Binding(binding));
                     return Err(RegistryError::ServerIdConflict);
                 }
-                self.epoch += 1;
-                let epoch = self.epoch;
+                let epoch = next_epoch(&mut self.epoch);
                 let key = self.servers.insert(ServerSlot {
                     binding: binding.clone(),
                     phones: None,
@@ -177,7 +171,7 @@ impl<C: Conn> State<C> {
         }
         // A reclaim or takeover: the slot stays, its tenure and binding change, and the index is
         // re-keyed to the new binding (so that it does not keep the old binary alive).
-        let epoch = self.next_epoch();
+        let epoch = next_epoch(&mut self.epoch);
         self.end_tenure(key, CloseReason::Reclaimed, out);
         let slot = &mut self.servers[key];
         slot.tenure = Tenure::live(epoch);
@@ -206,9 +200,7 @@ impl<C: Conn> State<C> {
 
     /// Whether the claim `(key, epoch)` is current and not released into a grace window.
     fn holds(&self, key: ServerKey, epoch: u64) -> bool {
-        self.servers
-            .get(key)
-            .is_some_and(|s| s.tenure.epoch() == epoch && !s.tenure.gracing())
+        self.tenure(key, epoch).is_some_and(|s| !s.tenure.gracing())
     }
 
     /// The slot of the tenure `(key, epoch)`, live or gracing; `None` once it ended.
@@ -322,8 +314,7 @@ impl<C: Conn> State<C> {
             out.drop_later(Garbage::Conn(conn));
             return Err(RegistryError::PhonesAtCap);
         }
-        self.epoch += 1;
-        let epoch = self.epoch;
+        let epoch = next_epoch(&mut self.epoch);
         self.phones += 1;
         let pos = slot
             .phones
@@ -380,13 +371,9 @@ impl<C: Conn> State<C> {
 
     /// `phones_for` through a claim: no id hashing, and empty once the claim is stale.
     pub(crate) fn phones_of(&mut self, key: ServerKey, epoch: u64) -> Phones<C> {
-        match self
-            .servers
-            .get_mut(key)
-            .filter(|s| s.tenure.epoch() == epoch)
-        {
-            Some(slot) => snapshot_of(slot),
-            None => Phones::empty(),
+        match self.servers.get_mut(key) {
+            Some(slot) if slot.tenure.epoch() == epoch => snapshot_of(slot),
+            _ => Phones::empty(),
         }
     }
 
@@ -482,6 +469,13 @@ impl<C: Conn> State<C> {
         }
         Ok(())
     }
+}
+
+/// Hands out the next registry-wide epoch (never reused). A free function over the counter, so
+/// it can be called while other fields of the state are borrowed.
+fn next_epoch(epoch: &mut u64) -> u64 {
+    *epoch += 1;
+    *epoch
 }
 
 /// Whether `window` is still open: its tenure is current and gracing (a tenure opens at most

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{check, mock, registry};
+use common::{check, mock, registry, tally};
 use relay_registry::{CloseReason, Conn, Counts, RegistryError};
 use std::sync::Arc;
 
@@ -17,14 +17,7 @@ fn claim_succeeds_on_empty_slot() {
     assert!(claim.is_current());
     assert!(!claim.replaced(), "a free id replaces no one");
     assert!(Arc::ptr_eq(&reg.binary_for("srv").unwrap(), &bin));
-    assert_eq!(
-        reg.counts(),
-        Counts {
-            binaries: 1,
-            gracing: 0,
-            phones: 0
-        }
-    );
+    assert_eq!(reg.counts(), tally(1, 0, 0));
 }
 
 #[test]

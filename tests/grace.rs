@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{check, ids, mock, registry};
+use common::{check, ids, mock, registry, tally};
 use relay_registry::{CloseReason, Counts};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,14 +20,7 @@ fn binary_stays_visible_during_grace() {
     assert!(claim.release_after(GRACE));
     check(&reg);
     assert!(Arc::ptr_eq(&reg.binary_for("srv").unwrap(), &bin));
-    assert_eq!(
-        reg.counts(),
-        Counts {
-            binaries: 0,
-            gracing: 1,
-            phones: 1
-        }
-    );
+    assert_eq!(reg.counts(), tally(0, 1, 1));
     assert!(ticket.is_registered());
     assert!(Arc::ptr_eq(&ticket.binary().unwrap(), &bin));
     assert!(!phone.is_closed());
@@ -43,14 +36,7 @@ fn phone_registers_during_grace() {
     check(&reg);
     assert!(ticket.is_registered());
     assert_eq!(ticket.binary().unwrap().conn_id_calls(), 0);
-    assert_eq!(
-        reg.counts(),
-        Counts {
-            binaries: 0,
-            gracing: 1,
-            phones: 1
-        }
-    );
+    assert_eq!(reg.counts(), tally(0, 1, 1));
 }
 
 #[test]
@@ -68,14 +54,7 @@ fn claim_during_grace_reclaims_and_evicts_phones() {
     let claim = reg.claim_server("srv", new_bin.clone()).unwrap();
     check(&reg);
     // Removed under the lock before the call returned, closed after it.
-    assert_eq!(
-        reg.counts(),
-        Counts {
-            binaries: 1,
-            gracing: 0,
-            phones: 0
-        }
-    );
+    assert_eq!(reg.counts(), tally(1, 0, 0));
     for phone in &phones {
         assert_eq!(phone.closes(), vec![CloseReason::Reclaimed]);
     }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{check, ids, mock, registry, registry_with_cap};
+use common::{check, ids, mock, registry, registry_with_cap, tally};
 use relay_registry::{Counts, RegistryError};
 use std::sync::Arc;
 
@@ -170,51 +170,16 @@ fn counts_follow_a_full_lifecycle() {
     let (reg, clock) = registry();
     assert_eq!(reg.counts(), Counts::default());
     let claim = reg.claim_server("srv", mock("bin")).unwrap();
-    assert_eq!(
-        reg.counts(),
-        Counts {
-            binaries: 1,
-            gracing: 0,
-            phones: 0
-        }
-    );
+    assert_eq!(reg.counts(), tally(1, 0, 0));
     let t1 = reg.register_phone("srv", mock("p1")).unwrap();
     let _t2 = reg.register_phone("srv", mock("p2")).unwrap();
-    assert_eq!(
-        reg.counts(),
-        Counts {
-            binaries: 1,
-            gracing: 0,
-            phones: 2
-        }
-    );
+    assert_eq!(reg.counts(), tally(1, 0, 2));
     drop(t1);
-    assert_eq!(
-        reg.counts(),
-        Counts {
-            binaries: 1,
-            gracing: 0,
-            phones: 1
-        }
-    );
+    assert_eq!(reg.counts(), tally(1, 0, 1));
     claim.release_after(std::time::Duration::from_secs(30));
-    assert_eq!(
-        reg.counts(),
-        Counts {
-            binaries: 0,
-            gracing: 1,
-            phones: 1
-        }
-    );
+    assert_eq!(reg.counts(), tally(0, 1, 1));
     let _t3 = reg.register_phone("srv", mock("p3")).unwrap();
-    assert_eq!(
-        reg.counts(),
-        Counts {
-            binaries: 0,
-            gracing: 1,
-            phones: 2
-        }
-    );
+    assert_eq!(reg.counts(), tally(0, 1, 2));
     clock.advance(std::time::Duration::from_secs(30));
     assert_eq!(reg.expire_due(), 1);
     assert_eq!(reg.counts(), Counts::default());

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Mock, check, mock};
+use common::{Mock, check, mock, tally};
 use relay_registry::{CloseReason, Counts, Reaper, Registry};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,14 +53,7 @@ fn reaper_wakes_for_an_earlier_window_armed_while_it_sleeps() {
     let _ticket = reg.register_phone("near", phone.clone()).unwrap();
     claim.release_after(Duration::from_millis(5));
     eventually("the near window expired", || phone.is_closed());
-    assert_eq!(
-        reg.counts(),
-        Counts {
-            binaries: 0,
-            gracing: 1,
-            phones: 0
-        }
-    );
+    assert_eq!(reg.counts(), tally(0, 1, 0));
 }
 
 #[test]
@@ -81,14 +74,7 @@ fn reaper_ignores_a_window_cancelled_by_a_reclaim() {
     eventually("the later window expired", || later.is_closed());
     assert!(reclaim.is_current());
     assert!(!phone.is_closed());
-    assert_eq!(
-        reg.counts(),
-        Counts {
-            binaries: 1,
-            gracing: 0,
-            phones: 1
-        }
-    );
+    assert_eq!(reg.counts(), tally(1, 0, 1));
 }
 
 #[test]

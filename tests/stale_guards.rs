@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{Mock, check, ids, mock, registry};
-use relay_registry::{Conn, Counts, PhoneTicket, Registry, ServerClaim};
+use common::{Mock, check, ids, mock, registry, tally};
+use relay_registry::{Conn, PhoneTicket, Registry, ServerClaim};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,14 +36,7 @@ fn assert_successor_intact(reg: &Registry<Mock>, successor: &ServerClaim<Mock>, 
         reg.binary_for("srv").unwrap().conn_id(),
         successor.conn().conn_id()
     );
-    assert_eq!(
-        reg.counts(),
-        Counts {
-            binaries: 1,
-            gracing: 0,
-            phones: 1
-        }
-    );
+    assert_eq!(reg.counts(), tally(1, 0, 1));
     assert!(!phone.is_closed());
     assert_eq!(reg.next_deadline(), None);
 }
@@ -95,14 +88,7 @@ fn stale_claim_cannot_touch_a_reclaimer_of_the_same_slot() {
         assert!(reclaimer.is_current(), "{how}");
         assert_eq!(reg.binary_for("srv").unwrap().conn_id(), "reclaimer");
         assert!(!phone.is_closed(), "{how}");
-        assert_eq!(
-            reg.counts(),
-            Counts {
-                binaries: 1,
-                gracing: 0,
-                phones: 1
-            }
-        );
+        assert_eq!(reg.counts(), tally(1, 0, 1));
     }
 }
 
@@ -119,14 +105,7 @@ fn stale_claim_cannot_touch_another_id_that_reuses_its_slot() {
     check(&reg);
     assert!(other.is_current());
     assert!(!phone.is_closed());
-    assert_eq!(
-        reg.counts(),
-        Counts {
-            binaries: 1,
-            gracing: 0,
-            phones: 1
-        }
-    );
+    assert_eq!(reg.counts(), tally(1, 0, 1));
 }
 
 #[test]
@@ -197,12 +176,5 @@ fn churning_one_slot_many_times_keeps_every_old_guard_inert() {
     }
     check(&reg);
     assert!(current.is_current() && live_phone.is_registered());
-    assert_eq!(
-        reg.counts(),
-        Counts {
-            binaries: 1,
-            gracing: 0,
-            phones: 1
-        }
-    );
+    assert_eq!(reg.counts(), tally(1, 0, 1));
 }

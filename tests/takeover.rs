@@ -2,8 +2,8 @@
 
 mod common;
 
-use common::{check, mock, registry};
-use relay_registry::{CloseReason, Counts, RegistryError};
+use common::{check, mock, registry, tally};
+use relay_registry::{CloseReason, RegistryError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,14 +40,7 @@ fn takeover_of_the_current_incumbent_replaces_it_and_evicts_phones() {
         "the registry does not close the incumbent"
     );
     assert!(Arc::ptr_eq(&reg.binary_for("srv").unwrap(), &new_bin));
-    assert_eq!(
-        reg.counts(),
-        Counts {
-            binaries: 1,
-            gracing: 0,
-            phones: 0
-        }
-    );
+    assert_eq!(reg.counts(), tally(1, 0, 0));
 }
 
 #[test]
@@ -64,14 +57,7 @@ fn takeover_of_a_gracing_incumbent_cancels_its_window() {
         .unwrap();
     check(&reg);
     assert_eq!(phone.closes(), vec![CloseReason::Reclaimed]);
-    assert_eq!(
-        reg.counts(),
-        Counts {
-            binaries: 1,
-            gracing: 0,
-            phones: 0
-        }
-    );
+    assert_eq!(reg.counts(), tally(1, 0, 0));
     clock.advance(Duration::from_secs(60));
     assert_eq!(
         reg.expire_due(),

@@ -1,7 +1,7 @@
 //! Shared test fixtures: a recording mock `Conn` and registries on a manual clock.
 #![allow(dead_code)]
 
-use relay_registry::{CloseReason, Config, Conn, ManualClock, Registry, SendError};
+use relay_registry::{CloseReason, Config, Conn, Counts, ManualClock, Registry, SendError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
@@ -101,4 +101,13 @@ pub fn ids<C: Conn>(conns: &[Arc<C>]) -> Vec<String> {
     let mut ids: Vec<String> = conns.iter().map(|c| c.conn_id().to_owned()).collect();
     ids.sort();
     ids
+}
+
+/// The `Counts` of `binaries` live binaries, `gracing` gracing ones and `phones` phones.
+pub fn tally(binaries: usize, gracing: usize, phones: usize) -> Counts {
+    Counts {
+        binaries,
+        gracing,
+        phones,
+    }
 }
