@@ -137,6 +137,7 @@ impl ConnIdCopy {
     }
 
     /// The conn-id this copies (for diagnostics).
+    #[cfg(any(test, feature = "test-util"))]
     pub(crate) fn to_string(&self, server_id: &str) -> String {
         match self {
             ConnIdCopy::Heap(copy) => copy.to_string(),

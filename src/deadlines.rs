@@ -38,6 +38,7 @@ impl Deadlines {
         self.heap.pop().map(|Reverse(w)| w)
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Window> {
         self.heap.iter().map(|Reverse(w)| w)
     }

@@ -151,7 +151,7 @@
 //! — inline, with the server-id cut out when the conn-id contains it (as the relay's
 //! `client-<id>-<8 hex>` does), so it usually needs no allocation of its own. There is no
 //! registry-wide phone map: a ticket names its phone by server slot and position.
-//! `cargo run --release --example footprint` measures this against a port of the Go registry.
+//! `cargo run --release -p relay-registry-benches --bin footprint` measures this against a port of the Go registry.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

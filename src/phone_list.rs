@@ -144,6 +144,7 @@ impl<C: Conn> PhoneList<C> {
     }
 
     /// Checks the counters, the free list, epochs (each in `epochs`) and the cached snapshot.
+    #[cfg(any(test, feature = "test-util"))]
     pub(crate) fn check(
         &self,
         server_id: &str,

@@ -280,8 +280,13 @@ impl<C: Conn> Registry<C> {
     }
 
     /// Checks the registry's internal consistency: the id index, the server slots and their
-    /// phone lists, the grace deadlines and the counters agree. For tests and fuzzing.
-    #[doc(hidden)]
+    /// phone lists, the grace deadlines and the counters agree. For tests and fuzzing: only with
+    /// the `test-util` cargo feature.
+    ///
+    /// # Errors
+    ///
+    /// A description of the first inconsistency found.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn check_invariants(&self) -> Result<(), String> {
         let cap = self.shared.config.max_phones_per_server;
         self.shared.locked(|state| state.check_invariants(cap))

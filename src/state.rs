@@ -399,6 +399,7 @@ impl<C: Conn> State<C> {
 
     /// Checks that the index, the server slots and their phone lists, the deadlines and the
     /// counters agree.
+    #[cfg(any(test, feature = "test-util"))]
     pub(crate) fn check_invariants(&self, cap: usize) -> Result<(), String> {
         if self.index.len() != self.servers.len() {
             return Err(format!(

@@ -1,7 +1,7 @@
 //! Replays, on stable, every minimised fuzz crash in `fuzz/regressions/<target>/` and every seed
 //! input in `fuzz/seeds/<target>/`, through the same `run(&[u8])` the fuzz targets call.
 
-mod model;
+use relay_registry_model as model;
 
 use std::fs;
 use std::path::{Path, PathBuf};

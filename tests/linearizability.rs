@@ -1,4 +1,4 @@
-//! Linearizability of concurrent histories against the sequential model (`tests/model/spec.rs`).
+//! Linearizability of concurrent histories against the sequential model (`model/src/spec.rs`).
 //!
 //! Three or four real threads issue random operations on two server-ids; each operation's invoke
 //! and return are stamped with a shared atomic counter, and its result (value and the closes it
@@ -26,7 +26,7 @@
 //! moving clock would make a window's deadline depend on when the call read it): windows are
 //! opened with a grace of 0 (due at once, expired by the next `expire_due`) or `Duration::MAX`.
 
-mod model;
+use relay_registry_model as model;
 
 use model::actor::Actor;
 use model::spec::{Call, Grace, Model, Outcome, accepts};

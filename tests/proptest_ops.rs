@@ -2,7 +2,7 @@
 //! plain `cargo test` on stable. Failures are persisted to `proptest-regressions/proptest_ops.txt`
 //! (committed) and replayed first on every run.
 
-mod model;
+use relay_registry_model as model;
 
 use model::driver::run_scenario;
 use model::op::{DropOrder, Id, Incumbent, Name, Op, Pick, Scenario};

@@ -1,8 +1,5 @@
 //! Random operation sequences on a real `Registry` (with a `ManualClock`) against the reference
-//! model in `tests/model`, compared after every operation. See `tests/model/driver.rs`.
+//! model in the `relay-registry-model` crate, compared after every operation. See `model/src/driver.rs`.
 #![no_main]
 
-#[path = "../../tests/model/mod.rs"]
-mod model;
-
-libfuzzer_sys::fuzz_target!(|data: &[u8]| model::driver::run(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| relay_registry_model::driver::run(data));

@@ -1,8 +1,8 @@
 //! `Actor`: executes [`Call`]s on a real `Registry`, holding the guards they return, and reports
 //! each call's [`Outcome`] in the model's terms. One per thread in concurrent tests.
 
-use super::conn::{RecConn, take_closes};
-use super::spec::{Call, Deadline, Outcome, Value};
+use crate::conn::{RecConn, take_closes};
+use crate::spec::{Call, Deadline, Outcome, Value};
 use relay_registry::{ManualClock, PhoneTicket, Registry, RegistryError, ServerClaim};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

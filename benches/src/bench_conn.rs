@@ -1,4 +1,4 @@
-//! The connection type of the benchmarks and `examples/footprint.rs`: a conn-id and nothing else,
+//! The connection type of the benchmarks and `benches/src/bin/footprint.rs`: a conn-id and nothing else,
 //! so that what is measured is the registry, not the connection.
 
 #![allow(dead_code)]

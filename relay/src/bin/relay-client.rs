@@ -2,8 +2,8 @@
 //! each line typed on stdin. Enough to watch a relay work with two terminals and no other tool.
 //!
 //! ```text
-//! cargo run --example client -- --as binary --server demo
-//! cargo run --example client -- --as phone --server demo
+//! cargo run -p relay-server --bin relay-client -- --as binary --server demo
+//! cargo run -p relay-server --bin relay-client -- --as phone --server demo
 //! ```
 //!
 //! A phone sends each line as one frame: as is if it is JSON, else as a JSON string. A binary

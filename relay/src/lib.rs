@@ -1,4 +1,4 @@
-//! The example relay: WebSocket endpoints for binaries (`/v1/server`) and phones (`/v1/client`)
+//! The relay: WebSocket endpoints for binaries (`/v1/server`) and phones (`/v1/client`)
 //! and `/healthz`, routing through a [`relay_registry::Registry`]. See `shared/protocol.md`.
 //!
 //! Built on tokio + tokio-tungstenite rather than axum: the protocol needs the pre-upgrade phase

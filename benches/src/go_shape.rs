@@ -1,5 +1,5 @@
 //! `GoShape`: a faithful Rust port of the Go registry that `relay-registry` replaces, used only as
-//! the baseline of the benchmarks and of `examples/footprint.rs` (it is not part of the library).
+//! the baseline of the benchmarks and of `benches/src/bin/footprint.rs` (it is not part of the library).
 //!
 //! The Go design: one `RWMutex` over `map[string]Conn` (binaries) and `map[string][]Conn`
 //! (phones). Every operation hashes the server-id under that lock; a phone is found and

@@ -1,13 +1,13 @@
-//! `cargo run --example relay`: a WebSocket relay between binaries and their phones, built on
+//! `cargo run -p relay-server --bin relay`: a WebSocket relay between binaries and their phones, built on
 //! `relay_registry`. It speaks `shared/protocol.md`; see `server/mod.rs` for the design.
 //!
 //! ```text
-//! cargo run --example relay -- --listen 127.0.0.1:8080 --grace 30s --max-phones 16 \
+//! cargo run -p relay-server --bin relay -- --listen 127.0.0.1:8080 --grace 30s --max-phones 16 \
 //!     --heartbeat 30s --probe-timeout 10s --max-frame 262144
 //! ```
 //! Logs go to stderr (`RUST_LOG=debug` for more). SIGINT or SIGTERM shuts it down gracefully.
 
-mod server;
+use relay_server as server;
 
 use clap::Parser;
 use server::RelayConfig;
@@ -84,8 +84,8 @@ async fn main() -> std::io::Result<()> {
         format!("--url ws://{addr} ")
     };
     println!("try it, in two more terminals:");
-    println!("  cargo run --example client -- {url}--as binary --server demo");
-    println!("  cargo run --example client -- {url}--as phone --server demo");
+    println!("  cargo run -p relay-server --bin relay-client -- {url}--as binary --server demo");
+    println!("  cargo run -p relay-server --bin relay-client -- {url}--as phone --server demo");
     shutdown_signal().await?;
     tracing::info!("signal received: shutting down");
     relay.shutdown().await;

@@ -1,15 +1,14 @@
-//! End-to-end tests of the example relay (`examples/relay`) over real WebSockets on 127.0.0.1:
+//! End-to-end tests of the relay (`relay-server`) over real WebSockets on 127.0.0.1:
 //! each test starts the relay in-process on an ephemeral port and talks to it with
 //! tokio-tungstenite clients, as a binary and its phones would.
 
-mod relay_support;
-#[path = "../examples/relay/server/mod.rs"]
-mod server;
+mod support;
+use relay_server as server;
 
 use futures_util::{SinkExt, StreamExt};
-use relay_support::*;
 use serde_json::json;
 use std::time::Duration;
+use support::*;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,13 +14,8 @@ use relay_registry::{PhoneTicket, Registry};
 use std::hint::black_box;
 use std::sync::Arc;
 
-#[path = "support/bench_conn.rs"]
-mod bench_conn;
-#[path = "support/go_shape.rs"]
-mod go_shape;
-
-use bench_conn::{BenchConn, binary_conn, phone_conn, server_id};
-use go_shape::GoShape;
+use bench_support::bench_conn::{BenchConn, binary_conn, phone_conn, server_id};
+use bench_support::go_shape::GoShape;
 
 const IDS: usize = 1_000;
 const PHONES: usize = 4;

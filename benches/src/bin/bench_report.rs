@@ -7,7 +7,7 @@
 //! benchmarks and this in one go, noting the machine's load before and after.
 //!
 //! ```text
-//! cargo bench --bench registry_vs_go && cargo run --release --example bench_report
+//! cargo bench -p relay-registry-benches --bench registry_vs_go && cargo run --release -p relay-registry-benches --bin bench_report
 //! ```
 
 use serde_json::Value;

@@ -43,6 +43,6 @@ impl Conn for RecConn {
 /// The closes this thread made since the last call, sorted (a multiset).
 pub fn take_closes() -> Vec<(u32, CloseReason)> {
     let mut closes = CLOSED.with(|log| std::mem::take(&mut *log.borrow_mut()));
-    super::spec::sort_closes(&mut closes);
+    crate::spec::sort_closes(&mut closes);
     closes
 }

@@ -3,7 +3,7 @@
 //! Every group measures both on identical inputs; each benchmark id is `<group>/<impl>/<case>`
 //! with `<impl>` one of `registry` (through the guards where the relay uses them),
 //! `registry_by_id` (the id-keyed `Registry` method, where that differs) and `go_shape`.
-//! `cargo run --release --example bench_report` turns the last run into a markdown table.
+//! `cargo run --release -p relay-registry-benches --bin bench_report` turns the last run into a markdown table.
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
 use relay_registry::{PhoneTicket, Registry, ServerClaim};
@@ -11,13 +11,8 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[path = "support/bench_conn.rs"]
-mod bench_conn;
-#[path = "support/go_shape.rs"]
-mod go_shape;
-
-use bench_conn::{BenchConn, binary_conn, phone_conn, server_id, shuffle};
-use go_shape::GoShape;
+use bench_support::bench_conn::{BenchConn, binary_conn, phone_conn, server_id, shuffle};
+use bench_support::go_shape::GoShape;
 
 type Conn = BenchConn;
 

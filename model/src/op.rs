@@ -4,7 +4,7 @@
 //! ones, conn-ids from four names: conflicts, takeovers, reclaims, caps and duplicate conn-ids
 //! happen constantly.
 
-use super::spec::Grace;
+use crate::spec::Grace;
 use arbitrary::Arbitrary;
 
 /// The registry's `max_server_id_len` in these runs.

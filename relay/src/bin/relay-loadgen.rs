@@ -3,16 +3,15 @@
 //! lost frames and refused connections.
 //!
 //! ```text
-//! cargo run --release --example relay &
-//! cargo run --release --example loadgen -- --binaries 8 --phones 4 --duration 10s --rate 100
-//! cargo run --release --example loadgen -- --in-process   # starts its own relay on port 0
+//! cargo run --release -p relay-server --bin relay &
+//! cargo run --release -p relay-server --bin relay-loadgen -- --binaries 8 --phones 4 --duration 10s --rate 100
+//! cargo run --release -p relay-server --bin relay-loadgen -- --in-process   # starts its own relay on port 0
 //! ```
 //! Every frame carries its send time; the receiver records the latency. After the sending phase it
 //! waits (up to 5 s) for frames in flight, then counts what never arrived as lost. It exits with
 //! status 1 if any frame was lost, so a script can run it as a smoke check.
 
-#[path = "relay/server/mod.rs"]
-mod server;
+use relay_server as server;
 
 use clap::Parser;
 use futures_util::stream::{SplitSink, SplitStream};

@@ -4,10 +4,10 @@
 //! `binary_for`/`phones_for` of every id, `next_deadline`, every live guard's `is_current` /
 //! `is_registered` / `binary()`, and `check_invariants()`.
 
-use super::actor::{Actor, serials};
-use super::conn::RecConn;
-use super::op::{ChurnStep, DropOrder, IDS, Incumbent, MAX_ID_LEN, Op, Scenario};
-use super::spec::{Call, Model, accepts};
+use crate::actor::{Actor, serials};
+use crate::conn::RecConn;
+use crate::op::{ChurnStep, DropOrder, IDS, Incumbent, MAX_ID_LEN, Op, Scenario};
+use crate::spec::{Call, Model, accepts};
 use arbitrary::{Arbitrary, Unstructured};
 use relay_registry::{Clock, Config, ManualClock, Registry};
 use std::sync::Arc;
@@ -111,13 +111,13 @@ impl Harness {
         }
     }
 
-    fn claim_at(&self, pick: super::op::Pick) -> Option<(String, u32)> {
+    fn claim_at(&self, pick: crate::op::Pick) -> Option<(String, u32)> {
         let claims = &self.actor.claims;
         pick.index(claims.len())
             .map(|i| (claims[i].server_id().to_owned(), claims[i].conn().serial))
     }
 
-    fn ticket_at(&self, pick: super::op::Pick) -> Option<(String, u32)> {
+    fn ticket_at(&self, pick: crate::op::Pick) -> Option<(String, u32)> {
         let tickets = &self.actor.tickets;
         pick.index(tickets.len())
             .map(|i| (tickets[i].server_id().to_owned(), tickets[i].conn().serial))

@@ -8,7 +8,7 @@
 //! `client-<id>-<8 hex>` shape, 32 bytes).
 //!
 //! ```text
-//! cargo run --release --example footprint
+//! cargo run --release -p relay-registry-benches --bin footprint
 //! ```
 
 use relay_registry::{PhoneTicket, Registry, ServerClaim};
@@ -16,13 +16,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-#[path = "../benches/support/bench_conn.rs"]
-mod bench_conn;
-#[path = "../benches/support/go_shape.rs"]
-mod go_shape;
-
-use bench_conn::{BenchConn, binary_conn, phone_conn, server_id};
-use go_shape::GoShape;
+use bench_support::bench_conn::{BenchConn, binary_conn, phone_conn, server_id};
+use bench_support::go_shape::GoShape;
 
 /// The system allocator, counting live bytes and allocation calls.
 struct Counting;

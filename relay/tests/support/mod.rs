@@ -3,9 +3,9 @@
 //! Every wait here is bounded by [`PATIENCE`] so a broken relay fails a test instead of hanging
 //! it; no wait is an assertion about timing.
 
-use crate::server::{self, Relay, RelayConfig};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use relay_server::{self as server, Relay, RelayConfig};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,5 +1,5 @@
-//! The reference model of the registry, shared by the stable tests (`mod model;`) and the fuzz
-//! targets (`#[path = "../../tests/model/mod.rs"] mod model;`).
+//! The reference model of `relay-registry`: a workspace-internal crate (`publish = false`) shared
+//! by the library's tests, its proptest twin and its fuzz targets.
 //!
 //! - [`spec`]: the model itself — plain maps and vectors, one method per registry operation, each
 //!   returning what the registry must return and which conns it must close with which reason.
@@ -7,7 +7,6 @@
 //! - [`op`]: the `Op` language (derives `arbitrary::Arbitrary`) that fuzzing and proptest speak.
 //! - [`driver`]: replays ops on a real `Registry` and on the model and compares after every op;
 //!   `run(&[u8])` / `run_churn(&[u8])` are what the fuzz targets and the regression replay call.
-#![allow(dead_code)]
 
 pub mod actor;
 pub mod conn;
