@@ -26,8 +26,9 @@ impl Conn for Socket {
         &self.id
     }
 
-    fn send(&self, frame: &[u8]) -> Result<(), SendError> {
-        println!("    {} <- {}", self.id, String::from_utf8_lossy(frame));
+    type Frame = String;
+    fn send(&self, frame: String) -> Result<(), SendError> {
+        println!("    {} <- {}", self.id, frame);
         Ok(())
     }
 
@@ -46,8 +47,8 @@ fn main() -> Result<(), relay_registry::RegistryError> {
     let clock = ManualClock::new();
     let registry = Registry::with_config(
         Config::default()
-            .max_phones_per_server(16)
-            .clock(Arc::new(clock.clone())),
+            .with_max_phones_per_server(16)
+            .with_clock(Arc::new(clock.clone())),
     );
     let show = |step: &str| println!("{step:<48} {:?}", registry.counts());
 
@@ -65,11 +66,11 @@ fn main() -> Result<(), relay_registry::RegistryError> {
     show("   phones joined");
     // phone -> binary: through the ticket (no lock, no hashing)
     if let Some(binary) = phone_a.binary() {
-        let _ = binary.send(br#"{"conn_id":"client-desk-1-a","frame":{"hello":1}}"#);
+        let _ = binary.send(r#"{"conn_id":"client-desk-1-a","frame":{"hello":1}}"#.into());
     }
     // binary -> phone: through the claim, among its own phones only
     if let Some(phone) = claim.phone("client-desk-1-b") {
-        let _ = phone.send(br#"{"hi":"b"}"#);
+        let _ = phone.send(r#"{"hi":"b"}"#.into());
     }
     drop(phone_b);
     show("   phone b left (unregistered, not closed)");
@@ -92,8 +93,13 @@ fn main() -> Result<(), relay_registry::RegistryError> {
     let _phone = registry.register_phone("desk-1", Socket::new("client-desk-1-d"))?;
     claim.release_after(Duration::from_secs(30));
     clock.advance(Duration::from_secs(30));
-    let expired = registry.expire_due();
-    println!("   expire_due expired {expired} window(s)");
+    for expired in &registry.expire_due() {
+        println!(
+            "   expire_due: the window of {:?} expired ({} phone(s) closed)",
+            expired.server_id(),
+            expired.phones()
+        );
+    }
     show("   after expiry");
     Ok(())
 }

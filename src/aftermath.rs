@@ -47,39 +47,74 @@ impl<C: Conn> Aftermath<C> {
 
     /// Runs every close, then every drop. Call only with the lock released.
     ///
-    /// A panicking close or drop does not stop the others; the first panic is resumed at the end,
-    /// unless this thread is already unwinding (a guard dropped during a panic), where it is
-    /// swallowed so that the process does not abort.
+    /// A panicking close or drop does not stop the others: every panic is caught and handed
+    /// back, for the operation to resume (after its guard exists) or to report.
     ///
     /// Takes `&mut self` and drains, so the caller's aftermath is not moved (it is large).
     #[inline]
-    pub(crate) fn run(&mut self) {
+    pub(crate) fn run(&mut self) -> Caught {
         if self.closes.is_empty() && self.drops.is_empty() {
-            return;
+            return Caught::default();
         }
-        self.run_all();
+        self.run_all()
     }
 
-    fn run_all(&mut self) {
-        let mut first_panic: Option<Box<dyn Any + Send>> = None;
+    fn run_all(&mut self) -> Caught {
+        let mut caught = Caught::default();
         for (conn, reason) in self.closes.drain(..) {
-            let result = catch_unwind(AssertUnwindSafe(move || {
+            caught.catch(move || {
                 conn.close(reason);
                 drop(conn);
-            }));
-            if let Err(payload) = result {
-                first_panic.get_or_insert(payload);
-            }
+            });
         }
         for garbage in self.drops.drain(..) {
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(garbage))) {
-                first_panic.get_or_insert(payload);
+            caught.catch(move || drop(garbage));
+        }
+        caught
+    }
+}
+
+/// The panics of user code that an operation ran after its critical section (a `Conn::close`,
+/// a conn's `Drop`, a `Clock::now`), caught so that the rest still ran.
+#[must_use = "caught panics must be resumed or reported"]
+#[derive(Default)]
+pub(crate) struct Caught(Vec<Box<dyn Any + Send>>);
+
+impl Caught {
+    /// Runs `f`, keeping its panic if it panics; returns its value otherwise.
+    pub(crate) fn catch<R>(&mut self, f: impl FnOnce() -> R) -> Option<R> {
+        match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(value) => Some(value),
+            Err(payload) => {
+                self.0.push(payload);
+                None
             }
         }
-        if let Some(payload) = first_panic {
+    }
+
+    /// Resumes the first caught panic — unless this thread is already unwinding (a guard dropped
+    /// during a panic), where it is swallowed so that the process does not abort.
+    pub(crate) fn resume(self) {
+        if let Some(first) = self.0.into_iter().next() {
             if !std::thread::panicking() {
-                resume_unwind(payload);
+                resume_unwind(first);
             }
         }
+    }
+
+    /// The caught panics' messages (for a report instead of a resumed panic).
+    pub(crate) fn into_messages(self) -> Vec<String> {
+        self.0.into_iter().map(|p| panic_message(&*p)).collect()
+    }
+}
+
+/// The message of a panic payload: its `&str` or `String`, or a placeholder.
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
     }
 }

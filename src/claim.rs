@@ -30,7 +30,8 @@ use std::time::Duration;
 /// # struct Ws;
 /// # impl Conn for Ws {
 /// #     fn conn_id(&self) -> &str { "ws" }
-/// #     fn send(&self, _: &[u8]) -> Result<(), SendError> { Ok(()) }
+/// #     type Frame = String;
+/// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
 /// #     fn close(&self, _: CloseReason) {}
 /// # }
 /// let registry = Registry::new();
@@ -73,7 +74,8 @@ impl<C: Conn> ServerClaim<C> {
     /// # struct Ws;
     /// # impl Conn for Ws {
     /// #     fn conn_id(&self) -> &str { "ws" }
-    /// #     fn send(&self, _: &[u8]) -> Result<(), SendError> { Ok(()) }
+    /// #     type Frame = String;
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::Registry;
@@ -150,10 +152,12 @@ impl<C: Conn> ServerClaim<C> {
     ///
     /// Returns false (and opens nothing) if the claim was stale.
     pub fn release_after(mut self, grace: Duration) -> bool {
+        // The clock first, while the claim is still armed: if `now` panics, unwinding drops the
+        // claim, which releases the id at once instead of leaving it held by no one.
+        let deadline = saturating_add(self.shared.config.clock.now(), grace);
         if !self.binding.disarm(&mut self.armed) {
             return false;
         }
-        let deadline = saturating_add(self.shared.config.clock.now(), grace);
         let (key, epoch) = (self.key, self.epoch);
         let armed = self
             .shared
@@ -174,8 +178,11 @@ impl<C: Conn> ServerClaim<C> {
             return false;
         }
         let (key, epoch) = (self.key, self.epoch);
-        self.shared
-            .mutate(|state, out| state.release(key, epoch, out))
+        let (released, caught) = self
+            .shared
+            .mutate(|state, out| state.release(key, epoch, out));
+        caught.resume();
+        released
     }
 }
 

@@ -1,5 +1,7 @@
 //! What the registry needs from a connection: an id, a non-blocking send and a non-blocking close.
 
+use crate::error::RegistryError;
+
 /// A connection the registry can route to: a binary's or a phone's socket, or a mock.
 ///
 /// The registry stores connections as `Arc<C>` and calls these methods **only after releasing its
@@ -17,7 +19,8 @@
 ///
 /// impl Conn for Mock {
 ///     fn conn_id(&self) -> &str { &self.id }
-///     fn send(&self, _frame: &[u8]) -> Result<(), SendError> {
+///     type Frame = String;
+///     fn send(&self, _frame: String) -> Result<(), SendError> {
 ///         if self.closed.lock().unwrap().is_some() { Err(SendError::Closed) } else { Ok(()) }
 ///     }
 ///     fn close(&self, reason: CloseReason) {
@@ -27,6 +30,11 @@
 /// }
 /// ```
 pub trait Conn: Send + Sync + 'static {
+    /// What [`send`](Conn::send) takes: the connection's own owned frame type, so a relay hands
+    /// a frame on without copying it (tokio-tungstenite's `Utf8Bytes`, a `bytes::Bytes`, a
+    /// `String` in a mock). The registry never creates or inspects one.
+    type Frame;
+
     /// The connection's id (for a phone, the `conn_id` a binary addresses it by).
     ///
     /// Must be stable for the life of the connection and must not block. The registry reads a
@@ -40,7 +48,7 @@ pub trait Conn: Send + Sync + 'static {
     ///
     /// [`SendError::Closed`] once the connection is closed, [`SendError::Full`] when its outbox is
     /// over its bound, [`SendError::TooLarge`] when the frame exceeds the connection's frame limit.
-    fn send(&self, frame: &[u8]) -> Result<(), SendError>;
+    fn send(&self, frame: Self::Frame) -> Result<(), SendError>;
 
     /// Closes the connection with `reason`'s code and text. Idempotent and never blocks.
     ///
@@ -66,17 +74,27 @@ pub enum SendError {
 
 /// Why a connection is being closed: a WebSocket close code and its reason text.
 ///
-/// The registry itself only uses [`Reclaimed`](Self::Reclaimed), [`Released`](Self::Released) and
-/// [`GraceExpired`](Self::GraceExpired); the others are for the relay around it, so that every close
-/// in a relay goes through the same [`Conn::close`] and no close code is ever optional.
+/// Every close in a relay goes through [`Conn::close`] with one of these, so no close code is ever
+/// optional and each one is spelled once. The registry itself only uses
+/// [`Reclaimed`](Self::Reclaimed), [`Released`](Self::Released) and
+/// [`GraceExpired`](Self::GraceExpired); the others name the relay protocol's other closes, a
+/// refusal ([`Refused`](Self::Refused), from a [`RegistryError`]), and any application code
+/// ([`custom`](Self::custom), validated).
 ///
 /// # Examples
 ///
 /// ```
-/// use relay_registry::CloseReason;
+/// use relay_registry::{CloseReason, RegistryError};
 ///
 /// assert_eq!(CloseReason::Reclaimed.code(), 4404);
 /// assert_eq!(CloseReason::GraceExpired.reason(), "binary did not reconnect");
+/// // A refused claim is closed with the error's own code and text.
+/// let refused = CloseReason::from(RegistryError::ServerIdConflict);
+/// assert_eq!((refused.code(), refused.reason()), (4409, "server-id already claimed"));
+/// // Application codes are checked: only 1000 and 3000–4999 may be sent this way.
+/// assert_eq!(CloseReason::custom(4000, "closed by server")?.code(), 4000);
+/// assert!(CloseReason::custom(1006, "abnormal").is_err());
+/// # Ok::<(), relay_registry::InvalidCloseReason>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -87,50 +105,244 @@ pub enum CloseReason {
     Released,
     /// The binary's grace window ended without a reclaim: 1011.
     GraceExpired,
+    /// A claim or registration was refused: the error's [`code`](RegistryError::code) and
+    /// [`reason`](RegistryError::reason) (4409, 4404, 4429). Relays answer
+    /// [`InvalidServerId`](RegistryError::InvalidServerId) with HTTP 400 before any upgrade
+    /// instead; should one be closed with it anyway, it carries 4400.
+    Refused(RegistryError),
     /// The peer stopped answering pings: 1011.
     HeartbeatTimeout,
     /// The phone's outbox overflowed: 1011.
     BacklogFull,
     /// The relay is shutting down: 1001.
     ShuttingDown,
-    /// Any other close, e.g. one a binary requested for its phone.
-    Custom {
-        /// The WebSocket close code.
-        code: u16,
-        /// The close reason text (at most 123 bytes on the wire).
-        reason: &'static str,
-    },
+    /// A frame was not valid JSON (or not valid UTF-8): 1007.
+    InvalidJson,
+    /// A frame's JSON was nested deeper than the relay allows: 1007.
+    JsonTooDeep,
+    /// The peer exceeded a per-connection bound (control frames, unsent data): 1008.
+    PolicyViolation,
+    /// One message took too long to arrive once it began (a slow-loris): 1008.
+    MessageTooSlow,
+    /// A frame or message was larger than the relay accepts: 1009.
+    MessageTooBig,
+    /// The peer broke the WebSocket protocol: 1002.
+    ProtocolError,
+    /// Cluster mode: the instance on the other side of this connection's route was lost, or
+    /// frames between instances were: 1011.
+    LinkLost,
+    /// Cluster mode: this instance could not reach the cluster for a whole lease: 1012.
+    ClusterConnectionLost,
+    /// An application close, e.g. one a binary requested for its phone: made by
+    /// [`CloseReason::custom`], so its code is always 1000 or in 3000–4999.
+    Custom(CustomClose),
 }
 
+/// The code and text of a [`CloseReason::Custom`]; valid by construction (see
+/// [`CloseReason::custom`]).
+///
+/// # Examples
+///
+/// ```
+/// use relay_registry::CloseReason;
+///
+/// let CloseReason::Custom(close) = CloseReason::custom(4000, "bye")? else { unreachable!() };
+/// assert_eq!((close.code(), close.reason()), (4000, "bye"));
+/// # Ok::<(), relay_registry::InvalidCloseReason>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CustomClose {
+    code: u16,
+    reason: &'static str,
+}
+
+impl CustomClose {
+    /// The close code: 1000 or in 3000–4999.
+    pub fn code(&self) -> u16 {
+        self.code
+    }
+
+    /// The close reason text: at most 123 bytes.
+    pub fn reason(&self) -> &'static str {
+        self.reason
+    }
+}
+
+/// Why [`CloseReason::custom`] refused a code or a reason text.
+///
+/// # Examples
+///
+/// ```
+/// use relay_registry::{CloseReason, InvalidCloseReason};
+///
+/// assert_eq!(CloseReason::custom(0, "x"), Err(InvalidCloseReason::Code(0)));
+/// assert_eq!(
+///     CloseReason::custom(4000, "x".repeat(124).leak()),
+///     Err(InvalidCloseReason::ReasonTooLong(124)),
+/// );
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidCloseReason {
+    /// The code is neither 1000 nor in 3000–4999: a WebSocket peer must not send it as an
+    /// application close (0–999 and above 4999 are not close codes at all; 1005, 1006 and 1015
+    /// must never appear on the wire; the other 1xxx codes are the protocol's own).
+    #[error("close code {0} is not 1000 or in 3000-4999")]
+    Code(u16),
+    /// The reason text is longer than the 123 bytes a close frame can carry.
+    #[error("close reason of {0} bytes is longer than 123 bytes")]
+    ReasonTooLong(usize),
+}
+
+/// The longest close reason a close frame can carry: 125 bytes of payload minus the code.
+const MAX_REASON: usize = 123;
+
 impl CloseReason {
+    /// An application close with `code` and `reason`.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidCloseReason::Code`] unless `code` is 1000 or in 3000–4999 (the codes the relay
+    /// protocol lets a binary ask for), [`InvalidCloseReason::ReasonTooLong`] if `reason` is
+    /// longer than 123 bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use relay_registry::{CloseReason, InvalidCloseReason};
+    ///
+    /// let close = CloseReason::custom(4000, "closed by server")?;
+    /// assert_eq!(close.to_string(), "4000 closed by server");
+    /// for code in [0, 999, 1001, 1005, 1006, 1011, 2999, 5000] {
+    ///     assert_eq!(CloseReason::custom(code, "x"), Err(InvalidCloseReason::Code(code)));
+    /// }
+    /// # Ok::<(), InvalidCloseReason>(())
+    /// ```
+    pub const fn custom(code: u16, reason: &'static str) -> Result<Self, InvalidCloseReason> {
+        if !matches!(code, 1000 | 3000..=4999) {
+            return Err(InvalidCloseReason::Code(code));
+        }
+        if reason.len() > MAX_REASON {
+            return Err(InvalidCloseReason::ReasonTooLong(reason.len()));
+        }
+        Ok(CloseReason::Custom(CustomClose { code, reason }))
+    }
+
     /// The WebSocket close code.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use relay_registry::CloseReason;
+    ///
+    /// assert_eq!(CloseReason::ShuttingDown.code(), 1001);
+    /// ```
     pub fn code(&self) -> u16 {
         match self {
             CloseReason::Reclaimed | CloseReason::Released => 4404,
+            CloseReason::Refused(error) => error.code(),
             CloseReason::GraceExpired
             | CloseReason::HeartbeatTimeout
-            | CloseReason::BacklogFull => 1011,
+            | CloseReason::BacklogFull
+            | CloseReason::LinkLost => 1011,
             CloseReason::ShuttingDown => 1001,
-            CloseReason::Custom { code, .. } => *code,
+            CloseReason::InvalidJson | CloseReason::JsonTooDeep => 1007,
+            CloseReason::PolicyViolation | CloseReason::MessageTooSlow => 1008,
+            CloseReason::MessageTooBig => 1009,
+            CloseReason::ProtocolError => 1002,
+            CloseReason::ClusterConnectionLost => 1012,
+            CloseReason::Custom(close) => close.code,
         }
     }
 
-    /// The close reason text sent with the code.
+    /// The close reason text sent with the code (at most 123 bytes).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use relay_registry::CloseReason;
+    ///
+    /// assert_eq!(CloseReason::BacklogFull.reason(), "phone backlog full");
+    /// ```
     pub fn reason(&self) -> &'static str {
         match self {
             CloseReason::Reclaimed => "binary reclaimed server-id",
             CloseReason::Released => "binary released server-id",
             CloseReason::GraceExpired => "binary did not reconnect",
+            CloseReason::Refused(error) => error.reason(),
             CloseReason::HeartbeatTimeout => "heartbeat timeout",
             CloseReason::BacklogFull => "phone backlog full",
             CloseReason::ShuttingDown => "shutting down",
-            CloseReason::Custom { reason, .. } => reason,
+            CloseReason::InvalidJson => "invalid JSON",
+            CloseReason::JsonTooDeep => "JSON nested too deep",
+            CloseReason::PolicyViolation => "policy violation",
+            CloseReason::MessageTooSlow => "message too slow",
+            CloseReason::MessageTooBig => "message too big",
+            CloseReason::ProtocolError => "protocol error",
+            CloseReason::LinkLost => "relay link lost",
+            CloseReason::ClusterConnectionLost => "cluster connection lost",
+            CloseReason::Custom(close) => close.reason,
         }
     }
 }
 
+impl From<RegistryError> for CloseReason {
+    /// The close a refused claim or registration is told with after the upgrade:
+    /// [`CloseReason::Refused`].
+    fn from(error: RegistryError) -> Self {
+        CloseReason::Refused(error)
+    }
+}
+
 impl std::fmt::Display for CloseReason {
+    /// `"<code> <reason>"`, e.g. `4404 binary reclaimed server-id`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}", self.code(), self.reason())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_close_reason_fits_a_close_frame_and_uses_a_sendable_code() {
+        let all = [
+            CloseReason::Reclaimed,
+            CloseReason::Released,
+            CloseReason::GraceExpired,
+            CloseReason::Refused(RegistryError::ServerIdConflict),
+            CloseReason::Refused(RegistryError::NoServer),
+            CloseReason::Refused(RegistryError::PhonesAtCap),
+            CloseReason::Refused(RegistryError::InvalidServerId),
+            CloseReason::HeartbeatTimeout,
+            CloseReason::BacklogFull,
+            CloseReason::ShuttingDown,
+            CloseReason::InvalidJson,
+            CloseReason::JsonTooDeep,
+            CloseReason::PolicyViolation,
+            CloseReason::MessageTooSlow,
+            CloseReason::MessageTooBig,
+            CloseReason::ProtocolError,
+            CloseReason::LinkLost,
+            CloseReason::ClusterConnectionLost,
+        ];
+        for reason in all {
+            let code = reason.code();
+            assert!(
+                matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999),
+                "{reason:?}: {code}"
+            );
+            assert!(!reason.reason().is_empty() && reason.reason().len() <= MAX_REASON);
+        }
+    }
+
+    #[test]
+    fn custom_accepts_exactly_1000_and_3000_to_4999() {
+        for code in 0..=u16::MAX {
+            let ok = code == 1000 || (3000..=4999).contains(&code);
+            assert_eq!(CloseReason::custom(code, "r").is_ok(), ok, "{code}");
+        }
+        assert!(CloseReason::custom(4000, "r".repeat(MAX_REASON).leak()).is_ok());
     }
 }

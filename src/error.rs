@@ -1,7 +1,11 @@
 //! Why the registry refused a claim or a registration.
 
 /// Why a claim, takeover or phone registration was refused. Nothing changed in the registry, and
-/// the conn that was offered was not closed: the caller decides what to tell it.
+/// the conn that was offered was not closed: the caller decides what to tell it — for the refusals
+/// that are close codes, [`CloseReason::from`](crate::CloseReason#impl-From<RegistryError>-for-CloseReason)
+/// gives the close to send after the upgrade.
+///
+/// Its [`Display`](std::fmt::Display) text is its [`reason`](Self::reason): one spelling each.
 ///
 /// # Examples
 ///
@@ -10,25 +14,40 @@
 ///
 /// assert_eq!(RegistryError::ServerIdConflict.code(), 4409);
 /// assert_eq!(RegistryError::PhonesAtCap.reason(), "too many phones for server-id");
+/// assert_eq!(RegistryError::NoServer.to_string(), RegistryError::NoServer.reason());
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum RegistryError {
-    /// Another binary holds the server-id (or, for a takeover, not the expected incumbent).
-    #[error("server-id already claimed")]
+    /// Another binary holds the server-id (or, for a takeover, not the expected incumbent): the
+    /// claimant is closed 4409 `server-id already claimed`.
     ServerIdConflict,
-    /// No binary, live or gracing, holds the server-id.
-    #[error("no server with that id")]
+    /// No binary, live or gracing, holds the server-id: the phone is closed 4404
+    /// `no server with that id`.
     NoServer,
-    /// The server-id already has the configured maximum number of phones.
-    #[error("too many phones for server-id")]
+    /// The server-id already has the configured maximum number of phones: the phone is closed
+    /// 4429 `too many phones for server-id`.
     PhonesAtCap,
     /// The server-id is empty or longer than the configured maximum.
-    #[error("invalid server-id")]
+    ///
+    /// This is a bad request, not a close: a relay checks the id before the WebSocket upgrade
+    /// ([`Registry::check_server_id`](crate::Registry::check_server_id)) and answers HTTP 400
+    /// without upgrading. Its [`code`](Self::code) 4400 is used by no protocol; it exists so that
+    /// every error has one.
     InvalidServerId,
 }
 
 impl RegistryError {
-    /// The WebSocket close code (or, for an invalid id, the HTTP-flavoured code) for this error.
+    /// The WebSocket close code for this error (for an invalid id, the HTTP-flavoured 4400; see
+    /// [`InvalidServerId`](Self::InvalidServerId)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use relay_registry::RegistryError;
+    ///
+    /// assert_eq!(RegistryError::NoServer.code(), 4404);
+    /// ```
     pub fn code(&self) -> u16 {
         match self {
             RegistryError::ServerIdConflict => 4409,
@@ -38,7 +57,16 @@ impl RegistryError {
         }
     }
 
-    /// The close reason text for this error, as the relay protocol spells it.
+    /// The close reason text for this error, as the relay protocol spells it; also its
+    /// `Display` text.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use relay_registry::RegistryError;
+    ///
+    /// assert_eq!(RegistryError::ServerIdConflict.reason(), "server-id already claimed");
+    /// ```
     pub fn reason(&self) -> &'static str {
         match self {
             RegistryError::ServerIdConflict => "server-id already claimed",
@@ -48,3 +76,11 @@ impl RegistryError {
         }
     }
 }
+
+impl std::fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+impl std::error::Error for RegistryError {}

@@ -45,12 +45,13 @@
 //! }
 //! impl Conn for Ws {
 //!     fn conn_id(&self) -> &str { &self.id }
-//!     fn send(&self, _frame: &[u8]) -> Result<(), SendError> { Ok(()) }
+//!     type Frame = String;
+//!     fn send(&self, _frame: String) -> Result<(), SendError> { Ok(()) }
 //!     fn close(&self, reason: CloseReason) { *self.closed.lock().unwrap() = Some(reason); }
 //! }
 //!
 //! let clock = ManualClock::new();
-//! let registry = Registry::with_config(Config::default().clock(Arc::new(clock.clone())));
+//! let registry = Registry::with_config(Config::default().with_clock(Arc::new(clock.clone())));
 //!
 //! // The binary's task: claim the id and hold the claim for as long as the socket lives.
 //! let claim = registry.claim_server("srv-1", Ws::new("server-srv-1-0001"))?;
@@ -69,7 +70,7 @@
 //!
 //! // It does not come back in time: the phone is evicted and closed 1011.
 //! clock.advance(Duration::from_secs(30));
-//! assert_eq!(registry.expire_due(), 1);
+//! assert_eq!(registry.expire_due().len(), 1);
 //! assert_eq!(*phone.closed.lock().unwrap(), Some(CloseReason::GraceExpired));
 //! assert!(!ticket.is_registered());
 //! drop(ticket); // stale: does nothing
@@ -157,6 +158,7 @@
 
 mod aftermath;
 mod binding;
+mod changes;
 mod claim;
 mod clock;
 mod compact_str;
@@ -165,24 +167,28 @@ mod conn;
 mod counts;
 mod deadlines;
 mod error;
+mod expiry;
 mod keys;
 mod phone_list;
 mod phones;
 mod reaper;
 mod registry;
 mod shared;
+mod signal;
 mod state;
 mod sync;
 #[cfg(test)]
 mod test_conn;
 mod ticket;
 
+pub use changes::{Changed, DeadlineChanges};
 pub use claim::ServerClaim;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::Config;
-pub use conn::{CloseReason, Conn, SendError};
+pub use conn::{CloseReason, Conn, CustomClose, InvalidCloseReason, SendError};
 pub use counts::Counts;
 pub use error::RegistryError;
+pub use expiry::{Expired, Expiries};
 pub use phones::Phones;
 pub use reaper::Reaper;
 pub use registry::Registry;
@@ -199,7 +205,8 @@ mod assertions {
         fn conn_id(&self) -> &str {
             ""
         }
-        fn send(&self, _: &[u8]) -> Result<(), SendError> {
+        type Frame = String;
+        fn send(&self, _: String) -> Result<(), SendError> {
             Ok(())
         }
         fn close(&self, _: CloseReason) {}

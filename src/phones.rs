@@ -21,7 +21,8 @@ use std::sync::Arc;
 /// # struct Mock(String);
 /// # impl Conn for Mock {
 /// #     fn conn_id(&self) -> &str { &self.0 }
-/// #     fn send(&self, _: &[u8]) -> Result<(), SendError> { Ok(()) }
+/// #     type Frame = String;
+/// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
 /// #     fn close(&self, _: CloseReason) {}
 /// # }
 /// let registry = Registry::new();

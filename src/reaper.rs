@@ -1,47 +1,15 @@
 //! `Reaper`: a thread that runs `expire_due` when each grace deadline arrives.
 
 use crate::conn::Conn;
+use crate::expiry::Expiries;
 use crate::registry::Registry;
 use crate::shared::Shared;
-use parking_lot::{Condvar, Mutex};
+use crate::signal::Signal;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::Duration;
-
-/// Wakes reapers: bumped when a window becomes the earliest, when a reaper is stopped, and when the
-/// registry is dropped.
-#[derive(Default)]
-pub(crate) struct Signal {
-    generation: Mutex<u64>,
-    cond: Condvar,
-}
-
-impl Signal {
-    pub(crate) fn notify(&self) {
-        *self.generation.lock() += 1;
-        self.cond.notify_all();
-    }
-
-    fn generation(&self) -> u64 {
-        *self.generation.lock()
-    }
-
-    /// Sleeps until notified after `seen`, or for `timeout` (`None` = until notified).
-    fn wait(&self, seen: u64, timeout: Option<Duration>) {
-        let mut generation = self.generation.lock();
-        if *generation != seen {
-            return;
-        }
-        match timeout {
-            Some(timeout) => {
-                self.cond.wait_for(&mut generation, timeout);
-            }
-            None => self.cond.wait(&mut generation),
-        }
-    }
-}
 
 /// A background thread that applies grace expiries on time, so phones of a binary that did not
 /// come back are closed at the deadline without anyone polling.
@@ -61,7 +29,8 @@ impl Signal {
 /// # struct Ws;
 /// # impl Conn for Ws {
 /// #     fn conn_id(&self) -> &str { "ws" }
-/// #     fn send(&self, _: &[u8]) -> Result<(), SendError> { Ok(()) }
+/// #     type Frame = String;
+/// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
 /// #     fn close(&self, _: CloseReason) {}
 /// # }
 /// use relay_registry::{Reaper, Registry};
@@ -77,6 +46,7 @@ impl Signal {
 /// }
 /// drop(reaper); // stops and joins the thread
 /// ```
+#[must_use = "a Reaper stops (and grace windows stop expiring) as soon as it is dropped: keep it for as long as the registry serves"]
 pub struct Reaper {
     stop: Arc<AtomicBool>,
     signal: Arc<Signal>,
@@ -84,12 +54,59 @@ pub struct Reaper {
 }
 
 impl Reaper {
-    /// Starts a reaper thread for `registry`.
+    /// Starts a reaper thread for `registry`. Panics of `Conn::close` calls during expiry are
+    /// caught and reported on stderr (use [`spawn_with`](Self::spawn_with) to handle them, and
+    /// the expired ids, yourself).
     ///
     /// # Panics
     ///
     /// If the operating system cannot create a thread.
     pub fn spawn<C: Conn>(registry: &Registry<C>) -> Reaper {
+        Self::spawn_with(registry, report_panics)
+    }
+
+    /// Starts a reaper thread for `registry` that hands each non-empty [`Expiries`] to
+    /// `on_expiry`, on the reaper's thread: to log and count expired server-ids, and to surface
+    /// the panics of `Conn::close` calls that [`expire_due`](Registry::expire_due) caught.
+    ///
+    /// A panic in `on_expiry` itself is caught too (and the reaper keeps running).
+    ///
+    /// # Panics
+    ///
+    /// If the operating system cannot create a thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws;
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { "ws" }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::{Reaper, Registry};
+    /// use std::sync::{Arc, mpsc};
+    /// use std::time::Duration;
+    ///
+    /// let registry = Registry::<Ws>::new();
+    /// let (expired_tx, expired_rx) = mpsc::channel();
+    /// let reaper = Reaper::spawn_with(&registry, move |expiries| {
+    ///     for expired in &expiries {
+    ///         expired_tx.send(expired.server_id().to_owned()).ok();
+    ///     }
+    /// });
+    /// registry.claim_server("srv", Arc::new(Ws))?.release_after(Duration::from_millis(5));
+    /// assert_eq!(expired_rx.recv_timeout(Duration::from_secs(10)).unwrap(), "srv");
+    /// drop(reaper);
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
+    #[must_use = "a Reaper stops as soon as it is dropped"]
+    pub fn spawn_with<C: Conn>(
+        registry: &Registry<C>,
+        on_expiry: impl FnMut(Expiries<C>) + Send + 'static,
+    ) -> Reaper {
         let shared = Arc::downgrade(registry.shared());
         let signal = registry.shared().signal.clone();
         let stop = Arc::new(AtomicBool::new(false));
@@ -97,7 +114,7 @@ impl Reaper {
             .name("relay-registry-reaper".into())
             .spawn({
                 let (signal, stop) = (signal.clone(), stop.clone());
-                move || reap(&shared, &signal, &stop)
+                move || reap(&shared, &signal, &stop, on_expiry)
             })
             .expect("failed to spawn the reaper thread");
         Reaper {
@@ -112,7 +129,19 @@ impl Reaper {
     }
 }
 
-fn reap<C: Conn>(shared: &Weak<Shared<C>>, signal: &Signal, stop: &AtomicBool) {
+/// The default expiry handler: says on stderr that user code panicked, since nothing else would.
+fn report_panics<C: Conn>(expiries: Expiries<C>) {
+    for message in expiries.panics() {
+        eprintln!("relay-registry reaper: a Conn::close panicked during grace expiry: {message}");
+    }
+}
+
+fn reap<C: Conn>(
+    shared: &Weak<Shared<C>>,
+    signal: &Signal,
+    stop: &AtomicBool,
+    mut on_expiry: impl FnMut(Expiries<C>),
+) {
     loop {
         // Read the generation first: a window armed after this point bumps it, so the wait below
         // returns at once instead of missing the wake-up.
@@ -123,8 +152,11 @@ fn reap<C: Conn>(shared: &Weak<Shared<C>>, signal: &Signal, stop: &AtomicBool) {
         let Some(registry) = shared.upgrade().map(|shared| Registry::from_shared(shared)) else {
             return;
         };
-        // A panicking `Conn::close` must not kill the reaper; the registry is consistent after one.
-        let _ = catch_unwind(AssertUnwindSafe(|| registry.expire_due()));
+        let expiries = registry.expire_due();
+        if !expiries.is_empty() || !expiries.panics().is_empty() {
+            // The handler is user code: its panic must not kill the reaper either.
+            let _ = catch_unwind(AssertUnwindSafe(|| on_expiry(expiries)));
+        }
         let next = registry.next_deadline();
         let now = registry.shared().config.clock.now();
         drop(registry);

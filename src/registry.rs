@@ -1,12 +1,15 @@
 //! `Registry`: the handle through which binaries claim server-ids and phones join them.
 
+use crate::aftermath::Caught;
 use crate::binding::Binding;
+use crate::changes::DeadlineChanges;
 use crate::claim::ServerClaim;
 use crate::compact_str::ConnIdCopy;
 use crate::config::Config;
 use crate::conn::Conn;
 use crate::counts::Counts;
 use crate::error::RegistryError;
+use crate::expiry::Expiries;
 use crate::phones::Phones;
 use crate::shared::Shared;
 use crate::state::{Claimant, State};
@@ -29,7 +32,8 @@ use std::time::Instant;
 /// # struct Ws(&'static str);
 /// # impl Conn for Ws {
 /// #     fn conn_id(&self) -> &str { self.0 }
-/// #     fn send(&self, _: &[u8]) -> Result<(), SendError> { Ok(()) }
+/// #     type Frame = String;
+/// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
 /// #     fn close(&self, _: CloseReason) {}
 /// # }
 /// use relay_registry::{Counts, Registry, RegistryError};
@@ -87,12 +91,37 @@ impl<C: Conn> Registry<C> {
         }
     }
 
-    fn check_id(&self, server_id: &str) -> Result<(), RegistryError> {
-        if self.shared.config.valid_id(server_id) {
-            Ok(())
-        } else {
-            Err(RegistryError::InvalidServerId)
-        }
+    /// Checks `server_id` exactly as [`claim_server`](Self::claim_server) and
+    /// [`register_phone`](Self::register_phone) will: non-empty and at most
+    /// [`max_server_id_len`](Config::max_server_id_len) bytes. Takes no lock.
+    ///
+    /// A relay calls this on the `X-Pyrycode-Server` header before the WebSocket upgrade, to
+    /// answer an invalid id with HTTP 400 instead of upgrading.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidServerId`](RegistryError::InvalidServerId) if the id is empty or too long.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws;
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { "ws" }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::{Registry, RegistryError};
+    ///
+    /// let registry = Registry::<Ws>::new();
+    /// assert_eq!(registry.check_server_id("desk-1"), Ok(()));
+    /// assert_eq!(registry.check_server_id(""), Err(RegistryError::InvalidServerId));
+    /// assert_eq!(registry.check_server_id(&"x".repeat(257)), Err(RegistryError::InvalidServerId));
+    /// ```
+    pub fn check_server_id(&self, server_id: &str) -> Result<(), RegistryError> {
+        self.shared.config.check_server_id(server_id)
     }
 
     /// Claims `server_id` for the binary `conn`: first claim wins.
@@ -143,7 +172,8 @@ impl<C: Conn> Registry<C> {
     /// # struct Ws;
     /// # impl Conn for Ws {
     /// #     fn conn_id(&self) -> &str { "ws" }
-    /// #     fn send(&self, _: &[u8]) -> Result<(), SendError> { Ok(()) }
+    /// #     type Frame = String;
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::Registry;
@@ -173,7 +203,7 @@ impl<C: Conn> Registry<C> {
         conn: Arc<C>,
         claimant: Claimant<'_, C>,
     ) -> Result<ServerClaim<C>, RegistryError> {
-        self.check_id(server_id)?;
+        self.check_server_id(server_id)?;
         // Test-only, deliberately broken (`--cfg relay_registry_broken_claim`): check and install
         // under two lock acquisitions, so that tests/linearizability.rs can show it catches that.
         #[cfg(relay_registry_broken_claim)]
@@ -192,10 +222,14 @@ impl<C: Conn> Registry<C> {
         };
         // Allocated before the lock, so the critical section only links it in.
         let binding = Arc::new(Binding::new(server_id, conn));
-        let seat = self
+        let (seat, caught) = self
             .shared
-            .mutate(|state, out| state.claim(binding, claimant, out))?;
-        Ok(ServerClaim::new(self.shared.clone(), seat))
+            .mutate(|state, out| state.claim(binding, claimant, out));
+        let claim = seat.map(|seat| ServerClaim::new(self.shared.clone(), seat));
+        // A panic of an evicted phone's `close` (or of a removed conn's `Drop`) propagates only
+        // now: unwinding drops the new claim, which releases the id it was just given.
+        caught.resume();
+        claim
     }
 
     /// Registers the phone `conn` under `server_id`, which a binary (live or gracing) must hold.
@@ -217,14 +251,18 @@ impl<C: Conn> Registry<C> {
         server_id: &str,
         conn: Arc<C>,
     ) -> Result<PhoneTicket<C>, RegistryError> {
-        self.check_id(server_id)?;
+        self.check_server_id(server_id)?;
         let conn_id = ConnIdCopy::new(conn.conn_id(), server_id);
         let cap = self.shared.config.max_phones_per_server;
         let ticket_conn = conn.clone();
-        let seat = self
+        let (seat, caught) = self
             .shared
-            .mutate(|state, out| state.register(server_id, conn, conn_id, cap, out))?;
-        Ok(PhoneTicket::new(self.shared.clone(), seat, ticket_conn))
+            .mutate(|state, out| state.register(server_id, conn, conn_id, cap, out));
+        let ticket = seat.map(|seat| PhoneTicket::new(self.shared.clone(), seat, ticket_conn));
+        // A panicking `Drop` of a removed conn propagates only now: unwinding drops the new
+        // ticket, which unregisters the phone.
+        caught.resume();
+        ticket
     }
 
     /// The binary holding `server_id`, live or gracing; `None` if no one does (or the id is
@@ -260,21 +298,44 @@ impl<C: Conn> Registry<C> {
     }
 
     /// Expires every grace window whose deadline is at or before the clock's `now()`: removes the
-    /// binary and its phones and closes the phones with [`CloseReason::GraceExpired`](crate::CloseReason::GraceExpired) on this
-    /// thread, after the lock. Returns the number of windows expired.
+    /// binary and its phones and closes the phones with
+    /// [`CloseReason::GraceExpired`](crate::CloseReason::GraceExpired) on this thread, after the
+    /// lock. Returns what expired, earliest deadline first: each server-id (with or without
+    /// phones), so that the caller can log and count it.
     ///
-    /// The [`Reaper`](crate::Reaper) calls this at each deadline; tests call it after advancing a
-    /// [`ManualClock`](crate::ManualClock).
+    /// The [`Reaper`](crate::Reaper) calls this at each deadline on its thread; an async relay
+    /// calls it from a task of its runtime (see [`deadline_changes`](Self::deadline_changes));
+    /// tests call it after advancing a [`ManualClock`](crate::ManualClock).
     ///
-    /// # Panics
+    /// Never panics because of user code: a panicking [`Conn::close`] (or a removed conn's `Drop`,
+    /// or the clock's `now`) is caught, every other close still runs, and its message is in
+    /// [`Expiries::panics`].
     ///
-    /// Only by resuming a panic from a [`Conn::close`], after every close ran.
-    pub fn expire_due(&self) -> usize {
-        let now = self.shared.config.clock.now();
-        self.shared.mutate(|state, out| state.expire_due(now, out))
+    /// # Examples
+    ///
+    /// See [`Expiries`].
+    pub fn expire_due(&self) -> Expiries<C> {
+        let mut caught = Caught::default();
+        let Some(now) = caught.catch(|| self.shared.config.clock.now()) else {
+            return Expiries::new(Vec::new(), caught.into_messages());
+        };
+        let (expired, closes) = self.shared.mutate(|state, out| state.expire_due(now, out));
+        Expiries::new(expired, closes.into_messages())
     }
 
-    /// The deadline of the earliest open grace window, if any (cancelled windows are ignored).
+    /// A subscription that resolves whenever the earliest grace deadline moves earlier: what an
+    /// async relay needs to run [`expire_due`](Self::expire_due) from a task of its own runtime
+    /// instead of a [`Reaper`](crate::Reaper) thread. See [`DeadlineChanges`].
+    ///
+    /// # Examples
+    ///
+    /// See [`DeadlineChanges`].
+    pub fn deadline_changes(&self) -> DeadlineChanges {
+        DeadlineChanges::new(self.shared.signal.clone())
+    }
+
+    /// The deadline of the earliest open grace window, if any (cancelled windows are ignored), on
+    /// the registry's [`Clock`](crate::Clock).
     pub fn next_deadline(&self) -> Option<Instant> {
         self.shared.locked(|state| state.next_deadline())
     }

@@ -1,9 +1,9 @@
 //! `Shared`: what a registry handle, its guards and its reapers point at. The only place that locks.
 
-use crate::aftermath::Aftermath;
+use crate::aftermath::{Aftermath, Caught};
 use crate::config::Config;
 use crate::conn::Conn;
-use crate::reaper::Signal;
+use crate::signal::Signal;
 use crate::state::State;
 use crate::sync::Mutex;
 use std::sync::Arc;
@@ -33,15 +33,19 @@ impl<C: Conn> Shared<C> {
     }
 
     /// Runs a change under the lock, then — with the lock released, before returning — the closes
-    /// and drops it scheduled. A panic in a close is resumed after all of them ran.
-    pub(crate) fn mutate<R>(&self, f: impl FnOnce(&mut State<C>, &mut Aftermath<C>) -> R) -> R {
+    /// and drops it scheduled, every one of them even if some panic. The caught panics come back
+    /// with the result: the caller resumes them once its guard exists (so that unwinding drops the
+    /// guard and nothing is left held by no one), or reports them.
+    pub(crate) fn mutate<R>(
+        &self,
+        f: impl FnOnce(&mut State<C>, &mut Aftermath<C>) -> R,
+    ) -> (R, Caught) {
         let mut after = Aftermath::new();
         let result = {
             let mut state = self.state.lock();
             f(&mut state, &mut after)
         };
-        after.run();
-        result
+        (result, after.run())
     }
 }
 

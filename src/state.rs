@@ -10,6 +10,7 @@ use crate::conn::{CloseReason, Conn};
 use crate::counts::Counts;
 use crate::deadlines::{Deadlines, Window};
 use crate::error::RegistryError;
+use crate::expiry::Expired;
 use crate::keys::{PhoneKey, ServerKey};
 use crate::phone_list::PhoneList;
 use crate::phones::Phones;
@@ -268,17 +269,19 @@ impl<C: Conn> State<C> {
         Some(earliest)
     }
 
-    /// Expires every window due at `now`; returns how many.
-    pub(crate) fn expire_due(&mut self, now: Instant, out: &mut Aftermath<C>) -> usize {
-        let mut expired = 0;
+    /// Expires every window due at `now`, earliest first; returns what expired.
+    pub(crate) fn expire_due(&mut self, now: Instant, out: &mut Aftermath<C>) -> Vec<Expired<C>> {
+        let mut expired = Vec::new();
         while let Some(window) = self.deadlines.peek() {
             if window.deadline > now {
                 break;
             }
             self.deadlines.pop();
             if window_open(&self.servers, &window) {
+                let slot = &self.servers[window.key];
+                let phones = slot.phones.as_ref().map_or(0, |p| p.len());
+                expired.push(Expired::new(slot.binding.clone(), phones));
                 self.remove_server(window.key, CloseReason::GraceExpired, out);
-                expired += 1;
             }
         }
         expired

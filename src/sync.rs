@@ -2,8 +2,11 @@
 //!
 //! Everything else in the crate takes its lock and atomics from here, so a model checker can swap
 //! them in one place: under `RUSTFLAGS="--cfg loom"` (tests/loom.rs) the registry's lock and the
-//! bindings' `live` flag are loom's, so loom explores every interleaving of them. (The reaper's
-//! signal and `ManualClock` keep parking_lot: they are not part of the loom models.)
+//! bindings' `live` flag are loom's, so loom explores every interleaving of them. The expiry
+//! signal and `ManualClock` always use parking_lot's [`PlainMutex`] and [`Condvar`]: they are
+//! not part of the loom models.
+
+pub(crate) use parking_lot::{Condvar, Mutex as PlainMutex};
 
 #[cfg(not(loom))]
 pub(crate) use parking_lot::Mutex;

@@ -22,7 +22,8 @@ impl Conn for TestConn {
         &self.id
     }
 
-    fn send(&self, _frame: &[u8]) -> Result<(), SendError> {
+    type Frame = String;
+    fn send(&self, _frame: String) -> Result<(), SendError> {
         Ok(())
     }
 

@@ -27,7 +27,8 @@ use std::sync::Arc;
 /// # struct Ws;
 /// # impl Conn for Ws {
 /// #     fn conn_id(&self) -> &str { "ws" }
-/// #     fn send(&self, _: &[u8]) -> Result<(), SendError> { Ok(()) }
+/// #     type Frame = String;
+/// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
 /// #     fn close(&self, _: CloseReason) {}
 /// # }
 /// let registry = Registry::new();
@@ -99,8 +100,11 @@ impl<C: Conn> PhoneTicket<C> {
             return false;
         }
         let (key, epoch) = (self.key, self.epoch);
-        self.shared
-            .mutate(|state, out| state.unregister(key, epoch, out))
+        let (unregistered, caught) = self
+            .shared
+            .mutate(|state, out| state.unregister(key, epoch, out));
+        caught.resume();
+        unregistered
     }
 }
 

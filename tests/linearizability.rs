@@ -284,9 +284,9 @@ fn history(seed: u64, threads: usize, ops: usize, mix: Mix) -> Vec<Event> {
     let start = clock.now();
     let registry = Registry::with_config(
         Config::default()
-            .max_phones_per_server(CAP)
-            .max_server_id_len(MAX_ID_LEN)
-            .clock(Arc::new(clock.clone())),
+            .with_max_phones_per_server(CAP)
+            .with_max_server_id_len(MAX_ID_LEN)
+            .with_clock(Arc::new(clock.clone())),
     );
     let stamps = AtomicU64::new(0);
     let serials = AtomicU32::new(1);

@@ -43,7 +43,8 @@ impl Conn for LoomConn {
         self.id
     }
 
-    fn send(&self, _frame: &[u8]) -> Result<(), SendError> {
+    type Frame = String;
+    fn send(&self, _frame: String) -> Result<(), SendError> {
         Ok(())
     }
 
@@ -73,8 +74,8 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
 fn registry_with(clock: &ManualClock, cap: usize) -> Registry<LoomConn> {
     Registry::with_config(
         Config::default()
-            .max_phones_per_server(cap)
-            .clock(Arc::new(clock.clone())),
+            .with_max_phones_per_server(cap)
+            .with_clock(Arc::new(clock.clone())),
     )
 }
 
@@ -147,7 +148,7 @@ fn expire_due_racing_a_reclaim_closes_each_phone_once() {
         assert!(old.release_after(Duration::ZERO)); // due at once
         let reaper = {
             let registry = registry.clone();
-            thread::spawn(move || registry.expire_due())
+            thread::spawn(move || registry.expire_due().len())
         };
         let reclaimer = {
             let registry = registry.clone();

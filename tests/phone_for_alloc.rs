@@ -47,7 +47,8 @@ impl Conn for Phone {
     fn conn_id(&self) -> &str {
         &self.0
     }
-    fn send(&self, _: &[u8]) -> Result<(), SendError> {
+    type Frame = String;
+    fn send(&self, _: String) -> Result<(), SendError> {
         Ok(())
     }
     fn close(&self, _: CloseReason) {}

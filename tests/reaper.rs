@@ -85,7 +85,8 @@ fn reaper_survives_a_panicking_close() {
         fn conn_id(&self) -> &str {
             "panics"
         }
-        fn send(&self, _: &[u8]) -> Result<(), SendError> {
+        type Frame = String;
+        fn send(&self, _: String) -> Result<(), SendError> {
             Ok(())
         }
         fn close(&self, _: CloseReason) {

@@ -51,7 +51,8 @@ fn default_limit_is_256_bytes() {
 
 #[test]
 fn limit_counts_bytes_not_chars() {
-    let reg: Registry<common::Mock> = Registry::with_config(Config::default().max_server_id_len(4));
+    let reg: Registry<common::Mock> =
+        Registry::with_config(Config::default().with_max_server_id_len(4));
     assert!(reg.claim_server("ab🦀", mock("b")).is_err(), "6 bytes");
     assert!(reg.claim_server("abcd", mock("b")).is_ok());
     assert_eq!(
@@ -63,8 +64,8 @@ fn limit_counts_bytes_not_chars() {
 
 #[test]
 fn zero_limit_is_raised_to_one() {
-    let config = Config::default().max_server_id_len(0);
-    assert_eq!(config.server_id_limit(), 1);
+    let config = Config::default().with_max_server_id_len(0);
+    assert_eq!(config.max_server_id_len(), 1);
     let reg = Registry::with_config(config);
     assert!(reg.claim_server("a", mock("b")).is_ok());
     assert_eq!(

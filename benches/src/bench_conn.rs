@@ -26,7 +26,8 @@ impl Conn for BenchConn {
     fn conn_id(&self) -> &str {
         &self.id
     }
-    fn send(&self, _frame: &[u8]) -> Result<(), SendError> {
+    type Frame = String;
+    fn send(&self, _frame: String) -> Result<(), SendError> {
         Ok(())
     }
     fn close(&self, _reason: CloseReason) {}

@@ -105,7 +105,7 @@ impl Actor {
                 self.clock.advance(Duration::from_millis(*ticks));
                 Value::Unit
             }
-            ExpireDue => Value::Count(self.registry.expire_due()),
+            ExpireDue => Value::Count(self.registry.expire_due().len()),
             Snapshot => Value::Conns(serials(self.registry.snapshot().iter())),
             Counts => Value::Counts(self.registry.counts()),
             NextDeadline => {

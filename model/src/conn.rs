@@ -31,7 +31,8 @@ impl Conn for RecConn {
         &self.name
     }
 
-    fn send(&self, _frame: &[u8]) -> Result<(), SendError> {
+    type Frame = String;
+    fn send(&self, _frame: String) -> Result<(), SendError> {
         Ok(())
     }
 

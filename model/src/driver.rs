@@ -86,9 +86,9 @@ impl Harness {
         let clock = ManualClock::new();
         let registry = Registry::with_config(
             Config::default()
-                .max_phones_per_server(cap)
-                .max_server_id_len(MAX_ID_LEN)
-                .clock(Arc::new(clock.clone())),
+                .with_max_phones_per_server(cap)
+                .with_max_server_id_len(MAX_ID_LEN)
+                .with_clock(Arc::new(clock.clone())),
         );
         let start = clock.now();
         Harness {

@@ -7,7 +7,7 @@
 use super::Hub;
 use super::conn::{Origin, WsConn};
 use super::envelope::Envelope;
-use super::session::{Event, Session, Ws, custom};
+use super::session::{Event, Session, Ws};
 use super::stream::Arrivals;
 use relay_registry::{CloseReason, Conn, RegistryError, ServerClaim};
 use std::sync::Arc;
@@ -110,7 +110,7 @@ async fn acquire(
 
 fn refuse(conn: &WsConn, error: RegistryError) -> Option<ServerClaim<WsConn>> {
     info!(conn_id = %conn.conn_id(), code = error.code(), "claim refused");
-    conn.close_as(custom(error.code(), error.reason()), Origin::Relay);
+    conn.close_as(CloseReason::from(error), Origin::Relay);
     None
 }
 
@@ -134,7 +134,7 @@ fn route(hub: &Hub, claim: &ServerClaim<WsConn>, text: &str) {
             debug!(conn_id = %from, %error, "frame for a phone dropped");
         }
     }
-    if let Some(code) = envelope.close() {
-        phone.close_as(custom(code, "closed by server"), Origin::Binary);
+    if let Some(close) = envelope.close() {
+        phone.close_as(close, Origin::Binary);
     }
 }

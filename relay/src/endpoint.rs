@@ -41,7 +41,7 @@ pub async fn connection(hub: Arc<Hub>, mut stream: TcpStream, peer: SocketAddr) 
             return;
         }
     };
-    match http::route(&head, hub.registry.config().server_id_limit()) {
+    match http::route(&head, hub.registry.config().max_server_id_len()) {
         Err(rejection) => {
             info!(%peer, status = rejection.status, "request refused before upgrade");
             let _ = http::respond(&mut stream, rejection.status, plain, "", rejection.body).await;

@@ -1,6 +1,7 @@
 //! The JSON the relay writes and reads around frames: a phone's frame wrapped for its binary, the
 //! phone-left notice, and the binary's envelope addressed to a phone.
 
+use relay_registry::CloseReason;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -67,13 +68,14 @@ impl<'a> Envelope<'a> {
         }
     }
 
-    /// The close code, if the envelope asks to close the phone.
-    pub fn close(&self) -> Option<u16> {
-        self.close_code.filter(|&code| code != 0)
+    /// The close the envelope asks for, if any (its code was checked by [`parse`](Self::parse)).
+    pub fn close(&self) -> Option<CloseReason> {
+        let code = self.close_code.filter(|&code| code != 0)?;
+        CloseReason::custom(code, "closed by server").ok()
     }
 }
 
-/// Close codes an endpoint may send (RFC 6455 §7.4): not the reserved 1004–1006 and 1015.
+/// Close codes a binary may ask for (the protocol: 1000 or 3000–4999).
 fn sendable_close_code(code: u16) -> bool {
-    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+    CloseReason::custom(code, "").is_ok()
 }

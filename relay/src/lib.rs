@@ -21,7 +21,7 @@ mod phone;
 mod session;
 mod stream;
 
-pub use config::RelayConfig;
+pub use config::{FRAME_OVERHEAD, RelayConfig};
 
 use conn::WsConn;
 use relay_registry::{Config, Counts, Reaper, Registry};
@@ -73,7 +73,7 @@ pub async fn start(config: RelayConfig) -> io::Result<Relay> {
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let registry =
-        Registry::with_config(Config::default().max_phones_per_server(config.max_phones));
+        Registry::with_config(Config::default().with_max_phones_per_server(config.max_phones));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let hub = Arc::new(Hub {
         registry,

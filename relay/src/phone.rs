@@ -7,9 +7,9 @@
 use super::Hub;
 use super::conn::{Ending, Origin, WsConn};
 use super::envelope::{Wrapper, is_json};
-use super::session::{Event, Session, Ws, custom};
+use super::session::{Event, Session, Ws};
 use super::stream::Arrivals;
-use relay_registry::{Conn, PhoneTicket, RegistryError, SendError};
+use relay_registry::{CloseReason, Conn, PhoneTicket, RegistryError, SendError};
 use std::sync::Arc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tracing::info;
@@ -29,7 +29,7 @@ pub async fn run(
         Ok(ticket) => ticket,
         Err(error) => {
             info!(%conn_id, code = error.code(), "phone refused");
-            conn.close_as(custom(error.code(), error.reason()), Origin::Relay);
+            conn.close_as(CloseReason::from(error), Origin::Relay);
             session.finish().await;
             return;
         }
@@ -73,7 +73,7 @@ async fn forward(
     }
     if !is_json(text) {
         info!(conn_id = %conn.conn_id(), "invalid JSON from phone");
-        conn.close_as(custom(1007, "invalid JSON"), Origin::Relay);
+        conn.close_as(CloseReason::InvalidJson, Origin::Relay);
         return;
     }
     let Some(binary) = ticket.binary() else {

@@ -128,7 +128,7 @@ impl Session {
                     {
                         tracing::info!(conn_id = %self.conn.conn_id(), "message too slow");
                         self.conn
-                            .close_as(custom(1008, "message too slow"), Origin::Relay);
+                            .close_as(CloseReason::MessageTooSlow, Origin::Relay);
                     }
                 }
             }
@@ -157,8 +157,7 @@ impl Session {
             Message::Binary(bytes) => match Utf8Bytes::try_from(bytes) {
                 Ok(text) => Some(text),
                 Err(_) => {
-                    self.conn
-                        .close_as(custom(1007, "invalid UTF-8"), Origin::Relay);
+                    self.conn.close_as(CloseReason::InvalidJson, Origin::Relay);
                     None
                 }
             },
@@ -180,16 +179,14 @@ impl Session {
         match error {
             WsError::Capacity(_) => self
                 .conn
-                .close_as(custom(1009, "message too big"), Origin::Relay),
-            WsError::Utf8(_) => self
-                .conn
-                .close_as(custom(1007, "invalid UTF-8"), Origin::Relay),
+                .close_as(CloseReason::MessageTooBig, Origin::Relay),
+            WsError::Utf8(_) => self.conn.close_as(CloseReason::InvalidJson, Origin::Relay),
             WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
                 self.conn.peer_ended(1001)
             }
             WsError::Protocol(_) => self
                 .conn
-                .close_as(custom(1002, "protocol error"), Origin::Relay),
+                .close_as(CloseReason::ProtocolError, Origin::Relay),
             _ => self.conn.peer_ended(1001),
         }
     }
@@ -209,11 +206,6 @@ impl Session {
         let _ = timeout_at(deadline, &mut self.writer.0).await;
         self.conn.ending().expect("ending was set above")
     }
-}
-
-/// A close reason of the relay's own, outside the registry's vocabulary.
-pub fn custom(code: u16, reason: &'static str) -> CloseReason {
-    CloseReason::Custom { code, reason }
 }
 
 /// The writer task: drains the outbox into the socket, then writes the close frame.

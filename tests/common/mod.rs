@@ -58,7 +58,8 @@ impl Conn for Mock {
         &self.id
     }
 
-    fn send(&self, _frame: &[u8]) -> Result<(), SendError> {
+    type Frame = String;
+    fn send(&self, _frame: String) -> Result<(), SendError> {
         if self.is_closed() {
             Err(SendError::Closed)
         } else {
@@ -78,8 +79,8 @@ impl Conn for Mock {
 pub fn registry_with_cap(cap: usize) -> (Registry<Mock>, ManualClock) {
     let clock = ManualClock::new();
     let config = Config::default()
-        .max_phones_per_server(cap)
-        .clock(Arc::new(clock.clone()));
+        .with_max_phones_per_server(cap)
+        .with_clock(Arc::new(clock.clone()));
     (Registry::with_config(config), clock)
 }
 

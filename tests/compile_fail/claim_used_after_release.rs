@@ -4,7 +4,8 @@ use std::sync::Arc;
 struct Ws;
 impl Conn for Ws {
     fn conn_id(&self) -> &str { "ws" }
-    fn send(&self, _: &[u8]) -> Result<(), SendError> { Ok(()) }
+    type Frame = String;
+    fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     fn close(&self, _: CloseReason) {}
 }
 

@@ -9,7 +9,8 @@ struct NotSync {
 
 impl Conn for NotSync {
     fn conn_id(&self) -> &str { "not-sync" }
-    fn send(&self, _: &[u8]) -> Result<(), SendError> {
+    type Frame = String;
+    fn send(&self, _: String) -> Result<(), SendError> {
         self.sent.set(self.sent.get() + 1);
         Ok(())
     }
