@@ -1,5 +1,5 @@
 //! The relay: WebSocket endpoints for binaries (`/v1/server`) and phones (`/v1/client`)
-//! and `/healthz`, routing through a [`relay_registry::Registry`]. See `shared/protocol.md`.
+//! and `/healthz`, routing through a [`relay_registry::Registry`]. See `relay/PROTOCOL.md`.
 //!
 //! Built on tokio + tokio-tungstenite rather than axum: the protocol needs the pre-upgrade phase
 //! in hand (a 5 s deadline for the request head, HTTP 400 before any upgrade, `/healthz` on the

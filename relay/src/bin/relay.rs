@@ -1,5 +1,5 @@
 //! `cargo run -p relay-server --bin relay`: a WebSocket relay between binaries and their phones, built on
-//! `relay_registry`. It speaks `shared/protocol.md`; see `server/mod.rs` for the design.
+//! `relay_registry`. It speaks `relay/PROTOCOL.md`; see the `relay_server` crate docs for the design.
 //!
 //! ```text
 //! cargo run -p relay-server --bin relay -- --listen 127.0.0.1:8080 --grace 30s --max-phones 16 \
