@@ -95,6 +95,8 @@ async fn serve(listener: TcpListener) {
 }
 
 /// One connection: upgrade, remember the path and id, then forward until it ends.
+// The handshake callback's `Result<Response, ErrorResponse>` is tungstenite's signature.
+#[allow(clippy::result_large_err)]
 async fn connection(hub: Arc<Hub>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let mut seen = (false, String::new());

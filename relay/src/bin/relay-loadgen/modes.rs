@@ -350,15 +350,17 @@ impl Run {
         };
         let after_frame = if frame {
             let limit = Duration::from_secs(30);
+            let spread = echo_spread(accepted);
             let replies = with_timer(
                 "one frame each",
                 self.parts.each(
                     |_| {
                         Some(Command::Echo {
+                            spread_ms: spread.as_millis() as u64,
                             timeout_ms: limit.as_millis() as u64,
                         })
                     },
-                    limit + Duration::from_secs(30),
+                    spread + limit + Duration::from_secs(30),
                 ),
             )
             .await?;
@@ -393,6 +395,14 @@ impl Run {
             after_frame,
         }))
     }
+}
+
+/// Echo probes are offered at most this many per second in all.
+const ECHO_RATE: u64 = 5000;
+
+/// How long `phones` echo probes take at [`ECHO_RATE`] (at least 100 ms).
+fn echo_spread(phones: u64) -> Duration {
+    Duration::from_millis((phones * 1000 / ECHO_RATE).max(100))
 }
 
 /// The search's rates: double from the start rate while steps pass (halve while they fail),

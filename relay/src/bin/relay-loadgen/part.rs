@@ -38,8 +38,13 @@ enum Order {
         start: Instant,
         until: Instant,
     },
-    /// Phones: send one echo probe (round `round`).
-    Echo { round: u32 },
+    /// Phones: send one echo probe (round `round`), each at its own moment in
+    /// `start .. start + spread`.
+    Echo {
+        round: u32,
+        start: Instant,
+        spread: Duration,
+    },
     /// Close and end.
     Quit,
 }
@@ -97,8 +102,9 @@ struct Tally {
     opening: AtomicBool,
     /// Connection attempts finished (progress).
     attempts: AtomicU64,
-    /// Connections whose task is running.
+    /// Connections whose task is running, and how many of them are phones.
     live: AtomicU64,
+    phones_live: AtomicU64,
     /// Phones a binary of this part has seen say hello.
     hellos: AtomicU64,
     /// Closes during setup (by code), and after it.
@@ -112,6 +118,8 @@ struct Tally {
     active: AtomicU64,
     up: Dir,
     down: Dir,
+    /// Phones that tried to send their echo probe, sent it, and got it back.
+    echo_tried: AtomicU64,
     echo_sent: AtomicU64,
     echo_received: AtomicU64,
     echo_latency: Mutex<Hist>,
@@ -149,6 +157,7 @@ impl Part {
             opening: AtomicBool::new(false),
             attempts: AtomicU64::new(0),
             live: AtomicU64::new(0),
+            phones_live: AtomicU64::new(0),
             hellos: AtomicU64::new(0),
             refused: Mutex::new(BTreeMap::new()),
             closed: Mutex::new(BTreeMap::new()),
@@ -157,6 +166,7 @@ impl Part {
             active: AtomicU64::new(0),
             up: Dir::new(),
             down: Dir::new(),
+            echo_tried: AtomicU64::new(0),
             echo_sent: AtomicU64::new(0),
             echo_received: AtomicU64::new(0),
             echo_latency: Mutex::new(Hist::default()),
@@ -206,8 +216,13 @@ impl Part {
                 let drain = Duration::from_millis(drain_ms);
                 Reply::Step(self.run(step, per_phone_hz, duration, drain).await)
             }
-            Command::Echo { timeout_ms } => {
-                Reply::Echo(self.echo(Duration::from_millis(timeout_ms)).await)
+            Command::Echo {
+                spread_ms,
+                timeout_ms,
+            } => {
+                let spread = Duration::from_millis(spread_ms);
+                let timeout = Duration::from_millis(timeout_ms);
+                Reply::Echo(self.echo(spread, timeout).await)
             }
             Command::CloseAll => {
                 self.close_all().await;
@@ -245,6 +260,9 @@ impl Part {
                 let ws = match outcome {
                     Outcome::Open(ws) => {
                         tally.live.fetch_add(1, Relaxed);
+                        if side == Side::Phone {
+                            tally.phones_live.fetch_add(1, Relaxed);
+                        }
                         let _ = done.send(Ok(()));
                         ws
                     }
@@ -270,6 +288,9 @@ impl Part {
                     Side::Phone => conn.phone(hello).await,
                 }
                 tally.live.fetch_sub(1, Relaxed);
+                if side == Side::Phone {
+                    tally.phones_live.fetch_sub(1, Relaxed);
+                }
             });
         }
         drop(done_tx);
@@ -360,21 +381,25 @@ impl Part {
         }
     }
 
-    /// Every phone sends one echo probe; waits up to `timeout` for them all to come back.
-    async fn echo(&mut self, timeout: Duration) -> EchoReport {
+    /// Every phone sends one echo probe, spread over `spread` (a burst of thousands at once
+    /// would measure the target's overload policy instead); waits up to `timeout` after the
+    /// last for them all to come back.
+    async fn echo(&mut self, spread: Duration, timeout: Duration) -> EchoReport {
         let tally = &self.tally;
+        tally.echo_tried.store(0, Relaxed);
         tally.echo_sent.store(0, Relaxed);
         tally.echo_received.store(0, Relaxed);
         self.echo_round += 1;
+        let start = Instant::now();
         self.orders.send_replace(Order::Echo {
             round: self.echo_round,
+            start,
+            spread,
         });
-        let deadline = Instant::now() + timeout;
-        // Give every phone a moment to send before comparing.
-        sleep(Duration::from_millis(50)).await;
+        let deadline = start + spread + timeout;
         while Instant::now() < deadline {
-            let sent = tally.echo_sent.load(Relaxed);
-            if sent > 0 && tally.echo_received.load(Relaxed) >= sent {
+            let all_tried = tally.echo_tried.load(Relaxed) >= tally.phones_live.load(Relaxed);
+            if all_tried && tally.echo_received.load(Relaxed) >= tally.echo_sent.load(Relaxed) {
                 break;
             }
             sleep(Duration::from_millis(10)).await;
@@ -424,8 +449,7 @@ impl Sending {
     /// Starts at `start` plus this connection's share of one period, so that connections do not
     /// all send at the same instant.
     fn new(step: u32, period: Duration, start: Instant, until: Instant, shard: usize) -> Sending {
-        let spread = (shard as f64 * 0.618_033_988_75).fract();
-        let mut ticker = interval_at(start + period.mul_f64(spread), period);
+        let mut ticker = interval_at(start + period.mul_f64(spread_of(shard)), period);
         // Keep the offered rate: ticks missed while busy are sent late, and their latency counts
         // from the scheduled time (no coordinated omission).
         ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
@@ -434,6 +458,20 @@ impl Sending {
             ticker,
             until,
         }
+    }
+}
+
+/// Where in a window connection `shard` acts, as a fraction (golden-ratio steps spread any
+/// number of connections evenly).
+fn spread_of(shard: usize) -> f64 {
+    (shard as f64 * 0.618_033_988_75).fract()
+}
+
+/// Resolves at `deadline` (never without one).
+async fn at(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -492,6 +530,7 @@ impl Connection {
         }
         let mut sending: Option<Sending> = None;
         let mut echo_round = 0;
+        let mut echo_at: Option<Instant> = None;
         loop {
             tokio::select! {
                 message = self.ws.next() => match Self::read(message) {
@@ -514,6 +553,16 @@ impl Connection {
                     }
                     self.tally.up.sent.fetch_add(1, Relaxed);
                 }
+                () = at(echo_at) => {
+                    echo_at = None;
+                    let now = self.micros(Instant::now());
+                    let text = frames::probe(0, now, true, self.frame_size);
+                    let sent = self.ws.send(Message::text(text)).await.is_ok();
+                    self.tally.echo_tried.fetch_add(1, Relaxed);
+                    if sent {
+                        self.tally.echo_sent.fetch_add(1, Relaxed);
+                    }
+                }
                 changed = self.orders.changed() => {
                     if changed.is_err() {
                         break;
@@ -524,19 +573,18 @@ impl Connection {
                             self.finish(sending.take());
                             sending = Some(Sending::new(step, period, start, until, self.shard));
                         }
-                        Order::Echo { round } if round != echo_round => {
+                        Order::Echo { round, start, spread } if round != echo_round => {
                             echo_round = round;
-                            let now = self.micros(Instant::now());
-                            let text = frames::probe(0, now, true, self.frame_size);
-                            if self.ws.send(Message::text(text)).await.is_ok() {
-                                self.tally.echo_sent.fetch_add(1, Relaxed);
-                            }
+                            echo_at = Some(start + spread.mul_f64(spread_of(self.shard)));
                         }
                         Order::Quit => {
                             self.quit().await;
                             break;
                         }
-                        Order::Hold => self.finish(sending.take()),
+                        Order::Hold => {
+                            self.finish(sending.take());
+                            echo_at = None;
+                        }
                         Order::Echo { .. } => {}
                     }
                 }

@@ -60,7 +60,9 @@ pub enum Command {
     },
     /// Every phone sends one probe that its binary sends back. Replies [`Reply::Echo`].
     Echo {
-        /// How long to wait for the echoes.
+        /// The phones send at moments spread over this long.
+        spread_ms: u64,
+        /// How long to wait for the echoes after the last was due.
         timeout_ms: u64,
     },
     /// Closes every connection (close 1000). Replies [`Reply::Closed`].

@@ -20,7 +20,7 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// One part, here or in a worker process.
 enum Handle {
     Local(Box<Part>),
-    Remote(Worker),
+    Remote(Box<Worker>),
 }
 
 /// A worker process and the lines it answers with.
@@ -125,11 +125,11 @@ impl Parts {
                     }
                 }
             });
-            let mut handle = Handle::Remote(Worker {
+            let mut handle = Handle::Remote(Box::new(Worker {
                 child,
                 stdin,
                 replies,
-            });
+            }));
             let init = Command::Init {
                 target: target.clone(),
                 first_conn: first_conn(k),
