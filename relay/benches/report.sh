@@ -7,6 +7,13 @@
 #
 #   bash relay/benches/report.sh              # the table on stdout, progress on stderr
 #   OUT=/tmp/perf bash relay/benches/report.sh  # also keep every row's JSON in /tmp/perf
+#   QUICK=1 PROFILE=dev bash relay/benches/report.sh   # CI: every row tiny (seconds), debug build
+#
+# QUICK=1 makes every row small (hundreds of connections, 1 s runs, a 2-step search, no
+# descriptor-limit row) and turns stable outcomes into the exit status: against our relay and
+# the bare forwarder every row must lose no frame and serve every connection (relay-loadgen
+# --strict); the Go shape's rows must only run. Its figures mean nothing. PROFILE=dev uses the
+# debug build (what `cargo test` already built) instead of release.
 #
 # Every load runs under `nice -n 10`, targets loopback only and stops by itself (relay-loadgen's
 # modes are bounded; each call is also under `timeout`).
@@ -16,17 +23,25 @@ cd "$root"
 shared=${SHARED:-$root/../shared}
 out=${OUT:-$(mktemp -d)}
 mkdir -p "$out"
+quick=${QUICK:-0}
+profile=${PROFILE:-release}
+case $profile in
+  release) profile_flag=--release; profile_dir=release ;;
+  dev) profile_flag=; profile_dir=debug ;;
+  *) echo "report.sh: PROFILE must be release or dev" >&2; exit 2 ;;
+esac
+failures=0
 say() { echo "report.sh: $*" >&2; }
 
 # ---------------------------------------------------------------- build
 started=$SECONDS
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
-say "building (release): relay, relay-loadgen, bare_forwarder"
-nice -n 10 cargo build --quiet --release -p relay-server --bin relay --bin relay-loadgen --example bare_forwarder
+say "building ($profile): relay, relay-loadgen, bare_forwarder"
+nice -n 10 cargo build --quiet $profile_flag -p relay-server --bin relay --bin relay-loadgen --example bare_forwarder
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-relay_bin=$target_dir/release/relay
-loadgen=$target_dir/release/relay-loadgen
-bare_bin=$target_dir/release/examples/bare_forwarder
+relay_bin=$target_dir/$profile_dir/relay
+loadgen=$target_dir/$profile_dir/relay-loadgen
+bare_bin=$target_dir/$profile_dir/examples/bare_forwarder
 say "building the Go relay shape"
 nice -n 10 bash "$shared/baselines/gorelay/build.sh" "$out/gorelay" >&2
 say "built in $((SECONDS - started)) s"
@@ -81,52 +96,77 @@ stop_target() {
 trap stop_target EXIT
 
 # row NAME FILE ARGS...: one loadgen run against the current target, its JSON kept in FILE
-# (an exit status of 1 — frames lost, a search without a pass — is a result, not an error).
+# (an exit status of 1 — frames lost, a search without a pass — is a result, not an error;
+# with QUICK=1 it is a failure against our relay and the bare forwarder).
 row() {
   local name=$1 file=$2; shift 2
-  say "$name: $*"
+  local strict=()
+  [ "$quick" = 1 ] && [ "$current" != gorelay ] && strict=(--strict)
+  say "$name: $* ${strict[*]}"
   local rc=0
-  timeout 300 nice -n 10 "$loadgen" --url "$target_url" --json "$@" >"$file" 2>"$file.log" || rc=$?
-  if [ "$rc" -gt 1 ]; then
+  timeout 300 nice -n 10 "$loadgen" --url "$target_url" --json "${strict[@]}" "$@" >"$file" 2>"$file.log" || rc=$?
+  if [ "$rc" -gt 1 ] || { [ "$rc" -eq 1 ] && [ ${#strict[@]} -gt 0 ]; }; then
     say "$name failed (exit $rc):"; tail -5 "$file.log" >&2
+    failures=$((failures + 1))
+  fi
+  if [ "$rc" -gt 1 ]; then
     echo '{"error":"exit '"$rc"'"}' >"$file"
   fi
 }
 
+# The rows' sizes: the real ones, or QUICK's.
+if [ "$quick" = 1 ]; then
+  idle_n=500 many_n=1000 many_b=4 hold=500ms run=1s search_steps=2 step=500ms
+  r_low=400 r_mid=800 r_high=1600 b_many=20 p_many=4 b_wide=5 p_wide=16 start_rate=200
+  # Only losses count in QUICK mode: a p99 bound would make it depend on the machine's load.
+  max_p99=10s
+else
+  idle_n=10000 many_n=19000 many_b=19 hold=3s run=5s search_steps=7 step=3s
+  r_low=10000 r_mid=40000 r_high=160000 b_many=200 p_many=4 b_wide=50 p_wide=16 start_rate=5000
+  max_p99=50ms
+fi
+
 for t in relay gorelay bare; do
+  current=$t
   # Memory rows on a fresh process each.
   start_target $t
-  row "$t idle 10k" "$out/$t-idle.json" --idle 10000 --binaries 1 --idle-frame --hold 3s --target-pid "$target_pid"
+  row "$t idle" "$out/$t-idle.json" --idle $idle_n --binaries 1 --idle-frame --hold $hold --target-pid "$target_pid"
   stop_target
   start_target $t
-  row "$t 19k connections" "$out/$t-19k.json" --idle 19000 --binaries 19 --idle-frame --hold 1s --procs 2 --target-pid "$target_pid"
+  row "$t many connections" "$out/$t-19k.json" --idle $many_n --binaries $many_b --idle-frame --hold 1s --procs 2 --target-pid "$target_pid"
   stop_target
-  start_target $t
-  row "$t past the limit" "$out/$t-limit.json" --idle 20500 --binaries 21 --hold 1s --procs 2 --concurrency 256 --connect-timeout 3s --target-pid "$target_pid"
-  row "$t after the limit" "$out/$t-resume.json" --binaries 2 --phones 2 --rate 100 --duration 1s
-  stop_target
+  if [ "$quick" != 1 ]; then
+    start_target $t
+    row "$t past the limit" "$out/$t-limit.json" --idle 20500 --binaries 21 --hold 1s --procs 2 --concurrency 256 --connect-timeout 3s --target-pid "$target_pid"
+    row "$t after the limit" "$out/$t-resume.json" --binaries 2 --phones 2 --rate 100 --duration 1s
+    stop_target
+  fi
   # Forwarding rows on one process.
   start_target $t
-  row "$t 10k/s" "$out/$t-10k.json" --binaries 200 --phones 4 --rate 10000 --duration 5s
-  row "$t 40k/s" "$out/$t-40k.json" --binaries 200 --phones 4 --rate 40000 --duration 5s
-  row "$t 160k/s" "$out/$t-160k.json" --binaries 50 --phones 16 --rate 160000 --duration 5s
-  row "$t search" "$out/$t-search.json" --search --binaries 200 --phones 4 --start-rate 5000 --steps 7 --step 3s
+  row "$t low rate" "$out/$t-10k.json" --binaries $b_many --phones $p_many --rate $r_low --duration $run
+  row "$t mid rate" "$out/$t-40k.json" --binaries $b_many --phones $p_many --rate $r_mid --duration $run
+  if [ "$quick" != 1 ]; then
+    # Saturating by design: frames not delivered within the drain count as lost.
+    row "$t high rate" "$out/$t-160k.json" --binaries $b_wide --phones $p_wide --rate $r_high --duration $run
+  fi
+  row "$t search" "$out/$t-search.json" --search --binaries $b_many --phones $p_many --start-rate $start_rate --steps $search_steps --step $step --max-p99 $max_p99
   if [ $t = bare ]; then
     # The latency target compares with the forwarder at the relay's half rate.
     half=$(python3 -c 'import json,sys
 try: r=json.load(open(sys.argv[1])); print(max(1,(r.get("sustainable_per_s") or 0)//2))
 except Exception: print(0)' "$out/relay-search.json")
     if [ "$half" -gt 1 ]; then
-      row "bare at the relay's half rate" "$out/bare-at-relay-half.json" --binaries 200 --phones 4 --rate "$half" --duration 3s
+      row "bare at the relay's half rate" "$out/bare-at-relay-half.json" --binaries $b_many --phones $p_many --rate "$half" --duration $step
     fi
   fi
   stop_target
 done
 
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
-python3 - "$out" "$load_start" "$load_end" "$((SECONDS - started))" <<'PY'
+python3 - "$out" "$load_start" "$load_end" "$((SECONDS - started))" "$quick" <<'PY'
 import json, os, platform, sys, time
-out, load_start, load_end, took = sys.argv[1:5]
+out, load_start, load_end, took, quick = sys.argv[1:6]
+quick = quick == "1"
 
 def load(name):
     try:
@@ -153,7 +193,9 @@ def mem_gib():
 targets = [("relay", "relay-registry relay"), ("gorelay", "Go relay shape"), ("bare", "bare forwarder")]
 
 def failed(r):
-    return "not measured (run failed)" if r is None or "error" in r else None
+    if r is None:
+        return "not measured (QUICK)" if quick else "not measured (run failed)"
+    return "not measured (run failed)" if "error" in r else None
 
 def kib(v):
     return "n/a" if v is None else f"{v:.1f} KiB"
@@ -246,23 +288,28 @@ def ahead_note():
 not_yet = lambda t: "not measured: cluster mode not built yet"
 not_here = lambda t: "not run by this script: cargo bench -p relay-registry-benches --bench registry_vs_go"
 
+if quick:
+    sizes = dict(idle="500", many="1,000 phones on 4 binaries", low="20 ids × 4 phones, 400", mid="800", wide="50 ids × 16 phones, 160k", search="20 × 4")
+else:
+    sizes = dict(idle="10,000", many="19,000 phones on 19 binaries", low="200 ids × 4 phones, 10k", mid="40k", wide="50 ids × 16 phones, 160k", search="200 × 4")
+
 rows = [
-    ("RSS per idle phone (delta over 10,000 idle phones on one binary)", "≤ 4 KiB (≤ 1/9 of the Go shape)", idle_rss),
+    (f"RSS per idle phone (delta over {sizes['idle']} idle phones on one binary)", "≤ 4 KiB (≤ 1/9 of the Go shape)", idle_rss),
     ("RSS per phone after one 1 KiB frame each way", "≤ 6 KiB", idle_frame),
-    ("connection setup (10,000 phones, relay-loadgen, 64 attempts in flight)", "≥ 5,000/s, ahead of the Go shape", setup),
-    ("concurrent connections (19,000 phones on 19 binaries, each echoing one frame)", "≥ 19,000 open, each answering", many),
+    (f"connection setup ({sizes['idle']} phones, relay-loadgen, 64 attempts in flight)", "≥ 5,000/s, ahead of the Go shape", setup),
+    (f"concurrent connections ({sizes['many']}, each echoing one frame)", "≥ 19,000 open, each answering", many),
     ("past the descriptor limit (20,500 phones; then a 2 × 2 run)", "refused cleanly, service resumes", limit),
-    ("200 ids × 4 phones, 1 KiB, 10k frames/s each way offered, 5 s", "(context)", sustained("10k")),
-    ("same, 40k frames/s each way offered", "(context)", sustained("40k")),
-    ("50 ids × 16 phones, 160k frames/s each way offered", "(context)", sustained("160k")),
-    ("sustainable rate (200 × 4, 1 KiB, 0 lost, nothing closed, p99 ≤ 50 ms; 3 s steps)", "≥ 0.8× bare forwarder, ≥ 3× Go shape", search),
+    (f"{sizes['low']} frames/s each way offered, 1 KiB frames", "(context)", sustained("10k")),
+    (f"same, {sizes['mid']} frames/s each way offered", "(context)", sustained("40k")),
+    (f"{sizes['wide']} frames/s each way offered (saturating)", "(context)", sustained("160k")),
+    (f"sustainable rate ({sizes['search']}, 1 KiB, 0 lost, nothing closed, p99 ≤ 50 ms)", "≥ 0.8× bare forwarder, ≥ 3× Go shape", search),
     ("latency at half the sustainable rate", "p99 ≤ 1.5× the bare forwarder's p99 at the same rate", half),
     ("cross-instance hop p50", "≤ 2× the same-instance path", not_yet),
     ("sustainable rate through 3 instances", "≥ 0.5× one instance", not_yet),
     ("registry micro-benchmarks", "no row slower than today's by > 10%; lifecycle ≥ GoShape", not_here),
 ]
 
-print(f"# relay performance, {time.strftime('%Y-%m-%d %H:%M %Z')}")
+print(f"# relay performance, {time.strftime('%Y-%m-%d %H:%M %Z')}" + (" (QUICK: tiny rows, figures mean nothing)" if quick else ""))
 print()
 print(f"machine: {cpu()}, {os.cpu_count()} cores, {mem_gib():.0f} GiB, {platform.system()} {platform.release()}; "
       f"load average {load_start} at the start, {load_end} at the end; {took} s in all. "
@@ -278,3 +325,7 @@ for note in (ahead_note() and f"setup rate: {ahead_note()}", ratio_note() and f"
         print(note)
 PY
 say "done in $((SECONDS - started)) s; row JSON in $out"
+if [ "$failures" -gt 0 ]; then
+  say "$failures row(s) failed"
+  exit 1
+fi

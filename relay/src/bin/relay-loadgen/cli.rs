@@ -53,7 +53,8 @@ pub struct Args {
     /// Idle mode: how long to hold the connections before reading RSS.
     #[arg(long, default_value = "3s", value_parser = positive_duration, requires = "idle")]
     pub hold: Duration,
-    /// Idle mode: then have every phone send one frame its binary sends back, and read RSS again.
+    /// Idle mode: then have every phone send one frame its binary sends back (at most 5,000
+    /// frames/s in all, so that no burst meets the target's overload policy), and read RSS again.
     #[arg(long, requires = "idle")]
     pub idle_frame: bool,
     /// Idle mode: the target's process id, for its RSS (default: this process with
