@@ -106,11 +106,13 @@ row() {
   local rc=0
   timeout 300 nice -n 10 "$loadgen" --url "$target_url" --json "${strict[@]}" "$@" >"$file" 2>"$file.log" || rc=$?
   if [ "$rc" -gt 1 ] || { [ "$rc" -eq 1 ] && [ ${#strict[@]} -gt 0 ]; }; then
-    say "$name failed (exit $rc):"; tail -5 "$file.log" >&2
-    failures=$((failures + 1))
+    say "$name failed (exit $rc):"; tail -3 "$file.log" >&2
+    [ "$quick" = 1 ] && failures=$((failures + 1))
   fi
   if [ "$rc" -gt 1 ]; then
-    echo '{"error":"exit '"$rc"'"}' >"$file"
+    # Keep relay-loadgen's own last words for the table.
+    python3 -c 'import json,sys; print(json.dumps({"error": sys.argv[1]}))' \
+      "$(tr '\r' '\n' <"$file.log" | grep 'relay-loadgen' | tail -1)" >"$file"
   fi
 }
 
@@ -138,6 +140,7 @@ for t in relay gorelay bare; do
   if [ "$quick" != 1 ]; then
     start_target $t
     row "$t past the limit" "$out/$t-limit.json" --idle 20500 --binaries 21 --hold 1s --procs 2 --concurrency 256 --connect-timeout 3s --target-pid "$target_pid"
+    sleep 2 # the 20,500 have just been closed
     row "$t after the limit" "$out/$t-resume.json" --binaries 2 --phones 2 --rate 100 --duration 1s
     stop_target
   fi
@@ -195,7 +198,7 @@ targets = [("relay", "relay-registry relay"), ("gorelay", "Go relay shape"), ("b
 def failed(r):
     if r is None:
         return "not measured (QUICK)" if quick else "not measured (run failed)"
-    return "not measured (run failed)" if "error" in r else None
+    return f"not measured: {r['error'] or 'the run failed'}" if "error" in r else None
 
 def kib(v):
     return "n/a" if v is None else f"{v:.1f} KiB"
@@ -233,7 +236,7 @@ def limit(t):
     s = r["setup"]
     resume = load(f"{t}-resume.json")
     if resume is None or "error" in resume:
-        after = "afterwards: no service"
+        after = "afterwards: no service" + (f" ({resume['error']})" if resume else "")
     else:
         lost = resume["step"]["up"]["lost"] + resume["step"]["down"]["lost"]
         after = f"afterwards: {resume['phones_setup']['accepted']}/4 phones, {lost} lost"

@@ -239,11 +239,9 @@ impl Run {
                 break;
             };
             let mut step = self.step(number, rate, phones.accepted, step_time).await?;
-            let verdict = step.judge(max_p99);
-            schedule.record(rate, verdict.is_ok());
+            schedule.record(rate, step.judged(max_p99));
             let reopen =
                 !step.closed.is_empty() || step.connections < phones.accepted + self.binaries;
-            step.verdict = Some(verdict);
             done.push(step);
             number += 1;
             if reopen {

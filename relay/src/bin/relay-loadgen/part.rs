@@ -350,8 +350,10 @@ impl Part {
         drain: Duration,
     ) -> StepReport {
         let tally = &self.tally;
-        let _ = (tally.up.take(), tally.down.take());
+        // The step first: a probe of the last step arriving from now on counts as late, not
+        // as received in this one.
         tally.step.store(step, Relaxed);
+        let _ = (tally.up.take(), tally.down.take());
         let connections = tally.live.load(Relaxed);
         tally.active.store(connections, Relaxed);
         let period = Duration::from_secs_f64(1.0 / per_phone_hz.max(1e-3));

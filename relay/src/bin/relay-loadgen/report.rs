@@ -122,9 +122,12 @@ pub struct Step {
     pub down: Direction,
     /// Connections the target closed meanwhile, by close code.
     pub closed: BTreeMap<String, u64>,
-    /// Search mode: whether the step passed, and if not, why.
+    /// Search mode: whether the step passed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub verdict: Option<Result<(), String>>,
+    pub pass: Option<bool>,
+    /// Search mode: why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 impl Step {
@@ -138,13 +141,22 @@ impl Step {
             up: Direction::new(&report.up, seconds),
             down: Direction::new(&report.down, seconds),
             closed: report.closed.clone(),
-            verdict: None,
+            pass: None,
+            why: None,
         }
     }
 
     /// Frames lost in both directions.
     pub fn lost(&self) -> u64 {
         self.up.lost + self.down.lost
+    }
+
+    /// Records [`judge`](Step::judge)'s verdict in the step; returns whether it passed.
+    pub fn judged(&mut self, max_p99: Duration) -> bool {
+        let verdict = self.judge(max_p99);
+        self.pass = Some(verdict.is_ok());
+        self.why = verdict.err();
+        self.pass == Some(true)
     }
 
     /// Whether the step is sustainable: nothing lost, no connection closed, p99 within
@@ -182,10 +194,10 @@ impl Step {
             } else {
                 format!("{:?}", step.closed)
             };
-            let verdict = match &step.verdict {
-                None => "".to_owned(),
-                Some(Ok(())) => "pass".to_owned(),
-                Some(Err(why)) => format!("fail: {why}"),
+            let verdict = match (step.pass, &step.why) {
+                (None, _) => "".to_owned(),
+                (Some(true), _) => "pass".to_owned(),
+                (Some(false), why) => format!("fail: {}", why.as_deref().unwrap_or("")),
             };
             for (name, d) in [("phone → binary", &step.up), ("binary → phone", &step.down)] {
                 let _ = writeln!(
