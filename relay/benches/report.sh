@@ -152,7 +152,7 @@ for t in relay gorelay bare; do
     # Saturating by design: frames not delivered within the drain count as lost.
     row "$t high rate" "$out/$t-160k.json" --binaries $b_wide --phones $p_wide --rate $r_high --duration $run
   fi
-  row "$t search" "$out/$t-search.json" --search --binaries $b_many --phones $p_many --start-rate $start_rate --steps $search_steps --step $step --max-p99 $max_p99
+  row "$t search" "$out/$t-search.json" --search --binaries $b_many --phones $p_many --start-rate $start_rate --steps $search_steps --retries 1 --step $step --max-p99 $max_p99
   if [ $t = bare ]; then
     # The latency target compares with the forwarder at the relay's half rate.
     half=$(python3 -c 'import json,sys

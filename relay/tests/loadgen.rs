@@ -204,6 +204,8 @@ fn the_search_doubles_the_rate_after_a_pass_and_halves_it_after_a_failure() {
             "40",
             "--steps",
             "2",
+            "--retries",
+            "0",
             "--step",
             "300ms",
             "--drain",
@@ -220,4 +222,38 @@ fn the_search_doubles_the_rate_after_a_pass_and_halves_it_after_a_failure() {
         .expect("a search step has a verdict");
     let expected = if passed { 80 } else { 20 };
     assert_eq!(steps[1]["offered_per_s"], expected, "{json}");
+}
+
+#[test]
+fn a_failed_rate_is_tried_again_before_the_search_gives_it_up() {
+    // No frame crosses a relay in a microsecond: every try fails, deterministically.
+    let json = report(
+        &[
+            "--in-process",
+            "--search",
+            "--binaries",
+            "1",
+            "--phones",
+            "1",
+            "--start-rate",
+            "40",
+            "--steps",
+            "1",
+            "--retries",
+            "2",
+            "--step",
+            "200ms",
+            "--max-p99",
+            "1us",
+        ],
+        1,
+    );
+    let steps = json["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 3, "one rate, tried three times: {json}");
+    for step in steps {
+        assert_eq!(step["offered_per_s"], 40);
+        assert_eq!(step["pass"], false);
+        assert!(step["why"].as_str().unwrap().contains("p99"), "{step}");
+    }
+    assert!(json["sustainable_per_s"].is_null());
 }

@@ -71,9 +71,12 @@ pub struct Args {
     /// Search mode: how long each step sends.
     #[arg(long, default_value = "3s", value_parser = positive_duration, requires = "search")]
     pub step: Duration,
-    /// Search mode: how many steps at most.
+    /// Search mode: how many rates to try at most.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=40), requires = "search")]
     pub steps: u32,
+    /// Search mode: how many more times a failed rate is tried (it passes if any try passes).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=5), requires = "search")]
+    pub retries: u32,
     /// Search mode: the p99 latency a step must stay within (both directions).
     #[arg(long, default_value = "50ms", value_parser = positive_duration, requires = "search")]
     pub max_p99: Duration,

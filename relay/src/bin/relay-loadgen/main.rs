@@ -21,8 +21,8 @@
 //!   before and after, per connection, and the setup rate; `--idle-frame` then has every phone
 //!   send one frame its binary sends back, and reads RSS again.
 //! - **search** (`--search`): steps of `--step` at rates doubling from `--start-rate`, then
-//!   bisecting, for the highest offered rate with 0 lost, nothing closed and p99 ≤ `--max-p99`;
-//!   then one step at half that rate.
+//!   bisecting, for the highest offered rate with 0 lost, nothing closed and p99 ≤ `--max-p99`
+//!   (a failed rate is tried `--retries` more times); then one step at half that rate.
 //!
 //! Client sockets are bound to 127.0.0.1 … 127.0.0.`--sources` in turn (each loopback address
 //! has its own ~28k ephemeral ports); `--procs K` re-executes this binary as K workers (each has
@@ -171,7 +171,8 @@ async fn coordinate(args: Args) -> ExitCode {
             run.idle(n, as_binaries, args.hold, args.idle_frame).await
         }
         Mode::Search => {
-            run.search(args.start_rate, args.steps, args.step, args.max_p99)
+            let (start, steps, retries) = (args.start_rate, args.steps, args.retries);
+            run.search(start, steps, retries, args.step, args.max_p99)
                 .await
         }
     };

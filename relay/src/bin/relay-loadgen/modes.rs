@@ -220,12 +220,15 @@ impl Run {
         }))
     }
 
-    /// The search: steps at rates from [`Schedule`], reopening fresh connections after a step
-    /// in which the target closed some; then one run at half the best rate.
+    /// The search: steps at rates from [`Schedule`] (a failed rate is tried up to `retries`
+    /// more times, and passes if any try does: on shared cores a neighbour's burst is not the
+    /// target's limit), reopening fresh connections after a step in which the target closed
+    /// some; then one run at half the best rate.
     pub async fn search(
         &mut self,
         start_rate: u64,
         steps: u32,
+        retries: u32,
         step_time: Duration,
         max_p99: Duration,
     ) -> Result<Report, Failure> {
@@ -233,24 +236,33 @@ impl Run {
         let (_, mut phones) = self.open_groups(round).await?;
         let mut schedule = Schedule::new(start_rate);
         let mut done = Vec::new();
+        // The probes' step number, unique in the run (a retry is a step of its own).
         let mut number = 1;
-        while number <= steps {
+        for _ in 0..steps {
             let Some(rate) = schedule.next_rate() else {
                 break;
             };
-            let mut step = self.step(number, rate, phones.accepted, step_time).await?;
-            schedule.record(rate, step.judged(max_p99));
-            let reopen =
-                !step.closed.is_empty() || step.connections < phones.accepted + self.binaries;
-            done.push(step);
-            number += 1;
-            if reopen {
-                self.close_all().await?;
-                round += 1;
-                phones = self.open_groups(round).await?.1;
-            }
-            // Let queues left by a failed step empty before the next.
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            let mut attempts = 0;
+            let passed = loop {
+                let mut step = self.step(number, rate, phones.accepted, step_time).await?;
+                number += 1;
+                attempts += 1;
+                let passed = step.judged(max_p99);
+                let reopen =
+                    !step.closed.is_empty() || step.connections < phones.accepted + self.binaries;
+                done.push(step);
+                if reopen {
+                    self.close_all().await?;
+                    round += 1;
+                    phones = self.open_groups(round).await?.1;
+                }
+                // Let queues left by a failed step empty before the next.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if passed || attempts > retries {
+                    break passed;
+                }
+            };
+            schedule.record(rate, passed);
         }
         let half = match schedule.best() {
             Some(best) => Some(
