@@ -1,0 +1,507 @@
+//! The coordinator's side of each mode: which part opens what, the order of the commands, the
+//! target's RSS between them, and the search's schedule of rates.
+
+use super::plan::{Command, EchoReport, Reply, SetupReport, StepReport, Target};
+use super::report::{AfterFrame, Idle, Report, Search, Setup, Shape, Step, Sustained};
+use super::target;
+use super::workers::Parts;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::future::Future;
+use std::time::Duration;
+
+/// Everything a mode needs.
+pub struct Run {
+    /// Where the parts connect.
+    pub target: Target,
+    /// The parts holding the connections.
+    pub parts: Parts,
+    /// The target's process (for RSS), when known.
+    pub pid: Option<u32>,
+    /// A prefix making this run's server-ids unique.
+    pub run_id: String,
+    /// Shape of the load.
+    pub binaries: u64,
+    /// Phones per binary (sustained, search).
+    pub phones: u64,
+    /// Processes holding connections.
+    pub procs: u64,
+    /// How long to wait for frames in flight after sending.
+    pub drain: Duration,
+    /// How long one connection attempt may take.
+    pub connect_timeout: Duration,
+}
+
+/// Why a mode could not produce a report.
+#[derive(Debug)]
+pub enum Failure {
+    /// Not a single connection could be made (the message says what happened instead).
+    CannotConnect(String),
+    /// A part failed.
+    Part(String),
+}
+
+impl From<String> for Failure {
+    fn from(error: String) -> Failure {
+        Failure::Part(error)
+    }
+}
+
+/// Runs `work` while a progress bar on stderr (hidden when stderr is not a terminal) counts the
+/// parts' connection attempts up to `len`.
+async fn with_progress<T>(
+    parts_progress: impl Fn() -> u64,
+    len: u64,
+    what: &str,
+    work: impl Future<Output = T>,
+) -> T {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}] {wide_bar} {pos}/{len}")
+            .expect("valid template"),
+    );
+    bar.set_message(what.to_owned());
+    let start = parts_progress();
+    tokio::pin!(work);
+    let result = loop {
+        tokio::select! {
+            result = &mut work => break result,
+            () = tokio::time::sleep(Duration::from_millis(200)) => {
+                bar.set_position(parts_progress().saturating_sub(start));
+            }
+        }
+    };
+    bar.finish_and_clear();
+    result
+}
+
+/// A spinner with elapsed time for `work` (a run or a hold).
+async fn with_timer<T>(what: &str, work: impl Future<Output = T>) -> T {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}]")
+            .expect("valid template"),
+    );
+    bar.set_message(what.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let result = work.await;
+    bar.finish_and_clear();
+    result
+}
+
+impl Run {
+    fn id(&self, round: u32, b: u64) -> String {
+        format!("load-{}-{round}-{b}", self.run_id)
+    }
+
+    /// The worst case of opening `n` connections in one part, plus slack.
+    fn open_limit(&self, n: u64) -> Duration {
+        let waves = n.div_ceil(self.target.concurrency as u64).max(1);
+        self.connect_timeout * u32::try_from(waves).unwrap_or(u32::MAX) + Duration::from_secs(30)
+    }
+
+    fn rss(&self) -> Option<u64> {
+        self.pid.and_then(|pid| target::rss_kib(pid).ok())
+    }
+
+    /// Sends `command(k)` to every part and merges the setup reports.
+    async fn open(
+        &mut self,
+        what: &str,
+        count: u64,
+        command: impl Fn(usize) -> Option<Command>,
+    ) -> Result<SetupReport, Failure> {
+        let limit = self.open_limit(count);
+        let progress = self.parts_progress();
+        let replies = with_progress(progress, count, what, self.parts.each(command, limit)).await?;
+        let mut merged = SetupReport::default();
+        for reply in replies {
+            match reply {
+                Reply::Setup(report) => merged.merge(&report),
+                other => return Err(Failure::Part(format!("unexpected reply {other:?}"))),
+            }
+        }
+        Ok(merged)
+    }
+
+    fn parts_progress(&self) -> impl Fn() -> u64 + use<> {
+        self.parts.progress_reader()
+    }
+
+    /// Fails with [`Failure::CannotConnect`] when none of `report`'s attempts was accepted.
+    fn require_some(&self, report: &SetupReport, what: &str) -> Result<(), Failure> {
+        if report.attempted > 0 && report.accepted() == 0 {
+            return Err(Failure::CannotConnect(format!(
+                "cannot connect to {}: none of {} {what} was accepted (refused: {:?}, failed: {:?})",
+                self.target.url, report.attempted, report.refused, report.failed
+            )));
+        }
+        Ok(())
+    }
+
+    /// Binaries `round`-0..B, binary b in part b % K, each with `phones` phones in its part.
+    async fn open_groups(&mut self, round: u32) -> Result<(Setup, Setup), Failure> {
+        let k = self.parts.len() as u64;
+        let ids: Vec<Vec<String>> = (0..k)
+            .map(|part| {
+                (0..self.binaries)
+                    .filter(|b| b % k == part)
+                    .map(|b| self.id(round, b))
+                    .collect()
+            })
+            .collect();
+        let binaries = self
+            .open("binaries", self.binaries, |part| {
+                Some(Command::OpenBinaries {
+                    ids: ids[part].clone(),
+                })
+            })
+            .await?;
+        self.require_some(&binaries, "binaries")?;
+        let phones = self.phones;
+        let phone_setup = self
+            .open("phones", self.binaries * phones, |part| {
+                Some(Command::OpenPhones {
+                    phones: ids[part].iter().map(|id| (id.clone(), phones)).collect(),
+                    hello: true,
+                })
+            })
+            .await?;
+        self.require_some(&phone_setup, "phones")?;
+        Ok((Setup::new(&binaries), Setup::new(&phone_setup)))
+    }
+
+    /// One measured run at `rate` frames/s each way over `accepted` phones.
+    async fn step(
+        &mut self,
+        step: u32,
+        rate: u64,
+        accepted: u64,
+        duration: Duration,
+    ) -> Result<Step, Failure> {
+        let per_phone_hz = rate as f64 / accepted.max(1) as f64;
+        let command = Command::Run {
+            step,
+            per_phone_hz,
+            duration_ms: duration.as_millis() as u64,
+            drain_ms: self.drain.as_millis() as u64,
+        };
+        let limit = duration + self.drain + Duration::from_secs(30);
+        let what = format!("step {step}: {rate} frames/s each way");
+        let replies = with_timer(&what, self.parts.each(|_| Some(command.clone()), limit)).await?;
+        let mut merged = StepReport::default();
+        for reply in replies {
+            match reply {
+                Reply::Step(report) => merged.merge(&report),
+                other => return Err(Failure::Part(format!("unexpected reply {other:?}"))),
+            }
+        }
+        Ok(Step::new(&merged, rate, duration))
+    }
+
+    fn shape(&self, phones: u64, frame_size: u64) -> Shape {
+        Shape {
+            target: self.target.url.clone(),
+            binaries: self.binaries,
+            phones,
+            frame_size,
+            procs: self.procs,
+        }
+    }
+
+    /// The sustained mode: open, run once at `rate` for `duration`, close.
+    pub async fn sustained(&mut self, rate: u64, duration: Duration) -> Result<Report, Failure> {
+        let (binaries_setup, phones_setup) = self.open_groups(0).await?;
+        let step = self.step(1, rate, phones_setup.accepted, duration).await?;
+        Ok(Report::Sustained(Sustained {
+            shape: self.shape(self.phones, self.target.frame_size as u64),
+            binaries_setup,
+            phones_setup,
+            step,
+        }))
+    }
+
+    /// The search: steps at rates from [`Schedule`] (a failed rate is tried up to `retries`
+    /// more times, and passes if any try does: on shared cores a neighbour's burst is not the
+    /// target's limit), reopening fresh connections after a step in which the target closed
+    /// some; then one run at half the best rate.
+    pub async fn search(
+        &mut self,
+        start_rate: u64,
+        steps: u32,
+        retries: u32,
+        step_time: Duration,
+        max_p99: Duration,
+    ) -> Result<Report, Failure> {
+        let mut round = 0;
+        let (_, mut phones) = self.open_groups(round).await?;
+        let mut schedule = Schedule::new(start_rate);
+        let mut done = Vec::new();
+        // The probes' step number, unique in the run (a retry is a step of its own).
+        let mut number = 1;
+        for _ in 0..steps {
+            let Some(rate) = schedule.next_rate() else {
+                break;
+            };
+            let mut attempts = 0;
+            let passed = loop {
+                let mut step = self.step(number, rate, phones.accepted, step_time).await?;
+                number += 1;
+                attempts += 1;
+                let passed = step.judged(max_p99);
+                let reopen =
+                    !step.closed.is_empty() || step.connections < phones.accepted + self.binaries;
+                done.push(step);
+                if reopen {
+                    self.close_all().await?;
+                    round += 1;
+                    phones = self.open_groups(round).await?.1;
+                }
+                // Let queues left by a failed step empty before the next.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if passed || attempts > retries {
+                    break passed;
+                }
+            };
+            schedule.record(rate, passed);
+        }
+        let half = match schedule.best() {
+            Some(best) => Some(
+                self.step(number, (best / 2).max(1), phones.accepted, step_time)
+                    .await?,
+            ),
+            None => None,
+        };
+        Ok(Report::Search(Search {
+            shape: self.shape(self.phones, self.target.frame_size as u64),
+            max_p99_ms: max_p99.as_secs_f64() * 1e3,
+            steps: done,
+            sustainable_per_s: schedule.best(),
+            half,
+        }))
+    }
+
+    async fn close_all(&mut self) -> Result<(), Failure> {
+        self.parts
+            .each(|_| Some(Command::CloseAll), Duration::from_secs(15))
+            .await?;
+        Ok(())
+    }
+
+    /// The idle mode: open `n` connections (phones spread over the binaries, or binaries alone),
+    /// hold them for `hold`, read RSS; with `frame`, one echo each and RSS again.
+    pub async fn idle(
+        &mut self,
+        n: u64,
+        as_binaries: bool,
+        hold: Duration,
+        frame: bool,
+    ) -> Result<Report, Failure> {
+        let k = self.parts.len() as u64;
+        let (setup, rss_before) = if as_binaries {
+            let rss_before = self.rss();
+            let ids: Vec<Vec<String>> = (0..k)
+                .map(|part| {
+                    (0..n)
+                        .filter(|b| b % k == part)
+                        .map(|b| self.id(0, b))
+                        .collect()
+                })
+                .collect();
+            let setup = self
+                .open("idle binaries", n, |part| {
+                    Some(Command::OpenBinaries {
+                        ids: ids[part].clone(),
+                    })
+                })
+                .await?;
+            (setup, rss_before)
+        } else {
+            let ids: Vec<String> = (0..self.binaries).map(|b| self.id(0, b)).collect();
+            let binaries = self
+                .open("binaries", self.binaries, |part| {
+                    (part == 0).then(|| Command::OpenBinaries { ids: ids.clone() })
+                })
+                .await?;
+            self.require_some(&binaries, "binaries")?;
+            let rss_before = self.rss();
+            // Phone j is in part j % K and joins binary j % B.
+            let binaries = self.binaries;
+            let plan = |part: u64| -> Vec<(String, u64)> {
+                let mut counts = vec![0u64; binaries as usize];
+                for j in (0..n).filter(|j| j % k == part) {
+                    counts[(j % binaries) as usize] += 1;
+                }
+                counts
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(_, c)| *c > 0)
+                    .map(|(b, c)| (ids[b].clone(), c))
+                    .collect()
+            };
+            let setup = self
+                .open("idle phones", n, |part| {
+                    Some(Command::OpenPhones {
+                        phones: plan(part as u64),
+                        hello: false,
+                    })
+                })
+                .await?;
+            (setup, rss_before)
+        };
+        self.require_some(&setup, if as_binaries { "binaries" } else { "phones" })?;
+        with_timer("holding", tokio::time::sleep(hold)).await;
+        let rss_after = self.rss();
+        let accepted = setup.accepted();
+        let per_conn = |after: Option<u64>| match (rss_before, after) {
+            (Some(before), Some(after)) if accepted > 0 => {
+                Some((after as f64 - before as f64) / accepted as f64)
+            }
+            _ => None,
+        };
+        let after_frame = if frame {
+            let limit = Duration::from_secs(30);
+            let spread = echo_spread(accepted);
+            let replies = with_timer(
+                "one frame each",
+                self.parts.each(
+                    |_| {
+                        Some(Command::Echo {
+                            spread_ms: spread.as_millis() as u64,
+                            timeout_ms: limit.as_millis() as u64,
+                        })
+                    },
+                    spread + limit + Duration::from_secs(30),
+                ),
+            )
+            .await?;
+            let mut merged = EchoReport::default();
+            for reply in replies {
+                match reply {
+                    Reply::Echo(report) => merged.merge(&report),
+                    other => return Err(Failure::Part(format!("unexpected reply {other:?}"))),
+                }
+            }
+            with_timer("holding", tokio::time::sleep(hold)).await;
+            let mut after =
+                AfterFrame::new(merged.sent, merged.received, &merged.latency, merged.closed);
+            after.rss_kib = self.rss();
+            after.per_conn_kib = per_conn(after.rss_kib);
+            Some(after)
+        } else {
+            None
+        };
+        Ok(Report::Idle(Idle {
+            shape: self.shape(
+                if as_binaries { 0 } else { n },
+                self.target.frame_size as u64,
+            ),
+            connections_are: if as_binaries { "binaries" } else { "phones" }.to_owned(),
+            requested: n,
+            setup: Setup::new(&setup),
+            target_pid: self.pid,
+            rss_before_kib: rss_before,
+            rss_after_kib: rss_after,
+            per_conn_kib: per_conn(rss_after),
+            after_frame,
+        }))
+    }
+}
+
+/// Echo probes are offered at most this many per second in all.
+const ECHO_RATE: u64 = 5000;
+
+/// How long `phones` echo probes take at [`ECHO_RATE`] (at least 100 ms).
+fn echo_spread(phones: u64) -> Duration {
+    Duration::from_millis((phones * 1000 / ECHO_RATE).max(100))
+}
+
+/// The search's rates: double from the start rate while steps pass (halve while they fail),
+/// then bisect between the best pass and the lowest failure until they are within 5%.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    start: u64,
+    best: Option<u64>,
+    worst: Option<u64>,
+}
+
+impl Schedule {
+    /// A schedule starting at `start` frames/s.
+    pub fn new(start: u64) -> Schedule {
+        Schedule {
+            start: start.max(1),
+            best: None,
+            worst: None,
+        }
+    }
+
+    /// The next rate to try, `None` once the bracket is narrow enough (or nothing is left).
+    pub fn next_rate(&self) -> Option<u64> {
+        match (self.best, self.worst) {
+            (None, None) => Some(self.start),
+            (Some(best), None) => Some(best.saturating_mul(2)),
+            (None, Some(worst)) => (worst >= 2).then_some(worst / 2),
+            (Some(best), Some(worst)) => {
+                (worst > best + best / 20 + 1).then_some(best + (worst - best) / 2)
+            }
+        }
+    }
+
+    /// Records how a step at `rate` went.
+    pub fn record(&mut self, rate: u64, passed: bool) {
+        if passed {
+            self.best = Some(self.best.map_or(rate, |b| b.max(rate)));
+        } else {
+            self.worst = Some(self.worst.map_or(rate, |w| w.min(rate)));
+        }
+    }
+
+    /// The highest rate that passed.
+    pub fn best(&self) -> Option<u64> {
+        self.best
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs a schedule against a target that sustains exactly `limit`.
+    fn search(start: u64, limit: u64, steps: usize) -> (Vec<u64>, Option<u64>) {
+        let mut schedule = Schedule::new(start);
+        let mut tried = Vec::new();
+        while tried.len() < steps {
+            let Some(rate) = schedule.next_rate() else {
+                break;
+            };
+            tried.push(rate);
+            schedule.record(rate, rate <= limit);
+        }
+        (tried, schedule.best())
+    }
+
+    #[test]
+    fn the_search_doubles_then_bisects() {
+        let (tried, best) = search(1000, 5000, 8);
+        assert_eq!(&tried[..4], &[1000, 2000, 4000, 8000]);
+        assert_eq!(tried[4], 6000);
+        assert!(best.unwrap() <= 5000 && best.unwrap() >= 4000);
+    }
+
+    #[test]
+    fn the_search_halves_when_the_start_fails() {
+        let (tried, best) = search(8000, 1500, 3);
+        assert_eq!(tried, vec![8000, 4000, 2000]);
+        assert_eq!(best, None);
+        let (_, best) = search(8000, 1500, 12);
+        assert!(best.unwrap() >= 1000 && best.unwrap() <= 1500, "{best:?}");
+    }
+
+    #[test]
+    fn the_search_stops_when_pass_and_failure_are_within_five_percent() {
+        let mut schedule = Schedule::new(1000);
+        schedule.record(1000, true);
+        schedule.record(1040, false);
+        assert_eq!(schedule.next_rate(), None);
+        assert_eq!(schedule.best(), Some(1000));
+    }
+}

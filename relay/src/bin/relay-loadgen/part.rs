@@ -1,0 +1,724 @@
+//! `Part`: the connections one process holds (all of them, or a worker's share) and the commands
+//! that drive them. Each connection is one task; the part tells them what to do through a
+//! `watch` channel of [`Order`]s and they count into the shared [`Tally`].
+
+use super::client::{self, Outcome, Side, Ws};
+use super::frames::{self, HELLO, Probe, Wrapped};
+use super::hist::Hist;
+use super::plan::{Command, DirReport, EchoReport, Reply, SetupReport, StepReport, Target};
+use futures_util::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at, sleep, sleep_until};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+/// Latency histograms per direction are sharded by connection to keep their locks cold.
+const SHARDS: usize = 8;
+/// How long an open command waits for refusals (close frames right after the 101) to arrive.
+const SETTLE: Duration = Duration::from_secs(5);
+/// In setup without hellos: the open command ends once no close arrived for this long.
+const QUIET: Duration = Duration::from_millis(300);
+
+/// What every connection task is doing.
+#[derive(Debug, Clone, Copy)]
+enum Order {
+    /// Hold the connection; answer only what arrives.
+    Hold,
+    /// Send probes of `step` every `period` from `start` until `until`.
+    Send {
+        step: u32,
+        period: Duration,
+        start: Instant,
+        until: Instant,
+    },
+    /// Phones: send one echo probe (round `round`), each at its own moment in
+    /// `start .. start + spread`.
+    Echo {
+        round: u32,
+        start: Instant,
+        spread: Duration,
+    },
+    /// Close and end.
+    Quit,
+}
+
+/// One direction's counters.
+struct Dir {
+    sent: AtomicU64,
+    received: AtomicU64,
+    late: AtomicU64,
+    latency: Vec<Mutex<Hist>>,
+}
+
+impl Dir {
+    fn new() -> Dir {
+        Dir {
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            latency: (0..SHARDS).map(|_| Mutex::new(Hist::default())).collect(),
+        }
+    }
+
+    /// Counts a received probe of `step` (sent at `sent_us` on `base`'s clock) while `current`
+    /// is the step being measured.
+    fn received(&self, probe: &Probe, current: u32, base: Instant, shard: usize) {
+        if probe.s != current {
+            self.late.fetch_add(1, Relaxed);
+            return;
+        }
+        let now = base.elapsed();
+        let latency = now.saturating_sub(Duration::from_micros(probe.t));
+        self.received.fetch_add(1, Relaxed);
+        self.latency[shard % SHARDS].lock().record(latency);
+    }
+
+    fn take(&self) -> DirReport {
+        let mut latency = Hist::default();
+        for shard in &self.latency {
+            latency.merge(&shard.lock().take());
+        }
+        DirReport {
+            sent: self.sent.swap(0, Relaxed),
+            received: self.received.swap(0, Relaxed),
+            late: self.late.swap(0, Relaxed),
+            latency,
+        }
+    }
+}
+
+/// What the connection tasks count into.
+struct Tally {
+    /// The clock every probe's send time is measured on.
+    base: Instant,
+    /// True while an open command runs: closes then are refusals.
+    opening: AtomicBool,
+    /// Connection attempts finished (progress).
+    attempts: AtomicU64,
+    /// Connections whose task is running, and how many of them are phones.
+    live: AtomicU64,
+    phones_live: AtomicU64,
+    /// Phones a binary of this part has seen say hello.
+    hellos: AtomicU64,
+    /// Closes during setup (by code), and after it.
+    refused: Mutex<BTreeMap<String, u64>>,
+    closed: Mutex<BTreeMap<String, u64>>,
+    /// When the last close arrived (for the quiet wait).
+    last_close: Mutex<Option<Instant>>,
+    /// The step being measured.
+    step: AtomicU32,
+    /// Connections still sending in the current step.
+    active: AtomicU64,
+    up: Dir,
+    down: Dir,
+    /// Phones that tried to send their echo probe, sent it, and got it back.
+    echo_tried: AtomicU64,
+    echo_sent: AtomicU64,
+    echo_received: AtomicU64,
+    echo_latency: Mutex<Hist>,
+}
+
+impl Tally {
+    fn ended(&self, code: u16) {
+        let key = format!("close {code}");
+        let map = if self.opening.load(Relaxed) {
+            &self.refused
+        } else {
+            &self.closed
+        };
+        *map.lock().entry(key).or_default() += 1;
+        *self.last_close.lock() = Some(Instant::now());
+    }
+}
+
+/// The connections of one process and the way to drive them.
+pub struct Part {
+    target: Target,
+    /// The index the next connection gets (for its source address).
+    next_conn: u64,
+    tally: Arc<Tally>,
+    orders: watch::Sender<Order>,
+    tasks: JoinSet<()>,
+    echo_round: u32,
+}
+
+impl Part {
+    /// A part with no connections yet.
+    pub fn new(target: Target, first_conn: u64) -> Part {
+        let tally = Tally {
+            base: Instant::now(),
+            opening: AtomicBool::new(false),
+            attempts: AtomicU64::new(0),
+            live: AtomicU64::new(0),
+            phones_live: AtomicU64::new(0),
+            hellos: AtomicU64::new(0),
+            refused: Mutex::new(BTreeMap::new()),
+            closed: Mutex::new(BTreeMap::new()),
+            last_close: Mutex::new(None),
+            step: AtomicU32::new(0),
+            active: AtomicU64::new(0),
+            up: Dir::new(),
+            down: Dir::new(),
+            echo_tried: AtomicU64::new(0),
+            echo_sent: AtomicU64::new(0),
+            echo_received: AtomicU64::new(0),
+            echo_latency: Mutex::new(Hist::default()),
+        };
+        Part {
+            target,
+            next_conn: first_conn,
+            tally: Arc::new(tally),
+            orders: watch::channel(Order::Hold).0,
+            tasks: JoinSet::new(),
+            echo_round: 0,
+        }
+    }
+
+    /// A reader of the connection attempts finished so far (over the part's life) that does
+    /// not borrow the part.
+    pub fn progress_counter(&self) -> impl Fn() -> u64 + Send + Sync + 'static + use<> {
+        let tally = self.tally.clone();
+        move || tally.attempts.load(Relaxed)
+    }
+
+    /// Carries out one command (not `Init`, which makes the part).
+    pub async fn execute(&mut self, command: Command) -> Reply {
+        match command {
+            Command::Init { .. } => Reply::Error("the part is already set up".to_owned()),
+            Command::OpenBinaries { ids } => {
+                let plan = ids
+                    .into_iter()
+                    .map(|id| (Side::Binary, id, false))
+                    .collect();
+                Reply::Setup(self.open(plan, false).await)
+            }
+            Command::OpenPhones { phones, hello } => {
+                let plan = phones
+                    .into_iter()
+                    .flat_map(|(id, n)| (0..n).map(move |_| (Side::Phone, id.clone(), hello)))
+                    .collect();
+                Reply::Setup(self.open(plan, hello).await)
+            }
+            Command::Run {
+                step,
+                per_phone_hz,
+                duration_ms,
+                drain_ms,
+            } => {
+                let duration = Duration::from_millis(duration_ms);
+                let drain = Duration::from_millis(drain_ms);
+                Reply::Step(self.run(step, per_phone_hz, duration, drain).await)
+            }
+            Command::Echo {
+                spread_ms,
+                timeout_ms,
+            } => {
+                let spread = Duration::from_millis(spread_ms);
+                let timeout = Duration::from_millis(timeout_ms);
+                Reply::Echo(self.echo(spread, timeout).await)
+            }
+            Command::CloseAll => {
+                self.close_all().await;
+                Reply::Closed
+            }
+        }
+    }
+
+    /// Opens every connection of `plan` (side, server-id, says hello), at most
+    /// `target.concurrency` attempts at once, and waits for refusals to arrive.
+    async fn open(&mut self, plan: Vec<(Side, String, bool)>, hellos: bool) -> SetupReport {
+        let tally = &self.tally;
+        tally.opening.store(true, Relaxed);
+        tally.hellos.store(0, Relaxed);
+        tally.refused.lock().clear();
+        let attempted = plan.len() as u64;
+        let started = Instant::now();
+        let gate = Arc::new(Semaphore::new(self.target.concurrency.max(1)));
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+        for (side, id, hello) in plan {
+            let index = self.next_conn;
+            self.next_conn += 1;
+            let (target, tally, gate, done) = (
+                self.target.clone(),
+                self.tally.clone(),
+                gate.clone(),
+                done_tx.clone(),
+            );
+            let orders = self.orders.subscribe();
+            self.tasks.spawn(async move {
+                let permit = gate.acquire_owned().await;
+                let outcome = client::open(&target, side, &id, index).await;
+                drop(permit);
+                tally.attempts.fetch_add(1, Relaxed);
+                let ws = match outcome {
+                    Outcome::Open(ws) => {
+                        tally.live.fetch_add(1, Relaxed);
+                        if side == Side::Phone {
+                            tally.phones_live.fetch_add(1, Relaxed);
+                        }
+                        let _ = done.send(Ok(()));
+                        ws
+                    }
+                    Outcome::Refused(key) => {
+                        let _ = done.send(Err((true, key)));
+                        return;
+                    }
+                    Outcome::Failed(key) => {
+                        let _ = done.send(Err((false, key)));
+                        return;
+                    }
+                };
+                drop(done);
+                let conn = Connection {
+                    ws: *ws,
+                    tally: tally.clone(),
+                    orders,
+                    shard: index as usize,
+                    frame_size: target.frame_size,
+                };
+                match side {
+                    Side::Binary => conn.binary().await,
+                    Side::Phone => conn.phone(hello).await,
+                }
+                tally.live.fetch_sub(1, Relaxed);
+                if side == Side::Phone {
+                    tally.phones_live.fetch_sub(1, Relaxed);
+                }
+            });
+        }
+        drop(done_tx);
+        let mut report = SetupReport {
+            attempted,
+            ..SetupReport::default()
+        };
+        while let Some(result) = done_rx.recv().await {
+            match result {
+                Ok(()) => report.opened += 1,
+                Err((true, key)) => *report.refused.entry(key).or_default() += 1,
+                Err((false, key)) => *report.failed.entry(key).or_default() += 1,
+            }
+        }
+        report.open_ms = started.elapsed().as_millis() as u64;
+        self.settle(report.opened, hellos).await;
+        tally.opening.store(false, Relaxed);
+        for (key, n) in std::mem::take(&mut *tally.refused.lock()) {
+            *report.refused.entry(key).or_default() += n;
+        }
+        report
+    }
+
+    /// Waits (bounded) until the refusals of the connections just opened have arrived: with
+    /// hellos, until every opened phone has said hello or been closed; without, until no close
+    /// arrived for a short while.
+    async fn settle(&self, opened: u64, hellos: bool) {
+        let deadline = Instant::now() + SETTLE;
+        let quiet_since = Instant::now();
+        while Instant::now() < deadline {
+            let tally = &self.tally;
+            if hellos {
+                let closed: u64 = tally.refused.lock().values().sum();
+                if tally.hellos.load(Relaxed) + closed >= opened {
+                    return;
+                }
+            } else {
+                let last = tally
+                    .last_close
+                    .lock()
+                    .unwrap_or(quiet_since)
+                    .max(quiet_since);
+                if last.elapsed() >= QUIET {
+                    return;
+                }
+            }
+            sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Sends probes for `duration`, then waits up to `drain` for those in flight.
+    async fn run(
+        &mut self,
+        step: u32,
+        per_phone_hz: f64,
+        duration: Duration,
+        drain: Duration,
+    ) -> StepReport {
+        let tally = &self.tally;
+        // The step first: a probe of the last step arriving from now on counts as late, not
+        // as received in this one.
+        tally.step.store(step, Relaxed);
+        let _ = (tally.up.take(), tally.down.take());
+        let connections = tally.live.load(Relaxed);
+        tally.active.store(connections, Relaxed);
+        let period = Duration::from_secs_f64(1.0 / per_phone_hz.max(1e-3));
+        let start = Instant::now() + Duration::from_millis(20);
+        let until = start + duration;
+        self.orders.send_replace(Order::Send {
+            step,
+            period,
+            start,
+            until,
+        });
+        sleep_until(until).await;
+        let deadline = until + drain;
+        while Instant::now() < deadline {
+            let done = |d: &Dir| d.received.load(Relaxed) >= d.sent.load(Relaxed);
+            if tally.active.load(Relaxed) == 0 && done(&tally.up) && done(&tally.down) {
+                break;
+            }
+            sleep(Duration::from_millis(10)).await;
+        }
+        self.orders.send_replace(Order::Hold);
+        StepReport {
+            connections,
+            up: tally.up.take(),
+            down: tally.down.take(),
+            closed: std::mem::take(&mut *tally.closed.lock()),
+        }
+    }
+
+    /// Every phone sends one echo probe, spread over `spread` (a burst of thousands at once
+    /// would measure the target's overload policy instead); waits up to `timeout` after the
+    /// last for them all to come back.
+    async fn echo(&mut self, spread: Duration, timeout: Duration) -> EchoReport {
+        let tally = &self.tally;
+        tally.echo_tried.store(0, Relaxed);
+        tally.echo_sent.store(0, Relaxed);
+        tally.echo_received.store(0, Relaxed);
+        self.echo_round += 1;
+        let start = Instant::now();
+        self.orders.send_replace(Order::Echo {
+            round: self.echo_round,
+            start,
+            spread,
+        });
+        let deadline = start + spread + timeout;
+        while Instant::now() < deadline {
+            let all_tried = tally.echo_tried.load(Relaxed) >= tally.phones_live.load(Relaxed);
+            if all_tried && tally.echo_received.load(Relaxed) >= tally.echo_sent.load(Relaxed) {
+                break;
+            }
+            sleep(Duration::from_millis(10)).await;
+        }
+        self.orders.send_replace(Order::Hold);
+        EchoReport {
+            sent: tally.echo_sent.load(Relaxed),
+            received: tally.echo_received.load(Relaxed),
+            latency: tally.echo_latency.lock().take(),
+            closed: std::mem::take(&mut *tally.closed.lock()),
+        }
+    }
+
+    /// Closes every connection (bounded: stragglers are dropped after a few seconds).
+    async fn close_all(&mut self) {
+        self.orders.send_replace(Order::Quit);
+        let all_done = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(5), all_done)
+            .await
+            .is_err()
+        {
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
+        self.tally.closed.lock().clear();
+        self.orders.send_replace(Order::Hold);
+    }
+}
+
+/// What one connection task holds.
+struct Connection {
+    ws: Ws,
+    tally: Arc<Tally>,
+    orders: watch::Receiver<Order>,
+    shard: usize,
+    frame_size: usize,
+}
+
+/// The probe schedule of a connection in a sending step.
+struct Sending {
+    step: u32,
+    ticker: Interval,
+    until: Instant,
+}
+
+impl Sending {
+    /// Starts at `start` plus this connection's share of one period, so that connections do not
+    /// all send at the same instant.
+    fn new(step: u32, period: Duration, start: Instant, until: Instant, shard: usize) -> Sending {
+        let mut ticker = interval_at(start + period.mul_f64(spread_of(shard)), period);
+        // Keep the offered rate: ticks missed while busy are sent late, and their latency counts
+        // from the scheduled time (no coordinated omission).
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        Sending {
+            step,
+            ticker,
+            until,
+        }
+    }
+}
+
+/// Where in a window connection `shard` acts, as a fraction (golden-ratio steps spread any
+/// number of connections evenly).
+fn spread_of(shard: usize) -> f64 {
+    (shard as f64 * 0.618_033_988_75).fract()
+}
+
+/// Resolves at `deadline` (never without one).
+async fn at(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next tick of the schedule, if any (never resolves without one).
+async fn tick(sending: &mut Option<Sending>) -> Instant {
+    match sending {
+        Some(sending) => sending.ticker.tick().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How a connection's read side went.
+enum Read {
+    Text(Utf8Bytes),
+    Other,
+    Ended(u16),
+}
+
+impl Connection {
+    fn read(message: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>) -> Read {
+        match message {
+            Some(Ok(Message::Text(text))) => Read::Text(text),
+            Some(Ok(message @ Message::Close(_))) => {
+                Read::Ended(client::close_code(Some(&message)))
+            }
+            Some(Ok(_)) => Read::Other,
+            Some(Err(_)) | None => Read::Ended(client::close_code(None)),
+        }
+    }
+
+    /// Ends a sending schedule; counts it as done if it belongs to the step being measured (a
+    /// schedule of an earlier step is simply dropped).
+    fn finish(&self, sending: Option<Sending>) {
+        if let Some(sending) = sending {
+            if sending.step == self.tally.step.load(Relaxed) {
+                self.tally.active.fetch_sub(1, Relaxed);
+            }
+        }
+    }
+
+    /// The microseconds on the part's clock at `instant`.
+    fn micros(&self, instant: Instant) -> u64 {
+        u64::try_from(
+            instant
+                .saturating_duration_since(self.tally.base)
+                .as_micros(),
+        )
+        .unwrap_or(0)
+    }
+
+    /// A phone: says hello if asked, then sends probes when told and counts what arrives.
+    async fn phone(mut self, hello: bool) {
+        if hello && self.ws.send(Message::text(HELLO)).await.is_err() {
+            self.tally.ended(1006);
+            return;
+        }
+        let mut sending: Option<Sending> = None;
+        let mut echo_round = 0;
+        let mut echo_at: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                message = self.ws.next() => match Self::read(message) {
+                    Read::Text(text) => self.phone_received(text.as_str()),
+                    Read::Other => {}
+                    Read::Ended(code) => {
+                        self.tally.ended(code);
+                        break;
+                    }
+                },
+                scheduled = tick(&mut sending) => {
+                    let Some(plan) = &sending else { continue };
+                    if scheduled >= plan.until {
+                        self.finish(sending.take());
+                        continue;
+                    }
+                    let text = frames::probe(plan.step, self.micros(scheduled), false, self.frame_size);
+                    if self.ws.send(Message::text(text)).await.is_err() {
+                        continue; // the read side reports the end
+                    }
+                    self.tally.up.sent.fetch_add(1, Relaxed);
+                }
+                () = at(echo_at) => {
+                    echo_at = None;
+                    let now = self.micros(Instant::now());
+                    let text = frames::probe(0, now, true, self.frame_size);
+                    let sent = self.ws.send(Message::text(text)).await.is_ok();
+                    self.tally.echo_tried.fetch_add(1, Relaxed);
+                    if sent {
+                        self.tally.echo_sent.fetch_add(1, Relaxed);
+                    }
+                }
+                changed = self.orders.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let order = *self.orders.borrow_and_update();
+                    match order {
+                        Order::Send { step, period, start, until } => {
+                            self.finish(sending.take());
+                            sending = Some(Sending::new(step, period, start, until, self.shard));
+                        }
+                        Order::Echo { round, start, spread } if round != echo_round => {
+                            echo_round = round;
+                            echo_at = Some(start + spread.mul_f64(spread_of(self.shard)));
+                        }
+                        Order::Quit => {
+                            self.quit().await;
+                            break;
+                        }
+                        Order::Hold => {
+                            self.finish(sending.take());
+                            echo_at = None;
+                        }
+                        Order::Echo { .. } => {}
+                    }
+                }
+            }
+        }
+        self.finish(sending.take());
+    }
+
+    fn phone_received(&self, text: &str) {
+        let Some(probe) = Probe::parse(text) else {
+            return;
+        };
+        if probe.e == 1 {
+            let rtt = self
+                .tally
+                .base
+                .elapsed()
+                .saturating_sub(Duration::from_micros(probe.t));
+            self.tally.echo_latency.lock().record(rtt);
+            self.tally.echo_received.fetch_add(1, Relaxed);
+        } else {
+            let current = self.tally.step.load(Relaxed);
+            self.tally
+                .down
+                .received(&probe, current, self.tally.base, self.shard);
+        }
+    }
+
+    /// A binary: learns its phones from their hellos, counts their probes, sends echo probes
+    /// back, and when told sends probes to every phone it knows.
+    async fn binary(mut self) {
+        // conn-id → the envelope prefix addressed to it.
+        let mut phones: HashMap<String, String> = HashMap::new();
+        let mut sending: Option<Sending> = None;
+        loop {
+            tokio::select! {
+                message = self.ws.next() => match Self::read(message) {
+                    Read::Text(text) => {
+                        if let Some(echo) = self.binary_received(text.as_str(), &mut phones) {
+                            if self.ws.send(Message::text(echo)).await.is_err() {
+                                continue;
+                            }
+                        }
+                    }
+                    Read::Other => {}
+                    Read::Ended(code) => {
+                        self.tally.ended(code);
+                        break;
+                    }
+                },
+                scheduled = tick(&mut sending) => {
+                    let Some(plan) = &sending else { continue };
+                    if scheduled >= plan.until {
+                        self.finish(sending.take());
+                        continue;
+                    }
+                    let probe = frames::probe(plan.step, self.micros(scheduled), false, self.frame_size);
+                    let mut ok = true;
+                    for prefix in phones.values() {
+                        if self.ws.feed(Message::text(frames::envelope(prefix, &probe))).await.is_err() {
+                            ok = false;
+                            break;
+                        }
+                        self.tally.down.sent.fetch_add(1, Relaxed);
+                    }
+                    if ok {
+                        let _ = self.ws.flush().await;
+                    }
+                }
+                changed = self.orders.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let order = *self.orders.borrow_and_update();
+                    match order {
+                        Order::Send { step, period, start, until } => {
+                            self.finish(sending.take());
+                            sending = Some(Sending::new(step, period, start, until, self.shard));
+                        }
+                        Order::Quit => {
+                            self.quit().await;
+                            break;
+                        }
+                        Order::Hold => self.finish(sending.take()),
+                        Order::Echo { .. } => {}
+                    }
+                }
+            }
+        }
+        self.finish(sending.take());
+    }
+
+    /// Handles one frame a binary received; returns an echo to send, if it asked for one.
+    fn binary_received(&self, text: &str, phones: &mut HashMap<String, String>) -> Option<String> {
+        let wrapped = Wrapped::parse(text)?;
+        let Some(frame) = wrapped.frame else {
+            phones.remove(wrapped.conn_id.as_ref());
+            return None;
+        };
+        let frame = frame.get();
+        if frame == HELLO {
+            let prefix = frames::envelope_prefix(&wrapped.conn_id);
+            if phones
+                .insert(wrapped.conn_id.into_owned(), prefix)
+                .is_none()
+            {
+                self.tally.hellos.fetch_add(1, Relaxed);
+            }
+            return None;
+        }
+        let probe = Probe::parse(frame)?;
+        if probe.e == 1 {
+            let prefix = frames::envelope_prefix(&wrapped.conn_id);
+            return Some(frames::envelope(&prefix, frame));
+        }
+        let current = self.tally.step.load(Relaxed);
+        self.tally
+            .up
+            .received(&probe, current, self.tally.base, self.shard);
+        None
+    }
+
+    /// Sends close 1000 and waits (briefly) for the target's close.
+    async fn quit(&mut self) {
+        let frame = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "loadgen done".into(),
+        };
+        let closing = async {
+            let _ = self.ws.close(Some(frame)).await;
+            while let Some(Ok(_)) = self.ws.next().await {}
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
+    }
+}
