@@ -25,10 +25,14 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 /// A raw client socket.
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// The relay's defaults, on an ephemeral port, with a quick probe and close handshake.
+/// The relay's defaults, on an ephemeral port, with a quick probe and close handshake, metrics on
+/// an ephemeral port, and no rate limit (every test client comes from 127.0.0.1; the rate-limit
+/// tests turn it on).
 pub fn config() -> RelayConfig {
     RelayConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        rate_burst: 0,
         probe_timeout: Duration::from_millis(300),
         close_timeout: Duration::from_millis(500),
         drain: Duration::from_secs(3),
@@ -368,4 +372,33 @@ pub async fn raw_close(stream: &mut TcpStream) -> (u16, String) {
             return (code, String::from_utf8(payload[2..].to_vec()).unwrap());
         }
     }
+}
+
+/// A scrape of the relay's `/metrics` (Prometheus text).
+pub async fn scrape(relay: &Relay) -> String {
+    let addr = relay.metrics_addr().expect("metrics are on in tests");
+    let answer = http(
+        addr,
+        "GET /metrics HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a response");
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    body.to_owned()
+}
+
+/// The value of the series `series` (name and labels exactly as exported) in `text`.
+pub fn series(text: &str, series: &str) -> u64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse::<u64>().expect("an integer value"))
+        })
+        .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
+}
+
+/// The current value of `series` on `relay`.
+pub async fn metric(relay: &Relay, series_name: &str) -> u64 {
+    series(&scrape(relay).await, series_name)
 }
