@@ -27,14 +27,20 @@ pub enum LogFormat {
 }
 
 /// Installs the process's tracing subscriber: `format` lines on stderr, level from `RUST_LOG`
-/// (default `info`).
+/// (default `info`; hyper and tungstenite never below info).
 ///
 /// # Panics
 ///
 /// If a global subscriber was already installed.
 pub fn init(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The HTTP and WebSocket layers log frames and requests at their debug and trace levels;
+    // whatever RUST_LOG says, they never log below info, so no token or frame content can reach
+    // the log through them.
+    for quiet in ["hyper=info", "hyper_util=info", "tungstenite=info", "tokio_tungstenite=info"] {
+        filter = filter.add_directive(quiet.parse().expect("a valid directive"));
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -402,3 +402,46 @@ pub fn series(text: &str, series: &str) -> u64 {
 pub async fn metric(relay: &Relay, series_name: &str) -> u64 {
     series(&scrape(relay).await, series_name)
 }
+
+/// A masked client frame: `first` is the FIN bit and opcode, `payload` its data.
+pub fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut out = vec![first];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// Opcodes and the FIN bit, for [`client_frame`].
+pub const FIN: u8 = 0x80;
+/// A text frame's opcode.
+pub const TEXT: u8 = 0x01;
+/// A continuation frame's opcode.
+pub const CONTINUATION: u8 = 0x00;
+/// A ping's opcode.
+pub const PING: u8 = 0x09;
+/// A pong's opcode.
+pub const PONG: u8 = 0x0a;
+
+/// This process's resident set size, in bytes (Linux).
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .and_then(|kib| kib.trim().parse().ok())
+        .expect("VmRSS in kB");
+    kib * 1024
+}
