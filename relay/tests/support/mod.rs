@@ -445,3 +445,80 @@ pub fn rss_bytes() -> u64 {
         .expect("VmRSS in kB");
     kib * 1024
 }
+
+/// A TCP connection to `addr` from the loopback address `from` (e.g. 127.0.0.2: every address of
+/// 127.0.0.0/8 is this machine), so that a test can be several client IPs.
+pub async fn tcp_from(from: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from((from, 0)))
+        .expect("bind a loopback source address");
+    tokio::time::timeout(PATIENCE, socket.connect(addr))
+        .await
+        .expect("connect within PATIENCE")
+        .expect("connect")
+}
+
+/// A WebSocket handshake on an already connected `stream` (which may have had bytes written to
+/// it, e.g. a PROXY header).
+pub async fn connect_on(
+    stream: TcpStream,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&'static str, String)],
+) -> Result<WebSocketStream<TcpStream>, WsError> {
+    let mut request = format!("ws://{addr}{path}").into_client_request()?;
+    for (name, value) in headers {
+        request
+            .headers_mut()
+            .insert(*name, HeaderValue::from_str(value).unwrap());
+    }
+    let handshake = tokio_tungstenite::client_async(request, stream);
+    let (ws, _) = tokio::time::timeout(PATIENCE, handshake)
+        .await
+        .expect("handshake answered")?;
+    Ok(ws)
+}
+
+/// The HTTP status of a refused handshake (`None` if it was upgraded).
+pub fn refusal_status<S>(result: &Result<S, WsError>) -> Option<u16> {
+    match result {
+        Ok(_) => None,
+        Err(WsError::Http(response)) => Some(response.status().as_u16()),
+        Err(other) => panic!("expected an HTTP answer, got {other:?}"),
+    }
+}
+
+/// Checks that `text` is well-formed Prometheus text exposition: every sample line is
+/// `name{labels} value` with an integer or float value, and every sample's family has `# HELP`
+/// and `# TYPE` lines before it.
+pub fn assert_prometheus_text(text: &str) {
+    let mut described = std::collections::HashSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            described.insert(rest.split(' ').next().unwrap().to_owned());
+            continue;
+        }
+        if line.starts_with("# TYPE ") || line == "# EOF" || line.is_empty() {
+            continue;
+        }
+        let (sample, value) = line.rsplit_once(' ').expect("`sample value`");
+        assert!(value.parse::<f64>().is_ok(), "value of {line}");
+        let name = sample.split('{').next().unwrap();
+        assert!(
+            name.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':'),
+            "name of {line}"
+        );
+        if let Some(labels) = sample.strip_prefix(name) {
+            if !labels.is_empty() {
+                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+            }
+        }
+        let family = name.strip_suffix("_total").unwrap_or(name);
+        assert!(
+            described.contains(family) || described.contains(name),
+            "no # HELP before {line}"
+        );
+    }
+}
