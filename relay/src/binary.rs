@@ -142,7 +142,9 @@ fn route(hub: &Hub, claim: &ServerClaim<Endpoint>, text: Utf8Bytes) {
                 hub.metrics.dropped(DropReason::BacklogFull);
                 tracing::info!(conn = %hub.logs.conn(phone.conn_id()), "phone backlog full");
             }
-            Err(error) => tracing::debug!(conn = %from, %error, "frame for a closing phone dropped"),
+            Err(error) => {
+                tracing::debug!(conn = %from, %error, "frame for a closing phone dropped")
+            }
         }
     }
     if let Some(close) = envelope.close() {

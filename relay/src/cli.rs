@@ -126,7 +126,10 @@ mod tests {
         let config = Args::try_parse_from(["relay"]).unwrap().config();
         let protocol = RelayConfig::default();
         assert_eq!(config.listen, protocol.listen);
-        assert_eq!(config.metrics_listen, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
         assert_eq!(config.grace, protocol.grace);
         assert_eq!(config.max_phones, 16);
         assert_eq!(config.max_connections, 10_000);

@@ -21,9 +21,7 @@ pub fn client_ip(source: ClientIpSource, origin: Origin, headers: &HeaderMap) ->
     match source {
         ClientIpSource::Peer => origin.peer.ip(),
         ClientIpSource::ProxyProtocol => origin.proxied.unwrap_or(origin.peer.ip()),
-        ClientIpSource::XForwardedFor => {
-            forwarded_for(headers).unwrap_or_else(|| origin.peer.ip())
-        }
+        ClientIpSource::XForwardedFor => forwarded_for(headers).unwrap_or_else(|| origin.peer.ip()),
     }
 }
 
@@ -83,7 +81,11 @@ mod tests {
 
     #[test]
     fn proxy_mode_takes_the_proxy_header_source() {
-        let ip = client_ip(ClientIpSource::ProxyProtocol, origin(), &headers(&["6.6.6.6"]));
+        let ip = client_ip(
+            ClientIpSource::ProxyProtocol,
+            origin(),
+            &headers(&["6.6.6.6"]),
+        );
         assert_eq!(ip, "192.0.2.7".parse::<IpAddr>().unwrap());
     }
 }

@@ -161,10 +161,13 @@ pub async fn start(config: RelayConfig) -> io::Result<Relay> {
         Some(listener) => Some(listener.local_addr()?),
         None => None,
     };
-    let registry = Registry::with_config(
-        Config::default().with_max_phones_per_server(config.max_phones),
+    let registry =
+        Registry::with_config(Config::default().with_max_phones_per_server(config.max_phones));
+    let gates = gates::Gates::new(
+        config.rate_burst,
+        config.rate_refill,
+        config.max_connections,
     );
-    let gates = gates::Gates::new(config.rate_burst, config.rate_refill, config.max_connections);
     let hub = Arc::new(Hub {
         registry,
         gates,
@@ -192,8 +195,9 @@ pub async fn start(config: RelayConfig) -> io::Result<Relay> {
 async fn run(listener: TcpListener, metrics_listener: Option<TcpListener>, hub: Arc<Hub>) {
     let _expiry = AbortOnDropHandle::new(tokio::spawn(expiry::run(hub.clone())));
     let _pruning = AbortOnDropHandle::new(tokio::spawn(prune(hub.clone())));
-    let _metrics = metrics_listener
-        .map(|listener| AbortOnDropHandle::new(tokio::spawn(metrics::serve(listener, hub.clone()))));
+    let _metrics = metrics_listener.map(|listener| {
+        AbortOnDropHandle::new(tokio::spawn(metrics::serve(listener, hub.clone())))
+    });
     let accepting = tokio::spawn(listen::serve(listener, hub.clone()));
 
     hub.shutdown.draining.cancelled().await;
@@ -217,8 +221,8 @@ async fn run(listener: TcpListener, metrics_listener: Option<TcpListener>, hub: 
     }
     hub.shutdown.stopped.cancel();
     let slack = std::time::Duration::from_millis(500);
-    let _ = tokio::time::timeout_at(deadline.max(tokio::time::Instant::now()) + slack, accepting)
-        .await;
+    let _ =
+        tokio::time::timeout_at(deadline.max(tokio::time::Instant::now()) + slack, accepting).await;
     let _ = tokio::time::timeout(slack, hub.sessions.wait()).await;
     tracing::info!("stopped");
 }

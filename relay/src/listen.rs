@@ -79,9 +79,8 @@ where
 {
     let stopped = hub.shutdown.stopped.clone();
     let service_hub = hub.clone();
-    let service = hyper::service::service_fn(move |req| {
-        routes::handle(service_hub.clone(), origin, req)
-    });
+    let service =
+        hyper::service::service_fn(move |req| routes::handle(service_hub.clone(), origin, req));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(hub.config.header_timeout)

@@ -8,7 +8,7 @@
 //! drains the outbox; nothing here touches the socket.
 
 use crate::ids::Side;
-use crate::outbox::{Ending, Origin, Outbox, Refused, Work, Wakeups};
+use crate::outbox::{Ending, Origin, Outbox, Refused, Wakeups, Work};
 use parking_lot::Mutex;
 use relay_registry::{CloseReason, SendError};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -38,7 +38,12 @@ pub fn init(format: LogFormat) {
     // The HTTP and WebSocket layers log frames and requests at their debug and trace levels;
     // whatever RUST_LOG says, they never log below info, so no token or frame content can reach
     // the log through them.
-    for quiet in ["hyper=info", "hyper_util=info", "tungstenite=info", "tokio_tungstenite=info"] {
+    for quiet in [
+        "hyper=info",
+        "hyper_util=info",
+        "tungstenite=info",
+        "tokio_tungstenite=info",
+    ] {
         filter = filter.add_directive(quiet.parse().expect("a valid directive"));
     }
     let builder = tracing_subscriber::fmt()

@@ -493,7 +493,10 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>) {
     }
 }
 
-async fn scrape(hub: Arc<Hub>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn scrape(
+    hub: Arc<Hub>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let response = if req.uri().path() == "/metrics" {
         Response::builder()
             .header(

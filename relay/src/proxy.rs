@@ -174,8 +174,12 @@ mod tests {
     #[tokio::test]
     async fn a_v2_header_gives_its_source_and_local_gives_none() {
         let addresses: v2::Addresses = (
-            "[2001:db8::7]:4000".parse::<std::net::SocketAddr>().unwrap(),
-            "[2001:db8::1]:8080".parse::<std::net::SocketAddr>().unwrap(),
+            "[2001:db8::7]:4000"
+                .parse::<std::net::SocketAddr>()
+                .unwrap(),
+            "[2001:db8::1]:8080"
+                .parse::<std::net::SocketAddr>()
+                .unwrap(),
         )
             .into();
         let mut input = v2::Builder::with_addresses(
@@ -203,13 +207,12 @@ mod tests {
     #[tokio::test]
     async fn a_connection_without_a_valid_header_is_refused() {
         assert_eq!(
-            parse(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap_err(),
+            parse(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap_err(),
             ProxyError::Invalid
         );
         assert_eq!(parse(b"PROXY TCP4 1.2").await.unwrap_err(), ProxyError::Io);
-        assert_eq!(
-            parse(&[b'P'; 2000]).await.unwrap_err(),
-            ProxyError::Invalid
-        );
+        assert_eq!(parse(&[b'P'; 2000]).await.unwrap_err(), ProxyError::Invalid);
     }
 }

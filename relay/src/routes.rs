@@ -275,8 +275,9 @@ async fn run_session(
             _ => return,
         };
     let io = Tracked::new(TokioIo::new(upgraded));
-    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config(hub.config.max_frame)))
-        .await;
+    let ws =
+        WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config(hub.config.max_frame)))
+            .await;
     let session = Session::new(hub.clone(), conn, ws);
     match joined {
         Joined::Binary(claim) => binary::run(hub, session, server_id, claim).await,

@@ -61,10 +61,14 @@ async fn a_ping_flood_that_never_reads_its_pongs_is_closed_1008_with_bounded_mem
             "{endpoint}"
         );
         drop(flooder);
-        let series = format!("relay_connections_closed_total{{endpoint=\"{endpoint}\",code=\"1008\"}}");
+        let series =
+            format!("relay_connections_closed_total{{endpoint=\"{endpoint}\",code=\"1008\"}}");
         let deadline = tokio::time::Instant::now() + PATIENCE;
         while metric(&relay, &series).await != 1 {
-            assert!(tokio::time::Instant::now() < deadline, "{series} not counted");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{series} not counted"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -152,7 +156,10 @@ async fn http_1_0_upgrades_are_refused_400() {
     .await;
     let status = answer.lines().next().unwrap_or_default();
     assert!(status.ends_with(" 400 Bad Request"), "{answer}");
-    assert!(answer.ends_with("WebSocket upgrades need HTTP/1.1"), "{answer}");
+    assert!(
+        answer.ends_with("WebSocket upgrades need HTTP/1.1"),
+        "{answer}"
+    );
     await_health(addr, 1, 0).await;
     relay.shutdown().await;
 }

@@ -536,7 +536,11 @@ async fn slow_request_heads_and_slow_messages_are_cut_off() {
     let answer = http(addr, "GET /healthz HTTP/1.1\r\nHost: relay\r\n").await;
     assert_eq!(answer, "", "closed without an answer");
     assert_eq!(
-        metric(&relay, "relay_requests_refused_total{reason=\"header_timeout\"}").await,
+        metric(
+            &relay,
+            "relay_requests_refused_total{reason=\"header_timeout\"}"
+        )
+        .await,
         1
     );
 

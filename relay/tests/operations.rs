@@ -148,10 +148,7 @@ async fn dropped_frames_are_counted_by_reason() {
     )
     .await
     .unwrap();
-    let stuck_id = binary.json().await["conn_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let stuck_id = binary.json().await["conn_id"].as_str().unwrap().to_owned();
 
     binary.send("not an envelope").await;
     await_metric(&relay, &s("bad_envelope"), 1).await;
@@ -307,7 +304,11 @@ async fn one_ip_gets_429_after_its_burst_while_another_ip_still_gets_through() {
     for _ in 0..3 {
         let stream = tcp_from([127, 0, 0, 1], addr).await;
         let ws = connect_on(stream, addr, "/v1/client", &headers).await;
-        assert_eq!(refusal_status(&ws), None, "within the burst: upgraded (then 4404)");
+        assert_eq!(
+            refusal_status(&ws),
+            None,
+            "within the burst: upgraded (then 4404)"
+        );
     }
     let stream = tcp_from([127, 0, 0, 1], addr).await;
     match connect_on(stream, addr, "/v1/client", &headers).await {
@@ -367,8 +368,12 @@ async fn x_forwarded_for_decides_the_ip_only_when_configured() {
     use ClientIpSource::{Peer as PeerIp, XForwardedFor};
     // Configured: the right-most entry is the client; two clients, two buckets.
     assert_eq!(
-        second_status_with_headers(XForwardedFor, "6.6.6.6, 203.0.113.1", "6.6.6.6, 203.0.113.2")
-            .await,
+        second_status_with_headers(
+            XForwardedFor,
+            "6.6.6.6, 203.0.113.1",
+            "6.6.6.6, 203.0.113.2"
+        )
+        .await,
         None
     );
     assert_eq!(
@@ -424,7 +429,11 @@ async fn a_proxy_v2_header_decides_the_ip_when_configured_and_is_required_then()
     .await;
     assert_eq!(answer, "");
     assert_eq!(
-        metric(&relay, "relay_requests_refused_total{reason=\"proxy_header\"}").await,
+        metric(
+            &relay,
+            "relay_requests_refused_total{reason=\"proxy_header\"}"
+        )
+        .await,
         1
     );
     relay.shutdown().await;

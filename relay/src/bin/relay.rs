@@ -11,45 +11,65 @@
 use clap::Parser;
 use relay_server::cli::Args;
 use relay_server::{RelayConfig, logging};
+use std::io::Write;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let args = Args::parse();
     logging::init(args.log_format);
+    // Installed first, so that a signal during start-up drains instead of killing the process.
+    let signal = shutdown_signal()?;
     let relay = relay_server::start(args.config()).await?;
     let addr = relay.local_addr();
-    // The first line is the address (a script or test that started the relay on port 0 reads it).
-    println!("relay listening on ws://{addr} (health: http://{addr}/healthz)");
+    // The first line is the address (a script or test that started the relay on port 0 reads
+    // it). Printing is best-effort: a closed stdout must not stop the relay.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "relay listening on ws://{addr} (health: http://{addr}/healthz)"
+    );
     if let Some(metrics) = relay.metrics_addr() {
-        println!("metrics on http://{metrics}/metrics");
+        let _ = writeln!(out, "metrics on http://{metrics}/metrics");
     }
     let url = if addr == RelayConfig::default().listen {
         String::new()
     } else {
         format!("--url ws://{addr} ")
     };
-    println!("try it, in two more terminals:");
-    println!("  cargo run -p relay-server --bin relay-client -- {url}--as binary --server demo");
-    println!("  cargo run -p relay-server --bin relay-client -- {url}--as phone --server demo");
-    shutdown_signal().await?;
+    let _ = writeln!(out, "try it, in two more terminals:");
+    let _ = writeln!(
+        out,
+        "  cargo run -p relay-server --bin relay-client -- {url}--as binary --server demo"
+    );
+    let _ = writeln!(
+        out,
+        "  cargo run -p relay-server --bin relay-client -- {url}--as phone --server demo"
+    );
+    let _ = out.flush();
+    drop(out);
+    signal.await?;
     tracing::info!("signal received: draining");
     relay.shutdown().await;
     Ok(())
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() -> std::io::Result<()> {
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM; the handlers are installed when this is called.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = std::io::Result<()>>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result,
-            _ = term.recv() => Ok(()),
-        }
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            Ok(())
+        })
     }
     #[cfg(not(unix))]
     {
-        tokio::signal::ctrl_c().await
+        Ok(tokio::signal::ctrl_c())
     }
 }

@@ -177,6 +177,11 @@ impl Peer {
             .expect("the connection ended without a close frame")
     }
 
+    /// The next message, or `None` once the connection ended (waits without a bound).
+    pub async fn rx_recv(&mut self) -> Option<Message> {
+        self.rx.recv().await
+    }
+
     /// A message already received, if any (does not wait).
     pub fn try_next(&mut self) -> Option<Message> {
         self.rx.try_recv().ok()
