@@ -216,10 +216,8 @@ impl Session {
                 }
             }
         }
-        if self.unflushed {
-            if let Poll::Ready(_) = Pin::new(&mut self.ws).poll_flush(cx) {
-                self.unflushed = false;
-            }
+        if self.unflushed && Pin::new(&mut self.ws).poll_flush(cx).is_ready() {
+            self.unflushed = false;
         }
     }
 

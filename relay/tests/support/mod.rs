@@ -2,6 +2,9 @@
 //!
 //! Every wait here is bounded by [`PATIENCE`] so a broken relay fails a test instead of hanging
 //! it; no wait is an assertion about timing.
+//!
+//! Each test crate (`e2e`, `adversarial`, `operations`, `process`) uses part of it.
+#![allow(dead_code)]
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
