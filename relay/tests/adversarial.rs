@@ -231,3 +231,25 @@ async fn json_nested_deeper_than_128_closes_the_phone_1007_and_128_levels_pass()
     );
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_heads_over_16_kib_get_431_and_are_counted() {
+    let relay = relay(config()).await;
+    let addr = relay.local_addr();
+    let filler = "a".repeat(17 * 1024);
+    let answer = http(
+        addr,
+        &format!("GET /healthz HTTP/1.1\r\nHost: relay\r\nX-Filler: {filler}\r\n\r\n"),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    assert_eq!(
+        metric(
+            &relay,
+            "relay_requests_refused_total{reason=\"head_too_large\"}"
+        )
+        .await,
+        1
+    );
+    relay.shutdown().await;
+}
