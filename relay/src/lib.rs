@@ -198,7 +198,7 @@ async fn run(listener: TcpListener, metrics_listener: Option<TcpListener>, hub: 
     let _metrics = metrics_listener.map(|listener| {
         AbortOnDropHandle::new(tokio::spawn(metrics::serve(listener, hub.clone())))
     });
-    let accepting = tokio::spawn(listen::serve(listener, hub.clone()));
+    let accepting = AbortOnDropHandle::new(tokio::spawn(listen::serve(listener, hub.clone())));
 
     hub.shutdown.draining.cancelled().await;
     let deadline = tokio::time::Instant::now() + hub.config.drain;
