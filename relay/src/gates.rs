@@ -5,9 +5,10 @@
 //!
 //! The rate limit is governor's keyed token bucket (GCRA). Its keyed memory is bounded: IPv6
 //! clients are keyed by their /64 (one subscriber's whole prefix is one client), the keys whose
-//! buckets are full again are pruned every refill period, and once [`MAX_KEYS`] clients are
-//! tracked, new ones share one overflow bucket until pruning makes room — an attacker rotating
-//! source addresses can neither grow the table without limit nor escape the limit.
+//! buckets are full again are pruned every refill period, and while [`MAX_KEYS`] clients are
+//! tracked, every request is counted against one shared overflow bucket until pruning makes room
+//! — an attacker rotating source addresses can neither grow the table without limit nor escape
+//! the limit (during such an attack, other clients are limited together with it).
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -69,6 +70,7 @@ impl Drop for Permit {
 pub struct Gates {
     limiter: Option<DefaultKeyedRateLimiter<ClientKey>>,
     refill: Duration,
+    max_keys: usize,
     max_connections: usize,
     live: Arc<AtomicUsize>,
 }
@@ -87,6 +89,7 @@ impl Gates {
         Gates {
             limiter,
             refill,
+            max_keys: MAX_KEYS,
             max_connections,
             live: Arc::new(AtomicUsize::new(0)),
         }
@@ -100,7 +103,7 @@ impl Gates {
     pub fn admit(&self, ip: IpAddr) -> Result<Permit, Refusal> {
         if let Some(limiter) = &self.limiter {
             let mut key = ClientKey::of(ip);
-            if limiter.len() >= MAX_KEYS {
+            if limiter.len() >= self.max_keys {
                 key = ClientKey::Overflow;
             }
             if let Err(not_until) = limiter.check_key(&key) {
@@ -179,6 +182,23 @@ mod tests {
             Err(Refusal::RateLimited(_))
         ));
         assert!(gates.admit(ip("2001:db8:1:3::1")).is_ok());
+    }
+
+    #[test]
+    fn past_the_key_bound_new_clients_share_one_bucket_and_the_table_stops_growing() {
+        let mut gates = Gates::new(2, Duration::from_secs(3600), 0);
+        gates.max_keys = 10;
+        for n in 0..10u8 {
+            drop(gates.admit(IpAddr::from([10, 0, 0, n])).unwrap());
+        }
+        // Addresses 10 and up all land in the overflow bucket: two pass, then 429, and the
+        // table holds the 10 clients plus that one bucket however many addresses come.
+        let mut passed = 0;
+        for n in 10..=255u8 {
+            passed += usize::from(gates.admit(IpAddr::from([10, 0, 0, n])).is_ok());
+        }
+        assert_eq!(passed, 2);
+        assert_eq!(gates.limiter.as_ref().unwrap().len(), 11);
     }
 
     #[test]

@@ -39,6 +39,14 @@ impl FrameScanner {
         self.started
     }
 
+    /// Restarts the clock of the message in progress, if any, at `now`: the time the relay itself
+    /// spent not reading (backpressure) is not the peer's.
+    pub fn restart(&mut self, now: Instant) {
+        if self.started.is_some() {
+            self.started = Some(now);
+        }
+    }
+
     /// Follows `bytes`, which arrived at `now`.
     pub fn scan(&mut self, mut bytes: &[u8], now: Instant) {
         while !bytes.is_empty() {
@@ -124,6 +132,11 @@ impl<S> Tracked<S> {
     /// When the message being received began, if one is in progress.
     pub fn message_started(&self) -> Option<Instant> {
         self.scanner.message_started()
+    }
+
+    /// See [`FrameScanner::restart`].
+    pub fn restart_clock(&mut self, now: Instant) {
+        self.scanner.restart(now);
     }
 }
 
@@ -228,6 +241,18 @@ mod tests {
         assert_eq!(scanner.message_started(), Some(later(1)), "not restarted");
         scanner.scan(&frame(FIN | CONT, b"c"), later(5));
         assert_eq!(scanner.message_started(), None);
+    }
+
+    #[test]
+    fn a_restart_moves_only_a_running_clock() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(40);
+        let mut scanner = FrameScanner::default();
+        scanner.restart(t1);
+        assert_eq!(scanner.message_started(), None);
+        scanner.scan(&frame(TEXT, b"a"), t0);
+        scanner.restart(t1);
+        assert_eq!(scanner.message_started(), Some(t1));
     }
 
     #[test]

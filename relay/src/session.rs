@@ -156,6 +156,9 @@ impl Session {
                 Want::Frame => {}
                 Want::Space(binary, len) => {
                     if binary.poll_space(len, cx).is_ready() {
+                        // The wait was the relay's, not the peer's: it does not count towards the
+                        // slow-loris deadline of a message that was arriving.
+                        self.ws.get_mut().restart_clock(Instant::now());
                         return Poll::Ready(Event::Space);
                     }
                 }
@@ -314,9 +317,11 @@ impl Session {
             .get_ref()
             .message_started()
             .map(|started| started + self.hub.config.slow_message);
+        // While paused, nothing is read: a message cannot progress, so its clock does not run.
+        let loris = loris.filter(|_| !closing && !paused);
         let deadline = match loris {
-            Some(loris) if !closing => loris.min(self.next_heartbeat),
-            _ => self.next_heartbeat,
+            Some(loris) => loris.min(self.next_heartbeat),
+            None => self.next_heartbeat,
         };
         if self.timer.deadline() != deadline {
             self.timer.as_mut().reset(deadline);
@@ -325,7 +330,7 @@ impl Session {
             return false;
         }
         let now = Instant::now();
-        if !closing && loris.is_some_and(|at| at <= now) {
+        if loris.is_some_and(|at| at <= now) {
             tracing::debug!(conn = %self.hub.logs.conn(self.local().id()), "message too slow");
             self.local()
                 .close_as(CloseReason::MessageTooSlow, Origin::Relay);
