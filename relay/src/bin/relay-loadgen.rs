@@ -205,7 +205,10 @@ async fn main() {
     let _ = phase_tx.send(Phase::Drain);
     bar.finish_with_message("sending done; waiting for frames in flight");
 
-    // Drain: wait for everything sent to arrive (or 5 s).
+    // Drain: wait for everything sent to arrive (or 5 s). A sender whose tick fired as the phase
+    // changed may still send one frame: give every sender a few periods to see the change first,
+    // or the check below can pass before that frame is counted, and the quit then loses it.
+    tokio::time::sleep((period * 3).max(Duration::from_millis(50))).await;
     let drain_until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < drain_until && !drained(&stats) {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -308,10 +311,12 @@ async fn run_phone(
                 Some(Ok(_)) => {}
             },
             _ = ticker.tick(), if current == Phase::Send => {
+                // Counted before it is written, so that the drain waits for a frame already on
+                // its way (counting after the write let the drain end with it in flight).
+                stats.up.sent.fetch_add(1, Ordering::Relaxed);
                 if tx.send(Message::text(probe(&stats, &pad))).await.is_err() {
                     return;
                 }
-                stats.up.sent.fetch_add(1, Ordering::Relaxed);
             }
             next = next_phase(&mut phase), if current != Phase::Quit => {
                 current = next;
@@ -366,10 +371,10 @@ async fn run_binary(
             _ = ticker.tick(), if current == Phase::Send => {
                 for prefix in known.values() {
                     let frame = format!("{prefix}{}}}", probe(&stats, &pad));
+                    stats.down.sent.fetch_add(1, Ordering::Relaxed);
                     if tx.feed(Message::text(frame)).await.is_err() {
                         return;
                     }
-                    stats.down.sent.fetch_add(1, Ordering::Relaxed);
                 }
                 if tx.flush().await.is_err() {
                     return;
