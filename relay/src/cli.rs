@@ -56,6 +56,17 @@ pub struct Args {
 }
 
 /// `--metrics-listen`: an address, or `off`.
+///
+/// # Examples
+///
+/// ```
+/// use clap::Parser;
+/// use relay_server::cli::{Args, MetricsListen};
+///
+/// let off = Args::try_parse_from(["relay", "--metrics-listen", "off"])?;
+/// assert_eq!(off.metrics_listen, MetricsListen(None));
+/// # Ok::<(), clap::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MetricsListen(pub Option<SocketAddr>);
 

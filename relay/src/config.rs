@@ -12,6 +12,17 @@ use std::time::Duration;
 pub const FRAME_OVERHEAD: usize = 64;
 
 /// Where the client IP used for rate limiting and logs comes from.
+///
+/// # Examples
+///
+/// ```
+/// use clap::ValueEnum;
+/// use relay_server::ClientIpSource;
+///
+/// let source = ClientIpSource::from_str("x-forwarded-for", false);
+/// assert_eq!(source, Ok(ClientIpSource::XForwardedFor));
+/// assert_eq!(ClientIpSource::default(), ClientIpSource::Peer);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum ClientIpSource {
     /// The TCP peer address.

@@ -23,7 +23,8 @@
 //!
 //! Around them: `expiry` (grace windows expire in a task of the runtime), `metrics` (every
 //! family in one place, served on its own listener), `logging` (text or JSON; ids only as short
-//! hashes at info), `config` and [`cli`] (one clap struct, `env` on every flag).
+//! hashes at info; see [`init_logging`]), `config` and [`cli`] (one clap struct, `env` on every
+//! flag).
 //!
 //! # Shutdown
 //!
@@ -34,6 +35,7 @@
 //! connections.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 mod binary;
 pub mod cli;
@@ -48,7 +50,7 @@ mod ids;
 mod join;
 mod listen;
 mod local;
-pub mod logging;
+mod logging;
 mod loris;
 mod metrics;
 mod outbox;
@@ -58,6 +60,7 @@ mod routes;
 mod session;
 
 pub use config::{ClientIpSource, FRAME_OVERHEAD, RelayConfig};
+pub use logging::{LogFormat, init as init_logging};
 
 use endpoint::Endpoint;
 use relay_registry::{CloseReason, Config, Conn, Registry};
@@ -102,6 +105,26 @@ impl Shutdown {
 ///
 /// Dropping it without [`shutdown`](Relay::shutdown) aborts the relay's main task (its
 /// connections' tasks end when their sockets do).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// use relay_server::RelayConfig;
+///
+/// let relay = relay_server::start(RelayConfig {
+///     listen: ([127, 0, 0, 1], 0).into(),
+///     metrics_listen: Some(([127, 0, 0, 1], 0).into()),
+///     ..RelayConfig::default()
+/// })
+/// .await?;
+/// assert_ne!(relay.local_addr().port(), 0);
+/// assert!(relay.metrics_addr().is_some());
+/// relay.shutdown().await; // nobody connected: returns at once
+/// # Ok(())
+/// # }
+/// ```
 pub struct Relay {
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,

@@ -17,6 +17,16 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// `--log-format`: how log lines are written to stderr.
+///
+/// # Examples
+///
+/// ```
+/// use clap::ValueEnum;
+/// use relay_server::LogFormat;
+///
+/// assert_eq!(LogFormat::from_str("json", false), Ok(LogFormat::Json));
+/// assert_eq!(LogFormat::default(), LogFormat::Text);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines (`key=value` fields; string values quoted and escaped).
@@ -32,6 +42,13 @@ pub enum LogFormat {
 /// # Panics
 ///
 /// If a global subscriber was already installed.
+///
+/// # Examples
+///
+/// ```no_run
+/// relay_server::init_logging(relay_server::LogFormat::Json);
+/// tracing::info!("one JSON object per line on stderr");
+/// ```
 pub fn init(format: LogFormat) {
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

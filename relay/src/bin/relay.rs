@@ -10,13 +10,13 @@
 
 use clap::Parser;
 use relay_server::cli::Args;
-use relay_server::{RelayConfig, logging};
+use relay_server::{RelayConfig, init_logging};
 use std::io::Write;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let args = Args::parse();
-    logging::init(args.log_format);
+    init_logging(args.log_format);
     // Installed first, so that a signal during start-up drains instead of killing the process.
     let signal = shutdown_signal()?;
     let relay = relay_server::start(args.config()).await?;
