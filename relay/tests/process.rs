@@ -58,10 +58,11 @@ impl RelayProcess {
 
     /// Sends SIGTERM.
     fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+        // The shell's own `kill`, so that no procps binary is needed.
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {}", self.child.id())])
             .status()
-            .expect("kill -TERM");
+            .expect("sh -c 'kill -TERM'");
         assert!(status.success());
     }
 
