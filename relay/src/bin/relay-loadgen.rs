@@ -136,6 +136,9 @@ async fn main() {
         let config = server::RelayConfig {
             listen: ([127, 0, 0, 1], 0).into(),
             max_phones: args.phones.max(16),
+            // Every load connection comes from 127.0.0.1: no per-IP limit, no connection cap.
+            rate_burst: 0,
+            max_connections: 0,
             ..server::RelayConfig::default()
         };
         let started = server::start(config)
