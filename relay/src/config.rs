@@ -1,4 +1,9 @@
 //! The relay's settings: every number of the protocol, with its default.
+//!
+//! [`RelayConfig`] is what [`start`](crate::start) takes; the command line
+//! ([`Args`](crate::cli::Args)) builds one. `RelayConfig::default()` is the protocol's defaults on
+//! `127.0.0.1:8080`, with metrics off (the command line's default turns them on at
+//! `127.0.0.1:9090`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -6,15 +11,67 @@ use std::time::Duration;
 /// What a queued frame costs in an outbox beyond its bytes (protocol: "length + 64").
 pub const FRAME_OVERHEAD: usize = 64;
 
+/// Where the client IP used for rate limiting and logs comes from.
+///
+/// # Examples
+///
+/// ```
+/// use clap::ValueEnum;
+/// use relay_server::ClientIpSource;
+///
+/// let source = ClientIpSource::from_str("x-forwarded-for", false);
+/// assert_eq!(source, Ok(ClientIpSource::XForwardedFor));
+/// assert_eq!(ClientIpSource::default(), ClientIpSource::Peer);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ClientIpSource {
+    /// The TCP peer address.
+    #[default]
+    Peer,
+    /// The right-most `X-Forwarded-For` entry (set by our own load balancer); the TCP peer when
+    /// the header is absent or unparsable.
+    #[value(name = "x-forwarded-for")]
+    XForwardedFor,
+    /// A PROXY protocol v1 or v2 header that the load balancer sends first on every connection;
+    /// a connection without a valid one is dropped.
+    ProxyProtocol,
+}
+
 /// Every tunable of the relay. `RelayConfig::default()` is the protocol's defaults.
+///
+/// # Examples
+///
+/// ```
+/// use relay_server::RelayConfig;
+/// use std::time::Duration;
+///
+/// let config = RelayConfig {
+///     listen: ([127, 0, 0, 1], 0).into(), // any free port
+///     grace: Duration::from_secs(5),
+///     ..RelayConfig::default()
+/// };
+/// assert_eq!(config.max_phones, 16);
+/// assert_eq!(config.rate_burst, 20);
+/// ```
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
     /// Where to listen; port 0 picks a free port.
     pub listen: SocketAddr,
+    /// Where `/metrics` is served (its own listener, never the public one); `None` disables it.
+    pub metrics_listen: Option<SocketAddr>,
     /// How long a disconnected binary's id and phones are kept for it to come back.
     pub grace: Duration,
     /// Phones per server-id (0 = unlimited).
     pub max_phones: usize,
+    /// Live WebSocket connections, binaries and phones together, over which upgrades are refused
+    /// with HTTP 503 (0 = unlimited).
+    pub max_connections: usize,
+    /// Upgrade requests one client IP may make in a burst (0 disables the rate limit).
+    pub rate_burst: u32,
+    /// How long the rate limit takes to give one token back.
+    pub rate_refill: Duration,
+    /// Where the client IP comes from.
+    pub client_ip: ClientIpSource,
     /// Ping interval; a peer that has not answered a ping by the time the next is due is closed
     /// `1011 heartbeat timeout`.
     pub heartbeat: Duration,
@@ -22,10 +79,17 @@ pub struct RelayConfig {
     pub probe_timeout: Duration,
     /// Largest incoming frame (and message), in bytes; larger closes with 1009.
     pub max_frame: usize,
-    /// How long a client may take to send its request head.
+    /// How long a client may take to send its request head (and, with `proxy-protocol`, its
+    /// PROXY header).
     pub header_timeout: Duration,
-    /// How long one incoming message may take once its first byte arrived (slow-loris).
+    /// How long one incoming message may take once its first data frame began (slow-loris).
     pub slow_message: Duration,
+    /// Deepest nesting of arrays and objects a phone's JSON frame may have; deeper closes it
+    /// `1007 JSON nested too deep`.
+    pub max_json_depth: usize,
+    /// Control frames (pings and pongs) a peer may send per heartbeat interval; one more closes
+    /// it `1008 policy violation`.
+    pub max_control_frames: u32,
     /// Byte bound of each phone's outbox (each frame costs its length + [`FRAME_OVERHEAD`]).
     pub phone_outbox: usize,
     /// Byte bound of each binary's outbox; a full one pauses the phones sending to it.
@@ -35,7 +99,9 @@ pub struct RelayConfig {
     /// How long a closing connection waits for the peer's close frame.
     pub close_timeout: Duration,
     /// Fault injection for tests: a frame whose text is exactly this makes its connection task
-    /// panic. Never set by the command line.
+    /// panic. It is consulted only on the paths that refuse a frame (a phone frame that is not
+    /// JSON, a binary frame that is not an envelope), never for a frame that is forwarded. Never
+    /// set by the command line.
     pub panic_on_frame: Option<String>,
 }
 
@@ -43,13 +109,20 @@ impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_listen: None,
             grace: Duration::from_secs(30),
             max_phones: 16,
+            max_connections: 10_000,
+            rate_burst: 20,
+            rate_refill: Duration::from_secs(6),
+            client_ip: ClientIpSource::Peer,
             heartbeat: Duration::from_secs(30),
             probe_timeout: Duration::from_secs(10),
             max_frame: 256 * 1024,
             header_timeout: Duration::from_secs(5),
             slow_message: Duration::from_secs(30),
+            max_json_depth: 128,
+            max_control_frames: 128,
             phone_outbox: 4 * 1024 * 1024,
             binary_outbox: 16 * 1024 * 1024,
             drain: Duration::from_secs(10),

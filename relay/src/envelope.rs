@@ -38,11 +38,6 @@ impl Wrapper {
     }
 }
 
-/// Whether `text` is exactly one valid JSON value.
-pub fn is_json(text: &str) -> bool {
-    serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
-}
-
 /// What a binary sends: a frame for one of its phones, and/or a close directive for it.
 #[derive(Debug, Deserialize)]
 pub struct Envelope<'a> {

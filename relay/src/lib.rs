@@ -1,53 +1,135 @@
-//! The relay: WebSocket endpoints for binaries (`/v1/server`) and phones (`/v1/client`)
-//! and `/healthz`, routing through a [`relay_registry::Registry`]. See `relay/PROTOCOL.md`.
+//! The relay: WebSocket endpoints for binaries (`/v1/server`) and phones (`/v1/client`), plus
+//! `/healthz` and `/readyz`, routing through a [`relay_registry::Registry`]; Prometheus metrics
+//! on a listener of their own. It speaks `relay/PROTOCOL.md` in full.
 //!
-//! Built on tokio + tokio-tungstenite rather than axum: the protocol needs the pre-upgrade phase
-//! in hand (a 5 s deadline for the request head, HTTP 400 before any upgrade, `/healthz` on the
-//! same port) and the raw byte stream under the WebSocket (to time a slow-loris message from its
-//! first byte). With tokio-tungstenite the relay reads the head itself and hands the socket to
-//! `WebSocketStream`; axum hides both behind hyper.
+//! [`start`] runs it in-process (the `relay` binary, the load generator and the end-to-end tests
+//! all call it) and returns a [`Relay`] handle with the bound addresses and a graceful shutdown.
 //!
-//! [`start`] runs it in-process (the example's `main`, the load generator and the end-to-end tests
-//! all call it) and returns a [`Relay`] handle with the bound address and a shutdown.
+//! # How a connection flows (one module per stage, in this order)
+//!
+//! 1. `listen` — the accept loop; the PROXY header first if `--client-ip proxy-protocol`; hyper
+//!    serves HTTP/1.1 with its own head deadline and size limit.
+//! 2. `routes` — `/healthz`, `/readyz`, 404; for an upgrade: readiness, then `gates` (per-IP
+//!    rate limit → 429, connection cap → 503), then the header checks (→ 400).
+//! 3. `join` — the pre-upgrade decision: the binary's claim or the phone's registration, made
+//!    before the `101` (cluster mode replaces this step).
+//! 4. `session` — after `hyper::upgrade::on`, the upgraded stream (wrapped by `loris` to time
+//!    slow messages) is handed to tokio-tungstenite, and one task drives the WebSocket: reads,
+//!    the outbox's writes, heartbeat, slow-loris, bounds, the close handshake. `binary` and
+//!    `phone` hold the role logic (probe and takeover, envelopes, wrapping, notices).
+//! 5. `outbox` / `local` — what a connection still has to write, bounded in bytes, filled by other
+//!    connections through [`relay_registry::Conn::send`] on the registry's connection type
+//!    `endpoint::Endpoint` (an enum: local WebSockets today, other kinds later).
+//!
+//! Around them: `expiry` (grace windows expire in a task of the runtime), `metrics` (every
+//! family in one place, served on its own listener), `logging` (text or JSON; ids only as short
+//! hashes at info; see [`init_logging`]), `config` and [`cli`] (one clap struct, `env` on every
+//! flag).
+//!
+//! # Shutdown
+//!
+//! [`Relay::shutdown`] (the binary calls it on SIGINT/SIGTERM): `/readyz` turns 503 and new
+//! upgrades get 503; every connection is closed `1001 shutting down` (everyone in the registry
+//! first, before any binary's release could close its phones with another code); the relay waits
+//! for the sessions, at most the drain time; then it stops listening and ends the remaining HTTP
+//! connections.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 mod binary;
+pub mod cli;
+mod client_ip;
 mod config;
-mod conn;
 mod endpoint;
 mod envelope;
-mod http;
+mod expiry;
+mod frame_check;
+mod gates;
 mod ids;
+mod join;
+mod listen;
+mod local;
+mod logging;
+mod loris;
+mod metrics;
+mod outbox;
 mod phone;
+mod proxy;
+mod routes;
 mod session;
-mod stream;
 
-pub use config::{FRAME_OVERHEAD, RelayConfig};
+pub use config::{ClientIpSource, FRAME_OVERHEAD, RelayConfig};
+pub use logging::{LogFormat, init as init_logging};
 
-use conn::WsConn;
-use relay_registry::{Config, Counts, Reaper, Registry};
+use endpoint::Endpoint;
+use relay_registry::{CloseReason, Config, Conn, Registry};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::{JoinError, JoinHandle, JoinSet};
-use tracing::{error, info, warn};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 /// What every connection task shares.
-pub struct Hub {
-    registry: Registry<WsConn>,
+struct Hub {
+    registry: Registry<Endpoint>,
     config: RelayConfig,
     started: Instant,
-    /// Becomes true when the relay starts shutting down.
-    shutdown: watch::Receiver<bool>,
+    metrics: metrics::Metrics,
+    gates: gates::Gates,
+    logs: logging::LogIds,
+    refusals: logging::RefusalLog,
+    shutdown: Shutdown,
+    /// Every WebSocket session's task (the drain waits for them).
+    sessions: TaskTracker,
 }
 
-/// A running relay: its address, and the way to stop it.
+/// The two stages of shutdown, as cancellation tokens cloned into the tasks that watch them.
+struct Shutdown {
+    /// Shutdown began: `/readyz` 503, upgrades 503, everyone closed 1001.
+    draining: CancellationToken,
+    /// The drain is over: stop listening, end the HTTP connections and background tasks, cut
+    /// close handshakes short.
+    stopped: CancellationToken,
+}
+
+impl Shutdown {
+    fn is_draining(&self) -> bool {
+        self.draining.is_cancelled()
+    }
+}
+
+/// A running relay: its addresses, and the way to stop it.
+///
+/// Dropping it without [`shutdown`](Relay::shutdown) aborts the relay's main task (its
+/// connections' tasks end when their sockets do).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// use relay_server::RelayConfig;
+///
+/// let relay = relay_server::start(RelayConfig {
+///     listen: ([127, 0, 0, 1], 0).into(),
+///     metrics_listen: Some(([127, 0, 0, 1], 0).into()),
+///     ..RelayConfig::default()
+/// })
+/// .await?;
+/// assert_ne!(relay.local_addr().port(), 0);
+/// assert!(relay.metrics_addr().is_some());
+/// relay.shutdown().await; // nobody connected: returns at once
+/// # Ok(())
+/// # }
+/// ```
 pub struct Relay {
     addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    metrics_addr: Option<SocketAddr>,
+    hub: Arc<Hub>,
+    task: AbortOnDropHandle<()>,
 }
 
 impl Relay {
@@ -56,109 +138,124 @@ impl Relay {
         self.addr
     }
 
-    /// Shuts down: stops accepting, closes every connection `1001 shutting down`, and returns once
-    /// all are closed or the drain time has passed (the rest are then dropped).
+    /// The address `/metrics` is served on, if metrics are on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Shuts down (see the crate docs) and returns once every connection is closed, or once the
+    /// drain time has passed (the rest are then cut off).
     pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
+        self.hub.shutdown.draining.cancel();
         let _ = self.task.await;
     }
 }
 
-/// Binds `config.listen` and starts serving in the background.
+/// Binds `config.listen` (and `config.metrics_listen`) and starts serving in the background.
 ///
 /// # Errors
 ///
-/// If the address cannot be bound.
+/// If an address cannot be bound.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> std::io::Result<()> {
+/// use relay_server::RelayConfig;
+///
+/// let relay = relay_server::start(RelayConfig {
+///     listen: ([127, 0, 0, 1], 0).into(),
+///     ..RelayConfig::default()
+/// })
+/// .await?;
+/// println!("listening on ws://{}", relay.local_addr());
+/// relay.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
 pub async fn start(config: RelayConfig) -> io::Result<Relay> {
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match config.metrics_listen {
+        Some(at) => Some(TcpListener::bind(at).await?),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(listener) => Some(listener.local_addr()?),
+        None => None,
+    };
     let registry =
         Registry::with_config(Config::default().with_max_phones_per_server(config.max_phones));
-    let (shutdown, shutdown_rx) = watch::channel(false);
+    let gates = gates::Gates::new(
+        config.rate_burst,
+        config.rate_refill,
+        config.max_connections,
+    );
     let hub = Arc::new(Hub {
         registry,
+        gates,
         config,
         started: Instant::now(),
-        shutdown: shutdown_rx,
+        metrics: metrics::Metrics::new(),
+        logs: logging::LogIds::new(),
+        refusals: logging::RefusalLog::new(),
+        shutdown: Shutdown {
+            draining: CancellationToken::new(),
+            stopped: CancellationToken::new(),
+        },
+        sessions: TaskTracker::new(),
     });
-    let task = tokio::spawn(serve(listener, hub));
+    let task = AbortOnDropHandle::new(tokio::spawn(run(listener, metrics_listener, hub.clone())));
     Ok(Relay {
         addr,
-        shutdown,
+        metrics_addr,
+        hub,
         task,
     })
 }
 
-/// Accepts connections until shutdown, then drains them.
-async fn serve(listener: TcpListener, hub: Arc<Hub>) {
-    // Grace expiries run on the reaper's thread, at each deadline, without polling.
-    let reaper = Reaper::spawn(&hub.registry);
-    let mut tasks = JoinSet::new();
-    let mut shutdown = hub.shutdown.clone();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    tasks.spawn(endpoint::connection(hub.clone(), stream, peer));
-                }
-                Err(error) => {
-                    // E.g. out of file descriptors: back off instead of spinning.
-                    warn!(%error, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            },
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => report(joined),
-            _ = stopping(&mut shutdown) => break,
-        }
-    }
-    drop(listener);
-    info!(connections = tasks.len(), "shutting down");
-    // Everyone the registry knows gets 1001 first, before any binary's claim ends and would
-    // close its phones with another code; connections outside it see the shutdown signal.
+/// Serves until shutdown begins, then drains and stops.
+async fn run(listener: TcpListener, metrics_listener: Option<TcpListener>, hub: Arc<Hub>) {
+    let _expiry = AbortOnDropHandle::new(tokio::spawn(expiry::run(hub.clone())));
+    let _pruning = AbortOnDropHandle::new(tokio::spawn(prune(hub.clone())));
+    let _metrics = metrics_listener.map(|listener| {
+        AbortOnDropHandle::new(tokio::spawn(metrics::serve(listener, hub.clone())))
+    });
+    let accepting = AbortOnDropHandle::new(tokio::spawn(listen::serve(listener, hub.clone())));
+
+    hub.shutdown.draining.cancelled().await;
+    let deadline = tokio::time::Instant::now() + hub.config.drain;
+    let sessions = hub.gates.live();
+    tracing::info!(sessions, "shutting down");
+    // Everyone the registry holds gets 1001 first; connections outside it (a binary still probing
+    // a holder) see the draining token.
     for conn in hub.registry.snapshot() {
-        conn.close_as(
-            relay_registry::CloseReason::ShuttingDown,
-            conn::Origin::Shutdown,
+        conn.close(CloseReason::ShuttingDown);
+    }
+    hub.sessions.close();
+    if tokio::time::timeout_at(deadline, hub.sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = hub.sessions.len(),
+            "drain time over: cutting off the remaining connections"
         );
     }
-    let drain = async {
-        while let Some(joined) = tasks.join_next().await {
-            report(joined);
-        }
-    };
-    if tokio::time::timeout(hub.config.drain, drain).await.is_err() {
-        warn!(
-            left = tasks.len(),
-            "drain time over: dropping the remaining connections"
-        );
-        tasks.abort_all();
-        while tasks.join_next().await.is_some() {}
+    hub.shutdown.stopped.cancel();
+    let slack = std::time::Duration::from_millis(500);
+    let _ =
+        tokio::time::timeout_at(deadline.max(tokio::time::Instant::now()) + slack, accepting).await;
+    let _ = tokio::time::timeout(slack, hub.sessions.wait()).await;
+    tracing::info!("stopped");
+}
+
+/// Prunes the rate limiter's client table once per refill period.
+async fn prune(hub: Arc<Hub>) {
+    let mut every = tokio::time::interval(hub.gates.prune_every());
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        hub.gates.prune();
     }
-    // Dropping the reaper joins its thread; do it off the async workers.
-    let _ = tokio::task::spawn_blocking(move || drop(reaper)).await;
-    info!("stopped");
-}
-
-fn report(joined: Result<(), JoinError>) {
-    if let Err(error) = joined {
-        if error.is_panic() {
-            error!("a connection task panicked; its guards were dropped with it");
-        }
-    }
-}
-
-/// Resolves once the relay is shutting down (the value is dropped at once: it is a lock guard).
-async fn stopping(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|down| *down).await;
-}
-
-/// The `/healthz` body: gracing binaries are not connected; no per-id detail.
-fn health(counts: Counts, started: Instant) -> String {
-    format!(
-        "{{\"status\":\"ok\",\"version\":\"{}\",\"connected_binaries\":{},\"connected_phones\":{},\"uptime_seconds\":{}}}",
-        env!("CARGO_PKG_VERSION"),
-        counts.binaries,
-        counts.phones,
-        started.elapsed().as_secs()
-    )
 }

@@ -1,56 +1,71 @@
-//! A phone's connection task: join the server-id, forward its frames wrapped to the binary it
-//! joined, and tell that binary when the phone leaves on its own.
+//! A phone's connection task: forward its frames, checked and wrapped, to the binary it joined,
+//! and tell that binary when the phone leaves on its own.
 //!
 //! The task holds its `PhoneTicket` for as long as it runs: dropping it (even in a panic unwind)
 //! unregisters the phone, so there is no cleanup path to forget.
 
-use super::Hub;
-use super::conn::{Ending, Origin, WsConn};
-use super::envelope::{Wrapper, is_json};
-use super::session::{Event, Session, Ws};
-use super::stream::Arrivals;
+use crate::Hub;
+use crate::endpoint::Endpoint;
+use crate::envelope::Wrapper;
+use crate::frame_check::{self, FrameError};
+use crate::metrics::{Direction, DropReason, EndpointLabel, Outcome};
+use crate::outbox::{Ending, Origin};
+use crate::session::{Event, Session, local};
 use relay_registry::{CloseReason, Conn, PhoneTicket, RegistryError, SendError};
 use std::sync::Arc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
-use tracing::info;
 
-/// Runs a phone's connection until it ends; `registration` is the result of registering it
-/// (done before the upgrade is answered).
+/// Runs a phone's connection until it ends; `registration` is the result of its pre-upgrade
+/// registration.
 pub async fn run(
     hub: Arc<Hub>,
-    ws: Ws,
-    arrivals: Arrivals,
-    conn: Arc<WsConn>,
-    registration: Result<PhoneTicket<WsConn>, RegistryError>,
+    mut session: Session,
+    registration: Result<PhoneTicket<Endpoint>, RegistryError>,
 ) {
-    let mut session = Session::start(ws, arrivals, conn.clone(), &hub);
-    let conn_id = conn.conn_id();
+    let conn = session.conn().clone();
+    let tag = hub.logs.conn(conn.conn_id());
     let ticket = match registration {
-        Ok(ticket) => ticket,
+        Ok(ticket) => {
+            hub.metrics.upgrade(EndpointLabel::Client, Outcome::Ok);
+            ticket
+        }
         Err(error) => {
-            info!(%conn_id, code = error.code(), "phone refused");
-            conn.close_as(CloseReason::from(error), Origin::Relay);
+            let outcome = match error {
+                RegistryError::NoServer => Outcome::NoServer,
+                RegistryError::PhonesAtCap => Outcome::PhoneCap,
+                _ => Outcome::BadRequest,
+            };
+            hub.metrics.upgrade(EndpointLabel::Client, outcome);
+            tracing::info!(conn = %tag, code = error.code(), "phone refused");
+            local(&conn).close_as(CloseReason::from(error), Origin::Relay);
             session.finish().await;
             return;
         }
     };
-    info!(%conn_id, "phone joined");
-    let wrapper = Wrapper::new(conn_id);
+    tracing::info!(conn = %tag, "phone joined");
+    let wrapper = Wrapper::new(conn.conn_id());
     let ending = loop {
         match session.next().await {
-            Event::Frame(text) => forward(&hub, &conn, &ticket, &wrapper, &text).await,
+            Event::Frame(text) => {
+                if let Some(ending) = forward(&hub, &mut session, &ticket, &wrapper, text).await {
+                    break ending;
+                }
+            }
             Event::Ended(ending) => break ending,
+            Event::Space => {}
         }
     };
     if let Some(code) = notice_code(ending) {
         // Only while the binary the phone joined still holds the id (the ticket is registered).
         if let Some(binary) = ticket.binary() {
-            let _ = binary.push_text(Utf8Bytes::from(wrapper.left(code)));
+            if binary.send(Utf8Bytes::from(wrapper.left(code))) == Err(SendError::Full) {
+                hub.metrics.dropped(DropReason::BinaryFull);
+            }
         }
     }
     drop(ticket);
     let ending = session.finish().await;
-    info!(%conn_id, code = ending.code, "disconnect");
+    tracing::info!(conn = %tag, code = ending.code, "disconnect");
 }
 
 /// The code to report to the binary, if the phone's connection ended on its own (not by the
@@ -60,36 +75,47 @@ fn notice_code(ending: Ending) -> Option<u16> {
 }
 
 /// Checks one phone frame and forwards it, wrapped, to the phone's binary. Waits while the
-/// binary's outbox is full (backpressure on this phone only).
+/// binary's outbox is full (backpressure on this phone only: it is not read meanwhile).
+/// Returns the phone's ending if it ended while waiting.
 async fn forward(
     hub: &Hub,
-    conn: &WsConn,
-    ticket: &PhoneTicket<WsConn>,
+    session: &mut Session,
+    ticket: &PhoneTicket<Endpoint>,
     wrapper: &Wrapper,
-    text: &str,
-) {
-    if hub.config.panic_on_frame.as_deref() == Some(text) {
-        panic!("fault injection: phone task panics mid-stream");
+    text: Utf8Bytes,
+) -> Option<Ending> {
+    if let Err(error) = frame_check::check(&text, hub.config.max_json_depth) {
+        if hub.config.panic_on_frame.as_deref() == Some(text.as_str()) {
+            panic!("fault injection: phone task panics mid-stream");
+        }
+        let reason = match error {
+            FrameError::NotJson => CloseReason::InvalidJson,
+            FrameError::TooDeep => CloseReason::JsonTooDeep,
+        };
+        tracing::debug!(conn = %hub.logs.conn(ticket.conn().conn_id()), ?error, "phone frame refused");
+        local(session.conn()).close_as(reason, Origin::Relay);
+        return None;
     }
-    if !is_json(text) {
-        info!(conn_id = %conn.conn_id(), "invalid JSON from phone");
-        conn.close_as(CloseReason::InvalidJson, Origin::Relay);
-        return;
-    }
-    let Some(binary) = ticket.binary() else {
-        return; // evicted: this phone is being closed
-    };
-    let wrapped = Utf8Bytes::from(wrapper.wrap(text));
+    // Evicted: this phone is being closed.
+    let binary = ticket.binary()?;
+    let wrapped = Utf8Bytes::from(wrapper.wrap(&text));
+    let len = wrapped.len();
     loop {
-        match binary.push_text(wrapped.clone()) {
+        match binary.send(wrapped.clone()) {
+            Ok(()) => {
+                hub.metrics.forwarded(Direction::PhoneToBinary, len);
+                return None;
+            }
             Err(SendError::Full) => {
-                tokio::select! {
-                    _ = binary.wait_for_space(wrapped.len()) => {}
-                    _ = conn.closed() => return,
+                let event = match &*binary {
+                    Endpoint::Local(binary) => session.wait_for_space(binary, len).await,
+                };
+                if let Event::Ended(ending) = event {
+                    return Some(ending);
                 }
             }
-            // Delivered, or the binary is gone (grace window): nothing more to do.
-            _ => return,
+            // The binary is gone (grace window): nothing more to do.
+            Err(_) => return None,
         }
     }
 }

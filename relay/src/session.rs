@@ -1,137 +1,237 @@
-//! `Session`: one WebSocket's reader loop, writer task, heartbeat and slow-loris watch, shared by
-//! binaries and phones. Its owner (the binary's or phone's task) asks it for the next frame.
+//! `Session`: one WebSocket's life in **one task** — reading, writing its outbox, the heartbeat,
+//! the slow-loris clock, the control-frame bound and the close handshake — shared by binaries and
+//! phones. Its owner (the binary's or phone's task, see [`binary`](crate::binary) and
+//! [`phone`](crate::phone)) asks it for the next frame and hands frames on.
+//!
+//! There is no reader/writer split and no writer task: [`Session::poll`] drives the socket's
+//! read side, its write side and one timer together each time the task wakes, so an idle
+//! connection costs one parked task, one timer entry and its small state. The outbox is drained
+//! a batch at a time, flushed once per batch. Every per-connection buffer is bounded: the outbox by
+//! bytes, tungstenite's write buffer by `max_write_buffer_size`, and the pongs it queues by the
+//! control-frame bound (a peer over a bound is closed `1008 policy violation`).
 
-use super::Hub;
-use super::conn::{Ending, Origin, Outgoing, Work, WsConn};
-use super::stream::{Arrivals, Tracked};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
-use relay_registry::{CloseReason, Conn};
+use crate::Hub;
+use crate::endpoint::Endpoint;
+use crate::local::LocalConn;
+use crate::loris::Tracked;
+use crate::metrics::Closed;
+use crate::outbox::{Ending, Origin, Work};
+use futures_util::{Sink, Stream};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use relay_registry::CloseReason;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at, timeout_at};
+use std::task::{Context, Poll, ready};
+use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
 
-/// A relay-side WebSocket.
-pub type Ws = WebSocketStream<Tracked>;
+/// A relay-side WebSocket: tungstenite over the upgraded HTTP connection, watched for slow-loris.
+pub type Ws = WebSocketStream<Tracked<TokioIo<Upgraded>>>;
 
-/// What the connection's task is told next.
+/// The WebSocket settings for a relay connection: frames and messages bounded by `max_frame`, a
+/// small read buffer, no write buffering (each frame goes straight to the socket), and a bounded
+/// write buffer for what the socket could not take yet.
+pub fn ws_config(max_frame: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(max_frame))
+        .max_frame_size(Some(max_frame))
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        // One frame of the largest size (a phone's frame wrapped for its binary) plus the pongs
+        // the control-frame bound lets through.
+        .max_write_buffer_size(max_frame + 64 * 1024)
+}
+
+/// What the connection's owner is told next.
+#[derive(Debug)]
 pub enum Event {
     /// A data frame's text (binary frames are accepted if they are UTF-8).
     Frame(Utf8Bytes),
-    /// The connection is closing or closed; no more frames.
+    /// The frame the owner waits to forward now fits the binary's outbox (or it is closing).
+    Space,
+    /// The connection is closing or closed; no more frames. Reported once.
     Ended(Ending),
 }
 
-/// Aborts the writer task if the session is dropped without finishing (e.g. its task panicked),
-/// so the socket is released with the task.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+/// What the owner waits for.
+#[derive(Clone, Copy)]
+pub enum Want<'a> {
+    /// The next data frame from the peer.
+    Frame,
+    /// Room for `len` bytes in this binary's outbox; the peer is not read meanwhile
+    /// (backpressure onto this connection's socket).
+    Space(&'a LocalConn, usize),
 }
 
-/// What woke [`Session::next`].
-enum Wake {
-    Read(Option<Result<Message, WsError>>),
-    Closing,
-    Shutdown,
-    Heartbeat,
-    Loris,
-}
-
-/// A running WebSocket connection.
+/// A running WebSocket connection. See the module docs.
 pub struct Session {
-    conn: Arc<WsConn>,
-    rx: SplitStream<Ws>,
+    hub: Arc<Hub>,
+    conn: Arc<Endpoint>,
+    ws: Ws,
+    /// Frames taken from the outbox, not yet handed to the socket.
+    batch: VecDeque<Utf8Bytes>,
+    ping_due: bool,
+    close_due: Option<(u16, &'static str)>,
+    unflushed: bool,
+    /// Nothing more will be written.
+    writer_done: bool,
     /// The reader saw the end of the stream or an error: do not read again.
     rx_done: bool,
-    writer: AbortOnDrop,
-    arrivals: Arrivals,
-    heartbeat: Interval,
+    ending_reported: bool,
     awaiting_pong: bool,
-    loris: Interval,
-    slow_message: Duration,
-    close_timeout: Duration,
-    shutdown: watch::Receiver<bool>,
+    /// Control frames received since the last heartbeat.
+    control_frames: u32,
+    next_heartbeat: Instant,
+    timer: Pin<Box<Sleep>>,
 }
 
 impl Session {
-    /// Starts the writer task for `ws` and returns the reader side.
-    pub fn start(ws: Ws, arrivals: Arrivals, conn: Arc<WsConn>, hub: &Hub) -> Session {
-        let (tx, rx) = ws.split();
-        let writer = AbortOnDrop(tokio::spawn(write_loop(conn.clone(), tx)));
-        let config = &hub.config;
-        let start = Instant::now();
-        let mut heartbeat = interval_at(start + config.heartbeat, config.heartbeat);
-        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let check = (config.slow_message / 4).max(Duration::from_millis(10));
-        let mut loris = interval_at(start + check, check);
-        loris.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    /// Starts driving `ws` for the local connection `conn`.
+    pub fn new(hub: Arc<Hub>, conn: Arc<Endpoint>, ws: Ws) -> Session {
+        let next_heartbeat = Instant::now() + hub.config.heartbeat;
         Session {
+            hub,
             conn,
-            rx,
+            ws,
+            batch: VecDeque::new(),
+            ping_due: false,
+            close_due: None,
+            unflushed: false,
+            writer_done: false,
             rx_done: false,
-            writer,
-            arrivals,
-            heartbeat,
+            ending_reported: false,
             awaiting_pong: false,
-            loris,
-            slow_message: config.slow_message,
-            close_timeout: config.close_timeout,
-            shutdown: hub.shutdown.clone(),
+            control_frames: 0,
+            next_heartbeat,
+            timer: Box::pin(sleep_until(next_heartbeat)),
         }
+    }
+
+    /// The connection as the registry holds it.
+    pub fn conn(&self) -> &Arc<Endpoint> {
+        &self.conn
+    }
+
+    fn local(&self) -> &LocalConn {
+        local(&self.conn)
     }
 
     /// The next data frame, or the end of the connection.
     pub async fn next(&mut self) -> Event {
+        poll_fn(|cx| self.poll(cx, Want::Frame)).await
+    }
+
+    /// Waits until a frame of `len` bytes fits `binary`'s outbox, while still writing this
+    /// connection's own frames; `Event::Ended` if this connection ends first.
+    pub async fn wait_for_space(&mut self, binary: &LocalConn, len: usize) -> Event {
+        poll_fn(|cx| self.poll(cx, Want::Space(binary, len))).await
+    }
+
+    /// Drives the connection until `want` is met or it ends.
+    fn poll(&mut self, cx: &mut Context<'_>, want: Want<'_>) -> Poll<Event> {
         loop {
-            if let Some(ending) = self.conn.ending() {
-                return Event::Ended(ending);
+            if !self.ending_reported {
+                if let Some(ending) = self.local().ending() {
+                    self.ending_reported = true;
+                    return Poll::Ready(Event::Ended(ending));
+                }
             }
-            let wake = tokio::select! {
-                biased;
-                message = self.rx.next() => Wake::Read(message),
-                _ = self.conn.closed() => Wake::Closing,
-                _ = super::stopping(&mut self.shutdown) => Wake::Shutdown,
-                _ = self.heartbeat.tick() => Wake::Heartbeat,
-                _ = self.loris.tick() => Wake::Loris,
-            };
-            match wake {
-                Wake::Read(message) => {
-                    if let Some(frame) = self.on_message(message) {
-                        return Event::Frame(frame);
+            self.poll_write(cx);
+            match want {
+                Want::Frame if !self.rx_done => {
+                    if let Poll::Ready(message) = Pin::new(&mut self.ws).poll_next(cx) {
+                        if let Some(frame) = self.on_message(message) {
+                            return Poll::Ready(Event::Frame(frame));
+                        }
+                        continue;
                     }
                 }
-                Wake::Closing => {}
-                Wake::Shutdown => self
-                    .conn
-                    .close_as(CloseReason::ShuttingDown, Origin::Shutdown),
-                Wake::Heartbeat if self.awaiting_pong => {
-                    tracing::info!(conn_id = %self.conn.conn_id(), "heartbeat timeout");
-                    self.conn
-                        .close_as(CloseReason::HeartbeatTimeout, Origin::Relay);
-                }
-                Wake::Heartbeat => self.awaiting_pong = self.conn.push_ping(),
-                Wake::Loris => {
-                    if self
-                        .arrivals
-                        .pending_for()
-                        .is_some_and(|t| t > self.slow_message)
-                    {
-                        tracing::info!(conn_id = %self.conn.conn_id(), "message too slow");
-                        self.conn
-                            .close_as(CloseReason::MessageTooSlow, Origin::Relay);
+                Want::Frame => {}
+                Want::Space(binary, len) => {
+                    if binary.poll_space(len, cx).is_ready() {
+                        // The wait was the relay's, not the peer's: it does not count towards the
+                        // slow-loris deadline of a message that was arriving.
+                        self.ws.get_mut().restart_clock(Instant::now());
+                        return Poll::Ready(Event::Space);
                     }
                 }
             }
+            if self.poll_timer(cx, matches!(want, Want::Space(..))) {
+                continue;
+            }
+            return Poll::Pending;
+        }
+    }
+
+    /// Hands queued work to the socket until it would block or nothing is left.
+    fn poll_write(&mut self, cx: &mut Context<'_>) {
+        while !self.writer_done {
+            if self.ping_due || !self.batch.is_empty() || self.close_due.is_some() {
+                match Pin::new(&mut self.ws).poll_ready(cx) {
+                    Poll::Pending => return local(&self.conn).watch(cx),
+                    Poll::Ready(Err(error)) => return self.write_failed(error),
+                    Poll::Ready(Ok(())) => {}
+                }
+                let message = if std::mem::take(&mut self.ping_due) {
+                    Message::Ping(Bytes::new())
+                } else if let Some(frame) = self.batch.pop_front() {
+                    Message::Text(frame)
+                } else if let Some((code, reason)) = self.close_due.take() {
+                    self.writer_done = true;
+                    Message::Close(Some(CloseFrame {
+                        code: CloseCode::from(code),
+                        reason: Utf8Bytes::from_static(reason),
+                    }))
+                } else {
+                    continue;
+                };
+                if let Err(error) = Pin::new(&mut self.ws).start_send(message) {
+                    return self.write_failed(error);
+                }
+                self.unflushed = true;
+                continue;
+            }
+            if self.unflushed {
+                match Pin::new(&mut self.ws).poll_flush(cx) {
+                    Poll::Pending => return local(&self.conn).watch(cx),
+                    Poll::Ready(Err(error)) => return self.write_failed(error),
+                    Poll::Ready(Ok(())) => self.unflushed = false,
+                }
+            }
+            match local(&self.conn).poll_work(cx) {
+                Poll::Pending => return,
+                Poll::Ready(Work::Frames { ping, frames }) => {
+                    self.ping_due = ping;
+                    self.batch = frames;
+                }
+                Poll::Ready(Work::Close(code, reason)) => self.close_due = Some((code, reason)),
+                Poll::Ready(Work::Stop) => {
+                    // The peer closed: what is left is tungstenite's reply to its close frame.
+                    self.writer_done = true;
+                    self.unflushed = true;
+                }
+            }
+        }
+        if self.unflushed && Pin::new(&mut self.ws).poll_flush(cx).is_ready() {
+            self.unflushed = false;
+        }
+    }
+
+    fn write_failed(&mut self, error: WsError) {
+        self.writer_done = true;
+        self.batch = VecDeque::new();
+        match error {
+            WsError::WriteBufferFull(_) => self
+                .local()
+                .close_as(CloseReason::PolicyViolation, Origin::Relay),
+            _ => self.local().peer_ended(1001),
         }
     }
 
@@ -146,100 +246,156 @@ impl Session {
             }
             None => {
                 self.rx_done = true;
-                self.conn.peer_ended(1001);
+                self.local().peer_ended(1001);
                 return None;
             }
         };
-        // A complete message ends the slow-loris clock (only a pong answers the heartbeat).
-        self.arrivals.message_done();
         match message {
             Message::Text(text) => Some(text),
             Message::Binary(bytes) => match Utf8Bytes::try_from(bytes) {
                 Ok(text) => Some(text),
                 Err(_) => {
-                    self.conn.close_as(CloseReason::InvalidJson, Origin::Relay);
+                    self.local()
+                        .close_as(CloseReason::InvalidJson, Origin::Relay);
                     None
                 }
             },
+            Message::Ping(_) => {
+                self.count_control_frame();
+                None
+            }
             Message::Pong(_) => {
+                self.count_control_frame();
                 self.awaiting_pong = false;
-                self.conn.pong_received();
+                self.local().pong_received();
                 None
             }
             Message::Close(frame) => {
-                self.conn
+                self.local()
                     .peer_ended(frame.map_or(1000, |f| u16::from(f.code)));
                 None
             }
-            Message::Ping(_) | Message::Frame(_) => None,
+            Message::Frame(_) => None,
+        }
+    }
+
+    /// A peer may send a bounded number of control frames per heartbeat interval: each ping
+    /// makes tungstenite queue a pong, and a peer that never reads them would grow the write
+    /// buffer up to its bound and keep the relay busy.
+    fn count_control_frame(&mut self) {
+        self.control_frames += 1;
+        if self.control_frames > self.hub.config.max_control_frames {
+            tracing::debug!(conn = %self.hub.logs.conn(self.local().id()), "control-frame flood");
+            self.local()
+                .close_as(CloseReason::PolicyViolation, Origin::Relay);
         }
     }
 
     fn on_error(&self, error: WsError) {
+        let local = self.local();
         match error {
-            WsError::Capacity(_) => self
-                .conn
-                .close_as(CloseReason::MessageTooBig, Origin::Relay),
-            WsError::Utf8(_) => self.conn.close_as(CloseReason::InvalidJson, Origin::Relay),
-            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
-                self.conn.peer_ended(1001)
+            WsError::Capacity(_) => local.close_as(CloseReason::MessageTooBig, Origin::Relay),
+            WsError::Utf8(_) => local.close_as(CloseReason::InvalidJson, Origin::Relay),
+            WsError::WriteBufferFull(_) => {
+                local.close_as(CloseReason::PolicyViolation, Origin::Relay)
             }
-            WsError::Protocol(_) => self
-                .conn
-                .close_as(CloseReason::ProtocolError, Origin::Relay),
-            _ => self.conn.peer_ended(1001),
+            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                local.peer_ended(1001)
+            }
+            WsError::Protocol(_) => local.close_as(CloseReason::ProtocolError, Origin::Relay),
+            _ => local.peer_ended(1001),
         }
     }
 
-    /// Finishes the close handshake (waiting at most the close timeout for the peer's close frame
-    /// and for the writer), and returns how the connection ended.
+    /// Arms the timer for the earliest of the heartbeat and the slow-loris deadline and handles
+    /// it if it is due; true if it fired. While `paused` (reads stopped for backpressure) the
+    /// heartbeat only pings: the peer's pong cannot be read until reading resumes.
+    fn poll_timer(&mut self, cx: &mut Context<'_>, paused: bool) -> bool {
+        let closing = self.ending_reported;
+        let loris = self
+            .ws
+            .get_ref()
+            .message_started()
+            .map(|started| started + self.hub.config.slow_message);
+        // While paused, nothing is read: a message cannot progress, so its clock does not run.
+        let loris = loris.filter(|_| !closing && !paused);
+        let deadline = match loris {
+            Some(loris) => loris.min(self.next_heartbeat),
+            None => self.next_heartbeat,
+        };
+        if self.timer.deadline() != deadline {
+            self.timer.as_mut().reset(deadline);
+        }
+        if self.timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        let now = Instant::now();
+        if loris.is_some_and(|at| at <= now) {
+            tracing::debug!(conn = %self.hub.logs.conn(self.local().id()), "message too slow");
+            self.local()
+                .close_as(CloseReason::MessageTooSlow, Origin::Relay);
+        }
+        if self.next_heartbeat <= now {
+            self.next_heartbeat = now + self.hub.config.heartbeat;
+            self.control_frames = 0;
+            if self.awaiting_pong && !paused && !closing {
+                tracing::debug!(conn = %self.hub.logs.conn(self.local().id()), "heartbeat timeout");
+                self.local()
+                    .close_as(CloseReason::HeartbeatTimeout, Origin::Relay);
+            } else if !self.awaiting_pong && !closing {
+                self.awaiting_pong = self.local().push_ping();
+            }
+        }
+        true
+    }
+
+    /// Finishes the close handshake — writes what is queued and the close frame, then waits for
+    /// the peer's close frame — for at most the close timeout (or until the relay's hard stop),
+    /// counts the close, and returns how the connection ended.
     pub async fn finish(mut self) -> Ending {
-        if self.conn.ending().is_none() {
-            self.conn
-                .close_as(CloseReason::ShuttingDown, Origin::Shutdown);
+        if self.local().ending().is_none() {
+            self.local()
+                .close_as(CloseReason::ShuttingDown, Origin::Requested);
         }
-        let deadline = Instant::now() + self.close_timeout;
-        if !self.rx_done {
-            let drain = async { while let Some(Ok(_)) = self.rx.next().await {} };
-            let _ = timeout_at(deadline, drain).await;
+        let deadline = Instant::now() + self.hub.config.close_timeout;
+        let stopped = self.hub.shutdown.stopped.clone();
+        let handshake = poll_fn(|cx| self.poll_finish(cx));
+        tokio::select! {
+            _ = tokio::time::timeout_at(deadline, handshake) => {}
+            _ = stopped.cancelled() => {}
         }
-        let _ = timeout_at(deadline, &mut self.writer.0).await;
-        self.conn.ending().expect("ending was set above")
+        let ending = self.local().ending().expect("ending was set above");
+        let side = self.local().side();
+        self.hub.metrics.closed(Closed {
+            endpoint: side.into(),
+            code: ending.code,
+        });
+        ending
+    }
+
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            self.poll_write(cx);
+            if self.rx_done {
+                break;
+            }
+            // Read (and drop) until the peer's close frame and the end of the stream.
+            match ready!(Pin::new(&mut self.ws).poll_next(cx)) {
+                Some(Ok(Message::Close(_))) | Some(Ok(_)) => {}
+                Some(Err(_)) | None => self.rx_done = true,
+            }
+        }
+        if self.writer_done && !self.unflushed {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 }
 
-/// The writer task: drains the outbox into the socket, then writes the close frame.
-async fn write_loop(conn: Arc<WsConn>, mut tx: SplitSink<Ws, Message>) {
-    loop {
-        match conn.next_work().await {
-            Work::Frames(batch) => {
-                for item in batch {
-                    let message = match item {
-                        Outgoing::Text(text) => Message::Text(text),
-                        Outgoing::Ping => Message::Ping(Bytes::new()),
-                    };
-                    if tx.feed(message).await.is_err() {
-                        conn.peer_ended(1001);
-                        return;
-                    }
-                }
-                if tx.flush().await.is_err() {
-                    conn.peer_ended(1001);
-                    return;
-                }
-            }
-            Work::Close(code, reason) => {
-                let frame = CloseFrame {
-                    code: code.into(),
-                    reason: Utf8Bytes::from_static(reason),
-                };
-                let _ = tx.send(Message::Close(Some(frame))).await;
-                return;
-            }
-            Work::Stop => {
-                let _ = tx.flush().await;
-                return;
-            }
-        }
+/// The local connection of a session's endpoint: a session only ever runs a local WebSocket.
+pub fn local(conn: &Endpoint) -> &LocalConn {
+    match conn {
+        Endpoint::Local(local) => local,
     }
 }

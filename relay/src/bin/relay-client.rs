@@ -9,7 +9,11 @@
 //! A phone sends each line as one frame: as is if it is JSON, else as a JSON string. A binary
 //! answers the phone that spoke last: a line becomes `{"conn_id":<that phone>,"frame":<line>}`;
 //! `/close CODE` closes that phone; a line starting with `{` is sent as a raw envelope. End stdin
-//! (Ctrl-D) to close normally.
+//! (Ctrl-D) to close normally (exit status 0).
+//!
+//! When the relay refuses the upgrade (an HTTP status) or closes the connection (a close code), the
+//! client says so on stderr — the status or code and the relay's reason — and exits at once with a
+//! non-zero status: 1 for an HTTP refusal or a network error, 2 for a close by the relay.
 
 use clap::{Parser, ValueEnum};
 use futures_util::{SinkExt, StreamExt};
@@ -31,6 +35,7 @@ enum Side {
 
 /// Connect to a relay as a binary or a phone; print what arrives, send what you type.
 #[derive(Debug, Parser)]
+#[command(name = "relay-client", version, about, long_about = None)]
 struct Args {
     /// Connect as the binary (holds the server-id) or as a phone.
     #[arg(long = "as", value_enum)]
@@ -41,7 +46,8 @@ struct Args {
     /// The relay's base URL.
     #[arg(long, default_value = "ws://127.0.0.1:8080")]
     url: String,
-    /// The phone's token (X-Pyrycode-Token; the relay passes it on, never checks it).
+    /// The phone's token, sent as X-Pyrycode-Token. The relay requires it to be present and
+    /// non-empty and does nothing else with it (it is not checked, logged or passed on).
     #[arg(long, default_value = "demo-token")]
     token: String,
     /// The phone's device name (X-Pyrycode-Device-Name).
@@ -49,16 +55,40 @@ struct Args {
     device_name: Option<String>,
 }
 
+/// How a session ended.
+enum Exit {
+    /// We closed it (end of stdin) and the relay answered.
+    Done,
+    /// The relay refused the upgrade with an HTTP status.
+    Refused(String),
+    /// The relay closed the connection.
+    ClosedByRelay(String),
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    if let Err(error) = run(args).await {
-        eprintln!("error: {error}");
-        std::process::exit(1);
-    }
+    // Exit from here, not by returning: the runtime would otherwise wait for the blocked stdin
+    // read (a line the user never types) before the process could end.
+    let code = match run(args).await {
+        Ok(Exit::Done) => 0,
+        Ok(Exit::Refused(why)) => {
+            eprintln!("refused by the relay: {why}");
+            1
+        }
+        Ok(Exit::ClosedByRelay(why)) => {
+            eprintln!("closed by the relay: {why}");
+            2
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            1
+        }
+    };
+    std::process::exit(code);
 }
 
-async fn run(args: Args) -> Result<(), WsError> {
+async fn run(args: Args) -> Result<Exit, WsError> {
     let path = match args.side {
         Side::Binary => "/v1/server",
         Side::Phone => "/v1/client",
@@ -67,7 +97,10 @@ async fn run(args: Args) -> Result<(), WsError> {
     let headers = request.headers_mut();
     let value = |v: &str| HeaderValue::from_str(v).map_err(|e| WsError::HttpFormat(e.into()));
     headers.insert("X-Pyrycode-Server", value(&args.server)?);
-    headers.insert("User-Agent", value("relay-registry-client-example")?);
+    headers.insert(
+        "User-Agent",
+        value(concat!("relay-client/", env!("CARGO_PKG_VERSION")))?,
+    );
     match args.side {
         Side::Binary => {
             headers.insert("X-Pyrycode-Version", value(env!("CARGO_PKG_VERSION"))?);
@@ -79,9 +112,27 @@ async fn run(args: Args) -> Result<(), WsError> {
             }
         }
     }
-    let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+    let ws = match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => ws,
+        Err(WsError::Http(response)) => {
+            let status = response.status();
+            let body = response
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            let reason = status.canonical_reason().unwrap_or("");
+            return Ok(Exit::Refused(format!(
+                "HTTP {} {reason}: {}",
+                status.as_u16(),
+                body.trim()
+            )));
+        }
+        Err(error) => return Err(error),
+    };
     eprintln!(
-        "connected as {} to server-id {:?}; type a line and press Enter to send it",
+        "upgraded as {} for server-id {:?}; type a line and press Enter to send it (the relay \
+         tells a refusal as a close)",
         match args.side {
             Side::Binary => "binary",
             Side::Phone => "phone",
@@ -103,15 +154,15 @@ async fn run(args: Args) -> Result<(), WsError> {
                     }
                 }
                 Some(Ok(Message::Close(frame))) => {
-                    match frame {
-                        Some(f) => println!("closed: {} {}", u16::from(f.code), f.reason),
-                        None => println!("closed"),
-                    }
-                    break;
+                    let why = match frame {
+                        Some(f) => format!("{} {}", u16::from(f.code), f.reason),
+                        None => "no close code".to_owned(),
+                    };
+                    return Ok(Exit::ClosedByRelay(why));
                 }
                 Some(Ok(_)) => {}
                 Some(Err(error)) => return Err(error),
-                None => break,
+                None => return Ok(Exit::ClosedByRelay("connection dropped without a close frame".to_owned())),
             },
             line = lines.next_line() => match line {
                 Ok(Some(line)) if line.trim().is_empty() => {}
@@ -127,12 +178,11 @@ async fn run(args: Args) -> Result<(), WsError> {
                         while let Some(Ok(_)) = rx.next().await {}
                     })
                     .await;
-                    break;
+                    return Ok(Exit::Done);
                 }
             },
         }
     }
-    Ok(())
 }
 
 /// The `conn_id` of a frame the relay sent a binary.

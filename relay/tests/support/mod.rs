@@ -2,6 +2,9 @@
 //!
 //! Every wait here is bounded by [`PATIENCE`] so a broken relay fails a test instead of hanging
 //! it; no wait is an assertion about timing.
+//!
+//! Each test crate (`e2e`, `adversarial`, `operations`, `process`) uses part of it.
+#![allow(dead_code)]
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -25,10 +28,14 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 /// A raw client socket.
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// The relay's defaults, on an ephemeral port, with a quick probe and close handshake.
+/// The relay's defaults, on an ephemeral port, with a quick probe and close handshake, metrics on
+/// an ephemeral port, and no rate limit (every test client comes from 127.0.0.1; the rate-limit
+/// tests turn it on).
 pub fn config() -> RelayConfig {
     RelayConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        rate_burst: 0,
         probe_timeout: Duration::from_millis(300),
         close_timeout: Duration::from_millis(500),
         drain: Duration::from_secs(3),
@@ -171,6 +178,11 @@ impl Peer {
             .await
             .expect("a message within PATIENCE")
             .expect("the connection ended without a close frame")
+    }
+
+    /// The next message, or `None` once the connection ended (waits without a bound).
+    pub async fn rx_recv(&mut self) -> Option<Message> {
+        self.rx.recv().await
     }
 
     /// A message already received, if any (does not wait).
@@ -367,5 +379,154 @@ pub async fn raw_close(stream: &mut TcpStream) -> (u16, String) {
             let code = u16::from_be_bytes([payload[0], payload[1]]);
             return (code, String::from_utf8(payload[2..].to_vec()).unwrap());
         }
+    }
+}
+
+/// A scrape of the relay's `/metrics` (Prometheus text).
+pub async fn scrape(relay: &Relay) -> String {
+    let addr = relay.metrics_addr().expect("metrics are on in tests");
+    let answer = http(
+        addr,
+        "GET /metrics HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a response");
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    body.to_owned()
+}
+
+/// The value of the series `series` (name and labels exactly as exported) in `text`.
+pub fn series(text: &str, series: &str) -> u64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse::<u64>().expect("an integer value"))
+        })
+        .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
+}
+
+/// The current value of `series` on `relay`.
+pub async fn metric(relay: &Relay, series_name: &str) -> u64 {
+    series(&scrape(relay).await, series_name)
+}
+
+/// A masked client frame: `first` is the FIN bit and opcode, `payload` its data.
+pub fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut out = vec![first];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// Opcodes and the FIN bit, for [`client_frame`].
+pub const FIN: u8 = 0x80;
+/// A text frame's opcode.
+pub const TEXT: u8 = 0x01;
+/// A continuation frame's opcode.
+pub const CONTINUATION: u8 = 0x00;
+/// A ping's opcode.
+pub const PING: u8 = 0x09;
+/// A pong's opcode.
+pub const PONG: u8 = 0x0a;
+
+/// This process's resident set size, in bytes (Linux).
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .and_then(|kib| kib.trim().parse().ok())
+        .expect("VmRSS in kB");
+    kib * 1024
+}
+
+/// A TCP connection to `addr` from the loopback address `from` (e.g. 127.0.0.2: every address of
+/// 127.0.0.0/8 is this machine), so that a test can be several client IPs.
+pub async fn tcp_from(from: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from((from, 0)))
+        .expect("bind a loopback source address");
+    tokio::time::timeout(PATIENCE, socket.connect(addr))
+        .await
+        .expect("connect within PATIENCE")
+        .expect("connect")
+}
+
+/// A WebSocket handshake on an already connected `stream` (which may have had bytes written to
+/// it, e.g. a PROXY header).
+pub async fn connect_on(
+    stream: TcpStream,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&'static str, String)],
+) -> Result<WebSocketStream<TcpStream>, WsError> {
+    let mut request = format!("ws://{addr}{path}").into_client_request()?;
+    for (name, value) in headers {
+        request
+            .headers_mut()
+            .insert(*name, HeaderValue::from_str(value).unwrap());
+    }
+    let handshake = tokio_tungstenite::client_async(request, stream);
+    let (ws, _) = tokio::time::timeout(PATIENCE, handshake)
+        .await
+        .expect("handshake answered")?;
+    Ok(ws)
+}
+
+/// The HTTP status of a refused handshake (`None` if it was upgraded).
+pub fn refusal_status<S>(result: &Result<S, WsError>) -> Option<u16> {
+    match result {
+        Ok(_) => None,
+        Err(WsError::Http(response)) => Some(response.status().as_u16()),
+        Err(other) => panic!("expected an HTTP answer, got {other:?}"),
+    }
+}
+
+/// Checks that `text` is well-formed Prometheus text exposition: every sample line is
+/// `name{labels} value` with an integer or float value, and every sample's family has `# HELP`
+/// and `# TYPE` lines before it.
+pub fn assert_prometheus_text(text: &str) {
+    let mut described = std::collections::HashSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            described.insert(rest.split(' ').next().unwrap().to_owned());
+            continue;
+        }
+        if line.starts_with("# TYPE ") || line == "# EOF" || line.is_empty() {
+            continue;
+        }
+        let (sample, value) = line.rsplit_once(' ').expect("`sample value`");
+        assert!(value.parse::<f64>().is_ok(), "value of {line}");
+        let name = sample.split('{').next().unwrap();
+        assert!(
+            name.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':'),
+            "name of {line}"
+        );
+        if let Some(labels) = sample.strip_prefix(name) {
+            if !labels.is_empty() {
+                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+            }
+        }
+        let family = name.strip_suffix("_total").unwrap_or(name);
+        assert!(
+            described.contains(family) || described.contains(name),
+            "no # HELP before {line}"
+        );
     }
 }

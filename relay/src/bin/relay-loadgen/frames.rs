@@ -1,6 +1,6 @@
 //! What the load generator sends and how it reads what comes back: the probe frame (a step number,
 //! a send time, an echo flag and padding up to the frame size), the phone's hello, and the
-//! binary's envelopes in both directions (`../shared/protocol.md`, "Frames").
+//! binary's envelopes in both directions (`relay/PROTOCOL.md`, "Frames").
 
 use serde::Deserialize;
 use serde_json::value::RawValue;

@@ -1,5 +1,5 @@
 //! `relay-loadgen`: loads a relay on this machine — ours, the Go baseline or the bare forwarder
-//! (`relay/examples/bare_forwarder.rs`), anything speaking enough of `shared/protocol.md` — and
+//! (`relay/examples/bare_forwarder.rs`), anything speaking enough of `relay/PROTOCOL.md` — and
 //! measures it. A benchmark tool, not a test; every mode is bounded in time and stops by itself.
 //!
 //! ```text

@@ -20,6 +20,11 @@ impl InProcess {
         let config = server::RelayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             max_phones,
+            // Every load connection comes from loopback: no per-IP limit, no connection cap, and
+            // no metrics listener on the default port.
+            rate_burst: 0,
+            max_connections: 0,
+            metrics_listen: None,
             ..server::RelayConfig::default()
         };
         Ok(InProcess {

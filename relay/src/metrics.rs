@@ -1,0 +1,565 @@
+//! Every metric the relay exports, in one place: names, help texts and label sets. Call sites
+//! only increment. Served as Prometheus text at `/metrics` on the metrics listener (never the
+//! public one) by [`serve`]; no label ever carries a server-id, conn-id, token or IP.
+//!
+//! prometheus-client adds `_total` to counter names when it encodes them, so the names below are
+//! registered without it. Every series of every family is created at start, so a scrape shows
+//! each one from 0. The hot-path counters (frames forwarded) are handles made once: an increment
+//! is one atomic add, no label lookup.
+
+use crate::Hub;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use relay_registry::Counts;
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// `endpoint` label: which WebSocket endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndpointLabel {
+    /// `/v1/server`, binaries.
+    Server,
+    /// `/v1/client`, phones.
+    Client,
+}
+
+impl EndpointLabel {
+    const ALL: [EndpointLabel; 2] = [EndpointLabel::Server, EndpointLabel::Client];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            EndpointLabel::Server => "server",
+            EndpointLabel::Client => "client",
+        }
+    }
+}
+
+/// `outcome` label of `relay_ws_upgrades_total`: how an upgrade request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Upgraded, and the claim or registration stands.
+    Ok,
+    /// HTTP 400: a missing or empty header, an invalid id, not a WebSocket upgrade.
+    BadRequest,
+    /// A binary refused 4409: a live holder answered the probe.
+    Conflict,
+    /// A phone refused 4404: no binary holds the id.
+    NoServer,
+    /// A phone refused 4429: the id has its maximum of phones.
+    PhoneCap,
+    /// HTTP 429: the client IP is over its rate limit.
+    RateLimited,
+    /// HTTP 503: the relay holds `--max-connections` connections.
+    OverCapacity,
+    /// HTTP 503: the relay is shutting down (or a binary was refused by shutdown mid-probe).
+    ShuttingDown,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 8] = [
+        Outcome::Ok,
+        Outcome::BadRequest,
+        Outcome::Conflict,
+        Outcome::NoServer,
+        Outcome::PhoneCap,
+        Outcome::RateLimited,
+        Outcome::OverCapacity,
+        Outcome::ShuttingDown,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::BadRequest => "bad_request",
+            Outcome::Conflict => "conflict",
+            Outcome::NoServer => "no_server",
+            Outcome::PhoneCap => "phone_cap",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::OverCapacity => "over_capacity",
+            Outcome::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// `direction` label of the forwarding counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// A phone's frame, wrapped, to its binary.
+    PhoneToBinary,
+    /// A binary's frame to one of its phones.
+    BinaryToPhone,
+}
+
+impl Direction {
+    fn as_str(self) -> &'static str {
+        match self {
+            Direction::PhoneToBinary => "phone_to_binary",
+            Direction::BinaryToPhone => "binary_to_phone",
+        }
+    }
+}
+
+/// `reason` label of `relay_frames_dropped_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// A binary's frame that is not a well-formed envelope.
+    BadEnvelope,
+    /// An envelope for a conn-id that is not one of the binary's phones.
+    UnknownConn,
+    /// A frame for a phone whose outbox overflowed (the phone is closed 1011).
+    BacklogFull,
+    /// A phone-left notice for a binary whose outbox was full.
+    BinaryFull,
+}
+
+impl DropReason {
+    const ALL: [DropReason; 4] = [
+        DropReason::BadEnvelope,
+        DropReason::UnknownConn,
+        DropReason::BacklogFull,
+        DropReason::BinaryFull,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            DropReason::BadEnvelope => "bad_envelope",
+            DropReason::UnknownConn => "unknown_conn",
+            DropReason::BacklogFull => "backlog_full",
+            DropReason::BinaryFull => "binary_full",
+        }
+    }
+}
+
+/// `reason` label of `relay_requests_refused_total`: refusals that happen before a request is
+/// routed, so that no `endpoint` can be named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefusedReason {
+    /// The request head did not arrive within the header timeout (the connection is closed).
+    HeaderTimeout,
+    /// HTTP 431: the request head is larger than the relay accepts.
+    HeadTooLarge,
+    /// HTTP 400: the request could not be parsed.
+    Malformed,
+    /// `--client-ip proxy-protocol`: no valid PROXY header came first (the connection is
+    /// dropped).
+    ProxyHeader,
+}
+
+impl RefusedReason {
+    const ALL: [RefusedReason; 4] = [
+        RefusedReason::HeaderTimeout,
+        RefusedReason::HeadTooLarge,
+        RefusedReason::Malformed,
+        RefusedReason::ProxyHeader,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            RefusedReason::HeaderTimeout => "header_timeout",
+            RefusedReason::HeadTooLarge => "head_too_large",
+            RefusedReason::Malformed => "malformed",
+            RefusedReason::ProxyHeader => "proxy_header",
+        }
+    }
+}
+
+/// The close codes `relay_connections_closed_total` names; any other is `other`.
+const CLOSE_CODES: [(u16, &str); 11] = [
+    (1000, "1000"),
+    (1001, "1001"),
+    (1002, "1002"),
+    (1007, "1007"),
+    (1008, "1008"),
+    (1009, "1009"),
+    (1011, "1011"),
+    (1012, "1012"),
+    (4404, "4404"),
+    (4409, "4409"),
+    (4429, "4429"),
+];
+
+fn code_label(code: u16) -> &'static str {
+    CLOSE_CODES
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map_or("other", |(_, label)| label)
+}
+
+/// One closed connection, for `relay_connections_closed_total`.
+#[derive(Debug, Clone, Copy)]
+pub struct Closed {
+    /// Which endpoint it came in on.
+    pub endpoint: EndpointLabel,
+    /// The close code it ended with (sent, received, or 1001 for an abrupt drop).
+    pub code: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UpgradeLabels {
+    endpoint: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ClosedLabels {
+    endpoint: &'static str,
+    code: &'static str,
+}
+
+/// One forwarding direction's counters, made once.
+#[derive(Debug, Clone)]
+struct Forwarded {
+    frames: Counter,
+    bytes: Counter,
+}
+
+/// The relay's metrics. See the module docs.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    binaries_connected: Gauge,
+    binaries_gracing: Gauge,
+    phones_connected: Gauge,
+    upgrades: Family<UpgradeLabels, Counter>,
+    up: Forwarded,
+    down: Forwarded,
+    dropped: Family<ReasonLabels, Counter>,
+    grace_expiries: Counter,
+    reclaims: Counter,
+    takeovers: Counter,
+    closed: Family<ClosedLabels, Counter>,
+    refused: Family<ReasonLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Every family, registered, with every series at 0.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let gauge = Gauge::default();
+            registry.register(name, help, gauge.clone());
+            gauge
+        };
+        let binaries_connected = gauge(
+            &mut registry,
+            "relay_binaries_connected",
+            "Binaries connected and holding their server-id (gracing ones not counted).",
+        );
+        let binaries_gracing = gauge(
+            &mut registry,
+            "relay_binaries_gracing",
+            "Server-ids in their grace window: the binary left, its phones are kept.",
+        );
+        let phones_connected = gauge(
+            &mut registry,
+            "relay_phones_connected",
+            "Phones registered with a server-id.",
+        );
+        let upgrades = Family::<UpgradeLabels, Counter>::default();
+        registry.register(
+            "relay_ws_upgrades",
+            "WebSocket upgrade requests, by endpoint and outcome.",
+            upgrades.clone(),
+        );
+        for endpoint in EndpointLabel::ALL {
+            for outcome in Outcome::ALL {
+                drop(upgrades.get_or_create(&UpgradeLabels {
+                    endpoint: endpoint.as_str(),
+                    outcome: outcome.as_str(),
+                }));
+            }
+        }
+        let frames = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "relay_frames_forwarded",
+            "Frames forwarded, by direction.",
+            frames.clone(),
+        );
+        let bytes = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "relay_frame_bytes_forwarded",
+            "Bytes of the frames forwarded (as sent, wrapper included), by direction.",
+            bytes.clone(),
+        );
+        let forwarded = |direction: Direction| {
+            let labels = DirectionLabels {
+                direction: direction.as_str(),
+            };
+            Forwarded {
+                frames: frames.get_or_create(&labels).clone(),
+                bytes: bytes.get_or_create(&labels).clone(),
+            }
+        };
+        let up = forwarded(Direction::PhoneToBinary);
+        let down = forwarded(Direction::BinaryToPhone);
+        let dropped = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "relay_frames_dropped",
+            "Frames dropped instead of delivered, by reason.",
+            dropped.clone(),
+        );
+        for reason in DropReason::ALL {
+            drop(dropped.get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            }));
+        }
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let counter = Counter::default();
+            registry.register(name, help, counter.clone());
+            counter
+        };
+        let grace_expiries = counter(
+            &mut registry,
+            "relay_grace_expiries",
+            "Grace windows that ended without a reclaim (their phones closed 1011).",
+        );
+        let reclaims = counter(
+            &mut registry,
+            "relay_reclaims",
+            "Claims of a server-id in its grace window (its phones closed 4404).",
+        );
+        let takeovers = counter(
+            &mut registry,
+            "relay_takeovers",
+            "Takeovers of a server-id whose holder did not answer the probe.",
+        );
+        let closed = Family::<ClosedLabels, Counter>::default();
+        registry.register(
+            "relay_connections_closed",
+            "WebSocket connections closed, by endpoint and close code (sent, received, or 1001 \
+             for an abrupt drop; codes outside the protocol's are `other`).",
+            closed.clone(),
+        );
+        for endpoint in EndpointLabel::ALL {
+            for code in CLOSE_CODES.iter().map(|(_, l)| *l).chain(["other"]) {
+                drop(closed.get_or_create(&ClosedLabels {
+                    endpoint: endpoint.as_str(),
+                    code,
+                }));
+            }
+        }
+        let refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "relay_requests_refused",
+            "Requests refused before they could be routed, by reason.",
+            refused.clone(),
+        );
+        for reason in RefusedReason::ALL {
+            drop(refused.get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            }));
+        }
+        Metrics {
+            registry,
+            binaries_connected,
+            binaries_gracing,
+            phones_connected,
+            upgrades,
+            up,
+            down,
+            dropped,
+            grace_expiries,
+            reclaims,
+            takeovers,
+            closed,
+            refused,
+        }
+    }
+
+    /// Counts an upgrade request's outcome.
+    pub fn upgrade(&self, endpoint: EndpointLabel, outcome: Outcome) {
+        self.upgrades
+            .get_or_create(&UpgradeLabels {
+                endpoint: endpoint.as_str(),
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts one frame of `len` bytes forwarded in `direction`.
+    pub fn forwarded(&self, direction: Direction, len: usize) {
+        let counters = match direction {
+            Direction::PhoneToBinary => &self.up,
+            Direction::BinaryToPhone => &self.down,
+        };
+        counters.frames.inc();
+        counters.bytes.inc_by(len as u64);
+    }
+
+    /// Counts one dropped frame.
+    pub fn dropped(&self, reason: DropReason) {
+        self.dropped
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts one grace window that expired.
+    pub fn grace_expired(&self) {
+        self.grace_expiries.inc();
+    }
+
+    /// Counts one reclaim.
+    pub fn reclaimed(&self) {
+        self.reclaims.inc();
+    }
+
+    /// Counts one takeover.
+    pub fn took_over(&self) {
+        self.takeovers.inc();
+    }
+
+    /// Counts one closed connection.
+    pub fn closed(&self, closed: Closed) {
+        self.closed
+            .get_or_create(&ClosedLabels {
+                endpoint: closed.endpoint.as_str(),
+                code: code_label(closed.code),
+            })
+            .inc();
+    }
+
+    /// Counts one request refused before routing.
+    pub fn refused(&self, reason: RefusedReason) {
+        self.refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition, with the gauges read from `counts` now.
+    pub fn encode(&self, counts: Counts) -> String {
+        self.binaries_connected.set(counts.binaries as i64);
+        self.binaries_gracing.set(counts.gracing as i64);
+        self.phones_connected.set(counts.phones as i64);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// Serves `/metrics` on `listener` until the relay stops.
+pub async fn serve(listener: TcpListener, hub: Arc<Hub>) {
+    let stopped = hub.shutdown.stopped.clone();
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "metrics listener: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped.cancelled() => return,
+        };
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| scrape(hub.clone(), req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(5))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn scrape(
+    hub: Arc<Hub>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let response = if req.uri().path() == "/metrics" {
+        Response::builder()
+            .header(
+                hyper::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+            .body(Full::new(Bytes::from(
+                hub.metrics.encode(hub.registry.counts()),
+            )))
+    } else {
+        Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(Full::new(Bytes::from_static(b"not found\n")))
+    };
+    Ok(response.expect("a valid response"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_exported_with_its_total_suffix_and_no_identifying_label() {
+        let metrics = Metrics::new();
+        metrics.upgrade(EndpointLabel::Client, Outcome::PhoneCap);
+        metrics.forwarded(Direction::PhoneToBinary, 10);
+        metrics.closed(Closed {
+            endpoint: EndpointLabel::Server,
+            code: 4321,
+        });
+        let text = metrics.encode(Counts {
+            binaries: 2,
+            gracing: 1,
+            phones: 3,
+        });
+        for line in [
+            "relay_binaries_connected 2",
+            "relay_binaries_gracing 1",
+            "relay_phones_connected 3",
+            "relay_ws_upgrades_total{endpoint=\"client\",outcome=\"phone_cap\"} 1",
+            "relay_frames_forwarded_total{direction=\"phone_to_binary\"} 1",
+            "relay_frame_bytes_forwarded_total{direction=\"phone_to_binary\"} 10",
+            "relay_frames_dropped_total{reason=\"binary_full\"} 0",
+            "relay_grace_expiries_total 0",
+            "relay_reclaims_total 0",
+            "relay_takeovers_total 0",
+            "relay_connections_closed_total{endpoint=\"server\",code=\"other\"} 1",
+            "relay_requests_refused_total{reason=\"header_timeout\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        let labels: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once('{'))
+            .flat_map(|(_, rest)| rest.split(',').filter_map(|p| p.split_once('=')))
+            .map(|(name, _)| name)
+            .collect();
+        for name in labels {
+            assert!(
+                ["endpoint", "outcome", "direction", "reason", "code"].contains(&name),
+                "unexpected label {name}"
+            );
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! The binaries as users run them: `relay` as a child process (signals, exit status, what it
+//! logs) and `relay-client` against an in-process relay. Every child is started by its test,
+//! listens on loopback only, and is stopped (or waited for) by it within a bounded time.
+
+mod support;
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+/// A `relay` child process on a free port.
+struct RelayProcess {
+    child: Child,
+    addr: SocketAddr,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl RelayProcess {
+    /// Starts `relay --listen 127.0.0.1:0 --metrics-listen off <args>` with `RUST_LOG=rust_log`.
+    fn start(args: &[&str], rust_log: &str) -> RelayProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off"])
+            .args(args)
+            .env("RUST_LOG", rust_log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start relay");
+        let mut stderr = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let mut first = String::new();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout
+            .read_line(&mut first)
+            .expect("the relay prints its address");
+        // Keep reading, so that the relay never writes to a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let addr = first
+            .split("ws://")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {first:?}"));
+        RelayProcess {
+            child,
+            addr,
+            stderr: Some(stderr),
+        }
+    }
+
+    /// Sends SIGTERM.
+    fn terminate(&self) {
+        // The shell's own `kill`, so that no procps binary is needed.
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {}", self.child.id())])
+            .status()
+            .expect("sh -c 'kill -TERM'");
+        assert!(status.success());
+    }
+
+    /// Waits (at most `limit`) for the process to exit; its status, how long it took, and
+    /// everything it wrote to stderr.
+    fn wait(mut self, limit: Duration) -> (ExitStatus, Duration, String) {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if start.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("the relay did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let stderr = self
+            .stderr
+            .take()
+            .expect("waited once")
+            .join()
+            .expect("stderr reader");
+        (status, start.elapsed(), stderr)
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_everyone_1001_and_exits_0_within_the_drain_time() {
+    let relay = RelayProcess::start(&[], "info");
+    let addr = relay.addr;
+    let mut binary = Peer::binary(addr, "srv-term").await;
+    let (mut phone, _) = join(addr, "srv-term", &mut binary).await;
+    relay.terminate();
+    for peer in [&mut binary, &mut phone] {
+        assert_eq!(
+            peer.closed_after_texts().await,
+            (1001, "shutting down".into())
+        );
+    }
+    let (status, _, stderr) =
+        tokio::task::spawn_blocking(move || relay.wait(Duration::from_secs(12)))
+            .await
+            .unwrap();
+    assert!(status.success(), "exit status {status:?}\n{stderr}");
+}
+
+/// Runs a binary and a phone (with `token`) through a relay started with `args` and
+/// `rust_log`, sends `frame`, lets a few requests be refused, then stops it; returns its stderr.
+async fn exercise(
+    args: &[&str],
+    rust_log: &str,
+    server_id: &str,
+    token: &str,
+    frame: &str,
+) -> String {
+    let relay = RelayProcess::start(args, rust_log);
+    let addr = relay.addr;
+    let mut binary = raw_upgrade_ok(addr, "/v1/server", &binary_headers(server_id)).await;
+    let mut headers = phone_headers(server_id);
+    headers.retain(|(name, _)| *name != "X-Pyrycode-Token");
+    headers.push(("X-Pyrycode-Token", token.to_owned()));
+    let mut phone = raw_upgrade_ok(addr, "/v1/client", &headers).await;
+    phone.send(frame).await;
+    let wrapped = binary.text().await;
+    assert!(wrapped.contains(frame), "{wrapped}");
+    // Refused requests: a missing header, an unknown path.
+    let refused = http(
+        addr,
+        &format!(
+            "GET /v1/client HTTP/1.1\r\nHost: relay\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nX-Pyrycode-Server: {server_id}\r\nX-Pyrycode-Token: {token}\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(refused.starts_with("HTTP/1.1 400 "), "{refused}");
+    let _ = http(
+        addr,
+        "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    relay.terminate();
+    let mut last = None;
+    while let Ok(Some(message)) = tokio::time::timeout(PATIENCE, binary.rx_recv()).await {
+        last = Some(message);
+    }
+    let (status, _, stderr) =
+        tokio::task::spawn_blocking(move || relay.wait(Duration::from_secs(12)))
+            .await
+            .unwrap();
+    let tail: Vec<&str> = stderr.lines().filter(|l| !l.contains("TRACE")).collect();
+    assert!(status.success(), "{status:?}\n{}", tail.join("\n"));
+    match last {
+        Some(tokio_tungstenite::tungstenite::Message::Close(Some(frame))) => {
+            assert_eq!(
+                (u16::from(frame.code), frame.reason.as_str()),
+                (1001, "shutting down"),
+                "{stderr}"
+            );
+        }
+        other => panic!("the binary saw {other:?} last\n{stderr}"),
+    }
+    stderr
+}
+
+/// A binary from a raw upgrade, read in the background.
+async fn raw_upgrade_ok(addr: SocketAddr, path: &str, headers: &[(&'static str, String)]) -> Peer {
+    let stream = raw_upgrade(addr, path, headers).await;
+    let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    Peer::new(ws)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_and_no_line_at_any_level_has_a_token_or_frame() {
+    let token = "tok-5ecret-4d1e";
+    let frame = "{\"marker\":\"frame-c0ntent-77\"}";
+    let server_id = "desk-logged-id";
+    let stderr = exercise(&["--log-format", "json"], "trace", server_id, token, frame).await;
+    let mut levels = std::collections::HashSet::new();
+    for line in stderr.lines() {
+        let object: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(object.is_object(), "{line}");
+        let level = object["level"].as_str().expect("a level").to_owned();
+        assert!(!line.contains(token), "a token was logged: {line}");
+        assert!(
+            !line.contains("frame-c0ntent-77"),
+            "a frame was logged: {line}"
+        );
+        if matches!(level.as_str(), "INFO" | "WARN" | "ERROR") {
+            assert!(
+                !line.contains(server_id),
+                "a full server-id at {level}: {line}"
+            );
+        }
+        levels.insert(level);
+    }
+    for level in ["DEBUG", "INFO"] {
+        assert!(levels.contains(level), "no {level} line in\n{stderr}");
+    }
+    assert!(
+        stderr.contains("request refused"),
+        "refusals are logged:\n{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_are_logged_only_quoted_and_escaped_so_they_cannot_forge_fields() {
+    let evil = "x peer=6.6.6.6 code=4409\u{85}y";
+    let stderr = exercise(&[], "debug", evil, "tok-1", "1").await;
+    assert!(
+        !stderr.contains('\u{85}'),
+        "a raw C1 control character was logged"
+    );
+    for line in stderr.lines() {
+        if line.contains("peer=6.6.6.6") {
+            assert!(line.contains(" DEBUG "), "a full id above debug: {line}");
+            assert!(
+                line.contains("\"x peer=6.6.6.6 code=4409\\u{85}y\""),
+                "the id is not one quoted, escaped value: {line}"
+            );
+        }
+    }
+    assert!(
+        stderr.contains("peer=6.6.6.6"),
+        "the id is logged at debug:\n{stderr}"
+    );
+}
+
+/// Runs `binary --flag` and returns its stdout.
+fn output_of(binary: &str, flag: &str) -> String {
+    let output = Command::new(binary).arg(flag).output().expect("run");
+    assert!(output.status.success(), "{binary} {flag}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn every_binary_names_itself_in_help_and_version() {
+    for (binary, name) in [
+        (env!("CARGO_BIN_EXE_relay"), "relay"),
+        (env!("CARGO_BIN_EXE_relay-client"), "relay-client"),
+    ] {
+        let version = output_of(binary, "--version");
+        assert_eq!(
+            version.trim(),
+            format!("{name} {}", env!("CARGO_PKG_VERSION"))
+        );
+        let help = output_of(binary, "--help");
+        assert!(help.contains(&format!("Usage: {name} ")), "{help}");
+    }
+    let help = output_of(env!("CARGO_BIN_EXE_relay"), "--help");
+    for variable in [
+        "RELAY_LISTEN",
+        "RELAY_GRACE",
+        "RELAY_METRICS_LISTEN",
+        "RELAY_RATE_BURST",
+    ] {
+        assert!(help.contains(variable), "{variable} in\n{help}");
+    }
+    let help = output_of(env!("CARGO_BIN_EXE_relay-client"), "--help");
+    assert!(!help.contains("passes it on"), "{help}");
+    assert!(help.contains("X-Pyrycode-Token"), "{help}");
+}
+
+/// Runs `relay-client <args>` with its stdin open and never written (a user who types nothing);
+/// returns its exit status and stderr, failing if it does not exit within PATIENCE.
+async fn client(args: Vec<String>) -> (ExitStatus, String) {
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_relay-client"))
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start relay-client");
+        let _stdin = child.stdin.take();
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > PATIENCE {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("relay-client {args:?} did not exit by itself");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        (status, stderr)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_client_exits_at_once_non_zero_with_the_close_code_and_reason() {
+    let relay = relay(config()).await;
+    let url = format!("ws://{}", relay.local_addr());
+    let args = |side: &str, id: &str| {
+        ["--url", &url, "--as", side, "--server", id]
+            .map(String::from)
+            .to_vec()
+    };
+    let (status, stderr) = client(args("phone", "srv-client-none")).await;
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("4404 no server with that id"), "{stderr}");
+
+    let _holder = Peer::binary(relay.local_addr(), "srv-client-held").await;
+    let (status, stderr) = client(args("binary", "srv-client-held")).await;
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("4409 server-id already claimed"),
+        "{stderr}"
+    );
+
+    let (status, stderr) = client(args("phone", &"x".repeat(300))).await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("HTTP 400 Bad Request: invalid server-id"),
+        "{stderr}"
+    );
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_client_exits_when_the_relay_shuts_down() {
+    let relay = relay(config()).await;
+    let url = format!("ws://{}", relay.local_addr());
+    let running = tokio::spawn(client(
+        [
+            "--url",
+            &url,
+            "--as",
+            "binary",
+            "--server",
+            "srv-client-bye",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ));
+    await_health(relay.local_addr(), 1, 0).await;
+    relay.shutdown().await;
+    let (status, stderr) = running.await.unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("1001 shutting down"), "{stderr}");
+}
