@@ -11,6 +11,7 @@
 //! all call it) and returns a [`Relay`] handle with the bound address and a shutdown.
 
 mod binary;
+pub mod cluster;
 mod config;
 mod conn;
 mod endpoint;
