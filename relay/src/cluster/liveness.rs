@@ -149,7 +149,7 @@ impl LeaseTiming {
 /// as a crash would); [`shutdown`](Self::shutdown) deletes it at once.
 pub struct Liveness {
     shared: Arc<Shared>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 struct Shared {
@@ -216,7 +216,7 @@ impl Liveness {
         let refresher = tokio::spawn(shared.clone().refresh_loop());
         Ok(Liveness {
             shared,
-            tasks: vec![refresher, watcher],
+            tasks: Mutex::new(vec![refresher, watcher]),
         })
     }
 
@@ -293,19 +293,19 @@ impl Liveness {
         bounded(self.shared.timing.refresh, read).await
     }
 
-    /// Graceful shutdown: stops refreshing and deletes this instance's entry (if it is still
-    /// ours), so every other instance sees it gone at once and its ids are free — not one lease
-    /// later.
+    /// Graceful shutdown: stops refreshing and watching, fences (for good: the lease is never
+    /// held again), and deletes this instance's entry if it is still ours, so every other
+    /// instance sees it gone at once and its ids are free — not one lease later.
     ///
     /// # Errors
     ///
     /// [`ClusterError::TimedOut`] after one refresh interval, or a NATS error; the entry then
     /// expires on its own within one lease.
-    pub async fn shutdown(mut self) -> Result<(), ClusterError> {
-        for task in self.tasks.drain(..) {
+    pub async fn shutdown(&self) -> Result<(), ClusterError> {
+        for task in self.tasks.lock().drain(..) {
             task.abort();
         }
-        let shared = self.shared.clone();
+        let shared = &self.shared;
         shared.fence();
         let revision = *shared.revision.lock();
         let purge = async {
@@ -321,7 +321,7 @@ impl Liveness {
 
 impl Drop for Liveness {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for task in self.tasks.get_mut().drain(..) {
             task.abort();
         }
     }
