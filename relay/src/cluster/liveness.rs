@@ -464,16 +464,37 @@ impl Shared {
 
     /// Creates the watch (its initial replay fills the peer map) and spawns its task.
     async fn start_watching(self: Arc<Self>) -> Result<JoinHandle<()>, ClusterError> {
-        let watch = bounded(self.timing.lease, async {
-            self.store.watch_all().await.map_err(ClusterError::nats)
-        })
-        .await?;
+        // The replay of the current entries is done when the entry with nothing pending after
+        // it arrives; our own entry is there, so one always does. Until then `live_peers` would
+        // be incomplete: wait for it.
+        let replay = async {
+            let mut watch = self
+                .store
+                .watch_with_history(">")
+                .await
+                .map_err(ClusterError::nats)?;
+            loop {
+                match watch.next().await {
+                    Some(Ok(entry)) => {
+                        let current = entry.seen_current;
+                        self.observe(entry);
+                        if current {
+                            return Ok(watch);
+                        }
+                    }
+                    Some(Err(error)) => return Err(ClusterError::nats(error)),
+                    None => return Err(ClusterError::Nats("the liveness watch ended".into())),
+                }
+            }
+        };
+        let watch = bounded(self.timing.lease, replay).await?;
         Ok(tokio::spawn(self.watch_loop(watch)))
     }
 
     async fn watch_loop(self: Arc<Self>, mut watch: kv::Watch) {
         loop {
             while let Some(entry) = watch.next().await {
+                tracing::trace!(?entry, "liveness watch");
                 match entry {
                     Ok(entry) => self.observe(entry),
                     Err(error) => tracing::debug!(%error, "liveness watch error"),
@@ -484,7 +505,8 @@ impl Shared {
             loop {
                 tokio::time::sleep(self.timing.refresh / 2).await;
                 if let Ok(Ok(new)) =
-                    tokio::time::timeout(self.timing.refresh, self.store.watch_all()).await
+                    tokio::time::timeout(self.timing.refresh, self.store.watch_with_history(">"))
+                        .await
                 {
                     watch = new;
                     break;
