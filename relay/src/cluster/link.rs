@@ -64,9 +64,11 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// What a link's receiving end does with what arrives, in order.
 ///
-/// Called from the link's dispatcher task, one message at a time, for every link of this
-/// instance: implementations must not block (enqueue, close, unregister — as a
-/// [`Conn`](relay_registry::Conn) would).
+/// Called only from the link's dispatcher task, one call at a time, for every link of this
+/// instance, so a sink sees its link's frames, then at most one of `ended` or `lost`, in that
+/// order and never anything after. Implementations must not block (enqueue, close,
+/// unregister — as a [`Conn`](relay_registry::Conn) would): a blocked sink stalls every link
+/// of the instance, and NATS then drops messages (a slow consumer: every link is lost).
 pub trait Inbound: Send + Sync + 'static {
     /// The next frame of this link.
     fn frame(&self, frame: Utf8Bytes);
@@ -160,6 +162,9 @@ struct Shared {
     abandoned: Mutex<Abandoned>,
     next_id: AtomicU64,
     publisher: mpsc::UnboundedSender<Outgoing>,
+    /// Lost links whose sinks the dispatcher must tell (it alone calls sinks, so a sink sees
+    /// its link's messages and its loss in one order).
+    lost: mpsc::UnboundedSender<Arc<LinkState>>,
 }
 
 #[derive(Default)]
@@ -229,6 +234,7 @@ impl Link {
         // server has them before anyone is told where to send.
         client.flush().await.map_err(ClusterError::nats)?;
         let (publisher, outgoing) = mpsc::unbounded_channel();
+        let (lost, lost_rx) = mpsc::unbounded_channel();
         let (incoming_tx, incoming) = mpsc::channel(1024);
         let trouble = nats.trouble();
         let peers = liveness.peers();
@@ -243,9 +249,10 @@ impl Link {
             // Random start: a restarted instance's ids do not meet late messages for the old.
             next_id: AtomicU64::new(random_u64() >> 1),
             publisher,
+            lost,
         });
         let tasks = vec![
-            tokio::spawn(shared.clone().dispatch(links)),
+            tokio::spawn(shared.clone().dispatch(links, lost_rx)),
             tokio::spawn(shared.clone().serve_requests(requests, incoming_tx)),
             tokio::spawn(shared.clone().publish(outgoing)),
             tokio::spawn(shared.clone().watch_trouble(trouble, peers)),
@@ -593,7 +600,8 @@ impl Shared {
     }
 
     /// Tears `state` down as lost (once): tells the peer if `tell` and the peer's id is known,
-    /// then the sink.
+    /// and has the dispatcher tell the sink (after whatever it is delivering now; nothing of
+    /// the link is delivered after that).
     fn lose(&self, state: &Arc<LinkState>, tell: bool) {
         if state.over.swap(true, Ordering::AcqRel) {
             return;
@@ -610,8 +618,8 @@ impl Shared {
                 None,
             );
         }
-        if let Some(sink) = state.sink.get() {
-            sink.lost();
+        if state.sink.get().is_some() {
+            let _ = self.lost.send(state.clone());
         }
     }
 
@@ -628,9 +636,27 @@ impl Shared {
         }
     }
 
-    /// Delivers every message of `relay.<me>.link` to its link, checking numbers.
-    async fn dispatch(self: Arc<Self>, mut messages: async_nats::Subscriber) {
-        while let Some(message) = messages.next().await {
+    /// Delivers every message of `relay.<me>.link` to its link, checking numbers, and tells
+    /// sinks of lost links. The only caller of sinks.
+    async fn dispatch(
+        self: Arc<Self>,
+        mut messages: async_nats::Subscriber,
+        mut lost: mpsc::UnboundedReceiver<Arc<LinkState>>,
+    ) {
+        loop {
+            let message = tokio::select! {
+                biased;
+                Some(state) = lost.recv() => {
+                    if let Some(sink) = state.sink.get() {
+                        sink.lost();
+                    }
+                    continue;
+                }
+                message = messages.next() => match message {
+                    Some(message) => message,
+                    None => return,
+                },
+            };
             let Ok((header, frame)) = wire::decode_link(&message.payload) else {
                 tracing::warn!("malformed link message dropped");
                 continue;
@@ -642,6 +668,10 @@ impl Shared {
                     };
                     match (self.in_order(&state, seq), Utf8Bytes::try_from(frame)) {
                         (true, Ok(frame)) => {
+                            // Lost meanwhile (another task): its sink hears of it next.
+                            if state.over.load(Ordering::Acquire) {
+                                continue;
+                            }
                             if let Some(sink) = state.sink.get() {
                                 sink.frame(frame);
                             }
