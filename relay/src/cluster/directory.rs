@@ -1,6 +1,6 @@
 //! [`Directory`]: the JetStream KV bucket that maps each held server-id to the instance owning it.
 //!
-//! One entry per id, under [`key_of`](super::keys::key_of)`(id)`, whose value is the owning
+//! One entry per id, under [`keys::key_of`](super::keys::key_of)`(id)`, whose value is the owning
 //! [`Owner`] (instance and incarnation). The entry is written when an id changes hands, never to
 //! keep it alive: whether its owner still holds the id is the owner's
 //! [liveness](super::Liveness), one entry per instance. So:

@@ -313,10 +313,10 @@ impl Link {
                 state.over.store(true, Ordering::Release);
                 // Whatever but a clear answer or "nobody there": the owner may have registered
                 // the phone; tell it to drop that registration.
-                let unclear = match &other {
-                    Ok(Reply::Refused { .. }) | Err(RequestError::NoResponders) => false,
-                    _ => true,
-                };
+                let unclear = !matches!(
+                    &other,
+                    Ok(Reply::Refused { .. }) | Err(RequestError::NoResponders)
+                );
                 if unclear {
                     let message = LinkMessage::Abandoned {
                         from: self.shared.me.as_str(),

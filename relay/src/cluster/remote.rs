@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 ///
 /// [`send`](Conn::send) enqueues into the link's publisher without waiting. The link's queue is
 /// bounded by bytes like a local phone's outbox (4 MiB by default, each frame costing its length
-/// + 64); when it is over the bound the phone is treated exactly as a local phone whose outbox
+/// plus 64); when it is over the bound the phone is treated exactly as a local phone whose outbox
 /// overflowed: it is closed `1011 phone backlog full` (the close goes down the link, after the
 /// frames already queued) and `send` returns [`SendError::Full`]. Once the link is ended or lost,
 /// `send` returns [`SendError::Closed`].
