@@ -121,23 +121,25 @@ async fn a_partitioned_instance_fences_itself_before_anyone_sees_its_lease_end()
     state.borrow_and_update();
 
     partition.cut();
+    // Both waits run at once, each noting the instant its event came.
     let bound = TEST_LEASE + Duration::from_secs(1);
-    tokio::time::timeout(bound, state.wait_for(|state| *state == LeaseState::Fenced))
-        .await
-        .expect("fenced within the lease")
-        .unwrap();
-    let fenced = Instant::now();
+    let fencing = async {
+        tokio::time::timeout(bound, state.wait_for(|state| *state == LeaseState::Fenced))
+            .await
+            .expect("fenced within the lease")
+            .unwrap();
+        Instant::now()
+    };
+    let (fenced, seen) = tokio::join!(fencing, lost(&mut peers, &old, bound + bound));
+    assert!(
+        fenced < seen,
+        "a was told it lost its lease only after b saw it gone"
+    );
     assert!(!a.liveness.holds_lease());
     assert_eq!(a.liveness.owner(), None);
     assert!(
         a.directory.claim("other").await.is_err(),
         "a fenced instance claims nothing"
-    );
-    // The others learn of the end of a's lease only afterwards.
-    let seen = lost(&mut peers, &old, bound).await;
-    assert!(
-        fenced < seen,
-        "a was told it lost its lease after b saw it gone"
     );
     assert_eq!(b.directory.lookup("srv").await, Ok(Lookup::Free));
 
