@@ -242,6 +242,40 @@ async fn release_deletes_only_our_entry() {
 }
 
 #[tokio::test]
+async fn release_all_frees_every_id_still_ours_and_no_other() {
+    let Some(server) = NatsServer::start("release_all_frees_every_id_we_own") else {
+        return;
+    };
+    let a = instance(&server, "relay-a", TEST_LEASE).await;
+    let b = instance(&server, "relay-b", TEST_LEASE).await;
+    let mut owned = Vec::new();
+    for n in 0..50 {
+        let id = format!("srv-{n}");
+        let Claim::Claimed(revision) = a.directory.claim(&id).await.unwrap() else {
+            panic!("claimed");
+        };
+        owned.push((id, revision));
+    }
+    // One entry moved on meanwhile: it is not ours to delete any more.
+    let (moved, old) = owned[0].clone();
+    assert!(matches!(
+        b.directory.move_to_me(&moved, old).await,
+        Ok(Move::Moved(_))
+    ));
+    assert_eq!(a.directory.release_all(owned).await, 49);
+    for n in 1..50 {
+        assert_eq!(
+            b.directory.lookup(&format!("srv-{n}")).await,
+            Ok(Lookup::Free)
+        );
+    }
+    assert!(matches!(
+        b.directory.lookup(&moved).await,
+        Ok(Lookup::Ours(_))
+    ));
+}
+
+#[tokio::test]
 async fn an_id_whose_owner_shut_down_is_free_and_claimed_by_compare_and_set() {
     let Some(server) = NatsServer::start("an_id_whose_owner_shut_down_is_free") else {
         return;

@@ -351,6 +351,44 @@ async fn a_registration_made_after_the_asker_gave_up_is_refused() {
 }
 
 #[tokio::test]
+async fn a_registration_whose_asker_was_cancelled_is_undone_at_the_owner() {
+    let Some(server) = NatsServer::start("a_registration_whose_asker_was_cancelled") else {
+        return;
+    };
+    let mut a = instance(&server, "relay-a", TEST_LEASE).await;
+    let b = instance(&server, "relay-b", TEST_LEASE).await;
+    let owner = a.liveness.owner().unwrap();
+    let (phone_sink, _at_phone) = recorder();
+    let (owner_sink, mut at_owner) = recorder();
+    // The phone's task is cancelled (say, the relay shuts down) while the request is out.
+    let register = b
+        .link
+        .register(&owner, "srv", "client-srv-00000001", phone_sink);
+    let incoming = tokio::select! {
+        _ = register => panic!("nobody answered yet"),
+        incoming = next_request(&mut a) => incoming,
+    };
+    assert_eq!(
+        b.link.open_links(),
+        0,
+        "the cancelled registration left nothing at b"
+    );
+    let Request::Register { from, link, .. } = incoming.request.clone() else {
+        panic!()
+    };
+    let (accepting, down) = a.link.accept(&from, link).unwrap();
+    let id = accepting.id();
+    match accepting.activate(owner_sink) {
+        // Activated before the abandon arrived: the abandon loses the link.
+        Ok(()) => assert_eq!(next(&mut at_owner).await, Seen::Lost),
+        Err(refused) => assert_eq!(refused, RequestError::TimedOut),
+    }
+    incoming.respond(Reply::Registered { link: id }).await;
+    assert!(eventually(PATIENCE, || a.link.open_links() == 0).await);
+    drop(down);
+}
+
+#[tokio::test]
 async fn a_vanished_peer_loses_its_links_within_the_lease_plus_one_refresh() {
     let Some(server) = NatsServer::start("a_vanished_peer_loses_its_links") else {
         return;
@@ -619,7 +657,29 @@ async fn nats_restarting_loses_every_link_then_instances_reconnect_with_nothing_
             && b.liveness.holds_lease())
         .await
     );
-    // A new phone registers and talks as before.
+    // Once a's subscriptions are back at the server (the client renews them on its own after
+    // reconnecting), a new phone registers and talks as before.
+    let a_id = a.liveness.instance().clone();
+    let probe = Request::Probe {
+        server_id: "srv".into(),
+    };
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let ask = b.link.request(&a_id, &probe);
+        let answer = async {
+            let waiting = tokio::time::timeout(Duration::from_secs(1), a.incoming.recv());
+            if let Ok(Some(incoming)) = waiting.await {
+                incoming.respond(Reply::NotHeld).await;
+            }
+        };
+        if tokio::join!(ask, answer).0.is_ok() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a answers again after the restart"
+        );
+    }
     let mut again = establish(&mut a, &b, "client-srv-00000003").await;
     again.up.frame(&text("up")).await.unwrap();
     again.down.frame(&text("down")).await.unwrap();

@@ -10,7 +10,7 @@ use cluster_support::nats::NatsServer;
 use cluster_support::proxy::Partition;
 use cluster_support::{PATIENCE, eventually};
 use relay_server::cluster::{
-    Claim, ConnectSettings, LeaseState, LinkSettings, Lookup, Owner, PeerEvent,
+    Claim, ClusterError, ConnectSettings, LeaseState, LinkSettings, Lookup, Owner, PeerEvent,
 };
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -137,8 +137,9 @@ async fn a_partitioned_instance_fences_itself_before_anyone_sees_its_lease_end()
     );
     assert!(!a.liveness.holds_lease());
     assert_eq!(a.liveness.owner(), None);
-    assert!(
-        a.directory.claim("other").await.is_err(),
+    assert_eq!(
+        a.directory.claim("other").await,
+        Err(ClusterError::NoLease),
         "a fenced instance claims nothing"
     );
     assert_eq!(b.directory.lookup("srv").await, Ok(Lookup::Free));

@@ -30,6 +30,7 @@ use super::keys::key_of;
 use super::liveness::{Liveness, MARKER_TTL, open_bucket};
 use super::metrics::{ClusterMetrics, RequestKind, RequestOutcome};
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -140,8 +141,9 @@ impl Directory {
     ///
     /// # Errors
     ///
-    /// [`ClusterError::TimedOut`] when no answer came within the timeout, or when this instance
-    /// does not hold its lease (it must not claim anything then); a NATS error otherwise.
+    /// [`ClusterError::TimedOut`] when no answer came within the timeout,
+    /// [`ClusterError::NoLease`] when this instance does not hold its lease (it must not claim
+    /// anything then), a NATS error otherwise.
     pub async fn claim(&self, server_id: &str) -> Result<Claim, ClusterError> {
         let result = bounded(self.timeout, self.claim_now(server_id)).await;
         self.count(RequestKind::Claim, &result);
@@ -149,7 +151,7 @@ impl Directory {
     }
 
     async fn claim_now(&self, server_id: &str) -> Result<Claim, ClusterError> {
-        let me = self.liveness.owner().ok_or(ClusterError::TimedOut)?;
+        let me = self.liveness.owner().ok_or(ClusterError::NoLease)?;
         let key = key_of(server_id);
         let value = bytes::Bytes::from(me.encode());
         let mut last = None;
@@ -247,6 +249,24 @@ impl Directory {
         let result = bounded(self.timeout, operation).await;
         self.count(RequestKind::Release, &result);
         result
+    }
+
+    /// Releases every `(server_id, revision)` in `owned` (graceful shutdown), up to 64 at a
+    /// time, all within one directory timeout; returns how many were deleted. What is not
+    /// released in time stays, and counts as free once this instance's liveness is deleted.
+    pub async fn release_all(&self, owned: impl IntoIterator<Item = (String, Revision)>) -> usize {
+        let released = std::sync::atomic::AtomicUsize::new(0);
+        let releases =
+            futures_util::stream::iter(owned).for_each_concurrent(64, |(id, revision)| {
+                let released = &released;
+                async move {
+                    if self.release(&id, revision).await == Ok(Release::Released) {
+                        released.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        let _ = tokio::time::timeout(self.timeout, releases).await;
+        released.into_inner()
     }
 
     /// Who owns `server_id` right now (a phone's registration: which instance to ask).

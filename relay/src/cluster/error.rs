@@ -13,6 +13,10 @@ pub enum ClusterError {
     /// NATS refused or failed the operation (the text is NATS's, for logs).
     #[error("cluster operation failed: {0}")]
     Nats(String),
+    /// This instance does not hold its cluster lease (it fenced itself off, or is shutting
+    /// down): it must not claim or serve anything until it holds one again.
+    #[error("this instance does not hold its cluster lease")]
+    NoLease,
     /// A setting cannot work (e.g. a lease that is not a whole number of seconds).
     #[error("invalid cluster setting: {0}")]
     Config(String),

@@ -12,6 +12,10 @@ pub const MAX_INSTANCE_ID: usize = 64;
 /// legal, unescaped, in a NATS subject token, a KV key and a KV value, so an instance id is used
 /// verbatim in the subjects addressed to it (`relay.<instance>.link`) and as its liveness key.
 ///
+/// Must be unique among running instances: a second process announcing the same id takes the
+/// liveness entry over, the first one's next refresh fails and it fences itself (then announces
+/// again, and so on). [`InstanceId::generate`] adds a random suffix for that reason.
+///
 /// # Examples
 ///
 /// ```

@@ -276,8 +276,9 @@ impl Link {
     ///
     /// # Errors
     ///
-    /// As [`request`](Self::request). On any failure but [`RequestError::NoResponders`] the
-    /// owner is told to drop whatever it registered for this request.
+    /// As [`request`](Self::request). On any failure but [`RequestError::NoResponders`] — and
+    /// when this future is dropped before it completes — the owner is told to drop whatever it
+    /// registered for this request.
     pub async fn register(
         &self,
         owner: &Owner,
@@ -293,6 +294,13 @@ impl Link {
         let state = self.shared.new_state(owner.clone());
         state.sink.set(sink).ok();
         self.shared.links.lock().insert(state.id, state.clone());
+        // Undoes the registration unless it completes, also when this future is dropped
+        // half-way (the caller was cancelled).
+        let mut pending = Pending {
+            shared: &self.shared,
+            state: &state,
+            abandon: true,
+        };
         let request = Request::Register {
             server_id: server_id.to_owned(),
             conn_id: conn_id.to_owned(),
@@ -303,37 +311,25 @@ impl Link {
         match reply {
             Ok(Reply::Registered { link }) => {
                 state.remote.set(link).ok();
+                drop(pending);
                 Ok(Registration::Registered(Outbound {
                     shared: self.shared.clone(),
                     state,
                 }))
             }
-            other => {
-                self.shared.links.lock().remove(&state.id);
-                state.over.store(true, Ordering::Release);
-                // Whatever but a clear answer or "nobody there": the owner may have registered
-                // the phone; tell it to drop that registration.
-                let unclear = !matches!(
-                    &other,
-                    Ok(Reply::Refused { .. }) | Err(RequestError::NoResponders)
-                );
-                if unclear {
-                    let message = LinkMessage::Abandoned {
-                        from: self.shared.me.as_str(),
-                        link: state.id,
-                    };
-                    self.shared.enqueue(
-                        state.subject.clone(),
-                        wire::encode_link(&message, b""),
-                        None,
-                    );
-                }
-                match other {
-                    Ok(Reply::Refused { code }) => Ok(Registration::Refused(code)),
-                    Ok(reply) => Err(RequestError::Failed(format!("unexpected reply {reply:?}"))),
-                    Err(error) => Err(error),
-                }
+            // A clear answer, or nobody there: the owner registered nothing.
+            Ok(Reply::Refused { code }) => {
+                pending.abandon = false;
+                Ok(Registration::Refused(code))
             }
+            Err(RequestError::NoResponders) => {
+                pending.abandon = false;
+                Err(RequestError::NoResponders)
+            }
+            // Anything else: the owner may have registered the phone; `pending` tells it to
+            // drop that registration.
+            Ok(reply) => Err(RequestError::Failed(format!("unexpected reply {reply:?}"))),
+            Err(error) => Err(error),
         }
     }
 
@@ -381,6 +377,33 @@ impl Drop for Link {
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
+        }
+    }
+}
+
+/// A register request in flight: unless it completed (the link knows its remote id), removes
+/// its link and, if `abandon`, tells the owner to drop whatever it registered.
+struct Pending<'a> {
+    shared: &'a Arc<Shared>,
+    state: &'a Arc<LinkState>,
+    abandon: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.state.remote.get().is_some() {
+            return;
+        }
+        self.shared.links.lock().remove(&self.state.id);
+        self.state.over.store(true, Ordering::Release);
+        self.state.send.lock().ended = true;
+        if self.abandon {
+            let message = LinkMessage::Abandoned {
+                from: self.shared.me.as_str(),
+                link: self.state.id,
+            };
+            let body = wire::encode_link(&message, b"");
+            self.shared.enqueue(self.state.subject.clone(), body, None);
         }
     }
 }
