@@ -268,6 +268,47 @@ async fn requests_time_out_or_find_no_responders_and_both_are_answers() {
 }
 
 #[tokio::test]
+async fn any_server_id_and_conn_id_cross_to_the_owner_intact() {
+    let Some(server) = NatsServer::start("any_server_id_and_conn_id_cross_intact") else {
+        return;
+    };
+    let mut a = instance(&server, "relay-a", TEST_LEASE).await;
+    let b = instance(&server, "relay-b", TEST_LEASE).await;
+    let owner = a.liveness.owner().unwrap();
+    for id in [
+        "a.b",
+        "*",
+        ">",
+        "a b\r\nPUB x 1",
+        "relay.relay-a.rpc",
+        "é\u{85}\u{0}",
+        &"x".repeat(256),
+    ] {
+        let conn_id = format!("client-{id}-0000000a");
+        let (sink, _seen) = recorder();
+        let register = b.link.register(&owner, id, &conn_id, sink);
+        let check = async {
+            let incoming = next_request(&mut a).await;
+            let Request::Register {
+                server_id,
+                conn_id: asked,
+                ..
+            } = &incoming.request
+            else {
+                panic!("a register request");
+            };
+            assert_eq!((server_id.as_str(), asked.as_str()), (id, conn_id.as_str()));
+            incoming.respond(Reply::Refused { code: 4404 }).await;
+        };
+        let (registration, ()) = tokio::join!(register, check);
+        assert!(
+            matches!(registration, Ok(Registration::Refused(4404))),
+            "{id:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_refused_registration_is_an_answer_and_leaves_no_link() {
     let Some(server) = NatsServer::start("a_refused_registration") else {
         return;

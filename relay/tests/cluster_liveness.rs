@@ -91,6 +91,27 @@ async fn a_graceful_shutdown_is_seen_at_once_not_after_the_lease() {
     assert_eq!(a.liveness.is_alive(&owner_b).await, Ok(false));
 }
 
+#[tokio::test]
+async fn an_instance_whose_entry_was_replaced_fences_itself_at_its_next_refresh() {
+    let Some(server) = NatsServer::start("an_instance_whose_entry_was_replaced") else {
+        return;
+    };
+    let lease = Duration::from_secs(4);
+    let first = instance(&server, "relay-a", lease).await;
+    let mut state = first.liveness.state();
+    let original = first.liveness.owner().unwrap();
+    // A second process with the same name (a misconfiguration) announces itself over it.
+    let second = instance(&server, "relay-a", lease).await;
+    // The first one's next refresh (within 1 s) is refused: it fences at once instead of at its
+    // deadline (3.2 s after its last refresh), then announces itself anew.
+    let replaced = state.wait_for(|state| *state != LeaseState::Held(original.clone()));
+    tokio::time::timeout(lease / 2, replaced)
+        .await
+        .expect("fenced at the refresh after the takeover, before the deadline")
+        .unwrap();
+    drop(second);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_instance_fences_itself_before_anyone_sees_its_lease_end() {
     let Some(server) = NatsServer::start("a_partitioned_instance_fences_itself") else {
