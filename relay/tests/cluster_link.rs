@@ -316,17 +316,31 @@ async fn a_refused_registration_is_an_answer_and_leaves_no_link() {
     let mut a = instance(&server, "relay-a", TEST_LEASE).await;
     let b = instance(&server, "relay-b", TEST_LEASE).await;
     let owner = a.liveness.owner().unwrap();
-    let (sink, _seen) = recorder();
+    let (sink, mut seen) = recorder();
     let register = b.link.register(&owner, "srv", "client-srv-00000001", sink);
+    // The owner does what the relay does: accept, try the registry (full: 4429), refuse.
     let refuse = async {
-        next_request(&mut a)
-            .await
-            .respond(Reply::Refused { code: 4429 })
-            .await
+        let incoming = next_request(&mut a).await;
+        let Request::Register { from, link, .. } = incoming.request.clone() else {
+            panic!()
+        };
+        let (accepting, down) = a.link.accept(&from, link).unwrap();
+        drop((accepting, down));
+        incoming.respond(Reply::Refused { code: 4429 }).await;
     };
     let (registration, ()) = tokio::join!(register, refuse);
     assert!(matches!(registration, Ok(Registration::Refused(4429))));
     assert_eq!((a.link.open_links(), b.link.open_links()), (0, 0));
+    // The refused phone is told nothing over the link (it is closed 4429 by its relay, and must
+    // not see a 1011 first): anything a published before this later frame arrived before it.
+    let mut later = establish(&mut a, &b, "client-srv-00000002").await;
+    later.down.try_frame(&text("later")).unwrap();
+    assert_eq!(next(&mut later.at_phone).await, Seen::Frame("later".into()));
+    assert!(
+        seen.try_recv().is_err(),
+        "the refused phone's sink was told something"
+    );
+    drop(later.up);
 }
 
 /// Registers with an owner that answers only after the asker's timeout; the owner activates

@@ -420,7 +420,8 @@ impl Accepting {
         self.state.id
     }
 
-    /// Starts delivering up messages to `sink`.
+    /// Starts delivering up messages to `sink` (unless the down direction was already ended:
+    /// then there is nothing to deliver).
     ///
     /// # Errors
     ///
@@ -439,6 +440,11 @@ impl Accepting {
                 return Err(RequestError::TimedOut);
             }
             self.state.sink.set(sink).ok();
+            if self.state.over.load(Ordering::Acquire) {
+                // Ended before it began (the registry evicted the phone already; its close is
+                // on its way to the asker): nothing will arrive for it.
+                return Ok(());
+            }
             self.shared
                 .links
                 .lock()
@@ -451,7 +457,9 @@ impl Accepting {
 /// One direction of a link, from this end: frames, then at most one end. Not `Clone`: its
 /// owner is the one sender of the direction.
 ///
-/// Dropping it without [`end`](Self::end) loses the link (the other end is told).
+/// Dropping it without [`end`](Self::end) loses the link (the other end is told) — except an
+/// owner's outbound from [`Link::accept`] that was never activated (a refused registration),
+/// which ends silently: the asker learns the refusal from the reply.
 pub struct Outbound {
     shared: Arc<Shared>,
     state: Arc<LinkState>,
@@ -552,9 +560,19 @@ impl Outbound {
 
 impl Drop for Outbound {
     fn drop(&mut self) {
-        if !self.state.send.lock().ended {
-            self.shared.lose(&self.state, true);
+        let mut send = self.state.send.lock();
+        if send.ended {
+            return;
         }
+        if self.state.sink.get().is_none() {
+            // An owner's outbound whose registration was refused and never activated: the
+            // asker learns the refusal from the reply, so the link ends without a word.
+            send.ended = true;
+            self.state.over.store(true, Ordering::Release);
+            return;
+        }
+        drop(send);
+        self.shared.lose(&self.state, true);
     }
 }
 
