@@ -244,7 +244,10 @@ impl Liveness {
     }
 
     /// The lease state as a watch: [`LeaseState::Fenced`] is sent at the fence deadline (or as
-    /// soon as the entry is seen gone), [`LeaseState::Held`] again once re-announced.
+    /// soon as the entry is seen gone), [`LeaseState::Held`] again once re-announced. A watch
+    /// keeps only the latest value, so a receiver may see `Held(old)` turn straight into
+    /// `Held(new)`: a change of incarnation means the lease was lost in between, and must be
+    /// handled as a fence.
     pub fn state(&self) -> watch::Receiver<LeaseState> {
         self.shared.state.subscribe()
     }
