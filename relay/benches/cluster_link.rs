@@ -13,7 +13,7 @@ use relay_server::cluster::{
 };
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -78,6 +78,9 @@ impl Drop for Server {
 /// Set if a link was lost before the measurements were done (the run is then void).
 static LOST: AtomicBool = AtomicBool::new(false);
 
+/// Connection trouble (disconnects, slow consumers) either instance saw during the run.
+static TROUBLE: AtomicUsize = AtomicUsize::new(0);
+
 /// The owner's sink: echoes every frame back down the same link.
 struct Echo(OnceLock<Outbound>);
 
@@ -131,6 +134,21 @@ async fn node(
     (nats, liveness, link, incoming)
 }
 
+/// How long any one frame may take before the run is declared broken.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The next echoed frame; panics (the run is broken) if none comes within [`PATIENCE`].
+async fn received(delivered: &mut mpsc::UnboundedReceiver<Utf8Bytes>) {
+    match tokio::time::timeout(PATIENCE, delivered.recv()).await {
+        Ok(Some(_)) => {}
+        _ => panic!(
+            "no echo within {PATIENCE:?} (link lost: {}, connection trouble: {})",
+            LOST.load(Ordering::SeqCst),
+            TROUBLE.load(Ordering::SeqCst)
+        ),
+    }
+}
+
 fn report(what: &str, mut samples: Vec<Duration>) {
     samples.sort();
     let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
@@ -151,6 +169,15 @@ async fn main() {
     let url = server.url();
     let (nats_a, liveness_a, link_a, mut incoming_a) = node(&url, "bench-owner").await;
     let (nats_b, _liveness_b, link_b, _incoming_b) = node(&url, "bench-phone").await;
+
+    for nats in [&nats_a, &nats_b] {
+        let mut trouble = nats.trouble();
+        tokio::spawn(async move {
+            while trouble.recv().await.is_ok() {
+                TROUBLE.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    }
 
     // Register a phone at b with owner a; a echoes.
     let echo = Arc::new(Echo(OnceLock::new()));
@@ -184,13 +211,13 @@ async fn main() {
     // Warm up.
     for _ in 0..200 {
         up.frame(&frame).await.unwrap();
-        delivered.recv().await.unwrap();
+        received(&mut delivered).await;
     }
     let mut link_rtt = Vec::with_capacity(FRAMES);
     for _ in 0..FRAMES {
         let start = Instant::now();
         up.frame(&frame).await.unwrap();
-        delivered.recv().await.unwrap();
+        received(&mut delivered).await;
         link_rtt.push(start.elapsed());
     }
 
@@ -206,8 +233,8 @@ async fn main() {
     });
     let client_a = nats_a.client().clone();
     let mut pongs = client_a.subscribe("bench.pong").await.unwrap();
-    nats_b.client().flush().await.unwrap();
-    client_a.flush().await.unwrap();
+    nats_b.sync(PATIENCE).await.unwrap();
+    nats_a.sync(PATIENCE).await.unwrap();
     let payload = bytes::Bytes::copy_from_slice(frame.as_bytes());
     let mut bare_rtt = Vec::with_capacity(FRAMES);
     for round in 0..FRAMES + 200 {
@@ -216,7 +243,12 @@ async fn main() {
             .publish("bench.ping", payload.clone())
             .await
             .unwrap();
-        pongs.next().await.unwrap();
+        if tokio::time::timeout(PATIENCE, pongs.next()).await.is_err() {
+            panic!(
+                "bare echo {round} was lost (connection trouble: {})",
+                TROUBLE.load(Ordering::SeqCst)
+            );
+        }
         if round >= 200 {
             bare_rtt.push(start.elapsed());
         }
@@ -228,7 +260,7 @@ async fn main() {
         up.frame(&frame).await.unwrap();
     }
     for _ in 0..FRAMES {
-        delivered.recv().await.unwrap();
+        received(&mut delivered).await;
     }
     let pipelined = start.elapsed();
 

@@ -104,6 +104,25 @@ async fn inject(from: &Instance, to: &str, message: &LinkMessage<'_>, frame: &[u
 }
 
 #[tokio::test]
+async fn a_subscription_is_in_place_at_the_server_once_sync_returns() {
+    let Some(server) = NatsServer::start("a_subscription_is_in_place_once_sync_returns") else {
+        return;
+    };
+    let a = instance(&server, "relay-a", TEST_LEASE).await;
+    let b = instance(&server, "relay-b", TEST_LEASE).await;
+    // Each round: b subscribes and syncs, then a publishes once, from its own connection. A
+    // flush alone would let a's message overtake b's subscription now and then (and be lost).
+    for round in 0..100 {
+        let subject = format!("sync-test.{round}");
+        let mut subscription = b.nats.client().subscribe(subject.clone()).await.unwrap();
+        b.nats.sync(PATIENCE).await.expect("the server confirms");
+        a.nats.client().publish(subject, "x".into()).await.unwrap();
+        let got = tokio::time::timeout(PATIENCE, futures_util::StreamExt::next(&mut subscription));
+        assert!(got.await.is_ok(), "round {round}: the message was lost");
+    }
+}
+
+#[tokio::test]
 async fn a_link_carries_1000_frames_each_way_complete_and_in_order() {
     let Some(server) = NatsServer::start("a_link_carries_1000_frames_each_way") else {
         return;

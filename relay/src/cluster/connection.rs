@@ -8,6 +8,7 @@
 use super::InstanceId;
 use super::error::ClusterError;
 use async_nats::{Client, ConnectOptions, Event, jetstream};
+use futures_util::StreamExt;
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 
@@ -143,6 +144,36 @@ impl Nats {
     /// Whether the client is connected right now.
     pub fn is_connected(&self) -> bool {
         *self.state.borrow() == ConnectionState::Connected
+    }
+
+    /// Waits until the server has processed everything this connection sent before, its
+    /// subscriptions included, by a round trip through the server (async-nats's `flush` only
+    /// writes to the socket). After it, another connection's messages reach those
+    /// subscriptions.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::TimedOut`] after `limit`, or a NATS error.
+    pub async fn sync(&self, limit: Duration) -> Result<(), ClusterError> {
+        let round_trip = async {
+            // A connection's messages are handled in order: our own message on a fresh inbox
+            // comes back only once everything before it was handled.
+            let inbox = self.client.new_inbox();
+            let mut echo = self
+                .client
+                .subscribe(inbox.clone())
+                .await
+                .map_err(ClusterError::nats)?;
+            self.client
+                .publish(inbox, bytes::Bytes::new())
+                .await
+                .map_err(ClusterError::nats)?;
+            match echo.next().await {
+                Some(_) => Ok(()),
+                None => Err(ClusterError::Nats("the connection closed".into())),
+            }
+        };
+        super::error::bounded(limit, round_trip).await
     }
 
     /// [`Trouble`] from now on. A receiver that lags behind (more than 64 unread events) gets

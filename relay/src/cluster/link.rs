@@ -211,9 +211,12 @@ impl Link {
     /// requests addressed to this instance (answer each with [`Incoming::respond`]; at most
     /// 1,024 wait, further ones are dropped and their askers time out).
     ///
+    /// Returns once the server has both subscriptions in place ([`Nats::sync`]).
+    ///
     /// # Errors
     ///
-    /// A NATS error if a subscription fails.
+    /// A NATS error if a subscription fails; [`ClusterError::TimedOut`] if the server does not
+    /// confirm them within the request timeout.
     pub async fn start(
         nats: &Nats,
         liveness: Arc<Liveness>,
@@ -230,9 +233,8 @@ impl Link {
             .subscribe(wire::rpc_subject(me.as_str()))
             .await
             .map_err(ClusterError::nats)?;
-        // Subscriptions are registered in order on the one connection: flushing makes sure the
-        // server has them before anyone is told where to send.
-        client.flush().await.map_err(ClusterError::nats)?;
+        // Nobody may be told where to send before the server has these subscriptions.
+        nats.sync(settings.request_timeout).await?;
         let (publisher, outgoing) = mpsc::unbounded_channel();
         let (lost, lost_rx) = mpsc::unbounded_channel();
         let (incoming_tx, incoming) = mpsc::channel(1024);

@@ -24,6 +24,43 @@
 //!
 //! # Wiring it into the relay
 //!
+//! ```no_run
+//! use relay_server::cluster::*;
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! # async fn example() -> Result<(), ClusterError> {
+//! let me = InstanceId::generate("web-1");
+//! let timeout = Duration::from_secs(2);
+//! let nats = Nats::connect("nats://127.0.0.1:4222", &me, timeout, ConnectSettings::default())
+//!     .await?;
+//! let metrics = Arc::new(ClusterMetrics::default());
+//! let liveness = Arc::new(Liveness::start(&nats, me, DEFAULT_LEASE).await?);
+//! let directory = Directory::open(&nats, liveness.clone(), timeout, metrics.clone()).await?;
+//! let (link, mut incoming) =
+//!     Link::start(&nats, liveness.clone(), LinkSettings::default(), metrics.clone()).await?;
+//!
+//! // A binary claims "srv-1" here, before its 101:
+//! match directory.claim("srv-1").await? {
+//!     Claim::Claimed(_revision) => { /* claim in the local registry; keep the revision */ }
+//!     Claim::Ours(_revision) => { /* the local registry decides, as on one instance */ }
+//!     Claim::HeldBy { owner, revision } => {
+//!         let probe = Request::Probe { server_id: "srv-1".into() };
+//!         match link.request(&owner.instance, &probe).await {
+//!             Ok(Reply::Alive) => { /* 4409 */ }
+//!             Ok(_) => { /* handover, then directory.move_to_me("srv-1", revision) */ }
+//!             Err(_) => { /* 503: no answer is an answer */ }
+//!         }
+//!     }
+//! }
+//! // ... and serves the requests addressed to it.
+//! while let Some(request) = incoming.recv().await {
+//!     request.respond(Reply::NotHeld).await;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Start-up (`--cluster URL`): [`Nats::connect`], [`Liveness::start`], [`Directory::open`],
 //! [`Link::start`]; serve the [`Incoming`] requests in a task.
 //!
