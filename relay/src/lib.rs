@@ -40,6 +40,7 @@
 mod binary;
 pub mod cli;
 mod client_ip;
+pub mod cluster;
 mod config;
 mod endpoint;
 mod envelope;

@@ -1,0 +1,877 @@
+//! [`Link`]: this instance's end of the core NATS links to the other instances — one link per
+//! remote phone, ordered streams in both directions, and the requests that decide outcomes.
+//!
+//! # Links
+//!
+//! A phone connected to instance P whose server-id is owned by instance O has one link between
+//! P and O. Up (P → O) carries the phone's frames, then at most one `End` (the phone left, with
+//! its code); down (O → P) carries the binary's frames for the phone, then at most one `End`
+//! (close the phone with this code and text). Each end names the link by its own [`LinkId`];
+//! every frame and `End` carries the next number of its direction, from 1.
+//!
+//! # No silent loss, no reordering
+//!
+//! NATS keeps the order of one connection's messages to one subscriber but may drop them: for a
+//! connection that is down, for a slow consumer. So a link is **lost** — its receiving end's
+//! [`Inbound::lost`] is called (the relay closes the phone `1011 relay link lost`, or
+//! unregisters it), the other end is told with a `Lost` message, and
+//! [`ClusterMetrics::link_losses`](super::ClusterMetrics::link_losses) counts it — when:
+//!
+//! - a message arrives whose number is not the next one (a gap: something was dropped);
+//! - this instance's NATS connection drops, or a subscription overflows ([`Trouble`]); then
+//!   every link is lost, since anything addressed to us meanwhile may be gone;
+//! - the peer instance's lease ends ([`PeerEvent::Lost`]);
+//! - the sending end drops its [`Outbound`] without ending it.
+//!
+//! Nothing after a gap is delivered, so what a sink receives is always a prefix of what was
+//! sent, in order.
+//!
+//! # Sending never blocks
+//!
+//! [`Outbound::try_frame`] is what a registry [`Conn`](relay_registry::Conn) may call: it
+//! enqueues into one FIFO drained by this instance's publisher task, or refuses at once. Each
+//! link's queued bytes are bounded (each frame costs its length + 64, like a phone's outbox);
+//! over the bound it returns [`SendError::Full`]. [`Outbound::frame`] instead waits for room
+//! (backpressure onto the phone's socket, for P's phone task). One publisher task for all links
+//! keeps every link's messages in the order they were numbered.
+//!
+//! # Requests
+//!
+//! [`Link::request`] sends a [`Request`] to the instance that must decide and waits at most
+//! the request timeout: [`RequestError::TimedOut`] and [`RequestError::NoResponders`] are
+//! answers, never a hang. [`Link::register`] wraps the register request: on a timeout it tells
+//! the owner to drop a registration it may have made, so none is left half-made.
+
+use super::connection::{Nats, Trouble};
+use super::error::ClusterError;
+use super::instance::{InstanceId, Owner, random_u64};
+use super::liveness::{Liveness, PeerEvent};
+use super::metrics::{ClusterMetrics, RequestKind, RequestOutcome};
+use super::wire::{self, LinkId, LinkMessage, Reply, Request};
+use crate::FRAME_OVERHEAD;
+use async_nats::{RequestErrorKind, Subject};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use relay_registry::SendError;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// What a link's receiving end does with what arrives, in order.
+///
+/// Called only from the link's dispatcher task, one call at a time, for every link of this
+/// instance, so a sink sees its link's frames, then at most one of `ended` or `lost`, in that
+/// order and never anything after. Implementations must not block (enqueue, close,
+/// unregister — as a [`Conn`](relay_registry::Conn) would): a blocked sink stalls every link
+/// of the instance, and NATS then drops messages (a slow consumer: every link is lost).
+pub trait Inbound: Send + Sync + 'static {
+    /// The next frame of this link.
+    fn frame(&self, frame: Utf8Bytes);
+    /// The link's last message: the other end ended it with `code` and `reason` (towards a
+    /// phone's instance: close the phone with this, see
+    /// [`close_from_wire`](super::wire::close_from_wire); towards the owner: the phone left
+    /// with `code`). Nothing follows.
+    fn ended(&self, code: u16, reason: &str);
+    /// The link is lost: close the phone `1011 relay link lost` (or unregister it). Nothing
+    /// follows.
+    fn lost(&self);
+}
+
+/// The link's settings.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    /// Bytes a link may have queued for publishing (each frame costs its length + 64) before
+    /// [`Outbound::try_frame`] refuses (default 4 MiB, a phone's outbox).
+    pub outbox_bytes: usize,
+    /// How long a request waits for its reply.
+    pub request_timeout: Duration,
+}
+
+impl Default for LinkSettings {
+    fn default() -> Self {
+        LinkSettings {
+            outbox_bytes: 4 * 1024 * 1024,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a request got no reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// No reply within the request timeout.
+    #[error("cluster request timed out")]
+    TimedOut,
+    /// Nobody listens on the instance's subject: it is gone.
+    #[error("no instance answers on that subject")]
+    NoResponders,
+    /// This instance does not hold its lease; it must not ask anything.
+    #[error("this instance does not hold its cluster lease")]
+    NotLeased,
+    /// NATS failed the request, or the reply was not one.
+    #[error("cluster request failed: {0}")]
+    Failed(String),
+}
+
+/// What [`Link::register`] decided.
+pub enum Registration {
+    /// Registered with the owner: send the phone's frames up with this.
+    Registered(Outbound),
+    /// The owner refused, with this close code (4404 no server, 4429 phone cap).
+    Refused(u16),
+}
+
+/// A request that arrived for this instance, to be answered with [`respond`](Self::respond).
+pub struct Incoming {
+    /// What is asked.
+    pub request: Request,
+    reply_to: Option<Subject>,
+    client: async_nats::Client,
+}
+
+impl Incoming {
+    /// Sends `reply` to the asker (if it still waits; a reply after its timeout is dropped by
+    /// NATS). Not answering at all lets the asker time out.
+    pub async fn respond(self, reply: Reply) {
+        if let Some(to) = self.reply_to {
+            let _ = self.client.publish(to, wire::encode_reply(&reply)).await;
+        }
+    }
+}
+
+/// This instance's end of every link, and its requests. Stopping it (drop) ends its tasks.
+pub struct Link {
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+struct Shared {
+    nats: Nats,
+    me: InstanceId,
+    liveness: Arc<Liveness>,
+    settings: LinkSettings,
+    metrics: Arc<ClusterMetrics>,
+    links: Mutex<HashMap<LinkId, Arc<LinkState>>>,
+    /// Register requests the asker gave up on before we activated them: `(asker, its id)`.
+    abandoned: Mutex<Abandoned>,
+    next_id: AtomicU64,
+    publisher: mpsc::UnboundedSender<Outgoing>,
+    /// Lost links whose sinks the dispatcher must tell (it alone calls sinks, so a sink sees
+    /// its link's messages and its loss in one order).
+    lost: mpsc::UnboundedSender<Arc<LinkState>>,
+}
+
+#[derive(Default)]
+struct Abandoned {
+    set: HashSet<(InstanceId, LinkId)>,
+    order: VecDeque<(InstanceId, LinkId)>,
+}
+
+/// How many abandoned registrations are remembered (oldest forgotten first).
+const ABANDONED_MEMORY: usize = 4096;
+
+/// One link, as both its ends at this instance see it.
+struct LinkState {
+    id: LinkId,
+    peer: Owner,
+    /// The peer's id for the link, once known.
+    remote: OnceLock<LinkId>,
+    subject: Subject,
+    sink: OnceLock<Arc<dyn Inbound>>,
+    /// Next expected number of the receiving direction.
+    recv_next: AtomicU64,
+    send: Mutex<SendState>,
+    queued: AtomicUsize,
+    space: Notify,
+    /// Torn down (ended, lost): nothing more is sent or delivered.
+    over: AtomicBool,
+}
+
+struct SendState {
+    next: u64,
+    ended: bool,
+}
+
+struct Outgoing {
+    subject: Subject,
+    body: Bytes,
+    /// The link whose budget the message uses, and its cost.
+    charge: Option<(Arc<LinkState>, usize)>,
+}
+
+impl Link {
+    /// Starts this instance's link: subscribes to its link and request subjects, and watches
+    /// its connection's [`Trouble`] and its peers' liveness. Returns the link and the stream of
+    /// requests addressed to this instance (answer each with [`Incoming::respond`]; at most
+    /// 1,024 wait, further ones are dropped and their askers time out).
+    ///
+    /// Returns once the server has both subscriptions in place ([`Nats::sync`]).
+    ///
+    /// # Errors
+    ///
+    /// A NATS error if a subscription fails; [`ClusterError::TimedOut`] if the server does not
+    /// confirm them within the request timeout.
+    pub async fn start(
+        nats: &Nats,
+        liveness: Arc<Liveness>,
+        settings: LinkSettings,
+        metrics: Arc<ClusterMetrics>,
+    ) -> Result<(Link, mpsc::Receiver<Incoming>), ClusterError> {
+        let me = liveness.instance().clone();
+        let client = nats.client();
+        let links = client
+            .subscribe(wire::link_subject(me.as_str()))
+            .await
+            .map_err(ClusterError::nats)?;
+        let requests = client
+            .subscribe(wire::rpc_subject(me.as_str()))
+            .await
+            .map_err(ClusterError::nats)?;
+        // Nobody may be told where to send before the server has these subscriptions.
+        nats.sync(settings.request_timeout).await?;
+        let (publisher, outgoing) = mpsc::unbounded_channel();
+        let (lost, lost_rx) = mpsc::unbounded_channel();
+        let (incoming_tx, incoming) = mpsc::channel(1024);
+        let trouble = nats.trouble();
+        let peers = liveness.peers();
+        let shared = Arc::new(Shared {
+            nats: nats.clone(),
+            me,
+            liveness,
+            settings,
+            metrics,
+            links: Mutex::new(HashMap::new()),
+            abandoned: Mutex::new(Abandoned::default()),
+            // Random start: a restarted instance's ids do not meet late messages for the old.
+            next_id: AtomicU64::new(random_u64() >> 1),
+            publisher,
+            lost,
+        });
+        let tasks = vec![
+            tokio::spawn(shared.clone().dispatch(links, lost_rx)),
+            tokio::spawn(shared.clone().serve_requests(requests, incoming_tx)),
+            tokio::spawn(shared.clone().publish(outgoing)),
+            tokio::spawn(shared.clone().watch_trouble(trouble, peers)),
+        ];
+        Ok((Link { shared, tasks }, incoming))
+    }
+
+    /// Sends `request` to `to` and waits for its reply, at most the request timeout.
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError::TimedOut`], [`RequestError::NoResponders`] (nobody listens: the instance
+    /// is gone), [`RequestError::Failed`].
+    pub async fn request(&self, to: &InstanceId, request: &Request) -> Result<Reply, RequestError> {
+        self.shared.request(to, request).await
+    }
+
+    /// Registers a phone connected here (conn-id `conn_id`, joining `server_id`) with `owner`,
+    /// the instance whose directory entry holds the id. `sink` receives what the owner sends
+    /// down (frames from the binary, then its close), from before the request is sent.
+    ///
+    /// # Errors
+    ///
+    /// As [`request`](Self::request). On any failure but [`RequestError::NoResponders`] — and
+    /// when this future is dropped before it completes — the owner is told to drop whatever it
+    /// registered for this request.
+    pub async fn register(
+        &self,
+        owner: &Owner,
+        server_id: &str,
+        conn_id: &str,
+        sink: Arc<dyn Inbound>,
+    ) -> Result<Registration, RequestError> {
+        let from = self
+            .shared
+            .liveness
+            .owner()
+            .ok_or(RequestError::NotLeased)?;
+        let state = self.shared.new_state(owner.clone());
+        state.sink.set(sink).ok();
+        self.shared.links.lock().insert(state.id, state.clone());
+        // Undoes the registration unless it completes, also when this future is dropped
+        // half-way (the caller was cancelled).
+        let mut pending = Pending {
+            shared: &self.shared,
+            state: &state,
+            abandon: true,
+        };
+        let request = Request::Register {
+            server_id: server_id.to_owned(),
+            conn_id: conn_id.to_owned(),
+            from: from.encode(),
+            link: state.id,
+        };
+        let reply = self.shared.request(&owner.instance, &request).await;
+        match reply {
+            Ok(Reply::Registered { link }) => {
+                state.remote.set(link).ok();
+                drop(pending);
+                Ok(Registration::Registered(Outbound {
+                    shared: self.shared.clone(),
+                    state,
+                }))
+            }
+            // A clear answer, or nobody there: the owner registered nothing.
+            Ok(Reply::Refused { code }) => {
+                pending.abandon = false;
+                Ok(Registration::Refused(code))
+            }
+            Err(RequestError::NoResponders) => {
+                pending.abandon = false;
+                Err(RequestError::NoResponders)
+            }
+            // Anything else: the owner may have registered the phone; `pending` tells it to
+            // drop that registration.
+            Ok(reply) => Err(RequestError::Failed(format!("unexpected reply {reply:?}"))),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The owner's side of a register request from `peer` (the request's `from`), which named
+    /// the link `remote`: allocates this end's id and returns the down direction's
+    /// [`Outbound`] (for the registry's remote-phone `Conn`). Nothing reaches a sink until
+    /// [`Accepting::activate`]; reply [`Reply::Registered`] with [`Accepting::id`] after it.
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError::Failed`] if `peer` is not an owner's encoding (a malformed request).
+    pub fn accept(
+        &self,
+        peer: &str,
+        remote: LinkId,
+    ) -> Result<(Accepting, Outbound), RequestError> {
+        let peer = Owner::decode(peer.as_bytes())
+            .ok_or_else(|| RequestError::Failed("malformed peer".into()))?;
+        let state = self.shared.new_state(peer);
+        state.remote.set(remote).ok();
+        let outbound = Outbound {
+            shared: self.shared.clone(),
+            state: state.clone(),
+        };
+        let accepting = Accepting {
+            shared: self.shared.clone(),
+            state,
+        };
+        Ok((accepting, outbound))
+    }
+
+    /// Loses every link (the relay calls it when this instance fenced itself, after closing
+    /// its own connections 1012).
+    pub fn lose_all(&self) {
+        self.shared.lose_where(|_| true);
+    }
+
+    /// Links currently open at this instance (both ends' kinds).
+    pub fn open_links(&self) -> usize {
+        self.shared.links.lock().len()
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// A register request in flight: unless it completed (the link knows its remote id), removes
+/// its link and, if `abandon`, tells the owner to drop whatever it registered.
+struct Pending<'a> {
+    shared: &'a Arc<Shared>,
+    state: &'a Arc<LinkState>,
+    abandon: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.state.remote.get().is_some() {
+            return;
+        }
+        self.shared.links.lock().remove(&self.state.id);
+        self.state.over.store(true, Ordering::Release);
+        self.state.send.lock().ended = true;
+        if self.abandon {
+            let message = LinkMessage::Abandoned {
+                from: self.shared.me.as_str(),
+                link: self.state.id,
+            };
+            let body = wire::encode_link(&message, b"");
+            self.shared.enqueue(self.state.subject.clone(), body, None);
+        }
+    }
+}
+
+/// An accepted register request, before the registration is made ([`Link::accept`]).
+pub struct Accepting {
+    shared: Arc<Shared>,
+    state: Arc<LinkState>,
+}
+
+impl Accepting {
+    /// This end's id for the link: what [`Reply::Registered`] must carry.
+    pub fn id(&self) -> LinkId {
+        self.state.id
+    }
+
+    /// Starts delivering up messages to `sink` (unless the down direction was already ended:
+    /// then there is nothing to deliver).
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError::TimedOut`] if the asker already gave up on this registration (its
+    /// `Abandoned` arrived first): undo the registration and do not reply.
+    pub fn activate(self, sink: Arc<dyn Inbound>) -> Result<(), RequestError> {
+        let key = (
+            self.state.peer.instance.clone(),
+            *self.state.remote.get().expect("set at accept"),
+        );
+        {
+            // Lock order: `abandoned`, then `links` (as in `Shared::abandoned`).
+            let mut abandoned = self.shared.abandoned.lock();
+            if abandoned.set.remove(&key) {
+                self.state.over.store(true, Ordering::Release);
+                return Err(RequestError::TimedOut);
+            }
+            self.state.sink.set(sink).ok();
+            if self.state.over.load(Ordering::Acquire) {
+                // Ended before it began (the registry evicted the phone already; its close is
+                // on its way to the asker): nothing will arrive for it.
+                return Ok(());
+            }
+            self.shared
+                .links
+                .lock()
+                .insert(self.state.id, self.state.clone());
+        }
+        Ok(())
+    }
+}
+
+/// One direction of a link, from this end: frames, then at most one end. Not `Clone`: its
+/// owner is the one sender of the direction.
+///
+/// Dropping it without [`end`](Self::end) loses the link (the other end is told) — except an
+/// owner's outbound from [`Link::accept`] that was never activated (a refused registration),
+/// which ends silently: the asker learns the refusal from the reply.
+pub struct Outbound {
+    shared: Arc<Shared>,
+    state: Arc<LinkState>,
+}
+
+impl Outbound {
+    /// Enqueues `frame` as the next message of this direction. Never blocks.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] once the link is ended or lost; [`SendError::Full`] when the link
+    /// has more than its bound queued (the frame is not sent, and nothing is numbered for it).
+    pub fn try_frame(&self, frame: &Utf8Bytes) -> Result<(), SendError> {
+        let cost = frame.len() + FRAME_OVERHEAD;
+        let mut send = self.state.send.lock();
+        if send.ended || self.state.over.load(Ordering::Acquire) {
+            return Err(SendError::Closed);
+        }
+        let queued = self.state.queued.load(Ordering::Acquire);
+        if queued > 0 && queued + cost > self.shared.settings.outbox_bytes {
+            return Err(SendError::Full);
+        }
+        let remote = *self
+            .state
+            .remote
+            .get()
+            .expect("an outbound knows its remote id");
+        let message = LinkMessage::Frame {
+            link: remote,
+            seq: send.next,
+        };
+        send.next += 1;
+        self.state.queued.fetch_add(cost, Ordering::AcqRel);
+        let body = wire::encode_link(&message, frame.as_bytes());
+        self.shared.enqueue(
+            self.state.subject.clone(),
+            body,
+            Some((self.state.clone(), cost)),
+        );
+        Ok(())
+    }
+
+    /// Sends `frame`, waiting while the link's queue is over its bound (backpressure).
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] once the link is ended or lost.
+    pub async fn frame(&self, frame: &Utf8Bytes) -> Result<(), SendError> {
+        loop {
+            let space = self.state.space.notified();
+            match self.try_frame(frame) {
+                Err(SendError::Full) => space.await,
+                other => return other,
+            }
+        }
+    }
+
+    /// Ends this direction with `code` and `reason`, after every frame already enqueued. The
+    /// link is over at this end. Idempotent.
+    pub fn end(&self, code: u16, reason: &str) {
+        let mut send = self.state.send.lock();
+        if send.ended || self.state.over.swap(true, Ordering::AcqRel) {
+            send.ended = true;
+            return;
+        }
+        send.ended = true;
+        let message = LinkMessage::End {
+            link: *self
+                .state
+                .remote
+                .get()
+                .expect("an outbound knows its remote id"),
+            seq: send.next,
+            code,
+            reason,
+        };
+        send.next += 1;
+        self.shared.enqueue(
+            self.state.subject.clone(),
+            wire::encode_link(&message, b""),
+            None,
+        );
+        drop(send);
+        self.shared.links.lock().remove(&self.state.id);
+        self.state.space.notify_waiters();
+    }
+
+    /// Whether the link is still open at this end.
+    pub fn is_open(&self) -> bool {
+        !self.state.over.load(Ordering::Acquire)
+    }
+
+    /// The instance at the other end.
+    pub fn peer(&self) -> &Owner {
+        &self.state.peer
+    }
+}
+
+impl Drop for Outbound {
+    fn drop(&mut self) {
+        let mut send = self.state.send.lock();
+        if send.ended {
+            return;
+        }
+        if self.state.sink.get().is_none() {
+            // An owner's outbound whose registration was refused and never activated: the
+            // asker learns the refusal from the reply, so the link ends without a word.
+            send.ended = true;
+            self.state.over.store(true, Ordering::Release);
+            return;
+        }
+        drop(send);
+        self.shared.lose(&self.state, true);
+    }
+}
+
+impl Shared {
+    fn new_state(&self, peer: Owner) -> Arc<LinkState> {
+        let subject = Subject::from(wire::link_subject(peer.instance.as_str()));
+        Arc::new(LinkState {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            peer,
+            remote: OnceLock::new(),
+            subject,
+            sink: OnceLock::new(),
+            recv_next: AtomicU64::new(1),
+            send: Mutex::new(SendState {
+                next: 1,
+                ended: false,
+            }),
+            queued: AtomicUsize::new(0),
+            space: Notify::new(),
+            over: AtomicBool::new(false),
+        })
+    }
+
+    fn enqueue(&self, subject: Subject, body: Bytes, charge: Option<(Arc<LinkState>, usize)>) {
+        // The publisher task lives as long as `Shared`; a send error means we are stopping.
+        let _ = self.publisher.send(Outgoing {
+            subject,
+            body,
+            charge,
+        });
+    }
+
+    async fn request(&self, to: &InstanceId, request: &Request) -> Result<Reply, RequestError> {
+        let kind = match request {
+            Request::Register { .. } => RequestKind::Register,
+            Request::Probe { .. } => RequestKind::Probe,
+            Request::Handover { .. } => RequestKind::Handover,
+        };
+        let timeout = self.settings.request_timeout;
+        let asking = self.nats.client().send_request(
+            wire::rpc_subject(to.as_str()),
+            async_nats::Request::new()
+                .payload(wire::encode_request(request))
+                .timeout(Some(timeout)),
+        );
+        // The client's own timeout starts once the request is written; this one bounds the
+        // whole call, including waiting for a disconnected client.
+        let result = match tokio::time::timeout(timeout, asking).await {
+            Err(_) => Err(RequestError::TimedOut),
+            Ok(Err(error)) => Err(match error.kind() {
+                RequestErrorKind::TimedOut => RequestError::TimedOut,
+                RequestErrorKind::NoResponders => RequestError::NoResponders,
+                _ => RequestError::Failed(error.to_string()),
+            }),
+            Ok(Ok(message)) => wire::decode_reply(&message.payload)
+                .map_err(|error| RequestError::Failed(error.to_string())),
+        };
+        let outcome = match &result {
+            Ok(_) => RequestOutcome::Answered,
+            Err(RequestError::TimedOut) => RequestOutcome::TimedOut,
+            Err(RequestError::NoResponders) => RequestOutcome::NoResponders,
+            Err(_) => RequestOutcome::Failed,
+        };
+        self.metrics.request(kind, outcome);
+        result
+    }
+
+    /// Tears `state` down as lost (once): tells the peer if `tell` and the peer's id is known,
+    /// and has the dispatcher tell the sink (after whatever it is delivering now; nothing of
+    /// the link is delivered after that).
+    fn lose(&self, state: &Arc<LinkState>, tell: bool) {
+        if state.over.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.links.lock().remove(&state.id);
+        state.send.lock().ended = true;
+        state.space.notify_waiters();
+        self.metrics.link_lost();
+        if let (true, Some(&remote)) = (tell, state.remote.get()) {
+            let message = LinkMessage::Lost { link: remote };
+            self.enqueue(
+                state.subject.clone(),
+                wire::encode_link(&message, b""),
+                None,
+            );
+        }
+        if state.sink.get().is_some() {
+            let _ = self.lost.send(state.clone());
+        }
+    }
+
+    fn lose_where(&self, mut affected: impl FnMut(&LinkState) -> bool) {
+        let lost: Vec<Arc<LinkState>> = self
+            .links
+            .lock()
+            .values()
+            .filter(|state| affected(state))
+            .cloned()
+            .collect();
+        for state in lost {
+            self.lose(&state, true);
+        }
+    }
+
+    /// Delivers every message of `relay.<me>.link` to its link, checking numbers, and tells
+    /// sinks of lost links. The only caller of sinks.
+    async fn dispatch(
+        self: Arc<Self>,
+        mut messages: async_nats::Subscriber,
+        mut lost: mpsc::UnboundedReceiver<Arc<LinkState>>,
+    ) {
+        loop {
+            let message = tokio::select! {
+                biased;
+                Some(state) = lost.recv() => {
+                    if let Some(sink) = state.sink.get() {
+                        sink.lost();
+                    }
+                    continue;
+                }
+                message = messages.next() => match message {
+                    Some(message) => message,
+                    None => return,
+                },
+            };
+            let Ok((header, frame)) = wire::decode_link(&message.payload) else {
+                tracing::warn!("malformed link message dropped");
+                continue;
+            };
+            match header {
+                LinkMessage::Frame { link, seq } => {
+                    let Some(state) = self.live(link) else {
+                        continue;
+                    };
+                    match (self.in_order(&state, seq), Utf8Bytes::try_from(frame)) {
+                        (true, Ok(frame)) => {
+                            // Lost meanwhile (another task): its sink hears of it next.
+                            if state.over.load(Ordering::Acquire) {
+                                continue;
+                            }
+                            if let Some(sink) = state.sink.get() {
+                                sink.frame(frame);
+                            }
+                        }
+                        _ => self.lose(&state, true),
+                    }
+                }
+                LinkMessage::End {
+                    link,
+                    seq,
+                    code,
+                    reason,
+                } => {
+                    let Some(state) = self.live(link) else {
+                        continue;
+                    };
+                    if !self.in_order(&state, seq) {
+                        self.lose(&state, true);
+                        continue;
+                    }
+                    if state.over.swap(true, Ordering::AcqRel) {
+                        continue;
+                    }
+                    self.links.lock().remove(&state.id);
+                    state.send.lock().ended = true;
+                    state.space.notify_waiters();
+                    if let Some(sink) = state.sink.get() {
+                        sink.ended(code, reason);
+                    }
+                }
+                LinkMessage::Lost { link } => {
+                    if let Some(state) = self.live(link) {
+                        self.lose(&state, false);
+                    }
+                }
+                LinkMessage::Abandoned { from, link } => self.abandoned(from, link),
+            }
+        }
+    }
+
+    fn live(&self, link: LinkId) -> Option<Arc<LinkState>> {
+        let state = self.links.lock().get(&link).cloned();
+        if state.is_none() {
+            tracing::debug!(link, "message for a link that is over");
+        }
+        state
+    }
+
+    /// Whether `seq` is the next number of `state`'s receiving direction (then moves it on).
+    fn in_order(&self, state: &LinkState, seq: u64) -> bool {
+        let expected = state.recv_next.load(Ordering::Acquire);
+        if seq != expected {
+            tracing::warn!(
+                link = state.id,
+                expected,
+                got = seq,
+                "cluster link gap: link lost"
+            );
+            return false;
+        }
+        state.recv_next.store(expected + 1, Ordering::Release);
+        true
+    }
+
+    fn abandoned(&self, from: &str, link: LinkId) {
+        let Ok(from) = InstanceId::new(from) else {
+            return;
+        };
+        // Lock order: `abandoned`, then `links` (as in `Accepting::activate`), so an activation
+        // either sees this record or is seen by this search.
+        let mut abandoned = self.abandoned.lock();
+        let found = self
+            .links
+            .lock()
+            .values()
+            .find(|state| state.peer.instance == from && state.remote.get() == Some(&link))
+            .cloned();
+        match found {
+            Some(state) => {
+                drop(abandoned);
+                self.lose(&state, false);
+            }
+            None => {
+                if abandoned.set.insert((from.clone(), link)) {
+                    abandoned.order.push_back((from, link));
+                    if abandoned.order.len() > ABANDONED_MEMORY {
+                        if let Some(old) = abandoned.order.pop_front() {
+                            abandoned.set.remove(&old);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn serve_requests(
+        self: Arc<Self>,
+        mut requests: async_nats::Subscriber,
+        incoming: mpsc::Sender<Incoming>,
+    ) {
+        while let Some(message) = requests.next().await {
+            let Ok(request) = wire::decode_request(&message.payload) else {
+                tracing::warn!("malformed cluster request dropped");
+                continue;
+            };
+            let incoming_request = Incoming {
+                request,
+                reply_to: message.reply,
+                client: self.nats.client().clone(),
+            };
+            if incoming.try_send(incoming_request).is_err() {
+                tracing::warn!("cluster request queue full: request dropped, its asker times out");
+            }
+        }
+    }
+
+    /// Publishes every queued message in order, releasing each link's budget as it goes.
+    async fn publish(self: Arc<Self>, mut outgoing: mpsc::UnboundedReceiver<Outgoing>) {
+        let client = self.nats.client().clone();
+        while let Some(message) = outgoing.recv().await {
+            let published = client.publish(message.subject, message.body).await;
+            if let Some((state, cost)) = message.charge {
+                state.queued.fetch_sub(cost, Ordering::AcqRel);
+                state.space.notify_waiters();
+                if published.is_err() {
+                    self.lose(&state, false);
+                }
+            }
+        }
+    }
+
+    /// Loses links on connection trouble (all of them) and on a peer's lost lease (its own).
+    async fn watch_trouble(
+        self: Arc<Self>,
+        mut trouble: broadcast::Receiver<Trouble>,
+        mut peers: broadcast::Receiver<PeerEvent>,
+    ) {
+        loop {
+            tokio::select! {
+                event = trouble.recv() => match event {
+                    Ok(trouble) => {
+                        tracing::warn!(?trouble, "cluster messages may have been lost: every link is lost");
+                        self.lose_where(|_| true);
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.lose_where(|_| true),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                event = peers.recv() => match event {
+                    Ok(PeerEvent::Lost(owner)) => self.lose_where(|state| state.peer == owner),
+                    Ok(PeerEvent::Alive(_)) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let alive = self.liveness.live_peers();
+                        self.lose_where(|state| !alive.contains(&state.peer));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    }
+}

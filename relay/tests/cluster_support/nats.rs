@@ -1,0 +1,147 @@
+//! A real `nats-server -js` on a free loopback port with a temporary store directory.
+
+use super::{PATIENCE, find_tool, free_port, skip};
+use std::fs::File;
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `nats-server` (JetStream on), stopped and reaped on drop.
+pub struct NatsServer {
+    binary: PathBuf,
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    /// How many times it was started (each start logs "Server is ready" once).
+    starts: usize,
+}
+
+impl NatsServer {
+    /// Starts a server for `test`; `None` (after a loud notice) if `nats-server` is missing and
+    /// the cluster tests are not required.
+    ///
+    /// # Panics
+    ///
+    /// If the server is required but missing, or does not come up within [`PATIENCE`].
+    pub fn start(test: &str) -> Option<NatsServer> {
+        let Some(binary) = find_tool("NATS_SERVER", "nats-server") else {
+            skip(test, "nats-server", "NATS_SERVER");
+            return None;
+        };
+        let mut server = NatsServer {
+            binary,
+            port: free_port(),
+            dir: tempfile::tempdir().expect("a temporary directory"),
+            child: None,
+            starts: 0,
+        };
+        server.spawn();
+        Some(server)
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server (SIGTERM, then SIGKILL if it has not exited within [`PATIENCE`]) and
+    /// reaps it. Its store directory stays, for [`start_again`](Self::start_again).
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Starts the server again on the same port with the same store (after [`stop`](Self::stop)).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "stop the server first");
+        self.spawn();
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("nats-server.log")
+    }
+
+    fn spawn(&mut self) {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open the server log");
+        let store = self.dir.path().join("store");
+        let child = Command::new(&self.binary)
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(&store)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone the log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {}: {error}", self.binary.display()));
+        self.child = Some(child);
+        self.starts += 1;
+        self.wait_ready();
+    }
+
+    /// Waits for the client port to answer with its INFO line and the log to say ready.
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!(
+                    "nats-server exited with {status}: see {}",
+                    self.log_path().display()
+                );
+            }
+            let ready = std::fs::read_to_string(self.log_path())
+                .is_ok_and(|log| log.matches("Server is ready").count() >= self.starts);
+            if ready && self.answers() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nats-server not ready within {PATIENCE:?}: see {}",
+                self.log_path().display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn answers(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut info = [0u8; 4];
+        stream.read_exact(&mut info).is_ok() && &info == b"INFO"
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
