@@ -1,12 +1,12 @@
 //! `ServerClaim`: a binary's hold on its server-id, released when dropped.
 
-use crate::binding::Binding;
 use crate::clock::saturating_add;
 use crate::conn::Conn;
 use crate::keys::ServerKey;
 use crate::phones::Phones;
 use crate::shared::Shared;
 use crate::state::Seat;
+use crate::tenure::Tenure;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +19,11 @@ use std::time::Duration;
 /// generational key plus an epoch, so it is `Send + Sync + 'static`, may be kept across `.await`
 /// in a connection task, and may be dropped on any thread, including during a panic unwind.
 ///
-/// Once the claim is *stale* — another binary reclaimed the id during its grace window, or took it
-/// over — it is inert: dropping or releasing it changes nothing, whatever holds the id now.
+/// A held claim goes *stale* in exactly one way: another binary [takes the id
+/// over](crate::Registry::takeover_server) (a reclaim during a grace window cannot make a held
+/// claim stale — the claim was consumed by [`release_after`](Self::release_after) to open the
+/// window). A stale claim is inert: [`is_current`](Self::is_current) is false, and dropping or
+/// releasing it changes nothing, whatever holds the id (or its slot) now.
 ///
 /// It is neither `Clone` nor `Copy`: one claim, one release.
 ///
@@ -45,7 +48,7 @@ pub struct ServerClaim<C: Conn> {
     pub(crate) shared: Arc<Shared<C>>,
     pub(crate) key: ServerKey,
     pub(crate) epoch: u64,
-    pub(crate) binding: Arc<Binding<C>>,
+    pub(crate) tenure: Arc<Tenure<C>>,
     /// False once released (by a consuming method), so `Drop` does nothing more.
     armed: bool,
     /// Whether installing this claim ended a previous tenure.
@@ -58,7 +61,7 @@ impl<C: Conn> ServerClaim<C> {
             shared,
             key: seat.key,
             epoch: seat.epoch,
-            binding: seat.binding,
+            tenure: seat.tenure,
             armed: true,
             replaced: seat.replaced,
         }
@@ -94,12 +97,12 @@ impl<C: Conn> ServerClaim<C> {
 
     /// The server-id this claim holds (or held, if stale).
     pub fn server_id(&self) -> &str {
-        self.binding.server_id.as_str()
+        &self.tenure.server_id
     }
 
     /// The binary's conn this claim installed.
     pub fn conn(&self) -> &Arc<C> {
-        &self.binding.binary
+        &self.tenure.binary
     }
 
     /// Whether this claim still holds its id: false once another binary took it over.
@@ -107,7 +110,7 @@ impl<C: Conn> ServerClaim<C> {
     /// Lock-free (one atomic load), and ordered with every registry operation: after a takeover
     /// returns, this is false on every thread.
     pub fn is_current(&self) -> bool {
-        self.binding.is_live()
+        self.tenure.is_current()
     }
 
     /// The phone of this binary with the conn-id `conn_id`, as
@@ -155,7 +158,7 @@ impl<C: Conn> ServerClaim<C> {
         // The clock first, while the claim is still armed: if `now` panics, unwinding drops the
         // claim, which releases the id at once instead of leaving it held by no one.
         let deadline = saturating_add(self.shared.config.clock.now(), grace);
-        if !self.binding.disarm(&mut self.armed) {
+        if !self.tenure.disarm(&mut self.armed) {
             return false;
         }
         let (key, epoch) = (self.key, self.epoch);
@@ -174,7 +177,7 @@ impl<C: Conn> ServerClaim<C> {
     }
 
     fn release_now(&mut self) -> bool {
-        if !self.binding.disarm(&mut self.armed) {
+        if !self.tenure.disarm(&mut self.armed) {
             return false;
         }
         let (key, epoch) = (self.key, self.epoch);
@@ -226,10 +229,10 @@ pub(crate) mod tests {
         let second = registry.claim_server("srv", TestConn::new("b2")).unwrap();
         let _phone = registry.register_phone("srv", TestConn::new("p")).unwrap();
         let forged = |epoch| ServerClaim {
-            shared: registry.shared().clone(),
+            shared: second.shared.clone(),
             key: second.key,
             epoch,
-            binding: Arc::new(Binding::new("srv", TestConn::new("forger"))),
+            tenure: Arc::new(Tenure::new("srv", TestConn::new("forger"))),
             armed: true,
             replaced: false,
         };

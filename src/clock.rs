@@ -1,5 +1,6 @@
 //! Where the registry reads the time: the system clock, or a manual one for tests.
 
+use crate::sync::PlainMutex;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,14 +42,14 @@ impl Clock for SystemClock {
 /// ```
 #[derive(Debug, Clone)]
 pub struct ManualClock {
-    now: Arc<parking_lot::Mutex<Instant>>,
+    now: Arc<PlainMutex<Instant>>,
 }
 
 impl ManualClock {
     /// A manual clock starting at the current real instant.
     pub fn new() -> Self {
         ManualClock {
-            now: Arc::new(parking_lot::Mutex::new(Instant::now())),
+            now: Arc::new(PlainMutex::new(Instant::now())),
         }
     }
 

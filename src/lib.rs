@@ -157,11 +157,9 @@
 #![deny(missing_docs)]
 
 mod aftermath;
-mod binding;
 mod changes;
 mod claim;
 mod clock;
-mod compact_str;
 mod config;
 mod conn;
 mod counts;
@@ -177,6 +175,7 @@ mod shared;
 mod signal;
 mod state;
 mod sync;
+mod tenure;
 #[cfg(test)]
 mod test_conn;
 mod ticket;

@@ -1,18 +1,17 @@
 //! `Registry`: the handle through which binaries claim server-ids and phones join them.
 
-use crate::aftermath::Caught;
-use crate::binding::Binding;
 use crate::changes::DeadlineChanges;
 use crate::claim::ServerClaim;
-use crate::compact_str::ConnIdCopy;
 use crate::config::Config;
 use crate::conn::Conn;
 use crate::counts::Counts;
 use crate::error::RegistryError;
 use crate::expiry::Expiries;
 use crate::phones::Phones;
+use crate::reaper::{Reaper, report_panics};
 use crate::shared::Shared;
 use crate::state::{Claimant, State};
+use crate::tenure::Tenure;
 use crate::ticket::PhoneTicket;
 use std::fmt;
 use std::sync::Arc;
@@ -66,14 +65,6 @@ impl<C: Conn> Registry<C> {
         Registry {
             shared: Arc::new(Shared::new(config)),
         }
-    }
-
-    pub(crate) fn from_shared(shared: Arc<Shared<C>>) -> Self {
-        Registry { shared }
-    }
-
-    pub(crate) fn shared(&self) -> &Arc<Shared<C>> {
-        &self.shared
     }
 
     /// The configuration this registry was built with.
@@ -221,10 +212,10 @@ impl<C: Conn> Registry<C> {
             other => other,
         };
         // Allocated before the lock, so the critical section only links it in.
-        let binding = Arc::new(Binding::new(server_id, conn));
+        let tenure = Arc::new(Tenure::new(server_id, conn));
         let (seat, caught) = self
             .shared
-            .mutate(|state, out| state.claim(binding, claimant, out));
+            .mutate(|state, out| state.claim(tenure, claimant, out));
         let claim = seat.map(|seat| ServerClaim::new(self.shared.clone(), seat));
         // A panic of an evicted phone's `close` (or of a removed conn's `Drop`) propagates only
         // now: unwinding drops the new claim, which releases the id it was just given.
@@ -252,7 +243,7 @@ impl<C: Conn> Registry<C> {
         conn: Arc<C>,
     ) -> Result<PhoneTicket<C>, RegistryError> {
         self.check_server_id(server_id)?;
-        let conn_id = ConnIdCopy::new(conn.conn_id(), server_id);
+        let conn_id: Box<str> = conn.conn_id().into();
         let cap = self.shared.config.max_phones_per_server;
         let ticket_conn = conn.clone();
         let (seat, caught) = self
@@ -315,12 +306,7 @@ impl<C: Conn> Registry<C> {
     ///
     /// See [`Expiries`].
     pub fn expire_due(&self) -> Expiries<C> {
-        let mut caught = Caught::default();
-        let Some(now) = caught.catch(|| self.shared.config.clock.now()) else {
-            return Expiries::new(Vec::new(), caught.into_messages());
-        };
-        let (expired, closes) = self.shared.mutate(|state, out| state.expire_due(now, out));
-        Expiries::new(expired, closes.into_messages())
+        self.shared.expire_due().0
     }
 
     /// A subscription that resolves whenever the earliest grace deadline moves earlier: what an
@@ -337,7 +323,7 @@ impl<C: Conn> Registry<C> {
     /// The deadline of the earliest open grace window, if any (cancelled windows are ignored), on
     /// the registry's [`Clock`](crate::Clock).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.shared.locked(|state| state.next_deadline())
+        self.shared.next_deadline()
     }
 
     /// Checks the registry's internal consistency: the id index, the server slots and their
@@ -375,5 +361,91 @@ impl<C: Conn> fmt::Debug for Registry<C> {
             .field("counts", &self.counts())
             .field("config", &self.shared.config)
             .finish()
+    }
+}
+
+// The reaper's constructors live here, with the handle whose shared state they watch: the reaper
+// itself (reaper.rs) works on that shared state alone, so imports point one way
+// (registry → reaper → shared) and no crate-private door into `Registry` is needed.
+impl Reaper {
+    /// Starts a reaper thread for `registry`. The panics that expiry caught (of `Conn::close`
+    /// calls, or of the clock) are printed to stderr; use [`spawn_with`](Self::spawn_with) to
+    /// handle them, and the expired ids, yourself.
+    ///
+    /// Keep the returned `Reaper`: dropping it stops the thread (the compiler warns if the value
+    /// is dropped on the spot).
+    ///
+    /// # Panics
+    ///
+    /// If the operating system cannot create a thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws;
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { "ws" }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::{Reaper, Registry};
+    ///
+    /// let registry = Registry::<Ws>::new();
+    /// let _reaper = Reaper::spawn(&registry); // lives until the end of the scope
+    /// ```
+    pub fn spawn<C: Conn>(registry: &Registry<C>) -> Reaper {
+        Reaper::start(&registry.shared, report_panics)
+    }
+
+    /// Starts a reaper thread for `registry` that hands each non-empty [`Expiries`] to
+    /// `on_expiry`, on the reaper's thread: to log and count expired server-ids (ids without
+    /// phones included), and to surface the panics that [`expire_due`](Registry::expire_due)
+    /// caught in [`Expiries::panics`].
+    ///
+    /// `on_expiry` runs outside any async runtime (see [`Reaper`]: which thread runs what). A
+    /// panic in it is caught and printed to stderr, and the reaper keeps running.
+    ///
+    /// # Panics
+    ///
+    /// If the operating system cannot create a thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws;
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { "ws" }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::{Reaper, Registry};
+    /// use std::sync::{Arc, mpsc};
+    /// use std::time::Duration;
+    ///
+    /// let registry = Registry::<Ws>::new();
+    /// let (expired_tx, expired_rx) = mpsc::channel();
+    /// let reaper = Reaper::spawn_with(&registry, move |expiries| {
+    ///     for message in expiries.panics() {
+    ///         eprintln!("a close panicked during expiry: {message}");
+    ///     }
+    ///     for expired in &expiries {
+    ///         expired_tx.send(expired.server_id().to_owned()).ok();
+    ///     }
+    /// });
+    /// registry.claim_server("srv", Arc::new(Ws))?.release_after(Duration::from_millis(5));
+    /// assert_eq!(expired_rx.recv_timeout(Duration::from_secs(10)).unwrap(), "srv");
+    /// drop(reaper);
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
+    #[must_use = "a Reaper stops as soon as it is dropped"]
+    pub fn spawn_with<C: Conn>(
+        registry: &Registry<C>,
+        on_expiry: impl FnMut(Expiries<C>) + Send + 'static,
+    ) -> Reaper {
+        Reaper::start(&registry.shared, on_expiry)
     }
 }

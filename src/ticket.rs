@@ -1,10 +1,10 @@
 //! `PhoneTicket`: a phone's registration under a server-id, unregistered when dropped.
 
-use crate::binding::Binding;
 use crate::conn::Conn;
 use crate::keys::PhoneKey;
 use crate::shared::Shared;
 use crate::state::Seat;
+use crate::tenure::Tenure;
 use std::fmt;
 use std::sync::Arc;
 
@@ -42,7 +42,7 @@ pub struct PhoneTicket<C: Conn> {
     pub(crate) shared: Arc<Shared<C>>,
     pub(crate) key: PhoneKey,
     pub(crate) epoch: u64,
-    pub(crate) binding: Arc<Binding<C>>,
+    pub(crate) tenure: Arc<Tenure<C>>,
     conn: Arc<C>,
     /// False once unregistered by [`unregister`](Self::unregister), so `Drop` does nothing more.
     armed: bool,
@@ -54,7 +54,7 @@ impl<C: Conn> PhoneTicket<C> {
             shared,
             key: seat.key,
             epoch: seat.epoch,
-            binding: seat.binding,
+            tenure: seat.tenure,
             conn,
             armed: true,
         }
@@ -62,7 +62,7 @@ impl<C: Conn> PhoneTicket<C> {
 
     /// The server-id this phone joined.
     pub fn server_id(&self) -> &str {
-        self.binding.server_id.as_str()
+        &self.tenure.server_id
     }
 
     /// The phone's conn.
@@ -75,7 +75,7 @@ impl<C: Conn> PhoneTicket<C> {
     ///
     /// Lock-free (one atomic load) and ordered with every registry operation.
     pub fn is_registered(&self) -> bool {
-        self.binding.is_live()
+        self.tenure.is_current()
     }
 
     /// The binary this phone joined, while the phone is registered; `None` once it was evicted.
@@ -86,7 +86,7 @@ impl<C: Conn> PhoneTicket<C> {
     /// still valid. During a grace window this is still the old binary, as for
     /// [`binary_for`](crate::Registry::binary_for).
     pub fn binary(&self) -> Option<Arc<C>> {
-        self.binding.is_live().then(|| self.binding.binary.clone())
+        self.tenure.is_current().then(|| self.tenure.binary.clone())
     }
 
     /// Unregisters the phone now, exactly as dropping the ticket does; does not close it.
@@ -96,7 +96,7 @@ impl<C: Conn> PhoneTicket<C> {
     }
 
     fn unregister_now(&mut self) -> bool {
-        if !self.binding.disarm(&mut self.armed) {
+        if !self.tenure.disarm(&mut self.armed) {
             return false;
         }
         let (key, epoch) = (self.key, self.epoch);
@@ -146,10 +146,10 @@ mod tests {
         assert_eq!(slot_index(second.key.server), slot_index(key.server));
         // Forge the old ticket: the live phone's key with the old epoch.
         let forged = PhoneTicket {
-            shared: registry.shared().clone(),
+            shared: second.shared.clone(),
             key: second.key,
             epoch: old_epoch,
-            binding: second.binding.clone(),
+            tenure: second.tenure.clone(),
             conn: TestConn::new("forger"),
             armed: true,
         };
