@@ -17,7 +17,7 @@ use std::time::Duration;
 
 /// How long a reaper waits before reading a clock again whose `now` panicked (unless a new
 /// earliest window wakes it sooner).
-const CLOCK_RETRY: Duration = Duration::from_secs(1);
+const CLOCK_RETRY: Duration = Duration::from_millis(250);
 
 /// A background thread that applies grace expiries on time, so phones of a binary that did not
 /// come back are closed at the deadline without anyone polling.
