@@ -206,10 +206,13 @@ impl Thread<'_> {
                 };
             }
             20..=33 => {
+                // No panicking phones here: a claim whose evicted phone panics releases the new
+                // claim in a second critical section, which no single sequential step explains.
                 return Call::Register {
                     id: id.into(),
                     phone: self.serial(),
                     name: NAMES[self.rng.below(NAMES.len())].into(),
+                    trap: model::spec::Trap::None,
                 };
             }
             34..=43 => return Call::BinaryFor { id: id.into() },
