@@ -154,7 +154,13 @@
 //! registry-wide phone map: a ticket names its phone by server slot and position.
 //! `cargo run --release -p relay-registry-benches --bin footprint` measures this against a port of the Go registry.
 #![forbid(unsafe_code)]
-#![deny(missing_docs)]
+#![deny(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
+#![doc(test(attr(deny(warnings))))]
 
 mod aftermath;
 mod changes;
