@@ -441,7 +441,6 @@ impl Reaper {
     /// drop(reaper);
     /// # Ok::<(), relay_registry::RegistryError>(())
     /// ```
-    #[must_use = "a Reaper stops as soon as it is dropped"]
     pub fn spawn_with<C: Conn>(
         registry: &Registry<C>,
         on_expiry: impl FnMut(Expiries<C>) + Send + 'static,
