@@ -10,6 +10,14 @@ use model::spec::Grace;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
+/// `default` cases, or fewer if `PROPTEST_CASES` says so.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(default, |n: u32| n.min(default))
+}
+
 fn pick() -> impl Strategy<Value = Pick> {
     any::<u8>().prop_map(Pick)
 }
@@ -76,7 +84,8 @@ fn op() -> impl Strategy<Value = Op> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 512,
+        // `PROPTEST_CASES` lowers it (the mutation run does); 512 otherwise.
+        cases: cases(512),
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
             "proptest-regressions/proptest_ops.txt",
         ))),
