@@ -204,11 +204,31 @@ pub struct CustomClose {
 
 impl CustomClose {
     /// The close code: 1000 or in 3000–4999.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use relay_registry::CloseReason;
+    ///
+    /// let CloseReason::Custom(close) = CloseReason::custom(1000, "")? else { unreachable!() };
+    /// assert_eq!(close.code(), 1000);
+    /// # Ok::<(), relay_registry::InvalidCloseReason>(())
+    /// ```
     pub fn code(&self) -> u16 {
         self.code
     }
 
     /// The close reason text: at most 123 bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use relay_registry::CloseReason;
+    ///
+    /// let CloseReason::Custom(close) = CloseReason::custom(4000, "bye")? else { unreachable!() };
+    /// assert_eq!(close.reason(), "bye");
+    /// # Ok::<(), relay_registry::InvalidCloseReason>(())
+    /// ```
     pub fn reason(&self) -> &'static str {
         self.reason
     }

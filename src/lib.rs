@@ -83,21 +83,42 @@
 //! A registry has one internal lock. Every operation takes it once, for a short critical section
 //! that only reads and relinks the registry's own data (hashing the id, slotmap indexing, moving
 //! `Arc`s). **No user code runs while the lock is held**: no [`Conn`] method, no [`Clock::now`],
-//! and no `Drop` of an `Arc<C>` the registry removed. Conn-ids are read before the lock, the clock
-//! is read before the lock, and removed conns are moved out and closed or dropped after it.
+//! no `Drop` of an `Arc<C>` the registry removed, no [`Waker`](std::task::Waker). Conn-ids and
+//! the clock are read before the lock; removed conns are moved out and closed or dropped after
+//! it; wakers are woken after it. In debug builds the lock enforces this: a registry called from
+//! a thread that already holds a registry's lock panics at once instead of deadlocking.
 //!
 //! So a [`Conn`] may call back into the registry from `conn_id`, `send`, `close` or its `Drop`,
 //! and a guard may be dropped from inside `close`: nothing deadlocks. Evicted phones are closed on
 //! the thread whose call (or guard drop) evicted them, after the registry's state is final and
-//! before that call returns; the [`Reaper`]'s expiries close on the reaper thread.
+//! before that call returns; the [`Reaper`]'s expiries close on the reaper's thread.
 //!
-//! If a `close` panics, the other closes still run, then the first panic is resumed — unless the
-//! thread is already unwinding (a guard dropped during a panic), in which case it is swallowed so
-//! the process does not abort. The registry is consistent and usable afterwards.
+//! ## When user code panics
+//!
+//! Whatever panics — a `close`, a `conn_id`, the clock's `now`, a conn's `Drop` — no server-id is
+//! ever left held by no one: every tenure, registration and grace window is owned by a guard or
+//! ended by a deadline. The other closes of the same call still run (each is caught), and then,
+//! per operation:
+//!
+//! | operation | rule |
+//! | --- | --- |
+//! | [`claim_server`](Registry::claim_server), [`takeover_server`](Registry::takeover_server) | The first panic propagates once the new claim exists, so unwinding drops it: a refused call changed nothing; a reclaim or takeover stays done (old tenure ended, its phones evicted and closed) and the new claim is released at once — the id is free. |
+//! | [`register_phone`](Registry::register_phone) | A panicking `conn_id` propagates before anything happened; a refused conn's panicking `Drop` propagates with nothing changed. |
+//! | guard drops, [`release`](ServerClaim::release), [`unregister`](PhoneTicket::unregister) | The release or unregistration completes, then the first panic propagates. |
+//! | [`release_after`](ServerClaim::release_after) | The clock is read while the claim is still armed: if `now` panics, unwinding drops the claim, which releases the id at once; the panic propagates. |
+//! | [`expire_due`](Registry::expire_due) | Never panics because of user code: every expiry completes, and the panics (of closes, or of the clock — then nothing expires) are returned in [`Expiries::panics`]. |
+//! | [`Reaper`] | Never stops because of user code: `expire_due`'s panics go to its handler (stderr by default); a panicking clock is retried shortly, a panicking handler or drop is printed to stderr. |
+//!
+//! A panic that would be resumed while the thread is already unwinding (a guard dropped during a
+//! panic) is printed to stderr instead, so the process does not abort. The registry is
+//! consistent and usable afterwards in every case (`tests/panics.rs` checks each operation with
+//! each callback).
 //!
 //! [`ServerClaim::is_current`], [`PhoneTicket::is_registered`] and [`PhoneTicket::binary`] take no
 //! lock at all: each is one atomic load (acquire), written (release) inside the critical section
 //! that ends the tenure, so they agree with every locked operation that completed before them.
+//!
+#![cfg_attr(not(doctest), doc = include_str!("../docs/tokio-recipe.md"))]
 //!
 //! # Differences from the Go registry
 //!

@@ -55,12 +55,54 @@ pub struct Registry<C: Conn> {
 }
 
 impl<C: Conn> Registry<C> {
-    /// An empty registry with the default [`Config`].
+    /// An empty registry with the default [`Config`]: no phone cap, ids up to 256 bytes, the
+    /// system clock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::{Counts, Registry};
+    ///
+    /// let registry = Registry::<Ws>::new();
+    /// assert_eq!(registry.counts(), Counts::default());
+    /// ```
     pub fn new() -> Self {
         Self::with_config(Config::default())
     }
 
     /// An empty registry with `config`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::{Config, Registry, RegistryError};
+    /// use std::sync::Arc;
+    ///
+    /// let registry = Registry::with_config(Config::default().with_max_phones_per_server(1));
+    /// let _claim = registry.claim_server("srv", Arc::new(Ws("bin")))?;
+    /// let _first = registry.register_phone("srv", Arc::new(Ws("p1")))?;
+    /// assert_eq!(
+    ///     registry.register_phone("srv", Arc::new(Ws("p2"))).unwrap_err(),
+    ///     RegistryError::PhonesAtCap,
+    /// );
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
     pub fn with_config(config: Config) -> Self {
         Registry {
             shared: Arc::new(Shared::new(config)),
@@ -68,6 +110,23 @@ impl<C: Conn> Registry<C> {
     }
 
     /// The configuration this registry was built with.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::{Config, Registry};
+    ///
+    /// let registry = Registry::<Ws>::with_config(Config::default().with_max_server_id_len(64));
+    /// assert_eq!(registry.config().max_server_id_len(), 64);
+    /// ```
     pub fn config(&self) -> &Config {
         &self.shared.config
     }
@@ -130,7 +189,37 @@ impl<C: Conn> Registry<C> {
     ///
     /// # Panics
     ///
-    /// Only by resuming a panic from an evicted phone's [`Conn::close`], after every close ran.
+    /// Only by resuming a panic of user code it ran — an evicted phone's [`Conn::close`], or the
+    /// `Drop` of a conn it let go of (the replaced binary, a refused conn) — after every close
+    /// ran. The registry is then as if the new claim had been dropped at once: a refused claim
+    /// changed nothing; a reclaim stays done (the old tenure ended, its phones evicted and
+    /// closed) and the new claim was released while unwinding, so the id is free.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::Registry;
+    /// use std::sync::Arc;
+    ///
+    /// let registry = Registry::new();
+    /// let claim = registry.claim_server("srv", Arc::new(Ws("bin")))?;
+    /// // First claim wins; a refusal is closed after the upgrade with the error's code.
+    /// let refused = registry.claim_server("srv", Arc::new(Ws("other"))).unwrap_err();
+    /// assert_eq!(CloseReason::from(refused).code(), 4409);
+    /// // Released into a grace window, the id can be reclaimed.
+    /// claim.release_after(std::time::Duration::from_secs(30));
+    /// let reclaim = registry.claim_server("srv", Arc::new(Ws("bin-again")))?;
+    /// assert!(reclaim.replaced());
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
     pub fn claim_server(
         &self,
         server_id: &str,
@@ -155,6 +244,12 @@ impl<C: Conn> Registry<C> {
     /// changed since the caller looked, and nothing is changed.
     /// [`InvalidServerId`](RegistryError::InvalidServerId) as for
     /// [`claim_server`](Self::claim_server).
+    ///
+    /// # Panics
+    ///
+    /// As [`claim_server`](Self::claim_server): only by resuming a panic of an evicted phone's
+    /// [`Conn::close`] or of a let-go conn's `Drop`, after every close ran; the takeover stays
+    /// done (the old claim is stale) and the new claim was released while unwinding.
     ///
     /// # Examples
     ///
@@ -237,6 +332,37 @@ impl<C: Conn> Registry<C> {
     /// [`max_phones_per_server`](Config::max_phones_per_server) phones already,
     /// [`InvalidServerId`](RegistryError::InvalidServerId) if the id is empty or too long. A refused
     /// `conn` is neither closed nor kept.
+    ///
+    /// # Panics
+    ///
+    /// If `conn.conn_id()` panics (nothing was registered), or by resuming a panic of the `Drop`
+    /// of a conn it let go of (a refused conn): the registry is then as if the call had not
+    /// happened — a ticket made just before is dropped while unwinding, which unregisters it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::{Registry, RegistryError};
+    /// use std::sync::Arc;
+    ///
+    /// let registry = Registry::new();
+    /// assert_eq!(
+    ///     registry.register_phone("srv", Arc::new(Ws("early"))).unwrap_err(),
+    ///     RegistryError::NoServer,
+    /// );
+    /// let _claim = registry.claim_server("srv", Arc::new(Ws("bin")))?;
+    /// let ticket = registry.register_phone("srv", Arc::new(Ws("phone")))?;
+    /// assert_eq!(ticket.binary().map(|b| b.0), Some("bin"));
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
     pub fn register_phone(
         &self,
         server_id: &str,
@@ -258,13 +384,58 @@ impl<C: Conn> Registry<C> {
 
     /// The binary holding `server_id`, live or gracing; `None` if no one does (or the id is
     /// invalid).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::Registry;
+    /// use std::{sync::Arc, time::Duration};
+    ///
+    /// let registry = Registry::new();
+    /// assert!(registry.binary_for("srv").is_none());
+    /// let claim = registry.claim_server("srv", Arc::new(Ws("bin")))?;
+    /// claim.release_after(Duration::from_secs(30));
+    /// assert_eq!(registry.binary_for("srv").map(|b| b.0), Some("bin")); // gracing: still held
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
     pub fn binary_for(&self, server_id: &str) -> Option<Arc<C>> {
         self.lookup(server_id, |state| state.binary_for(server_id))
     }
 
     /// The phone registered under `server_id` with the conn-id `conn_id` (the first one, if two
     /// share it). Allocates nothing and calls into no `Conn`: it compares the conn-ids stored at
-    /// registration.
+    /// registration. Phones are searched in the order [`Phones`] describes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::Registry;
+    /// use std::sync::Arc;
+    ///
+    /// let registry = Registry::new();
+    /// let _claim = registry.claim_server("srv", Arc::new(Ws("bin")))?;
+    /// let _ticket = registry.register_phone("srv", Arc::new(Ws("client-1")))?;
+    /// assert_eq!(registry.phone_for("srv", "client-1").map(|p| p.0), Some("client-1"));
+    /// assert!(registry.phone_for("srv", "client-2").is_none());
+    /// assert!(registry.phone_for("other", "client-1").is_none());
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
     pub fn phone_for(&self, server_id: &str, conn_id: &str) -> Option<Arc<C>> {
         self.lookup(server_id, |state| state.phone_for(server_id, conn_id))
     }
@@ -273,17 +444,70 @@ impl<C: Conn> Registry<C> {
     ///
     /// When the phones have not changed since the last snapshot, this shares that snapshot: no
     /// allocation, one reference-count increment.
+    ///
+    /// # Examples
+    ///
+    /// See [`Phones`].
     pub fn phones_for(&self, server_id: &str) -> Phones<C> {
         self.lookup(server_id, |state| state.phones_for(server_id))
     }
 
     /// An owned list of every connection the registry holds: each binary (gracing ones too) and
-    /// every phone, taken in one critical section.
+    /// every phone, taken in one critical section. Its order is unspecified.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::Registry;
+    /// use std::sync::Arc;
+    ///
+    /// let registry = Registry::new();
+    /// let _claim = registry.claim_server("srv", Arc::new(Ws("bin")))?;
+    /// let _ticket = registry.register_phone("srv", Arc::new(Ws("phone")))?;
+    /// // E.g. on shutdown: close every connection (after taking the snapshot, with no lock held).
+    /// for conn in registry.snapshot() {
+    ///     conn.close(CloseReason::ShuttingDown);
+    /// }
+    /// assert_eq!(registry.snapshot().len(), 2);
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
     pub fn snapshot(&self) -> Vec<Arc<C>> {
         self.shared.locked(|state| state.snapshot())
     }
 
-    /// The number of live binaries, gracing binaries and phones, read together in O(1).
+    /// The number of live binaries, gracing binaries and phones, read together in O(1) (one
+    /// critical section, so the three belong to one moment).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::{Counts, Registry};
+    /// use std::{sync::Arc, time::Duration};
+    ///
+    /// let registry = Registry::new();
+    /// let claim = registry.claim_server("a", Arc::new(Ws("bin-a")))?;
+    /// let _live = registry.claim_server("b", Arc::new(Ws("bin-b")))?;
+    /// let _ticket = registry.register_phone("a", Arc::new(Ws("phone")))?;
+    /// claim.release_after(Duration::from_secs(30));
+    /// assert_eq!(registry.counts(), Counts { binaries: 1, gracing: 1, phones: 1 });
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
     pub fn counts(&self) -> Counts {
         self.shared.locked(|state| state.counts())
     }
@@ -322,6 +546,28 @@ impl<C: Conn> Registry<C> {
 
     /// The deadline of the earliest open grace window, if any (cancelled windows are ignored), on
     /// the registry's [`Clock`](crate::Clock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::{Clock, Config, ManualClock, Registry};
+    /// use std::{sync::Arc, time::Duration};
+    ///
+    /// let clock = ManualClock::new();
+    /// let registry = Registry::with_config(Config::default().with_clock(Arc::new(clock.clone())));
+    /// assert_eq!(registry.next_deadline(), None);
+    /// registry.claim_server("srv", Arc::new(Ws("bin")))?.release_after(Duration::from_secs(30));
+    /// assert_eq!(registry.next_deadline(), Some(clock.now() + Duration::from_secs(30)));
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
     pub fn next_deadline(&self) -> Option<Instant> {
         self.shared.next_deadline()
     }
@@ -333,6 +579,23 @@ impl<C: Conn> Registry<C> {
     /// # Errors
     ///
     /// A description of the first inconsistency found.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// // With `relay-registry = { version = "...", features = ["test-util"] }` in
+    /// // `[dev-dependencies]`:
+    /// let registry = relay_registry::Registry::<Ws>::new();
+    /// assert_eq!(registry.check_invariants(), Ok(()));
+    /// ```
     #[cfg(any(test, feature = "test-util"))]
     pub fn check_invariants(&self) -> Result<(), String> {
         let cap = self.shared.config.max_phones_per_server;

@@ -397,10 +397,12 @@ fn partitioned_histories_are_linearizable() {
     eprintln!(
         "{histories} histories, {total} operations, {concurrent} overlapping another thread's"
     );
-    // A sanity bound, far below what runs show (10-40% on 2 cores): the threads did overlap.
+    // A sanity check that the harness really runs the threads at once (runs show 10-40% of the
+    // operations overlapping on 2 idle cores, well under 1% on a loaded machine): no overlap at
+    // all would mean the histories were sequential and checked nothing concurrent.
     assert!(
-        concurrent * 100 >= total,
-        "the threads hardly overlapped ({concurrent} of {total}): the test checked little"
+        concurrent > 0,
+        "no operation overlapped another thread's in {total}: the test checked nothing concurrent"
     );
 }
 

@@ -162,3 +162,9 @@ fn health(counts: Counts, started: Instant) -> String {
         started.elapsed().as_secs()
     )
 }
+
+/// The library's "Using it with tokio (and axum)" recipe (`docs/tokio-recipe.md`), run as a doc
+/// test of this crate: the library's own doc tests must not need tokio.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/tokio-recipe.md")]
+pub struct TokioRecipe;
