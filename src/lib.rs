@@ -22,14 +22,16 @@
 //!   deadline the id behaves as held (phones stay and may join, it counts as `gracing`). A new
 //!   claim in the window is a *reclaim* (phones evicted with [`CloseReason::Reclaimed`]); when
 //!   [`Registry::expire_due`] runs past the deadline the id is freed (phones closed with
-//!   [`CloseReason::GraceExpired`]). A [`Reaper`] thread calls `expire_due` at each deadline; tests
-//!   use a [`ManualClock`] instead.
+//!   [`CloseReason::GraceExpired`]), and it reports each expired id. A [`Reaper`] thread calls
+//!   `expire_due` at each deadline, or a task of an async runtime does, woken by
+//!   [`Registry::deadline_changes`] (see [Using it with tokio](#using-it-with-tokio-and-axum));
+//!   tests use a [`ManualClock`] instead.
 //! - **Takeover**: when the holder stops answering heartbeats, [`Registry::takeover_server`]
 //!   replaces exactly that holder (compared by `Arc` identity), and fails if it changed meanwhile.
 //! - **Stale guards are inert.** Guards hold a typed generational slotmap key *and* a
-//!   registry-wide `u64` epoch of the tenure or registration. A claim that was reclaimed or taken
-//!   over, and a ticket whose phone was evicted, match neither any more, so dropping them can never
-//!   touch what now occupies the id or the slot. (slotmap versions alone wrap after 2^31 reuses of
+//!   registry-wide `u64` epoch of the tenure or registration. A claim that was taken over (the
+//!   only way a held claim goes stale), and a ticket whose phone was evicted, match neither any
+//!   more, so dropping them can never touch what now occupies the id or the slot. (slotmap versions alone wrap after 2^31 reuses of
 //!   a slot, and its LIFO free list makes one churning client reuse one slot; the epoch never
 //!   repeats.)
 //!
@@ -127,7 +129,7 @@
 //!
 //! - **Double release** cannot compile: [`ServerClaim::release`] consumes the claim, and guards
 //!   are not `Clone`.
-//! - **Stale grace timer tearing down a new claimant**: a window is identified by the tenure's
+//! - **Stale grace timer tearing down a new claimant**: a window is identified by its tenure's
 //!   epoch; a reclaim changes the epoch, so the old deadline matches nothing when it comes due.
 //! - **Displaced binary's late release deleting its successor**: a taken-over claim's key and
 //!   epoch no longer match its slot, so its drop is a no-op.
@@ -161,19 +163,24 @@
 //! - [`Phones`] snapshots are shared, immutable lists rebuilt lazily after a change: repeated
 //!   snapshots of an unchanged set cost one reference count; the first after a change allocates.
 //! - Cancelled grace windows stay in the deadline heap until they surface or the heap is
-//!   compacted (when dead entries outnumber live ones), keeping reclaims O(log n).
+//!   compacted (once it holds more than twice the open windows plus 32 entries), keeping
+//!   reclaims O(log n) and the heap bounded.
+//! - Ids are stored as plain `Box<str>` copies, one per held id and one per phone: simpler than
+//!   inline small strings, at 8 more bytes per id and 24 more per phone than the earlier inline
+//!   layout — next to a WebSocket's own buffers (tungstenite's defaults reserve 128 KiB each for
+//!   reading and writing), noise.
 //!
 //! # Memory per entry
 //!
-//! A held id costs a 24-byte server slot (binding pointer, phone-list pointer, epoch and grace
-//! flag in one word), a 16-byte index entry (the binding, whose id it hashes, and the slot key),
-//! and one allocation: the tenure's binding (the binary, the live flag, and the id, inline up to
-//! 22 bytes). An id's phones share one list allocation (counters, cached snapshot, and the first
-//! four phones inline). A phone costs a 40-byte entry: its conn, its epoch, and its conn-id copy
-//! — inline, with the server-id cut out when the conn-id contains it (as the relay's
-//! `client-<id>-<8 hex>` does), so it usually needs no allocation of its own. There is no
+//! A held id costs a 24-byte server slot (the tenure's pointer, the phone list's pointer, the
+//! epoch), a 16-byte index entry (the tenure, whose id it hashes, and the slot key), and two
+//! allocations: the tenure (the binary, its phase, the id's pointer and length: 48 bytes with
+//! the reference counts) and the id's bytes. An id's phones share one list allocation
+//! (counters, cached snapshot, and the first four phones inline). A phone costs a 32-byte entry
+//! (its conn, its epoch, its conn-id's pointer and length) and its conn-id's bytes. There is no
 //! registry-wide phone map: a ticket names its phone by server slot and position.
-//! `cargo run --release -p relay-registry-benches --bin footprint` measures this against a port of the Go registry.
+//! `cargo run --release -p relay-registry-benches --bin footprint` measures this against a port
+//! of the Go registry (the README has the figures).
 #![forbid(unsafe_code)]
 #![deny(
     missing_docs,

@@ -20,6 +20,9 @@
 //! | `expire_due` | evicted phone | — | ✓ | the binary, when the report is dropped |
 //! | `Reaper` | evicted phone | — | ✓ | the binary, when the report is dropped |
 //!
+//! `release_after` also runs runtime code: the `Waker::wake` of each `DeadlineChanges` subscriber
+//! when the window is the earliest (last test).
+//!
 //! A dash: the operation runs no such user code (a fresh claim calls no conn at all, and a ticket
 //! owns its phone and a claim its binary, so the registry never drops the last reference to
 //! those while their guard lives; a phone's ticket also keeps its binary alive).
@@ -650,5 +653,63 @@ fn reaper_whose_expired_binary_drop_panics_keeps_reaping() {
     assert_eq!(w.fired(), 1);
     w.holds(Counts::default());
     drop(reaper);
+    w.usable();
+}
+
+// ---- wakers (runtime code) --------------------------------------------------------------------
+
+/// A waker whose `wake` panics, counting its wakes.
+struct PanickingWaker(AtomicUsize);
+
+impl std::task::Wake for PanickingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        panic!("the waker panicked");
+    }
+}
+
+/// A waker that counts its wakes.
+struct CountingWaker(AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn release_after_whose_waker_panics_opens_the_window_wakes_the_others_then_propagates() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let w = World::new();
+    let panicking = Arc::new(PanickingWaker(AtomicUsize::new(0)));
+    let counting = Arc::new(CountingWaker(AtomicUsize::new(0)));
+    let mut subscriptions = [w.registry.deadline_changes(), w.registry.deadline_changes()];
+    for (changes, waker) in subscriptions.iter_mut().zip([
+        Waker::from(panicking.clone()),
+        Waker::from(counting.clone()),
+    ]) {
+        let pending = std::pin::pin!(changes.changed()).poll(&mut Context::from_waker(&waker));
+        assert_eq!(pending, Poll::Pending);
+    }
+    let claim = w.registry.claim_server("srv", w.plain("bin")).unwrap();
+    let phone = w.plain("p");
+    let ticket = w.registry.register_phone("srv", phone.clone()).unwrap();
+    let result = outcome(|| claim.release_after(GRACE));
+    assert_eq!(result.unwrap_err(), "the waker panicked");
+    assert_eq!(panicking.0.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        counting.0.load(Ordering::SeqCst),
+        1,
+        "the other waiter was still woken"
+    );
+    // The window is open (and owned by its deadline): it expires as usual.
+    w.holds(tally(0, 1, 1));
+    assert!(subscriptions.iter().all(|c| c.has_changed()));
+    w.manual.advance(GRACE);
+    let expired = w.registry.expire_due();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(phone.closes(), [CloseReason::GraceExpired]);
+    drop((expired, ticket, subscriptions));
     w.usable();
 }
