@@ -81,6 +81,10 @@ pub trait Conn: Send + Sync + 'static {
     /// Must be stable for the life of the connection and must not block. The registry reads a
     /// phone's id once, in [`register_phone`](crate::Registry::register_phone) before taking its
     /// lock, and keeps a copy; it never reads a binary's.
+    ///
+    /// # Examples
+    ///
+    /// See [`Conn`], which implements all three methods for a mock.
     fn conn_id(&self) -> &str;
 
     /// Enqueues one frame for this connection. Never blocks. Called by the relay's own code,
@@ -91,6 +95,10 @@ pub trait Conn: Send + Sync + 'static {
     /// [`SendError::Closed`] once the connection is closed, [`SendError::Full`] when its outbox is
     /// over its bound (a relay closes such a phone with [`CloseReason::BacklogFull`]),
     /// [`SendError::TooLarge`] when the frame exceeds the connection's frame limit.
+    ///
+    /// # Examples
+    ///
+    /// See [`Conn`], which implements all three methods for a mock.
     fn send(&self, frame: Self::Frame) -> Result<(), SendError>;
 
     /// Closes the connection with `reason`'s code and text. Idempotent and never blocks.
@@ -100,6 +108,10 @@ pub trait Conn: Send + Sync + 'static {
     /// lock released. A grace expiry may call it on a [`Reaper`](crate::Reaper)'s thread, where
     /// there is no async runtime: enqueue the close (a channel `try_send`, a cancellation token),
     /// do not spawn a task there.
+    ///
+    /// # Examples
+    ///
+    /// See [`Conn`], which implements all three methods for a mock.
     fn close(&self, reason: CloseReason);
 }
 
