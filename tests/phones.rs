@@ -296,3 +296,26 @@ fn phone_for_finds_the_first_by_position_of_two_phones_with_one_conn_id() {
     assert!(Arc::ptr_eq(&claim.phone("dup").unwrap(), &second));
     check(&reg);
 }
+
+#[test]
+fn a_phones_snapshot_clones_cheaply_and_iterates_by_reference() {
+    let (reg, _) = registry();
+    let _claim = reg.claim_server("srv", mock("bin")).unwrap();
+    let _a = reg.register_phone("srv", mock("a")).unwrap();
+    let _b = reg.register_phone("srv", mock("b")).unwrap();
+    let snapshot = reg.phones_for("srv");
+    let copy = snapshot.clone();
+    assert_eq!(copy.len(), 2);
+    assert!(
+        copy.iter()
+            .zip(snapshot.iter())
+            .all(|(x, y)| Arc::ptr_eq(x, y))
+    );
+    let mut seen = Vec::new();
+    for phone in &copy {
+        seen.push(phone.conn_id().to_owned());
+    }
+    assert_eq!(seen, ["a", "b"]);
+    let none = relay_registry::Phones::<common::Mock>::default();
+    assert!(none.is_empty() && (&none).into_iter().next().is_none());
+}
