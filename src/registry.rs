@@ -290,22 +290,8 @@ impl<C: Conn> Registry<C> {
         claimant: Claimant<'_, C>,
     ) -> Result<ServerClaim<C>, RegistryError> {
         self.check_server_id(server_id)?;
-        // Test-only, deliberately broken (`--cfg relay_registry_broken_claim`): check and install
-        // under two lock acquisitions, so that tests/linearizability.rs can show it catches that.
         #[cfg(relay_registry_broken_claim)]
-        let claimant = match claimant {
-            Claimant::First => {
-                let free = self
-                    .shared
-                    .locked(|state| state.broken_claim_check(server_id));
-                if !free {
-                    return Err(RegistryError::ServerIdConflict);
-                }
-                std::thread::yield_now();
-                Claimant::Unchecked
-            }
-            other => other,
-        };
+        let claimant = self.broken_claim_check(server_id, claimant)?;
         // Allocated before the lock, so the critical section only links it in.
         let tenure = Arc::new(Tenure::new(server_id, conn));
         let (seat, caught) = self
@@ -316,6 +302,28 @@ impl<C: Conn> Registry<C> {
         // now: unwinding drops the new claim, which releases the id it was just given.
         caught.resume();
         claim
+    }
+
+    /// Test-only, deliberately broken (`--cfg relay_registry_broken_claim`): checks a first claim
+    /// under one lock acquisition and installs it under another, so that tests/linearizability.rs
+    /// can show that it catches the race.
+    #[cfg(relay_registry_broken_claim)]
+    fn broken_claim_check<'a>(
+        &self,
+        server_id: &str,
+        claimant: Claimant<'a, C>,
+    ) -> Result<Claimant<'a, C>, RegistryError> {
+        let Claimant::First = claimant else {
+            return Ok(claimant);
+        };
+        if !self
+            .shared
+            .locked(|state| state.broken_claim_check(server_id))
+        {
+            return Err(RegistryError::ServerIdConflict);
+        }
+        std::thread::yield_now();
+        Ok(Claimant::Unchecked)
     }
 
     /// Registers the phone `conn` under `server_id`, which a binary (live or gracing) must hold.

@@ -247,3 +247,33 @@ fn an_async_expiry_loop_needs_no_runtime() {
     );
     assert_eq!(phone.closes(), [CloseReason::GraceExpired]);
 }
+
+#[test]
+fn every_pending_subscription_is_woken_and_each_keeps_its_own_waker() {
+    let (reg, _) = registry();
+    let counters = [Arc::new(Counting::default()), Arc::new(Counting::default())];
+    let mut subscriptions = [reg.deadline_changes(), reg.deadline_changes()];
+    for (changes, counting) in subscriptions.iter_mut().zip(&counters) {
+        let waker = Waker::from(counting.clone());
+        assert_eq!(poll_changed(changes, &waker), Poll::Pending);
+    }
+    reg.claim_server("a", mock("a"))
+        .unwrap()
+        .release_after(Duration::from_secs(10));
+    assert_eq!(counters.each_ref().map(|c| c.wakes()), [1, 1]);
+    // Dropping one subscription leaves the other's waker in place.
+    let [first, mut second] = subscriptions;
+    assert_eq!(
+        poll_changed(&mut second, &Waker::from(counters[1].clone())),
+        Poll::Ready(())
+    );
+    assert_eq!(
+        poll_changed(&mut second, &Waker::from(counters[1].clone())),
+        Poll::Pending
+    );
+    drop(first);
+    reg.claim_server("b", mock("b"))
+        .unwrap()
+        .release_after(Duration::from_secs(1));
+    assert_eq!(counters.each_ref().map(|c| c.wakes()), [1, 2]);
+}

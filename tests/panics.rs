@@ -713,3 +713,76 @@ fn release_after_whose_waker_panics_opens_the_window_wakes_the_others_then_propa
     drop((expired, ticket, subscriptions));
     w.usable();
 }
+
+// ---- what cannot propagate is printed ---------------------------------------------------------
+
+/// Set in the child process of the test below.
+const STDERR_CHILD: &str = "RELAY_REGISTRY_PANICS_STDERR_CHILD";
+
+/// Panics the registry cannot hand back are printed to stderr, never swallowed silently: a close
+/// that panicked during a `Reaper`'s expiry (the default handler), a panicking expiry handler,
+/// and a close that panicked while a guard was dropped during unwinding. Runs itself in a child
+/// process to read its stderr.
+#[test]
+fn panics_that_cannot_propagate_are_printed_to_stderr() {
+    if std::env::var_os(STDERR_CHILD).is_some() {
+        return print_uncatchable_panics();
+    }
+    let name = "panics_that_cannot_propagate_are_printed_to_stderr";
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(STDERR_CHILD, "1")
+        .output()
+        .expect("the test binary runs");
+    let stderr = String::from_utf8_lossy(&child.stderr);
+    assert!(child.status.success(), "child failed:\n{stderr}");
+    for expected in [
+        "relay-registry reaper: user code panicked during grace expiry: Close of reaped panicked",
+        "relay-registry reaper: the expiry handler panicked (the reaper keeps running): \
+         the handler panicked",
+        "relay-registry: user code (a Conn::close or a conn's Drop) panicked while this thread was \
+         already unwinding; the panic was dropped: Close of unwound panicked",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} not in:\n{stderr}");
+    }
+}
+
+fn print_uncatchable_panics() {
+    // The default reaper handler.
+    let w = World::for_reaper();
+    let reaper = Reaper::spawn(&w.registry);
+    let claim = w.registry.claim_server("srv", w.plain("bin")).unwrap();
+    let ticket = w
+        .registry
+        .register_phone("srv", w.conn("reaped", Some(Trap::Close)))
+        .unwrap();
+    assert!(claim.release_after(Duration::ZERO));
+    while w.registry.counts() != Counts::default() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop((reaper, ticket)); // joins: the handler's report is printed
+    // A handler that panics.
+    let (done_tx, done_rx) = mpsc::channel();
+    let reaper = Reaper::spawn_with(&w.registry, move |_| {
+        done_tx.send(()).ok();
+        panic!("the handler panicked");
+    });
+    w.registry
+        .claim_server("other", w.plain("bin"))
+        .unwrap()
+        .release_after(Duration::ZERO);
+    done_rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    drop(reaper);
+    // A guard dropped while its thread unwinds, whose phone's close panics.
+    let task = outcome(|| {
+        let claim = w.registry.claim_server("task", w.plain("bin")).unwrap();
+        let ticket = w
+            .registry
+            .register_phone("task", w.conn("unwound", Some(Trap::Close)))
+            .unwrap();
+        let _guards = (claim, ticket);
+        panic!("the connection task panicked");
+    });
+    assert_eq!(task.unwrap_err(), "the connection task panicked");
+    w.holds(Counts::default());
+}
