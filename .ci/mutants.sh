@@ -14,15 +14,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo-mutants >/dev/null || cargo install --locked cargo-mutants
 
-# Not behaviour: the invariant checker (`test-util`) and the heap iterator it uses, the
-# deliberately broken claim (compiled only under --cfg relay_registry_broken_claim), and the mock
-# conn of the compile-time assertions (never run).
+# Not behaviour, or not compiled in these tests: the invariant checker (`test-util`) and the heap
+# iterator it uses, the deliberately broken claim (only under --cfg relay_registry_broken_claim),
+# the mock conn of the compile-time assertions (never run), loom's lock shim (only under
+# --cfg loom) and the flag-less lock token of release builds.
 exclude=(
     --exclude-re 'check_invariants'
     --exclude-re 'PhoneList<C>::check\b'
     --exclude-re 'Deadlines::iter'
     --exclude-re 'broken_claim'
     --exclude-re 'AnyConn'
+    --exclude-re 'loom_shim'
+    --exclude-re 'no_flag'
 )
 tests=(--lib)
 for t in tests/*.rs; do

@@ -24,13 +24,10 @@ pub(crate) use std::sync::atomic::AtomicU8;
 pub(crate) use loom::sync::atomic::AtomicU8;
 
 #[cfg(not(loom))]
-type RawMutex<T> = parking_lot::Mutex<T>;
-#[cfg(not(loom))]
-type RawGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
+use parking_lot::{Mutex as RawMutex, MutexGuard as RawGuard};
+
 #[cfg(loom)]
-type RawMutex<T> = loom::sync::Mutex<T>;
-#[cfg(loom)]
-type RawGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+use loom_shim::{Mutex as RawMutex, MutexGuard as RawGuard};
 
 /// The registry's lock: a mutex (parking_lot's, or loom's under `--cfg loom`) that, in debug
 /// builds, panics on a re-entrant acquisition by the same thread instead of deadlocking.
@@ -61,21 +58,31 @@ impl<T> Lock<T> {
         // The flag first: a re-entrant call must panic, not block on the lock it holds.
         let held = held::Token::acquire();
         LockGuard {
-            raw: lock_raw(&self.raw),
+            raw: self.raw.lock(),
             _held: held,
         }
     }
 }
 
-#[cfg(not(loom))]
-fn lock_raw<T>(raw: &RawMutex<T>) -> RawGuard<'_, T> {
-    raw.lock()
-}
-
+/// loom's mutex with parking_lot's shape: `lock()` returns the guard.
 #[cfg(loom)]
-fn lock_raw<T>(raw: &RawMutex<T>) -> RawGuard<'_, T> {
-    // No user code runs under the lock, so it is never poisoned by a panic there.
-    raw.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+mod loom_shim {
+    pub(super) use loom::sync::MutexGuard;
+
+    pub(super) struct Mutex<T>(loom::sync::Mutex<T>);
+
+    impl<T> Mutex<T> {
+        pub(super) fn new(value: T) -> Self {
+            Mutex(loom::sync::Mutex::new(value))
+        }
+
+        pub(super) fn lock(&self) -> MutexGuard<'_, T> {
+            // No user code runs under the lock, so it is never poisoned by a panic there.
+            self.0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        }
+    }
 }
 
 impl<T> std::ops::Deref for LockGuard<'_, T> {
@@ -124,9 +131,9 @@ mod held {
     }
 }
 
+/// Release builds (and loom) keep no flag.
 #[cfg(not(all(debug_assertions, not(loom))))]
-mod held {
-    /// Release builds (and loom) keep no flag.
+mod no_flag {
     pub(super) struct Token;
 
     impl Token {
@@ -135,6 +142,9 @@ mod held {
         }
     }
 }
+
+#[cfg(not(all(debug_assertions, not(loom))))]
+use no_flag as held;
 
 #[cfg(all(test, debug_assertions))]
 mod tests {
