@@ -13,6 +13,8 @@ thread_local! {
     /// Whether traps fire on this thread: only while an actor performs a call, so that tearing a
     /// harness down never panics.
     static ARMED: Cell<bool> = const { Cell::new(false) };
+    /// Set right before a trap panics, for the panic hook of [`spare_traps_from_the_panic_hook`].
+    static FIRING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// A mock connection: `serial` is its identity in the model, `name` its conn-id, `trap` where it
@@ -39,6 +41,7 @@ impl RecConn {
 
     fn fire(&self, trap: Trap) {
         if self.trap == trap && ARMED.get() && !std::thread::panicking() {
+            FIRING.set(true);
             panic!("{trap:?} of conn {} panicked", self.serial);
         }
     }
@@ -48,6 +51,18 @@ impl Drop for RecConn {
     fn drop(&mut self) {
         self.fire(Trap::Drop);
     }
+}
+
+/// Wraps the current panic hook so that a trap's deliberate panic does not reach it; every other
+/// panic does. The fuzz targets need this: libFuzzer's hook aborts the process on any panic, even
+/// one that the registry or the actor catches as the model predicts.
+pub fn spare_traps_from_the_panic_hook() {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !FIRING.replace(false) {
+            hook(info);
+        }
+    }));
 }
 
 /// Runs `f` with this thread's traps armed.
