@@ -52,7 +52,8 @@ fn expiry_reports_every_expired_id_earliest_deadline_first_with_or_without_phone
     check(&reg);
     // Expired ids are reported once.
     let again = reg.expire_due();
-    assert!(again.is_empty() && again.len() == 0 && again.iter().next().is_none());
+    assert_eq!(again.len(), 0);
+    assert!(again.is_empty() && again.iter().next().is_none());
 }
 
 #[test]
