@@ -1,7 +1,7 @@
 //! What an operation must do after the lock is released: close evicted phones, drop removed conns.
 
-use crate::binding::Binding;
 use crate::conn::{CloseReason, Conn};
+use crate::tenure::Tenure;
 use smallvec::SmallVec;
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -21,8 +21,8 @@ pub(crate) struct Aftermath<C: Conn> {
 pub(crate) enum Garbage<C> {
     /// A conn the registry held or was offered.
     Conn(Arc<C>),
-    /// A binding that ended (it owns the binary's conn).
-    Binding(Arc<Binding<C>>),
+    /// A tenure that ended, or an index key of one (it owns the binary's conn).
+    Tenure(Arc<Tenure<C>>),
     /// An outdated phone snapshot (it owns phone conns).
     Snapshot(Arc<[Arc<C>]>),
 }
@@ -93,12 +93,23 @@ impl Caught {
     }
 
     /// Resumes the first caught panic — unless this thread is already unwinding (a guard dropped
-    /// during a panic), where it is swallowed so that the process does not abort.
+    /// during a panic), where a second panic would abort the process: then every caught panic is
+    /// reported on stderr instead.
     pub(crate) fn resume(self) {
-        if let Some(first) = self.0.into_iter().next() {
-            if !std::thread::panicking() {
-                resume_unwind(first);
+        if self.0.is_empty() {
+            return;
+        }
+        if std::thread::panicking() {
+            for message in self.into_messages() {
+                eprintln!(
+                    "relay-registry: user code (a Conn::close or a conn's Drop) panicked while \
+                     this thread was already unwinding; the panic was dropped: {message}"
+                );
             }
+            return;
+        }
+        if let Some(first) = self.0.into_iter().next() {
+            resume_unwind(first);
         }
     }
 
@@ -109,7 +120,7 @@ impl Caught {
 }
 
 /// The message of a panic payload: its `&str` or `String`, or a placeholder.
-fn panic_message(payload: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(text) = payload.downcast_ref::<&str>() {
         (*text).to_owned()
     } else if let Some(text) = payload.downcast_ref::<String>() {

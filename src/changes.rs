@@ -15,30 +15,23 @@ use std::task::{Context, Poll};
 /// calls run inside the runtime, where they may spawn tasks).
 ///
 /// Made by [`Registry::deadline_changes`](crate::Registry::deadline_changes). It needs no
-/// runtime: [`changed`](Self::changed) is a plain [`Future`] woken through its [`Waker`](std::task::Waker).
+/// runtime: [`changed`](Self::changed) is a plain [`Future`] woken through its
+/// [`Waker`](std::task::Waker) by whichever thread armed the earlier window (from
+/// [`release_after`](crate::ServerClaim::release_after), after the registry's lock is
+/// released). It resolves only when a window becomes the earliest one — a window armed at or
+/// after the earliest deadline, or a cancelled window, does not wake it — and spuriously when a
+/// [`Reaper`](crate::Reaper) of the same registry stops or the registry is dropped.
 /// The subscription remembers what it has seen, so a window armed while the task was busy (between
 /// its [`next_deadline`](crate::Registry::next_deadline) and its next `changed().await`) makes that
 /// `changed()` resolve at once: no wake-up is lost.
 ///
 /// # Examples
 ///
-/// The expiry task of a tokio relay (any runtime with a timer works the same way):
-///
-/// ```ignore
-/// let mut changes = registry.deadline_changes();
-/// loop {
-///     for expired in &registry.expire_due() {
-///         tracing::info!(phones = expired.phones(), "grace window expired");
-///     }
-///     match registry.next_deadline() {
-///         Some(at) => tokio::select! {
-///             _ = tokio::time::sleep_until(at.into()) => {}
-///             _ = changes.changed() => {}
-///         },
-///         None => changes.changed().await,
-///     }
-/// }
-/// ```
+/// The expiry task of an async relay runs `expire_due`, then sleeps until the next deadline or
+/// until `changed()` resolves, whichever comes first (`tokio::select!` over `sleep_until` and
+/// `changed()`): the whole task, with tokio, is in the crate docs'
+/// [Using it with tokio (and axum)](crate#using-it-with-tokio-and-axum). The closes of expired
+/// phones then run on that task, inside the runtime.
 ///
 /// Without a runtime, the future can still be polled by hand:
 ///

@@ -1,12 +1,12 @@
 //! `ServerClaim`: a binary's hold on its server-id, released when dropped.
 
-use crate::binding::Binding;
 use crate::clock::saturating_add;
 use crate::conn::Conn;
 use crate::keys::ServerKey;
 use crate::phones::Phones;
 use crate::shared::Shared;
 use crate::state::Seat;
+use crate::tenure::Tenure;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +19,11 @@ use std::time::Duration;
 /// generational key plus an epoch, so it is `Send + Sync + 'static`, may be kept across `.await`
 /// in a connection task, and may be dropped on any thread, including during a panic unwind.
 ///
-/// Once the claim is *stale* — another binary reclaimed the id during its grace window, or took it
-/// over — it is inert: dropping or releasing it changes nothing, whatever holds the id now.
+/// A held claim goes *stale* in exactly one way: another binary [takes the id
+/// over](crate::Registry::takeover_server) (a reclaim during a grace window cannot make a held
+/// claim stale — the claim was consumed by [`release_after`](Self::release_after) to open the
+/// window). A stale claim is inert: [`is_current`](Self::is_current) is false, and dropping or
+/// releasing it changes nothing, whatever holds the id (or its slot) now.
 ///
 /// It is neither `Clone` nor `Copy`: one claim, one release.
 ///
@@ -45,7 +48,7 @@ pub struct ServerClaim<C: Conn> {
     pub(crate) shared: Arc<Shared<C>>,
     pub(crate) key: ServerKey,
     pub(crate) epoch: u64,
-    pub(crate) binding: Arc<Binding<C>>,
+    pub(crate) tenure: Arc<Tenure<C>>,
     /// False once released (by a consuming method), so `Drop` does nothing more.
     armed: bool,
     /// Whether installing this claim ended a previous tenure.
@@ -58,7 +61,7 @@ impl<C: Conn> ServerClaim<C> {
             shared,
             key: seat.key,
             epoch: seat.epoch,
-            binding: seat.binding,
+            tenure: seat.tenure,
             armed: true,
             replaced: seat.replaced,
         }
@@ -93,26 +96,112 @@ impl<C: Conn> ServerClaim<C> {
     }
 
     /// The server-id this claim holds (or held, if stale).
-    pub fn server_id(&self) -> &str {
-        self.binding.server_id.as_str()
-    }
-
-    /// The binary's conn this claim installed.
-    pub fn conn(&self) -> &Arc<C> {
-        &self.binding.binary
-    }
-
-    /// Whether this claim still holds its id: false once another binary took it over.
     ///
-    /// Lock-free (one atomic load), and ordered with every registry operation: after a takeover
-    /// returns, this is false on every thread.
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// let registry = relay_registry::Registry::new();
+    /// let claim = registry.claim_server("desk-1", std::sync::Arc::new(Ws("bin")))?;
+    /// assert_eq!(claim.server_id(), "desk-1");
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
+    pub fn server_id(&self) -> &str {
+        &self.tenure.server_id
+    }
+
+    /// The binary's conn this claim installed (also after the claim went stale).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use std::sync::Arc;
+    ///
+    /// let registry = relay_registry::Registry::new();
+    /// let binary = Arc::new(Ws("bin"));
+    /// let claim = registry.claim_server("srv", binary.clone())?;
+    /// assert!(Arc::ptr_eq(claim.conn(), &binary));
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
+    pub fn conn(&self) -> &Arc<C> {
+        &self.tenure.binary
+    }
+
+    /// Whether this claim still holds its id: false once another binary took it over (the only way
+    /// a held claim goes stale).
+    ///
+    /// Lock-free (one atomic load, acquire), and ordered with every registry operation: after a
+    /// takeover returns, this is false on every thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use std::sync::Arc;
+    ///
+    /// let registry = relay_registry::Registry::new();
+    /// let claim = registry.claim_server("srv", Arc::new(Ws("old")))?;
+    /// assert!(claim.is_current());
+    /// let incumbent = claim.conn().clone();
+    /// let _new = registry.takeover_server("srv", Some(&incumbent), Arc::new(Ws("new")))?;
+    /// assert!(!claim.is_current());
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
     pub fn is_current(&self) -> bool {
-        self.binding.is_live()
+        self.tenure.is_current()
     }
 
     /// The phone of this binary with the conn-id `conn_id`, as
     /// [`Registry::phone_for`](crate::Registry::phone_for) but without hashing the server-id (the
-    /// claim knows its slot). Allocates nothing; `None` once the claim is stale.
+    /// claim knows its slot). Allocates nothing; `None` once the claim is stale. This is the
+    /// binary→phone route: a binary's task finds the phone a frame is addressed to, then calls
+    /// its [`Conn::send`].
+    ///
+    /// During a grace window the claim was consumed by `release_after`, so there is no claim to
+    /// ask; `Registry::phone_for` still answers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use std::sync::Arc;
+    ///
+    /// let registry = relay_registry::Registry::new();
+    /// let claim = registry.claim_server("srv", Arc::new(Ws("bin")))?;
+    /// let _ticket = registry.register_phone("srv", Arc::new(Ws("client-1")))?;
+    /// assert_eq!(claim.phone("client-1").map(|p| p.0), Some("client-1"));
+    /// assert!(claim.phone("client-2").is_none());
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
     pub fn phone(&self, conn_id: &str) -> Option<Arc<C>> {
         self.shared
             .locked(|state| state.phone_of(self.key, self.epoch, conn_id))
@@ -120,7 +209,29 @@ impl<C: Conn> ServerClaim<C> {
 
     /// A snapshot of this binary's phones, as
     /// [`Registry::phones_for`](crate::Registry::phones_for) but without hashing the server-id;
-    /// empty once the claim is stale.
+    /// empty once the claim is stale. Phones are in the order [`Phones`] describes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use std::sync::Arc;
+    ///
+    /// let registry = relay_registry::Registry::new();
+    /// let claim = registry.claim_server("srv", Arc::new(Ws("bin")))?;
+    /// let _a = registry.register_phone("srv", Arc::new(Ws("a")))?;
+    /// let _b = registry.register_phone("srv", Arc::new(Ws("b")))?;
+    /// let names: Vec<_> = claim.phones().iter().map(|p| p.0).collect();
+    /// assert_eq!(names, ["a", "b"]);
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
     pub fn phones(&self) -> Phones<C> {
         self.shared
             .locked(|state| state.phones_of(self.key, self.epoch))
@@ -134,8 +245,32 @@ impl<C: Conn> ServerClaim<C> {
     ///
     /// # Panics
     ///
-    /// Only by resuming a panic from a phone's [`Conn::close`], after every close ran (never
-    /// while this thread is already panicking).
+    /// Only by resuming a panic of user code it ran — a phone's [`Conn::close`], the `Drop` of a
+    /// conn it let go of — once the release is complete and every close ran. While this thread
+    /// is already panicking (a claim dropped during unwinding) such panics are printed to stderr
+    /// instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use std::sync::Arc;
+    ///
+    /// let registry = relay_registry::Registry::new();
+    /// let claim = registry.claim_server("srv", Arc::new(Ws("bin")))?;
+    /// let ticket = registry.register_phone("srv", Arc::new(Ws("phone")))?;
+    /// assert!(claim.release());
+    /// assert!(!ticket.is_registered()); // evicted, and closed `Released`
+    /// assert!(registry.binary_for("srv").is_none());
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
     pub fn release(mut self) -> bool {
         self.release_now()
     }
@@ -150,12 +285,48 @@ impl<C: Conn> ServerClaim<C> {
     /// the deadline, the id is freed and its phones are closed with
     /// [`CloseReason::GraceExpired`](crate::CloseReason::GraceExpired).
     ///
+    /// If the window is now the earliest one, whoever drives expiry is woken (a
+    /// [`Reaper`](crate::Reaper), or a task awaiting
+    /// [`DeadlineChanges::changed`](crate::DeadlineChanges::changed)).
+    ///
     /// Returns false (and opens nothing) if the claim was stale.
+    ///
+    /// # Panics
+    ///
+    /// If the registry's [`Clock::now`](crate::Clock::now) panics: the claim is then released at
+    /// once, as if dropped (no window is left that nobody owns), and the panic propagates. A
+    /// panicking [`Waker::wake`](std::task::Waker::wake) of a `DeadlineChanges` subscriber
+    /// propagates after the window is open and every other waiter was woken.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::{Config, Counts, ManualClock, Registry};
+    /// use std::{sync::Arc, time::Duration};
+    ///
+    /// let clock = ManualClock::new();
+    /// let registry = Registry::with_config(Config::default().with_clock(Arc::new(clock.clone())));
+    /// let claim = registry.claim_server("srv", Arc::new(Ws("bin")))?;
+    /// assert!(claim.release_after(Duration::from_secs(30)));
+    /// assert_eq!(registry.counts(), Counts { binaries: 0, gracing: 1, phones: 0 });
+    /// clock.advance(Duration::from_secs(30));
+    /// assert_eq!(registry.expire_due().len(), 1);
+    /// assert_eq!(registry.counts(), Counts::default());
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
     pub fn release_after(mut self, grace: Duration) -> bool {
         // The clock first, while the claim is still armed: if `now` panics, unwinding drops the
         // claim, which releases the id at once instead of leaving it held by no one.
         let deadline = saturating_add(self.shared.config.clock.now(), grace);
-        if !self.binding.disarm(&mut self.armed) {
+        if !self.tenure.disarm(&mut self.armed) {
             return false;
         }
         let (key, epoch) = (self.key, self.epoch);
@@ -174,7 +345,7 @@ impl<C: Conn> ServerClaim<C> {
     }
 
     fn release_now(&mut self) -> bool {
-        if !self.binding.disarm(&mut self.armed) {
+        if !self.tenure.disarm(&mut self.armed) {
             return false;
         }
         let (key, epoch) = (self.key, self.epoch);
@@ -226,10 +397,10 @@ pub(crate) mod tests {
         let second = registry.claim_server("srv", TestConn::new("b2")).unwrap();
         let _phone = registry.register_phone("srv", TestConn::new("p")).unwrap();
         let forged = |epoch| ServerClaim {
-            shared: registry.shared().clone(),
+            shared: second.shared.clone(),
             key: second.key,
             epoch,
-            binding: Arc::new(Binding::new("srv", TestConn::new("forger"))),
+            tenure: Arc::new(Tenure::new("srv", TestConn::new("forger"))),
             armed: true,
             replaced: false,
         };

@@ -1,25 +1,54 @@
-//! What the registry needs from a connection: an id, a non-blocking send and a non-blocking close.
+//! What a connection is to the registry: `Conn`, and the vocabulary of its `send` and `close`.
 
 use crate::error::RegistryError;
 
 /// A connection the registry can route to: a binary's or a phone's socket, or a mock.
 ///
-/// The registry stores connections as `Arc<C>` and calls these methods **only after releasing its
-/// lock**, so an implementation may call back into the [`Registry`](crate::Registry) from any of them.
-/// None of them may block: they run on whichever thread caused them (a connection task, the
-/// [`Reaper`](crate::Reaper)), often while other connections wait.
+/// The registry stores connections as `Arc<C>` and hands them back through its lookups and guards
+/// ([`PhoneTicket::binary`](crate::PhoneTicket::binary), [`ServerClaim::phone`](crate::ServerClaim::phone),
+/// [`Registry::phones_for`](crate::Registry::phones_for), ...). Of this trait it calls exactly two
+/// methods itself, never while holding its lock:
+///
+/// - [`conn_id`](Conn::conn_id): once per [`register_phone`](crate::Registry::register_phone), on
+///   the calling thread, before the lock; the copy it keeps is what
+///   [`phone_for`](crate::Registry::phone_for) compares. Never for binaries.
+/// - [`close`](Conn::close): once for each phone it evicts — on the thread whose call (or guard
+///   drop) ended the binary's tenure, after the registry's state is final and before that call
+///   returns; for a grace expiry, on the thread that ran [`expire_due`](crate::Registry::expire_due)
+///   (a [`Reaper`](crate::Reaper)'s own std thread, outside any async runtime, if a reaper drives
+///   it). Never on a binary, never on a refused conn.
+///
+/// It never calls [`send`](Conn::send): `send` is the routing contract between the parts of a
+/// relay. A phone's task forwards a frame with `ticket.binary()?.send(frame)`, a binary's task with
+/// `claim.phone(conn_id)?.send(frame)`; the registry only finds the conn. Besides those calls the
+/// registry drops its `Arc`s of conns it removed — also after releasing its lock — so a conn's
+/// `Drop` runs on the same threads as `close`.
+///
+/// Since the lock is never held, an implementation may call back into the registry from any of
+/// these, and drop a guard from inside `close`. None of them may block: they run on whichever
+/// thread caused them, often while other connections wait.
+///
+/// # Why `send` takes an owned `Frame`
+///
+/// An async relay reads each frame from one socket as an owned, reference-counted buffer (in
+/// tungstenite, a `Utf8Bytes` already checked to be UTF-8) and hands it to another socket's writer
+/// task. A `send(&[u8])` would force a copy into a new buffer per frame, and — since a text frame
+/// must be UTF-8 — a second validation of bytes that were validated on arrival. With
+/// `type Frame` the connection names its own owned frame type and `send` moves it through the
+/// writer's channel as is: no copy, no second check. The registry stays independent of any
+/// WebSocket crate (it never creates or inspects a frame), and a mock uses `String`.
 ///
 /// # Examples
 ///
 /// ```
-/// use relay_registry::{CloseReason, Conn, SendError};
-/// use std::sync::Mutex;
+/// use relay_registry::{CloseReason, Conn, Registry, SendError};
+/// use std::sync::{Arc, Mutex};
 ///
 /// struct Mock { id: String, closed: Mutex<Option<CloseReason>> }
 ///
 /// impl Conn for Mock {
-///     fn conn_id(&self) -> &str { &self.id }
 ///     type Frame = String;
+///     fn conn_id(&self) -> &str { &self.id }
 ///     fn send(&self, _frame: String) -> Result<(), SendError> {
 ///         if self.closed.lock().unwrap().is_some() { Err(SendError::Closed) } else { Ok(()) }
 ///     }
@@ -28,32 +57,61 @@ use crate::error::RegistryError;
 ///         self.closed.lock().unwrap().get_or_insert(reason);
 ///     }
 /// }
+///
+/// let mock = |id: &str| Arc::new(Mock { id: id.into(), closed: Mutex::new(None) });
+/// let registry = Registry::new();
+/// let claim = registry.claim_server("srv", mock("bin"))?;
+/// let ticket = registry.register_phone("srv", mock("phone"))?;
+/// // Routing goes through the handles the registry returns:
+/// ticket.binary().expect("registered").send("to the binary".into())?;
+/// claim.phone("phone").expect("registered").send("to the phone".into())?;
+/// drop(claim); // evicts the phone: the registry closes it
+/// assert_eq!(*ticket.conn().closed.lock().unwrap(), Some(CloseReason::Released));
+/// assert_eq!(ticket.conn().send("late".into()), Err(SendError::Closed));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub trait Conn: Send + Sync + 'static {
-    /// What [`send`](Conn::send) takes: the connection's own owned frame type, so a relay hands
-    /// a frame on without copying it (tokio-tungstenite's `Utf8Bytes`, a `bytes::Bytes`, a
-    /// `String` in a mock). The registry never creates or inspects one.
+    /// What [`send`](Conn::send) takes: the connection's own owned frame type, so a relay hands a
+    /// frame on without copying it (tungstenite's `Utf8Bytes`, a `bytes::Bytes`, a `String` in a
+    /// mock). The registry never creates or inspects one.
     type Frame;
 
     /// The connection's id (for a phone, the `conn_id` a binary addresses it by).
     ///
     /// Must be stable for the life of the connection and must not block. The registry reads a
-    /// phone's id once, in [`register_phone`](crate::Registry::register_phone) before taking its lock,
-    /// and keeps a copy.
+    /// phone's id once, in [`register_phone`](crate::Registry::register_phone) before taking its
+    /// lock, and keeps a copy; it never reads a binary's.
+    ///
+    /// # Examples
+    ///
+    /// See [`Conn`], which implements all three methods for a mock.
     fn conn_id(&self) -> &str;
 
-    /// Enqueues one frame for this connection. Never blocks.
+    /// Enqueues one frame for this connection. Never blocks. Called by the relay's own code,
+    /// never by the registry.
     ///
     /// # Errors
     ///
     /// [`SendError::Closed`] once the connection is closed, [`SendError::Full`] when its outbox is
-    /// over its bound, [`SendError::TooLarge`] when the frame exceeds the connection's frame limit.
+    /// over its bound (a relay closes such a phone with [`CloseReason::BacklogFull`]),
+    /// [`SendError::TooLarge`] when the frame exceeds the connection's frame limit.
+    ///
+    /// # Examples
+    ///
+    /// See [`Conn`], which implements all three methods for a mock.
     fn send(&self, frame: Self::Frame) -> Result<(), SendError>;
 
     /// Closes the connection with `reason`'s code and text. Idempotent and never blocks.
     ///
     /// The registry calls it only on phones it evicts (release, reclaim, takeover, grace expiry),
-    /// never on a binary and never on a conn whose registration it refused.
+    /// never on a binary and never on a conn whose registration it refused, and only with the
+    /// lock released. A grace expiry may call it on a [`Reaper`](crate::Reaper)'s thread, where
+    /// there is no async runtime: enqueue the close (a channel `try_send`, a cancellation token),
+    /// do not spawn a task there.
+    ///
+    /// # Examples
+    ///
+    /// See [`Conn`], which implements all three methods for a mock.
     fn close(&self, reason: CloseReason);
 }
 
@@ -158,11 +216,31 @@ pub struct CustomClose {
 
 impl CustomClose {
     /// The close code: 1000 or in 3000–4999.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use relay_registry::CloseReason;
+    ///
+    /// let CloseReason::Custom(close) = CloseReason::custom(1000, "")? else { unreachable!() };
+    /// assert_eq!(close.code(), 1000);
+    /// # Ok::<(), relay_registry::InvalidCloseReason>(())
+    /// ```
     pub fn code(&self) -> u16 {
         self.code
     }
 
     /// The close reason text: at most 123 bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use relay_registry::CloseReason;
+    ///
+    /// let CloseReason::Custom(close) = CloseReason::custom(4000, "bye")? else { unreachable!() };
+    /// assert_eq!(close.reason(), "bye");
+    /// # Ok::<(), relay_registry::InvalidCloseReason>(())
+    /// ```
     pub fn reason(&self) -> &'static str {
         self.reason
     }

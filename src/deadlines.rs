@@ -38,6 +38,12 @@ impl Deadlines {
         self.heap.pop().map(|Reverse(w)| w)
     }
 
+    /// How many windows the heap holds, cancelled ones included.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.heap.len()
+    }
+
     #[cfg(any(test, feature = "test-util"))]
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Window> {
         self.heap.iter().map(|Reverse(w)| w)

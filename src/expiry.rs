@@ -1,7 +1,7 @@
 //! `Expiries`: what one [`expire_due`](crate::Registry::expire_due) call ended.
 
-use crate::binding::Binding;
 use crate::conn::Conn;
+use crate::tenure::Tenure;
 use std::fmt;
 use std::sync::Arc;
 
@@ -151,13 +151,13 @@ impl<C: Conn> fmt::Debug for Expiries<C> {
 ///
 /// See [`Expiries`].
 pub struct Expired<C: Conn> {
-    binding: Arc<Binding<C>>,
+    tenure: Arc<Tenure<C>>,
     phones: usize,
 }
 
 impl<C: Conn> Expired<C> {
-    pub(crate) fn new(binding: Arc<Binding<C>>, phones: usize) -> Self {
-        Expired { binding, phones }
+    pub(crate) fn new(tenure: Arc<Tenure<C>>, phones: usize) -> Self {
+        Expired { tenure, phones }
     }
 
     /// The server-id whose window expired (it is free now).
@@ -166,7 +166,7 @@ impl<C: Conn> Expired<C> {
     ///
     /// See [`Expiries`].
     pub fn server_id(&self) -> &str {
-        self.binding.server_id.as_str()
+        &self.tenure.server_id
     }
 
     /// The binary that had released the id into the window.
@@ -175,7 +175,7 @@ impl<C: Conn> Expired<C> {
     ///
     /// See [`Expiries`].
     pub fn binary(&self) -> &Arc<C> {
-        &self.binding.binary
+        &self.tenure.binary
     }
 
     /// How many phones were evicted (and closed `GraceExpired`); 0 for an id without phones.

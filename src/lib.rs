@@ -22,14 +22,16 @@
 //!   deadline the id behaves as held (phones stay and may join, it counts as `gracing`). A new
 //!   claim in the window is a *reclaim* (phones evicted with [`CloseReason::Reclaimed`]); when
 //!   [`Registry::expire_due`] runs past the deadline the id is freed (phones closed with
-//!   [`CloseReason::GraceExpired`]). A [`Reaper`] thread calls `expire_due` at each deadline; tests
-//!   use a [`ManualClock`] instead.
+//!   [`CloseReason::GraceExpired`]), and it reports each expired id. A [`Reaper`] thread calls
+//!   `expire_due` at each deadline, or a task of an async runtime does, woken by
+//!   [`Registry::deadline_changes`] (see [Using it with tokio](#using-it-with-tokio-and-axum));
+//!   tests use a [`ManualClock`] instead.
 //! - **Takeover**: when the holder stops answering heartbeats, [`Registry::takeover_server`]
 //!   replaces exactly that holder (compared by `Arc` identity), and fails if it changed meanwhile.
 //! - **Stale guards are inert.** Guards hold a typed generational slotmap key *and* a
-//!   registry-wide `u64` epoch of the tenure or registration. A claim that was reclaimed or taken
-//!   over, and a ticket whose phone was evicted, match neither any more, so dropping them can never
-//!   touch what now occupies the id or the slot. (slotmap versions alone wrap after 2^31 reuses of
+//!   registry-wide `u64` epoch of the tenure or registration. A claim that was taken over (the
+//!   only way a held claim goes stale), and a ticket whose phone was evicted, match neither any
+//!   more, so dropping them can never touch what now occupies the id or the slot. (slotmap versions alone wrap after 2^31 reuses of
 //!   a slot, and its LIFO free list makes one churning client reuse one slot; the epoch never
 //!   repeats.)
 //!
@@ -83,21 +85,42 @@
 //! A registry has one internal lock. Every operation takes it once, for a short critical section
 //! that only reads and relinks the registry's own data (hashing the id, slotmap indexing, moving
 //! `Arc`s). **No user code runs while the lock is held**: no [`Conn`] method, no [`Clock::now`],
-//! and no `Drop` of an `Arc<C>` the registry removed. Conn-ids are read before the lock, the clock
-//! is read before the lock, and removed conns are moved out and closed or dropped after it.
+//! no `Drop` of an `Arc<C>` the registry removed, no [`Waker`](std::task::Waker). Conn-ids and
+//! the clock are read before the lock; removed conns are moved out and closed or dropped after
+//! it; wakers are woken after it. In debug builds the lock enforces this: a registry called from
+//! a thread that already holds a registry's lock panics at once instead of deadlocking.
 //!
 //! So a [`Conn`] may call back into the registry from `conn_id`, `send`, `close` or its `Drop`,
 //! and a guard may be dropped from inside `close`: nothing deadlocks. Evicted phones are closed on
 //! the thread whose call (or guard drop) evicted them, after the registry's state is final and
-//! before that call returns; the [`Reaper`]'s expiries close on the reaper thread.
+//! before that call returns; the [`Reaper`]'s expiries close on the reaper's thread.
 //!
-//! If a `close` panics, the other closes still run, then the first panic is resumed — unless the
-//! thread is already unwinding (a guard dropped during a panic), in which case it is swallowed so
-//! the process does not abort. The registry is consistent and usable afterwards.
+//! ## When user code panics
+//!
+//! Whatever panics — a `close`, a `conn_id`, the clock's `now`, a conn's `Drop` — no server-id is
+//! ever left held by no one: every tenure, registration and grace window is owned by a guard or
+//! ended by a deadline. The other closes of the same call still run (each is caught), and then,
+//! per operation:
+//!
+//! | operation | rule |
+//! | --- | --- |
+//! | [`claim_server`](Registry::claim_server), [`takeover_server`](Registry::takeover_server) | The first panic propagates once the new claim exists, so unwinding drops it: a refused call changed nothing; a reclaim or takeover stays done (old tenure ended, its phones evicted and closed) and the new claim is released at once — the id is free. |
+//! | [`register_phone`](Registry::register_phone) | A panicking `conn_id` propagates before anything happened; a refused conn's panicking `Drop` propagates with nothing changed. |
+//! | guard drops, [`release`](ServerClaim::release), [`unregister`](PhoneTicket::unregister) | The release or unregistration completes, then the first panic propagates. |
+//! | [`release_after`](ServerClaim::release_after) | The clock is read while the claim is still armed: if `now` panics, unwinding drops the claim, which releases the id at once; the panic propagates. |
+//! | [`expire_due`](Registry::expire_due) | Never panics because of user code: every expiry completes, and the panics (of closes, or of the clock — then nothing expires) are returned in [`Expiries::panics`]. |
+//! | [`Reaper`] | Never stops because of user code: `expire_due`'s panics go to its handler (stderr by default); a panicking clock is retried shortly, a panicking handler or drop is printed to stderr. |
+//!
+//! A panic that would be resumed while the thread is already unwinding (a guard dropped during a
+//! panic) is printed to stderr instead, so the process does not abort. The registry is
+//! consistent and usable afterwards in every case (`tests/panics.rs` checks each operation with
+//! each callback).
 //!
 //! [`ServerClaim::is_current`], [`PhoneTicket::is_registered`] and [`PhoneTicket::binary`] take no
 //! lock at all: each is one atomic load (acquire), written (release) inside the critical section
 //! that ends the tenure, so they agree with every locked operation that completed before them.
+//!
+#![cfg_attr(not(doctest), doc = include_str!("../docs/tokio-recipe.md"))]
 //!
 //! # Differences from the Go registry
 //!
@@ -106,7 +129,7 @@
 //!
 //! - **Double release** cannot compile: [`ServerClaim::release`] consumes the claim, and guards
 //!   are not `Clone`.
-//! - **Stale grace timer tearing down a new claimant**: a window is identified by the tenure's
+//! - **Stale grace timer tearing down a new claimant**: a window is identified by its tenure's
 //!   epoch; a reclaim changes the epoch, so the old deadline matches nothing when it comes due.
 //! - **Displaced binary's late release deleting its successor**: a taken-over claim's key and
 //!   epoch no longer match its slot, so its drop is a no-op.
@@ -140,28 +163,37 @@
 //! - [`Phones`] snapshots are shared, immutable lists rebuilt lazily after a change: repeated
 //!   snapshots of an unchanged set cost one reference count; the first after a change allocates.
 //! - Cancelled grace windows stay in the deadline heap until they surface or the heap is
-//!   compacted (when dead entries outnumber live ones), keeping reclaims O(log n).
+//!   compacted (once it holds more than twice the open windows plus 32 entries), keeping
+//!   reclaims O(log n) and the heap bounded.
+//! - Ids are stored as plain `Box<str>` copies, one per held id and one per phone: simpler than
+//!   inline small strings, at 8 more bytes per id and 24 more per phone than the earlier inline
+//!   layout — next to a WebSocket's own buffers (tungstenite's defaults reserve 128 KiB each for
+//!   reading and writing), noise.
 //!
 //! # Memory per entry
 //!
-//! A held id costs a 24-byte server slot (binding pointer, phone-list pointer, epoch and grace
-//! flag in one word), a 16-byte index entry (the binding, whose id it hashes, and the slot key),
-//! and one allocation: the tenure's binding (the binary, the live flag, and the id, inline up to
-//! 22 bytes). An id's phones share one list allocation (counters, cached snapshot, and the first
-//! four phones inline). A phone costs a 40-byte entry: its conn, its epoch, and its conn-id copy
-//! — inline, with the server-id cut out when the conn-id contains it (as the relay's
-//! `client-<id>-<8 hex>` does), so it usually needs no allocation of its own. There is no
+//! A held id costs a 24-byte server slot (the tenure's pointer, the phone list's pointer, the
+//! epoch), a 16-byte index entry (the tenure, whose id it hashes, and the slot key), and two
+//! allocations: the tenure (the binary, its phase, the id's pointer and length: 48 bytes with
+//! the reference counts) and the id's bytes. An id's phones share one list allocation
+//! (counters, cached snapshot, and the first four phones inline). A phone costs a 32-byte entry
+//! (its conn, its epoch, its conn-id's pointer and length) and its conn-id's bytes. There is no
 //! registry-wide phone map: a ticket names its phone by server slot and position.
-//! `cargo run --release -p relay-registry-benches --bin footprint` measures this against a port of the Go registry.
+//! `cargo run --release -p relay-registry-benches --bin footprint` measures this against a port
+//! of the Go registry (the README has the figures).
 #![forbid(unsafe_code)]
-#![deny(missing_docs)]
+#![deny(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
+#![doc(test(attr(deny(warnings))))]
 
 mod aftermath;
-mod binding;
 mod changes;
 mod claim;
 mod clock;
-mod compact_str;
 mod config;
 mod conn;
 mod counts;
@@ -177,6 +209,7 @@ mod shared;
 mod signal;
 mod state;
 mod sync;
+mod tenure;
 #[cfg(test)]
 mod test_conn;
 mod ticket;

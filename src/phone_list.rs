@@ -1,7 +1,6 @@
 //! `PhoneList`: the phones of one tenure, in stable positions, with O(1) insert and remove.
 
 use crate::aftermath::{Aftermath, Garbage};
-use crate::compact_str::ConnIdCopy;
 use crate::conn::{CloseReason, Conn};
 use crate::phones::Phones;
 use smallvec::SmallVec;
@@ -36,8 +35,8 @@ struct PhoneEntry<C> {
     conn: Option<Arc<C>>,
     /// The registration's epoch while occupied; the next vacant position while vacant.
     epoch: u64,
-    /// Read from the conn once, before the lock, at registration.
-    conn_id: ConnIdCopy,
+    /// Read from the conn once, before the lock, at registration; empty while vacant.
+    conn_id: Box<str>,
 }
 
 impl<C: Conn> PhoneList<C> {
@@ -59,7 +58,7 @@ impl<C: Conn> PhoneList<C> {
     pub(crate) fn insert(
         &mut self,
         conn: Arc<C>,
-        conn_id: ConnIdCopy,
+        conn_id: Box<str>,
         epoch: u64,
         out: &mut Aftermath<C>,
     ) -> usize {
@@ -90,7 +89,7 @@ impl<C: Conn> PhoneList<C> {
         }
         let conn = entry.conn.take();
         entry.epoch = self.vacant as u64;
-        entry.conn_id = ConnIdCopy::empty();
+        entry.conn_id = Box::default();
         self.vacant = pos;
         self.live -= 1;
         if let Some(conn) = conn {
@@ -110,12 +109,11 @@ impl<C: Conn> PhoneList<C> {
         }
     }
 
-    /// The first phone (by position) whose conn-id is `conn_id`; `server_id` is the id the list
-    /// belongs to (conn-id copies may elide it).
-    pub(crate) fn find(&self, server_id: &[u8], conn_id: &str) -> Option<&Arc<C>> {
+    /// The first phone (by position) whose conn-id is `conn_id`.
+    pub(crate) fn find(&self, conn_id: &str) -> Option<&Arc<C>> {
         self.entries
             .iter()
-            .find(|e| e.conn.is_some() && e.conn_id.matches(server_id, conn_id))
+            .find(|e| e.conn.is_some() && *e.conn_id == *conn_id)
             .and_then(|e| e.conn.as_ref())
     }
 
@@ -178,7 +176,7 @@ impl<C: Conn> PhoneList<C> {
             if !epochs.contains(&entry.epoch) {
                 return Err(format!(
                     "phone {:?} of {server_id:?} has a bad epoch",
-                    entry.conn_id.to_string(server_id)
+                    entry.conn_id
                 ));
             }
         }

@@ -5,8 +5,9 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 /// An owned snapshot of the phones registered under one server-id, in the order of their
-/// positions in the id's list: registration order, except that a new phone takes the place
-/// of the phone that most recently left.
+/// positions in the id's list: registration order, except that a new phone takes the position
+/// vacated most recently (of those still vacant), and an id whose phones have all left starts
+/// afresh.
 ///
 /// It dereferences to `[Arc<C>]`. It is a copy: registering or unregistering phones afterwards
 /// never changes it, and changing it is impossible (it is immutable). The registry keeps the
@@ -38,7 +39,17 @@ pub struct Phones<C> {
 }
 
 impl<C> Phones<C> {
-    /// A snapshot with no phones.
+    /// A snapshot with no phones (what lookups of an id without phones return).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use relay_registry::Phones;
+    ///
+    /// let none = Phones::<()>::empty();
+    /// assert!(none.is_empty());
+    /// assert_eq!(none.len(), 0);
+    /// ```
     pub fn empty() -> Self {
         Phones { list: None }
     }

@@ -1,18 +1,17 @@
 //! `Registry`: the handle through which binaries claim server-ids and phones join them.
 
-use crate::aftermath::Caught;
-use crate::binding::Binding;
 use crate::changes::DeadlineChanges;
 use crate::claim::ServerClaim;
-use crate::compact_str::ConnIdCopy;
 use crate::config::Config;
 use crate::conn::Conn;
 use crate::counts::Counts;
 use crate::error::RegistryError;
 use crate::expiry::Expiries;
 use crate::phones::Phones;
+use crate::reaper::{Reaper, report_panics};
 use crate::shared::Shared;
 use crate::state::{Claimant, State};
+use crate::tenure::Tenure;
 use crate::ticket::PhoneTicket;
 use std::fmt;
 use std::sync::Arc;
@@ -56,27 +55,78 @@ pub struct Registry<C: Conn> {
 }
 
 impl<C: Conn> Registry<C> {
-    /// An empty registry with the default [`Config`].
+    /// An empty registry with the default [`Config`]: no phone cap, ids up to 256 bytes, the
+    /// system clock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::{Counts, Registry};
+    ///
+    /// let registry = Registry::<Ws>::new();
+    /// assert_eq!(registry.counts(), Counts::default());
+    /// ```
     pub fn new() -> Self {
         Self::with_config(Config::default())
     }
 
     /// An empty registry with `config`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::{Config, Registry, RegistryError};
+    /// use std::sync::Arc;
+    ///
+    /// let registry = Registry::with_config(Config::default().with_max_phones_per_server(1));
+    /// let _claim = registry.claim_server("srv", Arc::new(Ws("bin")))?;
+    /// let _first = registry.register_phone("srv", Arc::new(Ws("p1")))?;
+    /// assert_eq!(
+    ///     registry.register_phone("srv", Arc::new(Ws("p2"))).unwrap_err(),
+    ///     RegistryError::PhonesAtCap,
+    /// );
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
     pub fn with_config(config: Config) -> Self {
         Registry {
             shared: Arc::new(Shared::new(config)),
         }
     }
 
-    pub(crate) fn from_shared(shared: Arc<Shared<C>>) -> Self {
-        Registry { shared }
-    }
-
-    pub(crate) fn shared(&self) -> &Arc<Shared<C>> {
-        &self.shared
-    }
-
     /// The configuration this registry was built with.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::{Config, Registry};
+    ///
+    /// let registry = Registry::<Ws>::with_config(Config::default().with_max_server_id_len(64));
+    /// assert_eq!(registry.config().max_server_id_len(), 64);
+    /// ```
     pub fn config(&self) -> &Config {
         &self.shared.config
     }
@@ -139,7 +189,37 @@ impl<C: Conn> Registry<C> {
     ///
     /// # Panics
     ///
-    /// Only by resuming a panic from an evicted phone's [`Conn::close`], after every close ran.
+    /// Only by resuming a panic of user code it ran — an evicted phone's [`Conn::close`], or the
+    /// `Drop` of a conn it let go of (the replaced binary, a refused conn) — after every close
+    /// ran. The registry is then as if the new claim had been dropped at once: a refused claim
+    /// changed nothing; a reclaim stays done (the old tenure ended, its phones evicted and
+    /// closed) and the new claim was released while unwinding, so the id is free.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::Registry;
+    /// use std::sync::Arc;
+    ///
+    /// let registry = Registry::new();
+    /// let claim = registry.claim_server("srv", Arc::new(Ws("bin")))?;
+    /// // First claim wins; a refusal is closed after the upgrade with the error's code.
+    /// let refused = registry.claim_server("srv", Arc::new(Ws("other"))).unwrap_err();
+    /// assert_eq!(CloseReason::from(refused).code(), 4409);
+    /// // Released into a grace window, the id can be reclaimed.
+    /// claim.release_after(std::time::Duration::from_secs(30));
+    /// let reclaim = registry.claim_server("srv", Arc::new(Ws("bin-again")))?;
+    /// assert!(reclaim.replaced());
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
     pub fn claim_server(
         &self,
         server_id: &str,
@@ -164,6 +244,12 @@ impl<C: Conn> Registry<C> {
     /// changed since the caller looked, and nothing is changed.
     /// [`InvalidServerId`](RegistryError::InvalidServerId) as for
     /// [`claim_server`](Self::claim_server).
+    ///
+    /// # Panics
+    ///
+    /// As [`claim_server`](Self::claim_server): only by resuming a panic of an evicted phone's
+    /// [`Conn::close`] or of a let-go conn's `Drop`, after every close ran; the takeover stays
+    /// done (the old claim is stale) and the new claim was released while unwinding.
     ///
     /// # Examples
     ///
@@ -204,32 +290,40 @@ impl<C: Conn> Registry<C> {
         claimant: Claimant<'_, C>,
     ) -> Result<ServerClaim<C>, RegistryError> {
         self.check_server_id(server_id)?;
-        // Test-only, deliberately broken (`--cfg relay_registry_broken_claim`): check and install
-        // under two lock acquisitions, so that tests/linearizability.rs can show it catches that.
         #[cfg(relay_registry_broken_claim)]
-        let claimant = match claimant {
-            Claimant::First => {
-                let free = self
-                    .shared
-                    .locked(|state| state.broken_claim_check(server_id));
-                if !free {
-                    return Err(RegistryError::ServerIdConflict);
-                }
-                std::thread::yield_now();
-                Claimant::Unchecked
-            }
-            other => other,
-        };
+        let claimant = self.broken_claim_check(server_id, claimant)?;
         // Allocated before the lock, so the critical section only links it in.
-        let binding = Arc::new(Binding::new(server_id, conn));
+        let tenure = Arc::new(Tenure::new(server_id, conn));
         let (seat, caught) = self
             .shared
-            .mutate(|state, out| state.claim(binding, claimant, out));
+            .mutate(|state, out| state.claim(tenure, claimant, out));
         let claim = seat.map(|seat| ServerClaim::new(self.shared.clone(), seat));
         // A panic of an evicted phone's `close` (or of a removed conn's `Drop`) propagates only
         // now: unwinding drops the new claim, which releases the id it was just given.
         caught.resume();
         claim
+    }
+
+    /// Test-only, deliberately broken (`--cfg relay_registry_broken_claim`): checks a first claim
+    /// under one lock acquisition and installs it under another, so that tests/linearizability.rs
+    /// can show that it catches the race.
+    #[cfg(relay_registry_broken_claim)]
+    fn broken_claim_check<'a>(
+        &self,
+        server_id: &str,
+        claimant: Claimant<'a, C>,
+    ) -> Result<Claimant<'a, C>, RegistryError> {
+        let Claimant::First = claimant else {
+            return Ok(claimant);
+        };
+        if !self
+            .shared
+            .locked(|state| state.broken_claim_check(server_id))
+        {
+            return Err(RegistryError::ServerIdConflict);
+        }
+        std::thread::yield_now();
+        Ok(Claimant::Unchecked)
     }
 
     /// Registers the phone `conn` under `server_id`, which a binary (live or gracing) must hold.
@@ -246,13 +340,44 @@ impl<C: Conn> Registry<C> {
     /// [`max_phones_per_server`](Config::max_phones_per_server) phones already,
     /// [`InvalidServerId`](RegistryError::InvalidServerId) if the id is empty or too long. A refused
     /// `conn` is neither closed nor kept.
+    ///
+    /// # Panics
+    ///
+    /// If `conn.conn_id()` panics (nothing was registered), or by resuming a panic of the `Drop`
+    /// of a conn it let go of (a refused conn): the registry is then as if the call had not
+    /// happened — a ticket made just before is dropped while unwinding, which unregisters it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::{Registry, RegistryError};
+    /// use std::sync::Arc;
+    ///
+    /// let registry = Registry::new();
+    /// assert_eq!(
+    ///     registry.register_phone("srv", Arc::new(Ws("early"))).unwrap_err(),
+    ///     RegistryError::NoServer,
+    /// );
+    /// let _claim = registry.claim_server("srv", Arc::new(Ws("bin")))?;
+    /// let ticket = registry.register_phone("srv", Arc::new(Ws("phone")))?;
+    /// assert_eq!(ticket.binary().map(|b| b.0), Some("bin"));
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
     pub fn register_phone(
         &self,
         server_id: &str,
         conn: Arc<C>,
     ) -> Result<PhoneTicket<C>, RegistryError> {
         self.check_server_id(server_id)?;
-        let conn_id = ConnIdCopy::new(conn.conn_id(), server_id);
+        let conn_id: Box<str> = conn.conn_id().into();
         let cap = self.shared.config.max_phones_per_server;
         let ticket_conn = conn.clone();
         let (seat, caught) = self
@@ -267,13 +392,58 @@ impl<C: Conn> Registry<C> {
 
     /// The binary holding `server_id`, live or gracing; `None` if no one does (or the id is
     /// invalid).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::Registry;
+    /// use std::{sync::Arc, time::Duration};
+    ///
+    /// let registry = Registry::new();
+    /// assert!(registry.binary_for("srv").is_none());
+    /// let claim = registry.claim_server("srv", Arc::new(Ws("bin")))?;
+    /// claim.release_after(Duration::from_secs(30));
+    /// assert_eq!(registry.binary_for("srv").map(|b| b.0), Some("bin")); // gracing: still held
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
     pub fn binary_for(&self, server_id: &str) -> Option<Arc<C>> {
         self.lookup(server_id, |state| state.binary_for(server_id))
     }
 
     /// The phone registered under `server_id` with the conn-id `conn_id` (the first one, if two
     /// share it). Allocates nothing and calls into no `Conn`: it compares the conn-ids stored at
-    /// registration.
+    /// registration. Phones are searched in the order [`Phones`] describes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::Registry;
+    /// use std::sync::Arc;
+    ///
+    /// let registry = Registry::new();
+    /// let _claim = registry.claim_server("srv", Arc::new(Ws("bin")))?;
+    /// let _ticket = registry.register_phone("srv", Arc::new(Ws("client-1")))?;
+    /// assert_eq!(registry.phone_for("srv", "client-1").map(|p| p.0), Some("client-1"));
+    /// assert!(registry.phone_for("srv", "client-2").is_none());
+    /// assert!(registry.phone_for("other", "client-1").is_none());
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
     pub fn phone_for(&self, server_id: &str, conn_id: &str) -> Option<Arc<C>> {
         self.lookup(server_id, |state| state.phone_for(server_id, conn_id))
     }
@@ -282,17 +452,70 @@ impl<C: Conn> Registry<C> {
     ///
     /// When the phones have not changed since the last snapshot, this shares that snapshot: no
     /// allocation, one reference-count increment.
+    ///
+    /// # Examples
+    ///
+    /// See [`Phones`].
     pub fn phones_for(&self, server_id: &str) -> Phones<C> {
         self.lookup(server_id, |state| state.phones_for(server_id))
     }
 
     /// An owned list of every connection the registry holds: each binary (gracing ones too) and
-    /// every phone, taken in one critical section.
+    /// every phone, taken in one critical section. Its order is unspecified.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::Registry;
+    /// use std::sync::Arc;
+    ///
+    /// let registry = Registry::new();
+    /// let _claim = registry.claim_server("srv", Arc::new(Ws("bin")))?;
+    /// let _ticket = registry.register_phone("srv", Arc::new(Ws("phone")))?;
+    /// // E.g. on shutdown: close every connection (after taking the snapshot, with no lock held).
+    /// for conn in registry.snapshot() {
+    ///     conn.close(CloseReason::ShuttingDown);
+    /// }
+    /// assert_eq!(registry.snapshot().len(), 2);
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
     pub fn snapshot(&self) -> Vec<Arc<C>> {
         self.shared.locked(|state| state.snapshot())
     }
 
-    /// The number of live binaries, gracing binaries and phones, read together in O(1).
+    /// The number of live binaries, gracing binaries and phones, read together in O(1) (one
+    /// critical section, so the three belong to one moment).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::{Counts, Registry};
+    /// use std::{sync::Arc, time::Duration};
+    ///
+    /// let registry = Registry::new();
+    /// let claim = registry.claim_server("a", Arc::new(Ws("bin-a")))?;
+    /// let _live = registry.claim_server("b", Arc::new(Ws("bin-b")))?;
+    /// let _ticket = registry.register_phone("a", Arc::new(Ws("phone")))?;
+    /// claim.release_after(Duration::from_secs(30));
+    /// assert_eq!(registry.counts(), Counts { binaries: 1, gracing: 1, phones: 1 });
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
     pub fn counts(&self) -> Counts {
         self.shared.locked(|state| state.counts())
     }
@@ -315,12 +538,7 @@ impl<C: Conn> Registry<C> {
     ///
     /// See [`Expiries`].
     pub fn expire_due(&self) -> Expiries<C> {
-        let mut caught = Caught::default();
-        let Some(now) = caught.catch(|| self.shared.config.clock.now()) else {
-            return Expiries::new(Vec::new(), caught.into_messages());
-        };
-        let (expired, closes) = self.shared.mutate(|state, out| state.expire_due(now, out));
-        Expiries::new(expired, closes.into_messages())
+        self.shared.expire_due().0
     }
 
     /// A subscription that resolves whenever the earliest grace deadline moves earlier: what an
@@ -336,8 +554,30 @@ impl<C: Conn> Registry<C> {
 
     /// The deadline of the earliest open grace window, if any (cancelled windows are ignored), on
     /// the registry's [`Clock`](crate::Clock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::{Clock, Config, ManualClock, Registry};
+    /// use std::{sync::Arc, time::Duration};
+    ///
+    /// let clock = ManualClock::new();
+    /// let registry = Registry::with_config(Config::default().with_clock(Arc::new(clock.clone())));
+    /// assert_eq!(registry.next_deadline(), None);
+    /// registry.claim_server("srv", Arc::new(Ws("bin")))?.release_after(Duration::from_secs(30));
+    /// assert_eq!(registry.next_deadline(), Some(clock.now() + Duration::from_secs(30)));
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.shared.locked(|state| state.next_deadline())
+        self.shared.next_deadline()
     }
 
     /// Checks the registry's internal consistency: the id index, the server slots and their
@@ -347,6 +587,23 @@ impl<C: Conn> Registry<C> {
     /// # Errors
     ///
     /// A description of the first inconsistency found.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// // With `relay-registry = { version = "...", features = ["test-util"] }` in
+    /// // `[dev-dependencies]`:
+    /// let registry = relay_registry::Registry::<Ws>::new();
+    /// assert_eq!(registry.check_invariants(), Ok(()));
+    /// ```
     #[cfg(any(test, feature = "test-util"))]
     pub fn check_invariants(&self) -> Result<(), String> {
         let cap = self.shared.config.max_phones_per_server;
@@ -375,5 +632,90 @@ impl<C: Conn> fmt::Debug for Registry<C> {
             .field("counts", &self.counts())
             .field("config", &self.shared.config)
             .finish()
+    }
+}
+
+// The reaper's constructors live here, with the handle whose shared state they watch: the reaper
+// itself (reaper.rs) works on that shared state alone, so imports point one way
+// (registry → reaper → shared) and no crate-private door into `Registry` is needed.
+impl Reaper {
+    /// Starts a reaper thread for `registry`. The panics that expiry caught (of `Conn::close`
+    /// calls, or of the clock) are printed to stderr; use [`spawn_with`](Self::spawn_with) to
+    /// handle them, and the expired ids, yourself.
+    ///
+    /// Keep the returned `Reaper`: dropping it stops the thread (the compiler warns if the value
+    /// is dropped on the spot).
+    ///
+    /// # Panics
+    ///
+    /// If the operating system cannot create a thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws;
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { "ws" }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::{Reaper, Registry};
+    ///
+    /// let registry = Registry::<Ws>::new();
+    /// let _reaper = Reaper::spawn(&registry); // lives until the end of the scope
+    /// ```
+    pub fn spawn<C: Conn>(registry: &Registry<C>) -> Reaper {
+        Reaper::start(&registry.shared, report_panics)
+    }
+
+    /// Starts a reaper thread for `registry` that hands each non-empty [`Expiries`] to
+    /// `on_expiry`, on the reaper's thread: to log and count expired server-ids (ids without
+    /// phones included), and to surface the panics that [`expire_due`](Registry::expire_due)
+    /// caught in [`Expiries::panics`].
+    ///
+    /// `on_expiry` runs outside any async runtime (see [`Reaper`]: which thread runs what). A
+    /// panic in it is caught and printed to stderr, and the reaper keeps running.
+    ///
+    /// # Panics
+    ///
+    /// If the operating system cannot create a thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws;
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { "ws" }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::{Reaper, Registry};
+    /// use std::sync::{Arc, mpsc};
+    /// use std::time::Duration;
+    ///
+    /// let registry = Registry::<Ws>::new();
+    /// let (expired_tx, expired_rx) = mpsc::channel();
+    /// let reaper = Reaper::spawn_with(&registry, move |expiries| {
+    ///     for message in expiries.panics() {
+    ///         eprintln!("a close panicked during expiry: {message}");
+    ///     }
+    ///     for expired in &expiries {
+    ///         expired_tx.send(expired.server_id().to_owned()).ok();
+    ///     }
+    /// });
+    /// registry.claim_server("srv", Arc::new(Ws))?.release_after(Duration::from_millis(5));
+    /// assert_eq!(expired_rx.recv_timeout(Duration::from_secs(10)).unwrap(), "srv");
+    /// drop(reaper);
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
+    pub fn spawn_with<C: Conn>(
+        registry: &Registry<C>,
+        on_expiry: impl FnMut(Expiries<C>) + Send + 'static,
+    ) -> Reaper {
+        Reaper::start(&registry.shared, on_expiry)
     }
 }

@@ -1,17 +1,20 @@
-//! `Shared`: what a registry handle, its guards and its reapers point at. The only place that locks.
+//! `Shared`: what a registry handle, its guards and its reapers point at. The only place that
+//! takes the registry's lock.
 
 use crate::aftermath::{Aftermath, Caught};
 use crate::config::Config;
 use crate::conn::Conn;
+use crate::expiry::Expiries;
 use crate::signal::Signal;
 use crate::state::State;
-use crate::sync::Mutex;
+use crate::sync::Lock;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// The registry's shared state: the locked [`State`], the configuration, and the signal that wakes
-/// reapers. Registry handles and guards own an `Arc` of it; reapers hold a `Weak`.
+/// whoever drives expiry. Registry handles and guards own an `Arc` of it; reapers hold a `Weak`.
 pub(crate) struct Shared<C: Conn> {
-    state: Mutex<State<C>>,
+    state: Lock<State<C>>,
     pub(crate) config: Config,
     pub(crate) signal: Arc<Signal>,
 }
@@ -19,7 +22,7 @@ pub(crate) struct Shared<C: Conn> {
 impl<C: Conn> Shared<C> {
     pub(crate) fn new(config: Config) -> Self {
         Shared {
-            state: Mutex::new(State::new()),
+            state: Lock::new(State::new()),
             config,
             signal: Arc::new(Signal::default()),
         }
@@ -46,6 +49,23 @@ impl<C: Conn> Shared<C> {
             f(&mut state, &mut after)
         };
         (result, after.run())
+    }
+
+    /// Expires every window due at the clock's `now`; returns the report and the `now` it used
+    /// (`None` if the clock panicked: then nothing expired and the panic is in the report).
+    /// Never panics because of user code.
+    pub(crate) fn expire_due(&self) -> (Expiries<C>, Option<Instant>) {
+        let mut caught = Caught::default();
+        let Some(now) = caught.catch(|| self.config.clock.now()) else {
+            return (Expiries::new(Vec::new(), caught.into_messages()), None);
+        };
+        let (expired, closes) = self.mutate(|state, out| state.expire_due(now, out));
+        (Expiries::new(expired, closes.into_messages()), Some(now))
+    }
+
+    /// The deadline of the earliest open window.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.locked(|state| state.next_deadline())
     }
 }
 

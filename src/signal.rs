@@ -2,6 +2,7 @@
 //! earlier — reaper threads (a condition variable) and async tasks (wakers) alike.
 
 use crate::sync::{Condvar, PlainMutex};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::task::Waker;
 use std::time::Duration;
 
@@ -23,8 +24,13 @@ struct Waiting {
 }
 
 impl Signal {
-    /// Bumps the generation and wakes every waiter. The wakers run after the signal's own lock
-    /// is released (and callers hold no registry lock).
+    /// Bumps the generation and wakes every waiter: threads first, then the wakers, each outside
+    /// the signal's own lock (callers hold no registry lock).
+    ///
+    /// # Panics
+    ///
+    /// Only by resuming the first panic of a [`Waker::wake`] (runtime code), after every other
+    /// waiter was woken.
     pub(crate) fn notify(&self) {
         let wakers = {
             let mut state = self.state.lock();
@@ -32,8 +38,16 @@ impl Signal {
             std::mem::take(&mut state.wakers)
         };
         self.cond.notify_all();
+        let mut first_panic = None;
         for (_, waker) in wakers {
-            waker.wake();
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| waker.wake())) {
+                first_panic.get_or_insert(payload);
+            }
+        }
+        if let Some(payload) = first_panic {
+            if !std::thread::panicking() {
+                resume_unwind(payload);
+            }
         }
     }
 
@@ -64,16 +78,25 @@ impl Signal {
     }
 
     /// The current generation if it moved past `seen`; otherwise registers `waker` for the
-    /// subscription `id` (replacing its previous one) and returns `None`.
+    /// subscription `id` (replacing its previous one) and returns `None`. Wakers are cloned and
+    /// dropped outside the signal's lock (both are runtime code).
     pub(crate) fn poll_moved(&self, id: u64, seen: u64, waker: &Waker) -> Option<u64> {
-        let mut state = self.state.lock();
-        if state.generation != seen {
-            return Some(state.generation);
-        }
-        match state.wakers.iter_mut().find(|(i, _)| *i == id) {
-            Some((_, old)) => old.clone_from(waker),
-            None => state.wakers.push((id, waker.clone())),
-        }
+        let mut waker = Some(waker.clone());
+        let replaced = {
+            let mut state = self.state.lock();
+            if state.generation != seen {
+                return Some(state.generation);
+            }
+            let new = waker.take().expect("cloned above");
+            match state.wakers.iter_mut().find(|(i, _)| *i == id) {
+                Some((_, old)) => Some(std::mem::replace(old, new)),
+                None => {
+                    state.wakers.push((id, new));
+                    None
+                }
+            }
+        };
+        drop(replaced);
         None
     }
 

@@ -4,8 +4,6 @@
 //! user code goes into the [`Aftermath`] for after the lock is released.
 
 use crate::aftermath::{Aftermath, Garbage};
-use crate::binding::Binding;
-use crate::compact_str::ConnIdCopy;
 use crate::conn::{CloseReason, Conn};
 use crate::counts::Counts;
 use crate::deadlines::{Deadlines, Window};
@@ -14,6 +12,7 @@ use crate::expiry::Expired;
 use crate::keys::{PhoneKey, ServerKey};
 use crate::phone_list::PhoneList;
 use crate::phones::Phones;
+use crate::tenure::Tenure;
 use slotmap::SlotMap;
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -27,7 +26,7 @@ use std::time::Instant;
 pub(crate) struct State<C: Conn> {
     /// server-id → its slot. std's `RandomState` (SipHash, seeded per process): ids are
     /// attacker-chosen, so the index must not be a fast unkeyed hash. The key is the current
-    /// tenure's binding, which holds the id: the index owns no copy of its own.
+    /// tenure, which holds the id: the index owns no copy of its own.
     index: HashMap<IdKey<C>, ServerKey>,
     servers: SlotMap<ServerKey, ServerSlot<C>>,
     deadlines: Deadlines,
@@ -41,37 +40,16 @@ pub(crate) struct State<C: Conn> {
 
 /// One held server-id: 24 bytes.
 struct ServerSlot<C> {
-    binding: Arc<Binding<C>>,
+    /// The current tenure (live or gracing).
+    tenure: Arc<Tenure<C>>,
     /// The phones of the current tenure; `None` while it has none.
     phones: Option<Box<PhoneList<C>>>,
-    tenure: Tenure,
+    /// The current tenure's epoch: a claim acts only if its epoch matches.
+    epoch: u64,
 }
 
-/// The epoch of a slot's current tenure (a guard acts only if its epoch matches) and whether
-/// the tenure is in a grace window, packed into one word.
-#[derive(Clone, Copy)]
-struct Tenure(u64);
-
-impl Tenure {
-    fn live(epoch: u64) -> Self {
-        Tenure(epoch << 1)
-    }
-
-    fn epoch(self) -> u64 {
-        self.0 >> 1
-    }
-
-    fn gracing(self) -> bool {
-        self.0 & 1 == 1
-    }
-
-    fn into_grace(self) -> Self {
-        Tenure(self.0 | 1)
-    }
-}
-
-/// The id index's key: a binding, hashed and compared by its server-id's bytes.
-struct IdKey<C>(Arc<Binding<C>>);
+/// The id index's key: a tenure, hashed and compared by its server-id's bytes.
+struct IdKey<C>(Arc<Tenure<C>>);
 
 impl<C> Borrow<[u8]> for IdKey<C> {
     fn borrow(&self) -> &[u8] {
@@ -109,7 +87,7 @@ pub(crate) enum Claimant<'a, C> {
 pub(crate) struct Seat<K, C> {
     pub(crate) key: K,
     pub(crate) epoch: u64,
-    pub(crate) binding: Arc<Binding<C>>,
+    pub(crate) tenure: Arc<Tenure<C>>,
     /// For a claim: whether it ended a previous tenure (a reclaim or takeover).
     pub(crate) replaced: bool,
 }
@@ -126,66 +104,65 @@ impl<C: Conn> State<C> {
         }
     }
 
-    /// Installs `binding` on its server-id: a fresh claim, a reclaim of a gracing id, or a takeover.
+    /// Installs `tenure` on its server-id: a fresh claim, a reclaim of a gracing id, or a takeover.
     pub(crate) fn claim(
         &mut self,
-        binding: Arc<Binding<C>>,
+        tenure: Arc<Tenure<C>>,
         claimant: Claimant<'_, C>,
         out: &mut Aftermath<C>,
     ) -> Result<Seat<ServerKey, C>, RegistryError> {
         // One hash of the id for a fresh claim: look up and insert through the same entry.
-        let key = match self.index.entry(IdKey(binding.clone())) {
+        let key = match self.index.entry(IdKey(tenure.clone())) {
             Entry::Occupied(entry) => *entry.get(),
             Entry::Vacant(entry) => {
                 if let Claimant::Incumbent(Some(_)) = claimant {
                     drop(entry);
-                    out.drop_later(Garbage::Binding(binding));
+                    out.drop_later(Garbage::Tenure(tenure));
                     return Err(RegistryError::ServerIdConflict);
                 }
                 let epoch = next_epoch(&mut self.epoch);
                 let key = self.servers.insert(ServerSlot {
-                    binding: binding.clone(),
+                    tenure: tenure.clone(),
                     phones: None,
-                    tenure: Tenure::live(epoch),
+                    epoch,
                 });
                 entry.insert(key);
                 return Ok(Seat {
                     key,
                     epoch,
-                    binding,
+                    tenure,
                     replaced: false,
                 });
             }
         };
+        let held = &self.servers[key].tenure;
         let allowed = match claimant {
-            Claimant::First => self.servers[key].tenure.gracing(),
-            Claimant::Incumbent(Some(incumbent)) => {
-                Arc::ptr_eq(incumbent, &self.servers[key].binding.binary)
-            }
+            Claimant::First => held.is_gracing(),
+            Claimant::Incumbent(Some(incumbent)) => Arc::ptr_eq(incumbent, &held.binary),
             Claimant::Incumbent(None) => false,
             #[cfg(relay_registry_broken_claim)]
             Claimant::Unchecked => true,
         };
         if !allowed {
-            out.drop_later(Garbage::Binding(binding));
+            out.drop_later(Garbage::Tenure(tenure));
             return Err(RegistryError::ServerIdConflict);
         }
-        // A reclaim or takeover: the slot stays, its tenure and binding change, and the index is
-        // re-keyed to the new binding (so that it does not keep the old binary alive).
-        let epoch = next_epoch(&mut self.epoch);
+        // A reclaim or takeover: the slot stays, its tenure and epoch change, and the index is
+        // re-keyed to the new tenure (so that it does not keep the old binary alive).
         self.end_tenure(key, CloseReason::Reclaimed, out);
+        let epoch = next_epoch(&mut self.epoch);
         let slot = &mut self.servers[key];
-        slot.tenure = Tenure::live(epoch);
-        let old = std::mem::replace(&mut slot.binding, binding.clone());
-        out.drop_later(Garbage::Binding(old));
-        if let Some((old, _)) = self.index.remove_entry(binding.server_id.as_bytes()) {
-            out.drop_later(Garbage::Binding(old.0));
+        slot.epoch = epoch;
+        let old = std::mem::replace(&mut slot.tenure, tenure.clone());
+        out.drop_later(Garbage::Tenure(old));
+        if let Some((old, _)) = self.index.remove_entry(tenure.server_id.as_bytes()) {
+            out.drop_later(Garbage::Tenure(old.0));
         }
-        self.index.insert(IdKey(binding.clone()), key);
+        self.index.insert(IdKey(tenure.clone()), key);
         Ok(Seat {
             key,
             epoch,
-            binding,
+            tenure,
             replaced: true,
         })
     }
@@ -196,28 +173,28 @@ impl<C: Conn> State<C> {
     pub(crate) fn broken_claim_check(&self, server_id: &str) -> bool {
         self.index
             .get(server_id.as_bytes())
-            .is_none_or(|&key| self.servers[key].tenure.gracing())
+            .is_none_or(|&key| self.servers[key].tenure.is_gracing())
     }
 
     /// Whether the claim `(key, epoch)` is current and not released into a grace window.
     fn holds(&self, key: ServerKey, epoch: u64) -> bool {
-        self.tenure(key, epoch).is_some_and(|s| !s.tenure.gracing())
+        self.current(key, epoch)
+            .is_some_and(|s| !s.tenure.is_gracing())
     }
 
-    /// The slot of the tenure `(key, epoch)`, live or gracing; `None` once it ended.
-    fn tenure(&self, key: ServerKey, epoch: u64) -> Option<&ServerSlot<C>> {
-        self.servers.get(key).filter(|s| s.tenure.epoch() == epoch)
+    /// The slot whose current tenure is `(key, epoch)`, live or gracing; `None` once it ended.
+    fn current(&self, key: ServerKey, epoch: u64) -> Option<&ServerSlot<C>> {
+        self.servers.get(key).filter(|s| s.epoch == epoch)
     }
 
-    /// Ends the tenure in slot `key`: its binding goes stale, its window (if any) is cancelled, and
-    /// every phone is removed and scheduled to be closed with `reason`. The slot itself stays.
+    /// Ends the tenure in slot `key`: it goes stale, its window (if any) is cancelled, and every
+    /// phone is removed and scheduled to be closed with `reason`. The slot itself stays.
     fn end_tenure(&mut self, key: ServerKey, reason: CloseReason, out: &mut Aftermath<C>) {
         let slot = &mut self.servers[key];
-        slot.binding.end();
-        if slot.tenure.gracing() {
-            slot.tenure = Tenure::live(slot.tenure.epoch());
+        if slot.tenure.is_gracing() {
             self.gracing -= 1;
         }
+        slot.tenure.end();
         if let Some(phones) = slot.phones.take() {
             self.phones -= phones.len();
             phones.evict(reason, out);
@@ -228,10 +205,10 @@ impl<C: Conn> State<C> {
     fn remove_server(&mut self, key: ServerKey, reason: CloseReason, out: &mut Aftermath<C>) {
         self.end_tenure(key, reason, out);
         if let Some(slot) = self.servers.remove(key) {
-            if let Some((id, _)) = self.index.remove_entry(slot.binding.server_id.as_bytes()) {
-                out.drop_later(Garbage::Binding(id.0));
+            if let Some((id, _)) = self.index.remove_entry(slot.tenure.server_id.as_bytes()) {
+                out.drop_later(Garbage::Tenure(id.0));
             }
-            out.drop_later(Garbage::Binding(slot.binding));
+            out.drop_later(Garbage::Tenure(slot.tenure));
         }
     }
 
@@ -255,8 +232,7 @@ impl<C: Conn> State<C> {
         if !self.holds(key, epoch) {
             return None;
         }
-        let slot = &mut self.servers[key];
-        slot.tenure = slot.tenure.into_grace();
+        self.servers[key].tenure.start_grace();
         self.gracing += 1;
         let earliest = self.deadlines.push(Window {
             deadline,
@@ -280,7 +256,7 @@ impl<C: Conn> State<C> {
             if window_open(&self.servers, &window) {
                 let slot = &self.servers[window.key];
                 let phones = slot.phones.as_ref().map_or(0, |p| p.len());
-                expired.push(Expired::new(slot.binding.clone(), phones));
+                expired.push(Expired::new(slot.tenure.clone(), phones));
                 self.remove_server(window.key, CloseReason::GraceExpired, out);
             }
         }
@@ -303,7 +279,7 @@ impl<C: Conn> State<C> {
         &mut self,
         server_id: &str,
         conn: Arc<C>,
-        conn_id: ConnIdCopy,
+        conn_id: Box<str>,
         cap: usize,
         out: &mut Aftermath<C>,
     ) -> Result<Seat<PhoneKey, C>, RegistryError> {
@@ -326,7 +302,7 @@ impl<C: Conn> State<C> {
         Ok(Seat {
             key: PhoneKey { server, pos },
             epoch,
-            binding: slot.binding.clone(),
+            tenure: slot.tenure.clone(),
             replaced: false,
         })
     }
@@ -352,7 +328,7 @@ impl<C: Conn> State<C> {
 
     pub(crate) fn binary_for(&self, server_id: &str) -> Option<Arc<C>> {
         let key = *self.index.get(server_id.as_bytes())?;
-        Some(self.servers[key].binding.binary.clone())
+        Some(self.servers[key].tenure.binary.clone())
     }
 
     pub(crate) fn phone_for(&self, server_id: &str, conn_id: &str) -> Option<Arc<C>> {
@@ -362,7 +338,7 @@ impl<C: Conn> State<C> {
 
     /// `phone_for` through a claim: no id hashing, and `None` once the claim is stale.
     pub(crate) fn phone_of(&self, key: ServerKey, epoch: u64, conn_id: &str) -> Option<Arc<C>> {
-        find_phone(self.tenure(key, epoch)?, conn_id)
+        find_phone(self.current(key, epoch)?, conn_id)
     }
 
     pub(crate) fn phones_for(&mut self, server_id: &str) -> Phones<C> {
@@ -375,7 +351,7 @@ impl<C: Conn> State<C> {
     /// `phones_for` through a claim: no id hashing, and empty once the claim is stale.
     pub(crate) fn phones_of(&mut self, key: ServerKey, epoch: u64) -> Phones<C> {
         match self.servers.get_mut(key) {
-            Some(slot) if slot.tenure.epoch() == epoch => snapshot_of(slot),
+            Some(slot) if slot.epoch == epoch => snapshot_of(slot),
             _ => Phones::empty(),
         }
     }
@@ -384,7 +360,7 @@ impl<C: Conn> State<C> {
     pub(crate) fn snapshot(&self) -> Vec<Arc<C>> {
         let mut all = Vec::with_capacity(self.servers.len() + self.phones);
         for slot in self.servers.values() {
-            all.push(slot.binding.binary.clone());
+            all.push(slot.tenure.binary.clone());
             if let Some(phones) = &slot.phones {
                 all.extend(phones.conns().cloned());
             }
@@ -412,36 +388,28 @@ impl<C: Conn> State<C> {
             ));
         }
         for (id, &key) in &self.index {
-            let id = id.0.server_id.as_str();
             let slot = self
                 .servers
                 .get(key)
-                .ok_or_else(|| format!("index entry {id:?} points at a free slot"))?;
-            if slot.binding.server_id.as_str() != id {
+                .ok_or_else(|| format!("index entry {:?} points at a free slot", id.0.server_id))?;
+            if !Arc::ptr_eq(&id.0, &slot.tenure) {
                 return Err(format!(
-                    "index entry {id:?} points at the slot of {:?}",
-                    slot.binding.server_id.as_str()
+                    "index entry {:?} does not key the current tenure of its slot ({:?})",
+                    id.0.server_id, slot.tenure.server_id
                 ));
-            }
-            if !self
-                .index
-                .get_key_value(id.as_bytes())
-                .is_some_and(|(k, _)| Arc::ptr_eq(&k.0, &slot.binding))
-            {
-                return Err(format!("index entry {id:?} keeps an old binding"));
             }
         }
         let (mut gracing, mut phones) = (0, 0);
         for (key, slot) in &self.servers {
-            let id = slot.binding.server_id.as_str();
-            let epoch = slot.tenure.epoch();
-            if !slot.binding.is_live() {
-                return Err(format!("slot of {id:?} holds an ended binding"));
+            let id = &*slot.tenure.server_id;
+            let epoch = slot.epoch;
+            if !slot.tenure.is_current() {
+                return Err(format!("slot of {id:?} holds an ended tenure"));
             }
             if epoch == 0 || epoch > self.epoch {
                 return Err(format!("slot of {id:?} has epoch {epoch} from the future"));
             }
-            if slot.tenure.gracing() {
+            if slot.tenure.is_gracing() {
                 gracing += 1;
                 if !self
                     .deadlines
@@ -484,17 +452,14 @@ fn next_epoch(epoch: &mut u64) -> u64 {
 
 /// Whether `window` is still open: its tenure is current and gracing (a tenure opens at most
 /// one window, since `release_after` consumes its claim).
-fn window_open<C>(servers: &SlotMap<ServerKey, ServerSlot<C>>, window: &Window) -> bool {
+fn window_open<C: Conn>(servers: &SlotMap<ServerKey, ServerSlot<C>>, window: &Window) -> bool {
     servers
         .get(window.key)
-        .is_some_and(|s| s.tenure.epoch() == window.epoch && s.tenure.gracing())
+        .is_some_and(|s| s.epoch == window.epoch && s.tenure.is_gracing())
 }
 
 fn find_phone<C: Conn>(slot: &ServerSlot<C>, conn_id: &str) -> Option<Arc<C>> {
-    let phones = slot.phones.as_ref()?;
-    phones
-        .find(slot.binding.server_id.as_bytes(), conn_id)
-        .cloned()
+    slot.phones.as_ref()?.find(conn_id).cloned()
 }
 
 fn snapshot_of<C: Conn>(slot: &mut ServerSlot<C>) -> Phones<C> {
@@ -506,3 +471,41 @@ fn snapshot_of<C: Conn>(slot: &mut ServerSlot<C>) -> Phones<C> {
 
 // The per-id footprint depends on this staying three words.
 static_assertions::assert_eq_size!(ServerSlot<()>, [u64; 3]);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_conn::TestConn;
+    use std::time::Duration;
+
+    fn claim(state: &mut State<TestConn>, id: &str) -> Seat<ServerKey, TestConn> {
+        let mut out = Aftermath::new();
+        let tenure = Arc::new(Tenure::new(id, TestConn::new(id)));
+        let seat = state.claim(tenure, Claimant::First, &mut out);
+        assert!(out.run().into_messages().is_empty());
+        seat.expect("free or gracing")
+    }
+
+    #[test]
+    fn repeated_reclaims_do_not_grow_the_deadline_heap_without_bound() {
+        let mut state = State::new();
+        let later = Instant::now() + Duration::from_secs(3600);
+        // Two windows stay open throughout; `srv` opens one and has it cancelled, 10,000 times.
+        for id in ["a", "b"] {
+            let seat = claim(&mut state, id);
+            assert!(state.release_after(seat.key, seat.epoch, later).is_some());
+        }
+        let mut seat = claim(&mut state, "srv");
+        let mut largest = 0;
+        for _ in 0..10_000 {
+            assert!(state.release_after(seat.key, seat.epoch, later).is_some());
+            largest = largest.max(state.deadlines.len());
+            seat = claim(&mut state, "srv"); // a reclaim: cancels the window
+        }
+        // Compacted once dead entries outnumber twice the 3 open windows plus 32: never more, and
+        // lazily (cancelled windows are not searched for, so a reclaim stays O(log n)).
+        assert_eq!(largest, 2 * 3 + 32);
+        state.check_invariants(0).unwrap();
+        assert_eq!(state.counts().gracing, 2);
+    }
+}

@@ -1,19 +1,21 @@
 //! `PhoneTicket`: a phone's registration under a server-id, unregistered when dropped.
 
-use crate::binding::Binding;
 use crate::conn::Conn;
 use crate::keys::PhoneKey;
 use crate::shared::Shared;
 use crate::state::Seat;
+use crate::tenure::Tenure;
 use std::fmt;
 use std::sync::Arc;
 
 /// A phone's registration, returned by [`register_phone`](crate::Registry::register_phone).
 ///
 /// Dropping it (or [`unregister`](Self::unregister)) removes exactly this phone in O(1), without
-/// closing it and without touching its siblings. It holds no lock (an `Arc` of the registry, a
-/// typed generational key and an epoch), so it is `Send + Sync + 'static` and may live in the
-/// phone's connection task across `.await`.
+/// closing it and without touching its siblings. It holds no lock — an `Arc` of the registry, a
+/// typed generational key and an epoch, the phone's conn, and its binary's tenure (which is what
+/// lets [`binary`](Self::binary) answer without a lookup) — so it is `Send + Sync + 'static` and
+/// may live in the phone's connection task across `.await`. Keeping the tenure means a binary's
+/// conn is freed only once its phones' tickets are dropped too.
 ///
 /// When its binary releases the id, is reclaimed or taken over, or its grace window expires, the
 /// phone is evicted (and closed by the registry) and the ticket goes *stale*: dropping it then
@@ -42,7 +44,7 @@ pub struct PhoneTicket<C: Conn> {
     pub(crate) shared: Arc<Shared<C>>,
     pub(crate) key: PhoneKey,
     pub(crate) epoch: u64,
-    pub(crate) binding: Arc<Binding<C>>,
+    pub(crate) tenure: Arc<Tenure<C>>,
     conn: Arc<C>,
     /// False once unregistered by [`unregister`](Self::unregister), so `Drop` does nothing more.
     armed: bool,
@@ -54,18 +56,61 @@ impl<C: Conn> PhoneTicket<C> {
             shared,
             key: seat.key,
             epoch: seat.epoch,
-            binding: seat.binding,
+            tenure: seat.tenure,
             conn,
             armed: true,
         }
     }
 
     /// The server-id this phone joined.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use std::sync::Arc;
+    ///
+    /// let registry = relay_registry::Registry::new();
+    /// let claim = registry.claim_server("srv", Arc::new(Ws("bin")))?;
+    /// let ticket = registry.register_phone("srv", Arc::new(Ws("phone")))?;
+    /// assert_eq!(ticket.server_id(), "srv");
+    /// # drop(claim);
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
     pub fn server_id(&self) -> &str {
-        self.binding.server_id.as_str()
+        &self.tenure.server_id
     }
 
-    /// The phone's conn.
+    /// The phone's conn (also after the ticket went stale).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use std::sync::Arc;
+    ///
+    /// let registry = relay_registry::Registry::new();
+    /// let claim = registry.claim_server("srv", Arc::new(Ws("bin")))?;
+    /// let phone = Arc::new(Ws("phone"));
+    /// let ticket = registry.register_phone("srv", phone.clone())?;
+    /// assert!(Arc::ptr_eq(ticket.conn(), &phone));
+    /// # drop(claim);
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
     pub fn conn(&self) -> &Arc<C> {
         &self.conn
     }
@@ -73,9 +118,32 @@ impl<C: Conn> PhoneTicket<C> {
     /// Whether the phone is still registered: false once it was evicted (release, reclaim,
     /// takeover or expiry of its binary's tenure).
     ///
-    /// Lock-free (one atomic load) and ordered with every registry operation.
+    /// Lock-free (one atomic load, acquire) and ordered with every registry operation: after the
+    /// call that evicted the phone returns, this is false on every thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use std::sync::Arc;
+    ///
+    /// let registry = relay_registry::Registry::new();
+    /// let claim = registry.claim_server("srv", Arc::new(Ws("bin")))?;
+    /// let ticket = registry.register_phone("srv", Arc::new(Ws("phone")))?;
+    /// assert!(ticket.is_registered());
+    /// drop(claim); // the binary releases the id: its phones are evicted
+    /// assert!(!ticket.is_registered());
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
     pub fn is_registered(&self) -> bool {
-        self.binding.is_live()
+        self.tenure.is_current()
     }
 
     /// The binary this phone joined, while the phone is registered; `None` once it was evicted.
@@ -85,18 +153,73 @@ impl<C: Conn> PhoneTicket<C> {
     /// takeover evicts the phones), so the ticket keeps it and one atomic load says whether it is
     /// still valid. During a grace window this is still the old binary, as for
     /// [`binary_for`](crate::Registry::binary_for).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use std::sync::Arc;
+    ///
+    /// let registry = relay_registry::Registry::new();
+    /// let claim = registry.claim_server("srv", Arc::new(Ws("bin")))?;
+    /// let ticket = registry.register_phone("srv", Arc::new(Ws("phone")))?;
+    /// // A phone's task routes each frame it reads to its binary:
+    /// if let Some(binary) = ticket.binary() {
+    ///     binary.send(r#"{"conn_id":"phone","frame":{}}"#.to_owned()).ok();
+    /// }
+    /// drop(claim);
+    /// assert!(ticket.binary().is_none());
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
     pub fn binary(&self) -> Option<Arc<C>> {
-        self.binding.is_live().then(|| self.binding.binary.clone())
+        self.tenure.is_current().then(|| self.tenure.binary.clone())
     }
 
     /// Unregisters the phone now, exactly as dropping the ticket does; does not close it.
     /// Returns true if it removed the registration, false if the ticket was stale.
+    ///
+    /// # Panics
+    ///
+    /// Only by resuming a panic of a conn's `Drop` that it ran, after the phone is unregistered
+    /// (printed to stderr instead while this thread is already panicking). The phone's own conn
+    /// is dropped with the ticket, after the registry is done.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     type Frame = String;
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use std::sync::Arc;
+    ///
+    /// let registry = relay_registry::Registry::new();
+    /// let claim = registry.claim_server("srv", Arc::new(Ws("bin")))?;
+    /// let ticket = registry.register_phone("srv", Arc::new(Ws("phone")))?;
+    /// let sibling = registry.register_phone("srv", Arc::new(Ws("sibling")))?;
+    /// assert!(ticket.unregister());
+    /// assert!(sibling.is_registered());
+    /// assert_eq!(registry.phones_for("srv").len(), 1);
+    /// # drop(claim);
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
     pub fn unregister(mut self) -> bool {
         self.unregister_now()
     }
 
     fn unregister_now(&mut self) -> bool {
-        if !self.binding.disarm(&mut self.armed) {
+        if !self.tenure.disarm(&mut self.armed) {
             return false;
         }
         let (key, epoch) = (self.key, self.epoch);
@@ -146,10 +269,10 @@ mod tests {
         assert_eq!(slot_index(second.key.server), slot_index(key.server));
         // Forge the old ticket: the live phone's key with the old epoch.
         let forged = PhoneTicket {
-            shared: registry.shared().clone(),
+            shared: second.shared.clone(),
             key: second.key,
             epoch: old_epoch,
-            binding: second.binding.clone(),
+            tenure: second.tenure.clone(),
             conn: TestConn::new("forger"),
             armed: true,
         };

@@ -73,21 +73,31 @@ fn ids_are_independent() {
 #[test]
 fn the_registry_never_closes_a_binary() {
     let (reg, clock) = registry();
-    let bin = mock("bin");
+    let (bin, new_bin, taker) = (mock("bin"), mock("new"), mock("taker"));
+    let binaries = [&bin, &new_bin, &taker];
+    let phone = mock("p");
     let claim = reg.claim_server("srv", bin.clone()).unwrap();
-    let _p = reg.register_phone("srv", mock("p")).unwrap();
+    let _p = reg.register_phone("srv", phone.clone()).unwrap();
+    // Released into grace, then reclaimed: the reclaim closes the phone, not the binary.
     claim.release_after(std::time::Duration::from_secs(1));
-    let new_bin = mock("new");
     let new_claim = reg.claim_server("srv", new_bin.clone()).unwrap();
-    let taker = reg
-        .takeover_server("srv", Some(&new_bin), mock("taker"))
+    assert_eq!(phone.closes(), [CloseReason::Reclaimed]);
+    // Taken over: the old claim goes stale and its drop is inert.
+    let taker_claim = reg
+        .takeover_server("srv", Some(&new_bin), taker.clone())
         .unwrap();
     drop(new_claim);
-    taker.release_after(std::time::Duration::ZERO);
+    // Released into grace by the taker, then expired.
+    taker_claim.release_after(std::time::Duration::ZERO);
     clock.advance(std::time::Duration::from_secs(1));
     assert_eq!(reg.expire_due().len(), 1);
+    // And a binary released at once.
+    assert!(reg.claim_server("srv", bin.clone()).unwrap().release());
     check(&reg);
-    assert!(!bin.is_closed() && !new_bin.is_closed());
+    for binary in binaries {
+        assert!(!binary.is_closed(), "{} was closed", binary.conn_id());
+    }
+    assert_eq!(reg.counts(), Counts::default());
 }
 
 #[test]

@@ -213,17 +213,3 @@ fn zero_grace_expires_at_the_next_expire_due() {
     assert_eq!(phone.closes(), vec![CloseReason::GraceExpired]);
     check(&reg);
 }
-
-#[test]
-fn repeated_reclaims_do_not_grow_the_deadline_heap_without_bound() {
-    let (reg, _) = registry();
-    let mut claim = reg.claim_server("srv", mock("bin")).unwrap();
-    for i in 0..10_000 {
-        assert!(claim.release_after(Duration::from_secs(3600)));
-        claim = reg.claim_server("srv", mock(&format!("bin{i}"))).unwrap();
-    }
-    check(&reg);
-    assert_eq!(reg.next_deadline(), None);
-    drop(claim);
-    assert_eq!(reg.counts(), Counts::default());
-}

@@ -1,15 +1,17 @@
 //! No user code runs under the registry's lock, and a panicking `Conn::close` neither poisons the
 //! registry nor skips the other closes.
 //!
-//! The re-entrant conn below calls back into the registry from `conn_id`, `close` and `Drop`: if
-//! the registry called any of them while holding its (non-reentrant) lock, these tests would
-//! deadlock instead of passing.
+//! The re-entrant conns below call back into the registry from `conn_id`, `close` and `Drop`. If
+//! the registry called any of them while holding its (non-reentrant) lock, the re-entrant call
+//! would panic at once in a debug build (the lock keeps a per-thread "held" flag), failing the
+//! test, instead of deadlocking.
 
 mod common;
 
 use common::check;
 use relay_registry::{CloseReason, Config, Conn, Counts, ManualClock, Registry, SendError};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -148,8 +150,13 @@ fn guard_dropped_from_inside_close_does_not_deadlock() {
 
 #[test]
 fn removed_conns_are_dropped_after_the_lock_is_released() {
-    /// A conn whose `Drop` re-enters the registry.
-    struct ReentersOnDrop(Registry<ReentersOnDrop>);
+    /// A conn whose `Drop` re-enters the registry and counts itself. Had a drop run under the
+    /// registry's lock, its re-entrant call would panic at once in this debug build (the lock's
+    /// "held" flag), so the registry call that dropped it would fail the test instead of hanging.
+    struct ReentersOnDrop {
+        registry: Registry<ReentersOnDrop>,
+        drops: Arc<AtomicUsize>,
+    }
     impl Conn for ReentersOnDrop {
         fn conn_id(&self) -> &str {
             "c"
@@ -162,37 +169,52 @@ fn removed_conns_are_dropped_after_the_lock_is_released() {
     }
     impl Drop for ReentersOnDrop {
         fn drop(&mut self) {
-            let _ = self.0.counts();
-            let _ = self.0.snapshot();
+            let _ = self.registry.counts();
+            let _ = self.registry.snapshot();
+            self.drops.fetch_add(1, Ordering::SeqCst);
         }
     }
     let reg = Registry::new();
-    // Refused conns, evicted phones, unregistered phones and released binaries are all dropped by
-    // the registry (the test holds no other reference).
-    let claim = reg
-        .claim_server("srv", Arc::new(ReentersOnDrop(reg.clone())))
-        .unwrap();
-    assert!(
-        reg.claim_server("srv", Arc::new(ReentersOnDrop(reg.clone())))
-            .is_err()
-    );
-    let unregistered = reg
-        .register_phone("srv", Arc::new(ReentersOnDrop(reg.clone())))
-        .unwrap();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let conn = || {
+        Arc::new(ReentersOnDrop {
+            registry: reg.clone(),
+            drops: drops.clone(),
+        })
+    };
+    let dropped = || drops.load(Ordering::SeqCst);
+    // The test keeps no reference of its own: the registry (or a guard) holds the last one.
+    let claim = reg.claim_server("srv", conn()).unwrap();
+    assert!(reg.claim_server("srv", conn()).is_err());
+    assert_eq!(dropped(), 1, "the refused binary, dropped by the registry");
+    let unregistered = reg.register_phone("srv", conn()).unwrap();
+    let _ = reg.phones_for("srv"); // a cached snapshot: it holds the phone too
     drop(unregistered);
-    let _evicted = reg
-        .register_phone("srv", Arc::new(ReentersOnDrop(reg.clone())))
-        .unwrap();
-    let _ = reg.phones_for("srv"); // cache a snapshot, so dropping it drops conns too
-    drop(_evicted);
-    let _evicted = reg
-        .register_phone("srv", Arc::new(ReentersOnDrop(reg.clone())))
-        .unwrap();
-    drop(claim);
-    assert!(
-        reg.register_phone("none", Arc::new(ReentersOnDrop(reg.clone())))
-            .is_err()
+    assert_eq!(
+        dropped(),
+        2,
+        "the unregistered phone and the outdated snapshot let go"
     );
+    assert!(claim.release_after(Duration::from_secs(1)));
+    // A reclaim: the registry holds the last references to the replaced binary.
+    let reclaim = reg.claim_server("srv", conn()).unwrap();
+    assert_eq!(dropped(), 3, "the replaced binary, dropped by the registry");
+    let evicted = reg.register_phone("srv", conn()).unwrap();
+    let _ = reg.phones_for("srv");
+    drop(reclaim);
+    assert_eq!(
+        dropped(),
+        3,
+        "the evicted phone's ticket still holds it and its binary"
+    );
+    drop(evicted);
+    assert_eq!(
+        dropped(),
+        5,
+        "the evicted phone and its binary, with the stale ticket"
+    );
+    assert!(reg.register_phone("none", conn()).is_err());
+    assert_eq!(dropped(), 6, "the refused phone, dropped by the registry");
     check(&reg);
     assert_eq!(reg.counts(), Counts::default());
 }

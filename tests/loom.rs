@@ -1,6 +1,6 @@
 //! Exhaustive interleavings of the registry's few real races, under loom.
 //!
-//! `src/sync.rs` swaps the registry's lock and the bindings' `live` flag for loom's when built
+//! `src/sync.rs` swaps the registry's lock and the tenures' phase for loom's when built
 //! with `--cfg loom`; loom then runs each model under every interleaving of those (bounded by
 //! `LOOM_MAX_PREEMPTIONS`, 2 by default here). Each model has at most three threads (the model's
 //! main thread and two spawned ones).

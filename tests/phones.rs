@@ -4,7 +4,7 @@
 mod common;
 
 use common::{check, ids, mock, registry, registry_with_cap, tally};
-use relay_registry::{Counts, RegistryError};
+use relay_registry::{Conn, Counts, RegistryError};
 use std::sync::Arc;
 
 #[test]
@@ -246,4 +246,76 @@ fn zero_cap_means_unlimited() {
     drop(tickets);
     assert_eq!(reg.counts().phones, 0);
     check(&reg);
+}
+
+#[test]
+fn phones_are_listed_by_position_and_a_new_phone_takes_the_most_recently_vacated_one() {
+    let (reg, _) = registry();
+    let claim = reg.claim_server("srv", mock("bin")).unwrap();
+    let in_order = |phones: &[Arc<common::Mock>]| -> Vec<String> {
+        phones.iter().map(|p| p.conn_id().to_owned()).collect()
+    };
+    let mut tickets: std::collections::HashMap<&str, _> = ["a", "b", "c", "d"]
+        .into_iter()
+        .map(|id| (id, reg.register_phone("srv", mock(id)).unwrap()))
+        .collect();
+    assert_eq!(in_order(&reg.phones_for("srv")), ["a", "b", "c", "d"]);
+    drop(tickets.remove("b"));
+    tickets.insert("e", reg.register_phone("srv", mock("e")).unwrap());
+    assert_eq!(in_order(&reg.phones_for("srv")), ["a", "e", "c", "d"]);
+    // Two leave: the next phone takes the place of the one that left last, the one after it
+    // the other place.
+    drop(tickets.remove("a"));
+    drop(tickets.remove("c"));
+    tickets.insert("f", reg.register_phone("srv", mock("f")).unwrap());
+    assert_eq!(in_order(&reg.phones_for("srv")), ["e", "f", "d"]);
+    tickets.insert("g", reg.register_phone("srv", mock("g")).unwrap());
+    assert_eq!(in_order(&reg.phones_for("srv")), ["g", "e", "f", "d"]);
+    assert_eq!(in_order(&claim.phones()), ["g", "e", "f", "d"]);
+    // Once the id has no phones, the order starts afresh.
+    for id in ["e", "g", "f", "d"] {
+        drop(tickets.remove(id));
+    }
+    let _h = reg.register_phone("srv", mock("h")).unwrap();
+    let _i = reg.register_phone("srv", mock("i")).unwrap();
+    assert_eq!(in_order(&reg.phones_for("srv")), ["h", "i"]);
+    check(&reg);
+}
+
+#[test]
+fn phone_for_finds_the_first_by_position_of_two_phones_with_one_conn_id() {
+    let (reg, _) = registry();
+    let claim = reg.claim_server("srv", mock("bin")).unwrap();
+    let spacer = reg.register_phone("srv", mock("spacer")).unwrap();
+    let (first, second) = (mock("dup"), mock("dup"));
+    let _t1 = reg.register_phone("srv", first.clone()).unwrap();
+    drop(spacer);
+    // The second "dup" takes the spacer's position, before the first one.
+    let _t2 = reg.register_phone("srv", second.clone()).unwrap();
+    assert!(Arc::ptr_eq(&reg.phone_for("srv", "dup").unwrap(), &second));
+    assert!(Arc::ptr_eq(&claim.phone("dup").unwrap(), &second));
+    check(&reg);
+}
+
+#[test]
+fn a_phones_snapshot_clones_cheaply_and_iterates_by_reference() {
+    let (reg, _) = registry();
+    let _claim = reg.claim_server("srv", mock("bin")).unwrap();
+    let _a = reg.register_phone("srv", mock("a")).unwrap();
+    let _b = reg.register_phone("srv", mock("b")).unwrap();
+    let snapshot = reg.phones_for("srv");
+    let copy = snapshot.clone();
+    assert_eq!(copy.len(), 2);
+    assert!(
+        copy.iter()
+            .zip(snapshot.iter())
+            .all(|(x, y)| Arc::ptr_eq(x, y))
+    );
+    let mut seen = Vec::new();
+    for phone in &copy {
+        seen.push(phone.conn_id().to_owned());
+    }
+    assert_eq!(seen, ["a", "b"]);
+    let none = relay_registry::Phones::<common::Mock>::default();
+    assert!(none.is_empty() && (&none).into_iter().next().is_none());
 }

@@ -8,7 +8,8 @@ mod common;
 
 use common::{Mock, check, mock, tally};
 use relay_registry::{CloseReason, Counts, Reaper, Registry};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 /// Waits (bounded) until `done` holds; panics if it never does.
@@ -110,12 +111,38 @@ fn reaper_survives_a_panicking_close() {
 #[test]
 fn dropping_the_reaper_stops_and_joins_its_thread() {
     let reg: Registry<Mock> = Registry::new();
-    let reaper = Reaper::spawn(&reg);
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let finished = Arc::new(AtomicBool::new(false));
+    // The handler, and with it this probe, is owned by the reaper thread until the thread ends.
+    let probe = Arc::new(());
+    let reaper = {
+        let (finished, probe) = (finished.clone(), probe.clone());
+        Reaper::spawn_with(&reg, move |_expiries| {
+            let _owned = &probe;
+            entered_tx.send(()).unwrap();
+            // A slow handler: still running when the reaper is dropped below.
+            std::thread::sleep(Duration::from_millis(50));
+            finished.store(true, Ordering::SeqCst);
+        })
+    };
     reg.claim_server("srv", mock("bin"))
         .unwrap()
-        .release_after(Duration::from_secs(3600));
-    drop(reaper); // returns only once the thread has ended
-    assert_eq!(reg.counts().gracing, 1);
+        .release_after(Duration::ZERO);
+    entered_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the reaper runs the handler");
+    drop(reaper);
+    // The drop returned only once the thread finished its round and ended.
+    assert!(
+        finished.load(Ordering::SeqCst),
+        "the drop waited for the handler"
+    );
+    assert_eq!(
+        Arc::strong_count(&probe),
+        1,
+        "the thread (and its handler) are gone"
+    );
+    assert_eq!(reg.counts(), Counts::default());
 }
 
 #[test]

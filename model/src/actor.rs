@@ -1,7 +1,7 @@
 //! `Actor`: executes [`Call`]s on a real `Registry`, holding the guards they return, and reports
 //! each call's [`Outcome`] in the model's terms. One per thread in concurrent tests.
 
-use crate::conn::{RecConn, take_closes};
+use crate::conn::{RecConn, armed, take_closes};
 use crate::spec::{Call, Deadline, Outcome, Value};
 use relay_registry::{ManualClock, PhoneTicket, Registry, RegistryError, ServerClaim};
 use std::sync::Arc;
@@ -35,16 +35,42 @@ impl Actor {
         }
     }
 
-    /// Runs `call` and returns what it returned plus the closes it ran on this thread.
+    /// Runs `call` (with the conns' traps armed) and returns what it returned — or that it
+    /// panicked — plus the closes it ran on this thread.
     ///
     /// # Panics
     ///
     /// If `call` names a guard this actor does not hold.
     pub fn execute(&mut self, call: &Call) -> Outcome {
-        let value = self.run(call);
+        self.check_guard(call);
+        let run =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| armed(|| self.run(call))));
         Outcome {
-            value,
+            value: run.unwrap_or(Value::Panicked),
             closes: take_closes(),
+        }
+    }
+
+    /// Panics (unarmed, outside any catch) if `call` names a guard this actor does not hold: a
+    /// bug of the harness, not an outcome.
+    fn check_guard(&self, call: &Call) {
+        use Call::*;
+        match call {
+            Release { claim, .. }
+            | DropClaim { claim, .. }
+            | ReleaseAfter { claim, .. }
+            | ClaimPhone { claim, .. }
+            | ClaimPhones { claim, .. }
+            | IsCurrent { claim, .. } => {
+                self.claim_pos(*claim);
+            }
+            Unregister { phone, .. }
+            | DropTicket { phone, .. }
+            | IsRegistered { phone, .. }
+            | TicketBinary { phone, .. } => {
+                self.ticket_pos(*phone);
+            }
+            _ => {}
         }
     }
 
@@ -74,8 +100,14 @@ impl Actor {
             ReleaseAfter { claim, grace, .. } => {
                 Value::Bool(self.take_claim(*claim).release_after(grace.duration()))
             }
-            Register { id, phone, name } => {
-                let result = self.registry.register_phone(id, RecConn::new(*phone, name));
+            Register {
+                id,
+                phone,
+                name,
+                trap,
+            } => {
+                let phone = RecConn::trapped(*phone, name, *trap);
+                let result = self.registry.register_phone(id, phone);
                 Value::Res(result.map(|ticket| self.tickets.push(ticket)))
             }
             Unregister { phone, .. } => Value::Bool(self.take_ticket(*phone).unregister()),
@@ -90,11 +122,11 @@ impl Actor {
             PhoneFor { id, name } => {
                 Value::Conn(self.registry.phone_for(id, name).map(|p| p.serial))
             }
-            PhonesFor { id } => Value::Conns(serials(self.registry.phones_for(id).iter())),
+            PhonesFor { id } => Value::Conns(in_order(self.registry.phones_for(id).iter())),
             ClaimPhone { claim, name, .. } => {
                 Value::Conn(self.claim(*claim).phone(name).map(|p| p.serial))
             }
-            ClaimPhones { claim, .. } => Value::Conns(serials(self.claim(*claim).phones().iter())),
+            ClaimPhones { claim, .. } => Value::Conns(in_order(self.claim(*claim).phones().iter())),
             IsCurrent { claim, .. } => Value::Bool(self.claim(*claim).is_current()),
             IsRegistered { phone, .. } => Value::Bool(self.ticket(*phone).is_registered()),
             TicketBinary { phone, .. } => {
@@ -105,7 +137,15 @@ impl Actor {
                 self.clock.advance(Duration::from_millis(*ticks));
                 Value::Unit
             }
-            ExpireDue => Value::Count(self.registry.expire_due().len()),
+            ExpireDue => {
+                let report = self.registry.expire_due();
+                let mut expired: Vec<(String, usize)> = report
+                    .iter()
+                    .map(|e| (e.server_id().to_owned(), e.phones()))
+                    .collect();
+                expired.sort();
+                Value::Expired(expired, report.panics().len())
+            }
             Snapshot => Value::Conns(serials(self.registry.snapshot().iter())),
             Counts => Value::Counts(self.registry.counts()),
             NextDeadline => {
@@ -184,6 +224,11 @@ impl Actor {
         let pos = self.ticket_pos(serial);
         self.tickets.remove(pos)
     }
+}
+
+/// The serials of `conns`, in their order (one id's phones: by position).
+pub fn in_order<'a>(conns: impl Iterator<Item = &'a Arc<RecConn>>) -> Vec<u32> {
+    conns.map(|c| c.serial).collect()
 }
 
 /// The serials of `conns`, sorted (a multiset).

@@ -1,23 +1,28 @@
 //! Replays [`Op`]s on a real `Registry` (with a `ManualClock`) and on the [`Model`], and after
 //! every operation compares everything observable:
 //! the value returned, the conns closed on this thread with their reasons, `counts`, `snapshot`,
-//! `binary_for`/`phones_for` of every id, `next_deadline`, every live guard's `is_current` /
+//! `binary_for` and `phones_for` (in position order) of every id, `next_deadline`, every live guard's `is_current` /
 //! `is_registered` / `binary()`, and `check_invariants()`.
 
-use crate::actor::{Actor, serials};
+use crate::actor::{Actor, in_order, serials};
 use crate::conn::RecConn;
 use crate::op::{ChurnStep, DropOrder, IDS, Incumbent, MAX_ID_LEN, Op, Scenario};
-use crate::spec::{Call, Model, accepts};
+use crate::spec::{Call, Model, Value, accepts};
 use arbitrary::{Arbitrary, Unstructured};
 use relay_registry::{Clock, Config, ManualClock, Registry};
 use std::sync::Arc;
 
 /// The `ops` fuzz target: any bytes are a cap and a list of [`Op`]s.
 pub fn run(data: &[u8]) {
+    run_scenario(&scenario(data));
+}
+
+/// The scenario the `ops` target makes of `data`.
+pub fn scenario(data: &[u8]) -> Scenario {
     let mut u = Unstructured::new(data);
     let cap = u8::arbitrary(&mut u).unwrap_or(0);
     let ops = decode_all(u);
-    run_scenario(&Scenario { cap, ops });
+    Scenario { cap, ops }
 }
 
 /// The `churn` fuzz target: any bytes are a cap and a list of [`ChurnStep`]s.
@@ -48,13 +53,22 @@ pub fn decode_all<'a, T: Arbitrary<'a>>(mut u: Unstructured<'a>) -> Vec<T> {
     all
 }
 
+/// What a replayed scenario did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Calls performed (each checked).
+    pub calls: usize,
+    /// Calls that panicked because a phone's `close` or `Drop` did (as the model predicted).
+    pub panicked: usize,
+}
+
 /// Replays `scenario`, then drops every guard left (newest first) and expires every finite grace
 /// window, checking after every step.
 ///
 /// # Panics
 ///
 /// On the first difference between the registry and the model, with the calls so far.
-pub fn run_scenario(scenario: &Scenario) {
+pub fn run_scenario(scenario: &Scenario) -> Summary {
     let mut harness = Harness::new(usize::from(scenario.cap % 4));
     for op in &scenario.ops {
         harness.op(op);
@@ -71,6 +85,7 @@ pub fn run_scenario(scenario: &Scenario) {
     // Only `release_after(Duration::MAX)` windows can be left.
     let counts = harness.actor.registry.counts();
     assert_eq!(counts.binaries, 0, "no binary without a guard: {counts:?}");
+    harness.summary
 }
 
 pub struct Harness {
@@ -79,6 +94,7 @@ pub struct Harness {
     next_serial: u32,
     /// Every call so far, printed when the registry and the model disagree.
     trace: Vec<Call>,
+    pub summary: Summary,
 }
 
 impl Harness {
@@ -96,6 +112,7 @@ impl Harness {
             model: Model::new(cap, MAX_ID_LEN),
             next_serial: 0,
             trace: Vec::new(),
+            summary: Summary::default(),
         }
     }
 
@@ -160,10 +177,11 @@ impl Harness {
                 ticks: ticks.into(),
             },
             Op::ExpireDue => Call::ExpireDue,
-            Op::Register { id, name } => Call::Register {
+            Op::Register { id, name, trap } => Call::Register {
                 id: id.name().into(),
                 phone: self.serial(),
                 name: name.name().into(),
+                trap: trap.trap(),
             },
             Op::Unregister { ticket } => match self.ticket_at(ticket) {
                 Some((id, phone)) => Call::Unregister { id, phone },
@@ -254,6 +272,10 @@ impl Harness {
         self.trace.push(call.clone());
         let observed = self.actor.execute(call);
         let expected = self.model.apply(call);
+        self.summary.calls += 1;
+        if observed.value == Value::Panicked {
+            self.summary.panicked += 1;
+        }
         if !accepts(&expected, &observed) {
             self.fail(&format!(
                 "{call:?}\n  expected {expected:?}\n  observed {observed:?}"
@@ -282,7 +304,7 @@ impl Harness {
             self.same(
                 &format!("phones_for({id:?})"),
                 model.phones_of(id),
-                serials(registry.phones_for(id).iter()),
+                in_order(registry.phones_for(id).iter()),
             );
         }
         self.same(

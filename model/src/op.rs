@@ -4,7 +4,7 @@
 //! ones, conn-ids from four names: conflicts, takeovers, reclaims, caps and duplicate conn-ids
 //! happen constantly.
 
-use crate::spec::Grace;
+use crate::spec::{Grace, Trap};
 use arbitrary::Arbitrary;
 
 /// The registry's `max_server_id_len` in these runs.
@@ -33,6 +33,24 @@ pub struct Name(pub u8);
 impl Name {
     pub fn name(self) -> &'static str {
         NAMES[usize::from(self.0) % NAMES.len()]
+    }
+}
+
+/// Whether a phone panics, and where: one phone in eight panics in `close`, one in eight in `Drop`
+/// (by the byte modulo 8), the rest never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Arbitrary)]
+pub struct TrapPick(pub u8);
+
+impl TrapPick {
+    /// A phone that never panics.
+    pub const NONE: TrapPick = TrapPick(2);
+
+    pub fn trap(self) -> Trap {
+        match self.0 % 8 {
+            0 => Trap::Close,
+            1 => Trap::Drop,
+            _ => Trap::None,
+        }
     }
 }
 
@@ -84,7 +102,7 @@ pub enum Op {
     ReleaseAfter { claim: Pick, grace: Grace },
     Advance { ticks: u8 },
     ExpireDue,
-    Register { id: Id, name: Name },
+    Register { id: Id, name: Name, trap: TrapPick },
     Unregister { ticket: Pick },
     DropTicket { ticket: Pick },
     BinaryFor { id: Id },
@@ -151,7 +169,11 @@ impl ChurnStep {
                 ops.push(Op::Claim { id });
                 let phones = phones % 4;
                 for n in 0..phones {
-                    ops.push(Op::Register { id, name: Name(n) });
+                    ops.push(Op::Register {
+                        id,
+                        name: Name(n),
+                        trap: TrapPick::NONE,
+                    });
                 }
                 ops.push(Op::PhonesFor { id });
                 let newest = Pick(0);

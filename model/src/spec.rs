@@ -2,7 +2,9 @@
 //!
 //! Conns are serial numbers; a claim is known by its binary's serial (every claim attempt gets a
 //! fresh conn), a ticket by its phone's serial. Time is in ticks of one millisecond since the start.
-//! Nothing here is clever: a `BTreeMap` from server-id to its holder, a `Vec` of phones per id.
+//! Nothing here is clever: a `BTreeMap` from server-id to its holder, a `Vec` of phone positions per
+//! id (the order `Phones` documents: a new phone takes the most recently vacated position, and an
+//! id whose phones all left starts afresh).
 
 use relay_registry::{CloseReason, Counts, RegistryError};
 use std::collections::BTreeMap;
@@ -31,6 +33,19 @@ impl Grace {
     }
 }
 
+/// Where a phone's conn panics (only phones: the model's binaries are always kept by the caller,
+/// so the registry never drops one, and never closes one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Trap {
+    #[default]
+    None,
+    /// `Conn::close` panics (after recording the close).
+    Close,
+    /// The conn's `Drop` panics: when the registry drops a refused conn, or when its ticket (which
+    /// owns the last reference) is dropped.
+    Drop,
+}
+
 /// One held server-id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Server {
@@ -38,8 +53,21 @@ pub struct Server {
     pub binary: u32,
     /// `Some` while in a grace window.
     pub grace: Option<Deadline>,
-    /// `(phone serial, conn-id)`, in registration order.
-    pub phones: Vec<(u32, String)>,
+    /// `(phone serial, conn-id)` by position; `None` for a vacated position.
+    pub phones: Vec<Option<(u32, String)>>,
+    /// Vacated positions, the most recent last.
+    pub vacated: Vec<usize>,
+}
+
+impl Server {
+    /// The registered phones, by position.
+    pub fn registered(&self) -> impl Iterator<Item = &(u32, String)> {
+        self.phones.iter().flatten()
+    }
+
+    fn count(&self) -> usize {
+        self.registered().count()
+    }
 }
 
 /// The whole registry.
@@ -49,6 +77,8 @@ pub struct Model {
     pub cap: usize,
     pub max_id_len: usize,
     pub servers: BTreeMap<String, Server>,
+    /// The phones that panic somewhere, and where.
+    pub traps: BTreeMap<u32, Trap>,
 }
 
 /// One call on the registry or on a guard, with everything concrete (serials, not picks).
@@ -81,6 +111,7 @@ pub enum Call {
         id: String,
         phone: u32,
         name: String,
+        trap: Trap,
     },
     Unregister {
         id: String,
@@ -157,20 +188,22 @@ impl Call {
     }
 }
 
-/// What a call returned. Lists of conns are sorted serials (multisets).
+/// What a call returned. Lists of conns are serials: the phones of one id in position order, every
+/// other list sorted (a multiset).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Value {
     Unit,
     Res(Result<(), RegistryError>),
     Bool(bool),
-    Count(usize),
     Conn(Option<u32>),
     Conns(Vec<u32>),
-    /// Expected only: `phone_for` returns one of these (`None` iff empty); which one is not part
-    /// of the contract when two phones share a conn-id.
-    OneOf(Vec<u32>),
     Counts(Counts),
     Deadline(Option<Deadline>),
+    /// `expire_due`'s report: each expired id with its number of phones (sorted), and how many
+    /// panics it caught.
+    Expired(Vec<(String, usize)>, usize),
+    /// The call panicked (user code's panic propagated out of it).
+    Panicked,
 }
 
 /// A call's full effect as seen from outside: its value and the closes it ran on its thread.
@@ -194,18 +227,9 @@ pub fn sort_closes(closes: &mut [(u32, CloseReason)]) {
     closes.sort_by_key(|(serial, reason)| (*serial, reason.code(), reason.reason()));
 }
 
-/// Whether `observed` is an outcome the model allows where it `expected` this.
+/// Whether `observed` is the outcome the model `expected`: the same value and the same closes.
 pub fn accepts(expected: &Outcome, observed: &Outcome) -> bool {
-    if expected.closes != observed.closes {
-        return false;
-    }
-    match (&expected.value, &observed.value) {
-        (Value::OneOf(allowed), Value::Conn(got)) => match got {
-            None => allowed.is_empty(),
-            Some(serial) => allowed.contains(serial),
-        },
-        (e, o) => e == o,
-    }
+    expected == observed
 }
 
 impl Model {
@@ -215,6 +239,7 @@ impl Model {
             cap,
             max_id_len,
             servers: BTreeMap::new(),
+            traps: BTreeMap::new(),
         }
     }
 
@@ -237,21 +262,38 @@ impl Model {
             ReleaseAfter { claim, grace, .. } => {
                 Outcome::of(Value::Bool(self.release_after(*claim, *grace)))
             }
-            Register { id, phone, name } => {
-                Outcome::of(Value::Res(self.register(id, *phone, name)))
+            Register {
+                id,
+                phone,
+                name,
+                trap,
+            } => {
+                let result = self.register(id, *phone, name);
+                if *trap != Trap::None {
+                    self.traps.insert(*phone, *trap);
+                }
+                // A refused conn is dropped by the registry: a `Drop` trap fires.
+                Outcome::of(match result {
+                    Err(_) if *trap == Trap::Drop => Value::Panicked,
+                    result => Value::Res(result),
+                })
             }
-            Unregister { phone, .. } => Outcome::of(Value::Bool(self.unregister(*phone))),
+            Unregister { phone, .. } => {
+                let removed = self.unregister(*phone);
+                // The ticket owns the last reference to its phone, registered or not.
+                Outcome::of(self.unless_drop_panics(*phone, Value::Bool(removed)))
+            }
             DropTicket { phone, .. } => {
                 self.unregister(*phone);
-                Outcome::of(Value::Unit)
+                Outcome::of(self.unless_drop_panics(*phone, Value::Unit))
             }
             BinaryFor { id } => Outcome::of(Value::Conn(self.servers.get(id).map(|s| s.binary))),
-            PhoneFor { id, name } => Outcome::of(Value::OneOf(self.named(id, name))),
+            PhoneFor { id, name } => Outcome::of(Value::Conn(self.named(id, name))),
             PhonesFor { id } => Outcome::of(Value::Conns(self.phones_of(id))),
-            ClaimPhone { id, claim, name } => Outcome::of(Value::OneOf(if self.holds(*claim) {
+            ClaimPhone { id, claim, name } => Outcome::of(Value::Conn(if self.holds(*claim) {
                 self.named(id, name)
             } else {
-                Vec::new()
+                None
             })),
             ClaimPhones { id, claim } => Outcome::of(Value::Conns(if self.holds(*claim) {
                 self.phones_of(id)
@@ -278,6 +320,23 @@ impl Model {
         out
     }
 
+    /// `value`, or `Panicked` if dropping `phone`'s ticket panics.
+    fn unless_drop_panics(&self, phone: u32, value: Value) -> Value {
+        if self.traps.get(&phone) == Some(&Trap::Drop) {
+            Value::Panicked
+        } else {
+            value
+        }
+    }
+
+    /// How many of `closes` panic.
+    fn panicking(&self, closes: &[(u32, CloseReason)]) -> usize {
+        closes
+            .iter()
+            .filter(|(p, _)| self.traps.get(p) == Some(&Trap::Close))
+            .count()
+    }
+
     /// `claim_server` (`incumbent: None`) or `takeover_server` (`Some(incumbent)`).
     fn claim(&mut self, id: &str, takeover: Option<Option<u32>>, conn: u32) -> Outcome {
         if !self.valid(id) {
@@ -298,11 +357,21 @@ impl Model {
             binary: conn,
             grace: None,
             phones: Vec::new(),
+            vacated: Vec::new(),
         };
         let closes = match self.servers.insert(id.to_owned(), new) {
             Some(old) => evict(old, CloseReason::Reclaimed),
             None => Vec::new(),
         };
+        if self.panicking(&closes) > 0 {
+            // Every close ran, then the first panic propagated: unwinding dropped the new claim,
+            // which released the id (it had no phones yet).
+            self.servers.remove(id);
+            return Outcome {
+                value: Value::Panicked,
+                closes,
+            };
+        }
         Outcome {
             value: Value::Res(Ok(())),
             closes,
@@ -326,9 +395,14 @@ impl Model {
         match self.live_id_of(claim) {
             Some(id) => {
                 let old = self.servers.remove(&id).expect("held");
+                let closes = evict(old, CloseReason::Released);
                 Outcome {
-                    value: value(true),
-                    closes: evict(old, CloseReason::Released),
+                    value: if self.panicking(&closes) > 0 {
+                        Value::Panicked
+                    } else {
+                        value(true)
+                    },
+                    closes,
                 }
             }
             None => Outcome::of(value(false)),
@@ -356,12 +430,16 @@ impl Model {
             .map(|(id, _)| id.clone())
             .collect();
         let mut closes = Vec::new();
-        for id in &due {
-            let old = self.servers.remove(id).expect("due");
+        let mut expired = Vec::new();
+        for id in due {
+            let old = self.servers.remove(&id).expect("due");
+            expired.push((id, old.count()));
             closes.extend(evict(old, CloseReason::GraceExpired));
         }
+        // Never panics: the closes' panics are caught and counted in the report.
+        let panics = self.panicking(&closes);
         Outcome {
-            value: Value::Count(due.len()),
+            value: Value::Expired(expired, panics),
             closes,
         }
     }
@@ -372,17 +450,28 @@ impl Model {
         }
         let cap = self.cap;
         let server = self.servers.get_mut(id).ok_or(RegistryError::NoServer)?;
-        if cap != 0 && server.phones.len() >= cap {
+        if cap != 0 && server.count() >= cap {
             return Err(RegistryError::PhonesAtCap);
         }
-        server.phones.push((phone, name.to_owned()));
+        let entry = Some((phone, name.to_owned()));
+        match server.vacated.pop() {
+            Some(pos) => server.phones[pos] = entry,
+            None => server.phones.push(entry),
+        }
         Ok(())
     }
 
     fn unregister(&mut self, phone: u32) -> bool {
         for server in self.servers.values_mut() {
-            if let Some(pos) = server.phones.iter().position(|(p, _)| *p == phone) {
-                server.phones.remove(pos);
+            let at = |e: &Option<(u32, String)>| e.as_ref().is_some_and(|(p, _)| *p == phone);
+            if let Some(pos) = server.phones.iter().position(at) {
+                server.phones[pos] = None;
+                server.vacated.push(pos);
+                if server.count() == 0 {
+                    // The id's last phone left: the next one starts the order afresh.
+                    server.phones.clear();
+                    server.vacated.clear();
+                }
                 return true;
             }
         }
@@ -392,7 +481,7 @@ impl Model {
     fn server_of_phone(&self, phone: u32) -> Option<&Server> {
         self.servers
             .values()
-            .find(|s| s.phones.iter().any(|(p, _)| *p == phone))
+            .find(|s| s.registered().any(|(p, _)| *p == phone))
     }
 
     /// Whether `phone`'s ticket is registered: its `is_registered`.
@@ -405,23 +494,20 @@ impl Model {
         self.server_of_phone(phone).map(|s| s.binary)
     }
 
-    fn named(&self, id: &str, name: &str) -> Vec<u32> {
-        self.servers.get(id).map_or_else(Vec::new, |s| {
-            s.phones
-                .iter()
-                .filter(|(_, n)| n == name)
-                .map(|(p, _)| *p)
-                .collect()
-        })
+    /// The first phone (by position) of `id` named `name`.
+    fn named(&self, id: &str, name: &str) -> Option<u32> {
+        let server = self.servers.get(id)?;
+        server
+            .registered()
+            .find(|(_, n)| n == name)
+            .map(|(p, _)| *p)
     }
 
+    /// The phones of `id`, by position.
     pub fn phones_of(&self, id: &str) -> Vec<u32> {
-        let mut phones: Vec<u32> = self
-            .servers
+        self.servers
             .get(id)
-            .map_or_else(Vec::new, |s| s.phones.iter().map(|(p, _)| *p).collect());
-        phones.sort_unstable();
-        phones
+            .map_or_else(Vec::new, |s| s.registered().map(|(p, _)| *p).collect())
     }
 
     pub fn binary_for(&self, id: &str) -> Option<u32> {
@@ -432,7 +518,7 @@ impl Model {
         let mut all: Vec<u32> = self
             .servers
             .values()
-            .flat_map(|s| std::iter::once(s.binary).chain(s.phones.iter().map(|(p, _)| *p)))
+            .flat_map(|s| std::iter::once(s.binary).chain(s.registered().map(|(p, _)| *p)))
             .collect();
         all.sort_unstable();
         all
@@ -447,7 +533,7 @@ impl Model {
     pub fn phone_owners(&self) -> std::collections::HashMap<u32, u32> {
         self.servers
             .values()
-            .flat_map(|s| s.phones.iter().map(move |(p, _)| (*p, s.binary)))
+            .flat_map(|s| s.registered().map(move |(p, _)| (*p, s.binary)))
             .collect()
     }
 
@@ -456,12 +542,16 @@ impl Model {
         Counts {
             binaries: self.servers.len() - gracing,
             gracing,
-            phones: self.servers.values().map(|s| s.phones.len()).sum(),
+            phones: self.servers.values().map(Server::count).sum(),
         }
     }
 }
 
 /// Every phone of an ended tenure, to be closed with `reason`.
 fn evict(old: Server, reason: CloseReason) -> Vec<(u32, CloseReason)> {
-    old.phones.into_iter().map(|(p, _)| (p, reason)).collect()
+    old.phones
+        .into_iter()
+        .flatten()
+        .map(|(p, _)| (p, reason))
+        .collect()
 }

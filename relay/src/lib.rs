@@ -260,3 +260,9 @@ async fn prune(hub: Arc<Hub>) {
         hub.gates.prune();
     }
 }
+
+/// The library's "Using it with tokio (and axum)" recipe (`docs/tokio-recipe.md`), run as a doc
+/// test of this crate: the library's own doc tests must not need tokio.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/tokio-recipe.md")]
+pub struct TokioRecipe;

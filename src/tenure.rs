@@ -1,0 +1,71 @@
+//! `Tenure`: one binary's hold on one server-id, shared by its claim, its phones' tickets and the
+//! id index.
+
+use crate::conn::Conn;
+use crate::sync::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+/// The tenure is current and its binary connected.
+const LIVE: u8 = 0;
+/// The tenure is current, in a grace window.
+const GRACING: u8 = 1;
+/// The tenure ended (release, reclaim, takeover or expiry).
+const ENDED: u8 = 2;
+
+/// One claim's tenure: from the claim (or reclaim, or takeover) that installed a binary to the
+/// release, reclaim, takeover or expiry that ended it. It goes live → (gracing →) ended, once.
+///
+/// Every phone registered under the id during the tenure belongs to it, and every way a tenure
+/// ends evicts all of them, so "this phone is registered" is exactly "its tenure has not ended"
+/// (a phone can otherwise leave only through its own ticket). That lets
+/// [`PhoneTicket::binary`] and [`ServerClaim::is_current`] answer from one atomic load, without
+/// the registry's lock.
+///
+/// The phase is written only under the registry's lock (release), in the critical section that
+/// changes it, so a lock-free reader (acquire) is ordered with every locked operation.
+///
+/// [`PhoneTicket::binary`]: crate::PhoneTicket::binary
+/// [`ServerClaim::is_current`]: crate::ServerClaim::is_current
+pub(crate) struct Tenure<C> {
+    /// The server-id: the id index hashes it from here, the guards read it from here.
+    pub(crate) server_id: Box<str>,
+    pub(crate) binary: Arc<C>,
+    phase: AtomicU8,
+}
+
+impl<C: Conn> Tenure<C> {
+    pub(crate) fn new(server_id: &str, binary: Arc<C>) -> Self {
+        Tenure {
+            server_id: server_id.into(),
+            binary,
+            phase: AtomicU8::new(LIVE),
+        }
+    }
+
+    /// Whether the tenure has not ended (it is live or gracing). Lock-free.
+    pub(crate) fn is_current(&self) -> bool {
+        self.phase.load(Ordering::Acquire) != ENDED
+    }
+
+    /// Whether the tenure is in its grace window. Call only under the registry's lock.
+    pub(crate) fn is_gracing(&self) -> bool {
+        self.phase.load(Ordering::Relaxed) == GRACING
+    }
+
+    /// Disarms a guard of this tenure (sets `armed` to false): true exactly once, and only while
+    /// the tenure is current — when the guard still has something to release. A stale guard's
+    /// release is then decided without taking the lock (its registry-side check would fail too).
+    pub(crate) fn disarm(&self, armed: &mut bool) -> bool {
+        std::mem::replace(armed, false) && self.is_current()
+    }
+
+    /// Opens the grace window. Call only under the registry's lock.
+    pub(crate) fn start_grace(&self) {
+        self.phase.store(GRACING, Ordering::Release);
+    }
+
+    /// Ends the tenure. Call only under the registry's lock.
+    pub(crate) fn end(&self) {
+        self.phase.store(ENDED, Ordering::Release);
+    }
+}
