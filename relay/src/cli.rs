@@ -157,9 +157,9 @@ impl Args {
 
     /// The instance id: `--instance-id`, or the host name plus a random suffix.
     fn instance(&self) -> InstanceId {
-        self.instance_id.clone().unwrap_or_else(|| {
-            InstanceId::generate(&gethostname::gethostname().to_string_lossy())
-        })
+        self.instance_id
+            .clone()
+            .unwrap_or_else(|| InstanceId::generate(&gethostname::gethostname().to_string_lossy()))
     }
 }
 
@@ -186,7 +186,10 @@ mod tests {
         assert_eq!(config.heartbeat, protocol.heartbeat);
         assert_eq!(config.probe_timeout, protocol.probe_timeout);
         assert_eq!(config.max_frame, protocol.max_frame);
-        assert!(config.cluster.is_none(), "a single instance unless --cluster");
+        assert!(
+            config.cluster.is_none(),
+            "a single instance unless --cluster"
+        );
     }
 
     #[test]
@@ -204,13 +207,24 @@ mod tests {
         assert_eq!(cluster.lease, Duration::from_secs(4));
         let host = InstanceId::generate(&gethostname::gethostname().to_string_lossy());
         let prefix = &host.as_str()[..host.as_str().len() - 8];
-        assert!(cluster.instance.as_str().starts_with(prefix), "{}", cluster.instance);
-        let named = Args::try_parse_from(["relay", "--cluster", "nats://x:1", "--instance-id", "web-1"])
-            .unwrap();
+        assert!(
+            cluster.instance.as_str().starts_with(prefix),
+            "{}",
+            cluster.instance
+        );
+        let named =
+            Args::try_parse_from(["relay", "--cluster", "nats://x:1", "--instance-id", "web-1"])
+                .unwrap();
         assert_eq!(named.config().cluster.unwrap().instance.as_str(), "web-1");
         for bad in [
             &["relay", "--cluster", "nats://x:1", "--instance-id", "a.b"][..],
-            &["relay", "--cluster", "nats://x:1", "--cluster-lease", "1500ms"],
+            &[
+                "relay",
+                "--cluster",
+                "nats://x:1",
+                "--cluster-lease",
+                "1500ms",
+            ],
             &["relay", "--instance-id", "web-1"],
         ] {
             assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");

@@ -270,7 +270,10 @@ async fn run(listener: TcpListener, metrics_listener: Option<TcpListener>, hub: 
             .take_incoming()
             .map(|incoming| tokio::spawn(clustered::owner::serve(hub.clone(), incoming)));
         let fence = tokio::spawn(clustered::fence::watch(hub.clone()));
-        (requests.map(AbortOnDropHandle::new), AbortOnDropHandle::new(fence))
+        (
+            requests.map(AbortOnDropHandle::new),
+            AbortOnDropHandle::new(fence),
+        )
     });
     let accepting = AbortOnDropHandle::new(tokio::spawn(listen::serve(listener, hub.clone())));
 

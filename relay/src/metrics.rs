@@ -570,9 +570,7 @@ async fn scrape(
                 hyper::header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )
-            .body(Full::new(Bytes::from(
-                hub.metrics.encode(hub.own_counts()),
-            )))
+            .body(Full::new(Bytes::from(hub.metrics.encode(hub.own_counts()))))
     } else {
         Response::builder()
             .status(StatusCode::NOT_FOUND)

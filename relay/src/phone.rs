@@ -90,8 +90,7 @@ pub async fn run_away(hub: Arc<Hub>, mut session: Session, away: Away) {
     let ending = loop {
         match session.next().await {
             Event::Frame(text) => {
-                if let Some(ending) = forward_up(&hub, &mut session, &phone, &wrapper, text).await
-                {
+                if let Some(ending) = forward_up(&hub, &mut session, &phone, &wrapper, text).await {
                     break ending;
                 }
             }

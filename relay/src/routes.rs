@@ -80,7 +80,11 @@ fn health(hub: &Hub) -> Reply {
 fn ready(hub: &Hub) -> Reply {
     let mut reply = if hub.shutdown.is_draining() {
         plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
-    } else if hub.cluster.as_ref().is_some_and(|cluster| !cluster.is_ready()) {
+    } else if hub
+        .cluster
+        .as_ref()
+        .is_some_and(|cluster| !cluster.is_ready())
+    {
         plain(StatusCode::SERVICE_UNAVAILABLE, "cluster unavailable")
     } else {
         plain(StatusCode::OK, "ready")
@@ -179,7 +183,11 @@ async fn upgrade(hub: Arc<Hub>, origin: Origin, side: Side, req: Request<Incomin
         Ok(permit) => permit,
         Err(refusal) => return refuse(&hub, side, ip, Refused::Gate(refusal)),
     };
-    if hub.cluster.as_ref().is_some_and(|cluster| !cluster.is_ready()) {
+    if hub
+        .cluster
+        .as_ref()
+        .is_some_and(|cluster| !cluster.is_ready())
+    {
         return refuse(&hub, side, ip, Refused::Cluster);
     }
     let checked = match check(&hub, side, &req) {

@@ -65,12 +65,12 @@ use crate::FRAME_OVERHEAD;
 use async_nats::{RequestErrorKind, Subject};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use relay_registry::SendError;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use futures_util::task::AtomicWaker;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
@@ -185,6 +185,10 @@ struct Shared {
     /// Lost links whose sinks the dispatcher must tell (it alone calls sinks, so a sink sees
     /// its link's messages and its loss in one order).
     lost: mpsc::UnboundedSender<Arc<LinkState>>,
+    /// Peers whose lease ended, for the dispatcher to lose their links once it has delivered
+    /// every message already received from them (a peer that leaves gracefully ends its links
+    /// before its lease: those ends must not be overtaken by the loss).
+    peer_lost: mpsc::UnboundedSender<Owner>,
 }
 
 #[derive(Default)]
@@ -313,6 +317,7 @@ impl Link {
         nats.sync(settings.request_timeout).await?;
         let (publisher, outgoing) = mpsc::unbounded_channel();
         let (lost, lost_rx) = mpsc::unbounded_channel();
+        let (peer_lost, peer_lost_rx) = mpsc::unbounded_channel();
         let (incoming_tx, incoming) = mpsc::channel(1024);
         let trouble = nats.trouble();
         let peers = liveness.peers();
@@ -328,9 +333,10 @@ impl Link {
             next_id: AtomicU64::new(random_u64() >> 1),
             publisher,
             lost,
+            peer_lost,
         });
         let tasks = vec![
-            tokio::spawn(shared.clone().dispatch(links, lost_rx)),
+            tokio::spawn(shared.clone().dispatch(links, lost_rx, peer_lost_rx)),
             tokio::spawn(shared.clone().serve_requests(requests, incoming_tx)),
             tokio::spawn(shared.clone().publish(outgoing)),
             tokio::spawn(shared.clone().watch_trouble(trouble, peers)),
@@ -423,7 +429,10 @@ impl Link {
             link: state.id,
         };
         let timeout = self.shared.settings.request_timeout;
-        let reply = self.shared.request(&owner.instance, &request, timeout).await;
+        let reply = self
+            .shared
+            .request(&owner.instance, &request, timeout)
+            .await;
         match reply {
             Ok(Reply::Registered { link }) => {
                 state.remote.set(link).ok();
@@ -605,7 +614,9 @@ impl Outbound {
         if !self.state.fits(cost, self.shared.settings.outbox_bytes) {
             return Err(SendError::Full);
         }
-        self.state.sent_cost.fetch_add(cost as u64, Ordering::AcqRel);
+        self.state
+            .sent_cost
+            .fetch_add(cost as u64, Ordering::AcqRel);
         let remote = *self
             .state
             .remote
@@ -632,7 +643,11 @@ impl Outbound {
     pub fn poll_space(&self, len: usize, cx: &mut Context<'_>) -> Poll<()> {
         self.state.space_waker.register(cx.waker());
         let over = self.state.over.load(Ordering::Acquire) || self.state.send.lock().ended;
-        if over || self.state.fits(len + FRAME_OVERHEAD, self.shared.settings.outbox_bytes) {
+        if over
+            || self
+                .state
+                .fits(len + FRAME_OVERHEAD, self.shared.settings.outbox_bytes)
+        {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -862,8 +877,12 @@ impl Shared {
         self: Arc<Self>,
         mut messages: async_nats::Subscriber,
         mut lost: mpsc::UnboundedReceiver<Arc<LinkState>>,
+        mut peer_lost: mpsc::UnboundedReceiver<Owner>,
     ) {
         loop {
+            // Messages before a peer's loss: what it sent before its lease ended (its
+            // graceful ends) was read from the socket before the lease's end was, so it is
+            // already queued here when the loss arrives.
             let message = tokio::select! {
                 biased;
                 Some(state) = lost.recv() => {
@@ -876,6 +895,10 @@ impl Shared {
                     Some(message) => message,
                     None => return,
                 },
+                Some(owner) = peer_lost.recv() => {
+                    self.lose_where(|state| state.peer == owner);
+                    continue;
+                }
             };
             let Ok((header, frame)) = wire::decode_link(&message.payload) else {
                 tracing::warn!("malformed link message dropped");
@@ -1057,7 +1080,9 @@ impl Shared {
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 event = peers.recv() => match event {
-                    Ok(PeerEvent::Lost(owner)) => self.lose_where(|state| state.peer == owner),
+                    Ok(PeerEvent::Lost(owner)) => {
+                        let _ = self.peer_lost.send(owner);
+                    }
                     Ok(PeerEvent::Alive(_)) => {}
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         let alive = self.liveness.live_peers();

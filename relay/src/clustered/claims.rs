@@ -20,7 +20,9 @@
 
 use super::Cluster;
 use crate::Hub;
-use crate::cluster::{Claim, ClusterError, Owner, PeerEvent, Reply, Request, RequestError, Revision};
+use crate::cluster::{
+    Claim, ClusterError, Owner, PeerEvent, Reply, Request, RequestError, Revision,
+};
 use crate::endpoint::Endpoint;
 use crate::join;
 use relay_registry::{RegistryError, ServerClaim};
@@ -132,7 +134,11 @@ async fn lease_ends(cluster: &Cluster, owner: &Owner) -> bool {
         if cluster.liveness.is_alive(owner).await == Ok(false) {
             return true;
         }
-        let wait = tokio::time::sleep(timing.refresh.min(deadline.saturating_duration_since(Instant::now())));
+        let wait = tokio::time::sleep(
+            timing
+                .refresh
+                .min(deadline.saturating_duration_since(Instant::now())),
+        );
         tokio::select! {
             event = peers.recv() => {
                 if matches!(event, Ok(PeerEvent::Lost(ref lost)) if lost == owner) {

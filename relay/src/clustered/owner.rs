@@ -78,7 +78,9 @@ async fn register(hub: &Arc<Hub>, incoming: Incoming) {
         Err(error) => {
             // The unactivated outbound ends without a word when `remote` drops.
             drop(remote);
-            incoming.respond(Reply::Refused { code: error.code() }).await;
+            incoming
+                .respond(Reply::Refused { code: error.code() })
+                .await;
             return;
         }
     };
