@@ -499,21 +499,22 @@ struct ClusterCollector(Arc<ClusterMetrics>);
 
 impl Collector for ClusterCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut requests = encoder.encode_descriptor(
-            "relay_cluster_requests",
-            "Requests between instances and to the directory, by kind and outcome (a time-out \
-             or an absent instance is an answer too, counted as such).",
-            None,
-            MetricType::Counter,
-        )?;
-        for (kind, outcome, count) in self.0.request_counts() {
-            let labels = ClusterRequestLabels {
-                kind: kind.label(),
-                outcome: outcome.label(),
-            };
-            ConstCounter::new(count).encode(requests.encode_family(&labels)?)?;
+        {
+            let mut requests = encoder.encode_descriptor(
+                "relay_cluster_requests",
+                "Requests between instances and to the directory, by kind and outcome (a time-out \
+                 or an absent instance is an answer too, counted as such).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (kind, outcome, count) in self.0.request_counts() {
+                let labels = ClusterRequestLabels {
+                    kind: kind.label(),
+                    outcome: outcome.label(),
+                };
+                ConstCounter::new(count).encode(requests.encode_family(&labels)?)?;
+            }
         }
-        drop(requests);
         let remote = encoder.encode_descriptor(
             "relay_cluster_remote_phones",
             "Phones connected to other instances and registered with binaries here.",

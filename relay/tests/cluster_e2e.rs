@@ -267,6 +267,9 @@ async fn grace_keeps_phones_everywhere_a_reclaim_elsewhere_evicts_them_and_expir
             (4404, "binary reclaimed server-id".into())
         );
     }
+    // A claim decided by another instance is in place once b holds it (after the upgrade, as
+    // for a conflict on one instance).
+    await_own(b.local_addr(), 1, 0).await;
     let (mut joined, joined_id) = join(c.local_addr(), "srv-g", &mut again).await;
     again
         .send(json!({"conn_id": joined_id, "frame": "ok"}).to_string())
