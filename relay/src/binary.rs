@@ -2,9 +2,13 @@
 //! one), route its envelopes to its own phones, and open the grace window when its socket ends.
 //!
 //! The task holds its `ServerClaim` for as long as it runs: dropping it (even in a panic unwind)
-//! releases the id and closes the phones, so there is no cleanup path to forget.
+//! releases the id and closes the phones, so there is no cleanup path to forget. In cluster
+//! mode a conflict may be with a binary on another instance: its owner decides
+//! ([`claims::ask_owner`]), and the task also holds a [`ReleaseCheck`] that deletes the id's
+//! directory entry once the registry lets the id go.
 
 use crate::Hub;
+use crate::clustered::claims::{self, Claiming, Decision, ReleaseCheck};
 use crate::endpoint::Endpoint;
 use crate::envelope::Envelope;
 use crate::join;
@@ -15,12 +19,7 @@ use std::sync::Arc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Runs a binary's connection until it ends; `first` is the result of its pre-upgrade claim.
-pub async fn run(
-    hub: Arc<Hub>,
-    mut session: Session,
-    server_id: String,
-    first: Result<ServerClaim<Endpoint>, RegistryError>,
-) {
+pub async fn run(hub: Arc<Hub>, mut session: Session, server_id: String, first: Claiming) {
     let conn = session.conn().clone();
     let draining = hub.shutdown.draining.clone();
     let claim = tokio::select! {
@@ -37,42 +36,72 @@ pub async fn run(
         tracing::info!(conn = %tag, code = ending.code, "disconnect");
         return;
     };
+    // Declared after the claim's binding would be dropped first: keep it before.
+    let release_check = ReleaseCheck::new(&hub, &server_id);
     while let Event::Frame(text) = session.next().await {
         route(&hub, &claim, text);
     }
     let ending = session.finish().await;
     tracing::info!(conn = %tag, code = ending.code, "disconnect");
-    if hub.shutdown.is_draining() {
-        drop(claim); // its phones were already closed 1001: release now, no grace to wait for
+    let fenced = hub
+        .cluster
+        .as_ref()
+        .is_some_and(|cluster| !cluster.liveness.holds_lease());
+    if hub.shutdown.is_draining() || fenced {
+        drop(claim); // its phones were already closed 1001 (1012): release now, no grace
     } else if claim.release_after(hub.config.grace) {
         tracing::info!(conn = %tag, grace_ms = hub.config.grace.as_millis() as u64, "grace window opened");
     }
+    drop(release_check);
 }
 
 /// Resolves the pre-upgrade claim. On a conflict, pings the holder: if it answers, `conn` is
 /// closed 4409; if not, the holder is taken over (closed 1011 `heartbeat timeout`, its phones
 /// 4404 by the registry). Returns `None` (with `conn` closed) if the claim is refused.
 async fn acquire(
-    hub: &Hub,
+    hub: &Arc<Hub>,
     server_id: &str,
     conn: &Arc<Endpoint>,
-    first: Result<ServerClaim<Endpoint>, RegistryError>,
+    first: Claiming,
 ) -> Option<ServerClaim<Endpoint>> {
     let tag = hub.logs.conn(conn.conn_id());
     let mut attempt = first;
     for _ in 0..3 {
         let error = match attempt {
-            Ok(claim) => {
+            Claiming::Registry(Ok(claim)) => {
                 hub.metrics.upgrade(EndpointLabel::Server, Outcome::Ok);
                 return Some(claim);
             }
-            Err(error) => error,
+            Claiming::Registry(Err(error)) => error,
+            Claiming::Elsewhere { owner, revision } => {
+                let Some(cluster) = hub.cluster.as_ref() else {
+                    return unreachable_cluster(hub, conn);
+                };
+                tracing::info!(conn = %tag, owner = %owner, "conflict: asking the owning instance");
+                match claims::ask_owner(hub, cluster, server_id, &owner, revision).await {
+                    Decision::Conflict => {
+                        return refuse(hub, conn, RegistryError::ServerIdConflict);
+                    }
+                    Decision::Free => {
+                        attempt = match join::claim_again(hub, server_id, conn).await {
+                            Some(attempt) => attempt,
+                            None => return unreachable_cluster(hub, conn),
+                        };
+                        continue;
+                    }
+                    Decision::Unreachable => return unreachable_owner(hub, conn),
+                }
+            }
         };
         if error != RegistryError::ServerIdConflict {
             return refuse(hub, conn, error);
         }
         let Some(holder) = hub.registry.binary_for(server_id) else {
-            attempt = join::claim(hub, server_id, conn); // released meanwhile: claim again
+            // Released meanwhile: claim again.
+            attempt = match join::claim_again(hub, server_id, conn).await {
+                Some(attempt) => attempt,
+                None => return unreachable_cluster(hub, conn),
+            };
             continue;
         };
         tracing::info!(conn = %tag, holder = %hub.logs.conn(holder.conn_id()), "conflict: probing holder");
@@ -91,18 +120,43 @@ async fn acquire(
                 return Some(claim);
             }
             // The holder changed meanwhile: look again.
-            Err(RegistryError::ServerIdConflict) => attempt = join::claim(hub, server_id, conn),
+            Err(RegistryError::ServerIdConflict) => {
+                attempt = match join::claim_again(hub, server_id, conn).await {
+                    Some(attempt) => attempt,
+                    None => return unreachable_cluster(hub, conn),
+                };
+            }
             Err(error) => return refuse(hub, conn, error),
         }
     }
     refuse(hub, conn, RegistryError::ServerIdConflict)
 }
 
-/// Whether the holder of a conflicting claim answers a ping within the probe timeout.
+/// Whether the holder of a conflicting claim answers a ping within the probe timeout (a binary
+/// is always local).
 async fn probe(hub: &Hub, holder: &Endpoint) -> bool {
-    match holder {
-        Endpoint::Local(local) => local.probe(hub.config.probe_timeout).await,
+    match holder.as_local() {
+        Some(local) => local.probe(hub.config.probe_timeout).await,
+        None => false,
     }
+}
+
+/// Cluster mode, after the upgrade: the directory could not decide a claim again.
+fn unreachable_cluster(hub: &Hub, conn: &Endpoint) -> Option<ServerClaim<Endpoint>> {
+    tracing::info!(conn = %hub.logs.conn(conn.conn_id()), "claim undecided: cluster unavailable");
+    hub.metrics
+        .upgrade(EndpointLabel::Server, Outcome::ClusterUnavailable);
+    conn.close(CloseReason::ClusterConnectionLost);
+    None
+}
+
+/// Cluster mode, after the upgrade: the owning instance neither answered nor lost its lease.
+fn unreachable_owner(hub: &Hub, conn: &Endpoint) -> Option<ServerClaim<Endpoint>> {
+    tracing::info!(conn = %hub.logs.conn(conn.conn_id()), "claim undecided: the owning instance is unreachable");
+    hub.metrics
+        .upgrade(EndpointLabel::Server, Outcome::ClusterUnavailable);
+    conn.close(CloseReason::LinkLost);
+    None
 }
 
 fn refuse(hub: &Hub, conn: &Endpoint, error: RegistryError) -> Option<ServerClaim<Endpoint>> {

@@ -2,7 +2,8 @@
 //! (`RELAY_LISTEN`, `RELAY_GRACE`, …), every default the protocol's, durations in humantime
 //! (`30s`, `500ms`, `2m`, `1h 30m`). `relay --help` shows each flag with its default and variable.
 
-use crate::config::{ClientIpSource, RelayConfig};
+use crate::cluster::InstanceId;
+use crate::config::{ClientIpSource, ClusterConfig, RelayConfig};
 use crate::logging::LogFormat;
 use clap::Parser;
 use std::net::SocketAddr;
@@ -10,7 +11,8 @@ use std::time::Duration;
 
 /// A WebSocket relay between binaries (desktop daemons, on /v1/server) and their phones (on
 /// /v1/client): one binary per server-id, first claim wins, up to --max-phones phones each.
-/// Single instance, in memory.
+/// Single instance, in memory; with --cluster, one of several instances that act as one
+/// through NATS.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "relay", version, about, long_about = None)]
 pub struct Args {
@@ -53,6 +55,29 @@ pub struct Args {
     /// Largest incoming frame in bytes; larger ones close the connection with 1009.
     #[arg(long, env = "RELAY_MAX_FRAME", default_value_t = 256 * 1024)]
     pub max_frame: usize,
+    /// Cluster mode: the NATS server (JetStream on) through which several instances act as one,
+    /// e.g. nats://127.0.0.1:4222. Absent: a single instance, in memory, no NATS.
+    #[arg(long, env = "RELAY_CLUSTER", value_name = "URL")]
+    pub cluster: Option<String>,
+    /// Cluster mode: this instance's name, unique in the cluster (letters, digits, '-', '_';
+    /// default: the host name plus a random suffix).
+    #[arg(long, env = "RELAY_INSTANCE_ID", value_name = "NAME", value_parser = parse_instance_id, requires = "cluster")]
+    pub instance_id: Option<InstanceId>,
+    /// Cluster mode: the liveness lease, whole seconds. An instance that dies is noticed within
+    /// the lease plus a quarter; one cut off from NATS closes everything 1012 before then.
+    #[arg(long, env = "RELAY_CLUSTER_LEASE", default_value = "10s", value_parser = parse_lease)]
+    pub cluster_lease: Duration,
+}
+
+fn parse_instance_id(text: &str) -> Result<InstanceId, String> {
+    InstanceId::new(text).map_err(|error| error.to_string())
+}
+
+/// A lease: a whole number of seconds, at least one (the server's TTL granularity).
+fn parse_lease(text: &str) -> Result<Duration, String> {
+    let lease = parse_duration(text)?;
+    crate::cluster::LeaseTiming::new(lease).map_err(|error| format!("`{text}`: {error}"))?;
+    Ok(lease)
 }
 
 /// `--metrics-listen`: an address, or `off`.
@@ -122,8 +147,19 @@ impl Args {
             heartbeat: self.heartbeat,
             probe_timeout: self.probe_timeout,
             max_frame: self.max_frame,
+            cluster: self.cluster.as_ref().map(|url| ClusterConfig {
+                lease: self.cluster_lease,
+                ..ClusterConfig::new(url.clone(), self.instance())
+            }),
             ..RelayConfig::default()
         }
+    }
+
+    /// The instance id: `--instance-id`, or the host name plus a random suffix.
+    fn instance(&self) -> InstanceId {
+        self.instance_id
+            .clone()
+            .unwrap_or_else(|| InstanceId::generate(&gethostname::gethostname().to_string_lossy()))
     }
 }
 
@@ -150,6 +186,49 @@ mod tests {
         assert_eq!(config.heartbeat, protocol.heartbeat);
         assert_eq!(config.probe_timeout, protocol.probe_timeout);
         assert_eq!(config.max_frame, protocol.max_frame);
+        assert!(
+            config.cluster.is_none(),
+            "a single instance unless --cluster"
+        );
+    }
+
+    #[test]
+    fn cluster_flags_make_a_cluster_config_with_a_host_based_default_id() {
+        let args = Args::try_parse_from([
+            "relay",
+            "--cluster",
+            "nats://127.0.0.1:4222",
+            "--cluster-lease",
+            "4s",
+        ])
+        .unwrap();
+        let cluster = args.config().cluster.expect("cluster mode");
+        assert_eq!(cluster.url, "nats://127.0.0.1:4222");
+        assert_eq!(cluster.lease, Duration::from_secs(4));
+        let host = InstanceId::generate(&gethostname::gethostname().to_string_lossy());
+        let prefix = &host.as_str()[..host.as_str().len() - 8];
+        assert!(
+            cluster.instance.as_str().starts_with(prefix),
+            "{}",
+            cluster.instance
+        );
+        let named =
+            Args::try_parse_from(["relay", "--cluster", "nats://x:1", "--instance-id", "web-1"])
+                .unwrap();
+        assert_eq!(named.config().cluster.unwrap().instance.as_str(), "web-1");
+        for bad in [
+            &["relay", "--cluster", "nats://x:1", "--instance-id", "a.b"][..],
+            &[
+                "relay",
+                "--cluster",
+                "nats://x:1",
+                "--cluster-lease",
+                "1500ms",
+            ],
+            &["relay", "--instance-id", "web-1"],
+        ] {
+            assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

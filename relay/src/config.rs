@@ -5,6 +5,7 @@
 //! `127.0.0.1:8080`, with metrics off (the command line's default turns them on at
 //! `127.0.0.1:9090`).
 
+use crate::cluster::{DEFAULT_LEASE, InstanceId};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -98,6 +99,9 @@ pub struct RelayConfig {
     pub drain: Duration,
     /// How long a closing connection waits for the peer's close frame.
     pub close_timeout: Duration,
+    /// Cluster mode: several instances act as one through NATS (see [`ClusterConfig`]);
+    /// `None` is a single instance, in memory, with no NATS.
+    pub cluster: Option<ClusterConfig>,
     /// Fault injection for tests: a frame whose text is exactly this makes its connection task
     /// panic. It is consulted only on the paths that refuse a frame (a phone frame that is not
     /// JSON, a binary frame that is not an envelope), never for a frame that is forwarded. Never
@@ -127,7 +131,48 @@ impl Default for RelayConfig {
             binary_outbox: 16 * 1024 * 1024,
             drain: Duration::from_secs(10),
             close_timeout: Duration::from_secs(2),
+            cluster: None,
             panic_on_frame: None,
+        }
+    }
+}
+
+/// How an instance joins a cluster (`--cluster`, `--instance-id`, `--cluster-lease`).
+///
+/// # Examples
+///
+/// ```
+/// use relay_server::ClusterConfig;
+/// use relay_server::cluster::InstanceId;
+///
+/// let cluster = ClusterConfig::new("nats://127.0.0.1:4222", InstanceId::new("relay-1")?);
+/// assert_eq!(cluster.lease.as_secs(), 10);
+/// # Ok::<(), relay_server::cluster::InvalidInstanceId>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The NATS server (JetStream on), e.g. `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// This instance's name, unique among running instances.
+    pub instance: InstanceId,
+    /// The liveness lease: a whole number of seconds, at least 1. An instance that dies is
+    /// noticed by the others within one lease plus a quarter; one that cannot renew it closes
+    /// everything it holds before anyone may take its ids.
+    pub lease: Duration,
+    /// How long one directory operation or request to another instance may take before it
+    /// counts as unanswered (an upgrade then gets 503).
+    pub request_timeout: Duration,
+}
+
+impl ClusterConfig {
+    /// Joining the cluster at `url` as `instance`, with the default lease (10 s) and a 2 s
+    /// request timeout.
+    pub fn new(url: impl Into<String>, instance: InstanceId) -> Self {
+        ClusterConfig {
+            url: url.into(),
+            instance,
+            lease: DEFAULT_LEASE,
+            request_timeout: Duration::from_secs(2),
         }
     }
 }

@@ -4,9 +4,15 @@
 //! Everything that routes a frame to, or closes, a registered connection goes through
 //! [`Conn::send`] and [`Conn::close`] on this type; only operations that exist for a local
 //! WebSocket alone (the conflict probe's ping, the session's own outbox) reach into
-//! [`LocalConn`]. Another kind of connection (cluster mode's phone on another instance) is
-//! another variant with its own `send` and `close`, and nothing else changes.
+//! [`LocalConn`]. Cluster mode's phone on another instance is the second variant,
+//! [`RemotePhone`], whose `send` and `close` publish down the phone's link: the registry — and
+//! every route and close of the relay — treats both alike. This is why the registry is generic
+//! over its connection type.
+//!
+//! Binaries are always local (a binary's claim lives in the registry of the instance it is
+//! connected to); only phones may be remote.
 
+use crate::cluster::RemotePhone;
 use crate::local::LocalConn;
 use crate::outbox::Origin;
 use relay_registry::{CloseReason, Conn, SendError};
@@ -17,6 +23,27 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 pub enum Endpoint {
     /// A WebSocket connected to this instance.
     Local(LocalConn),
+    /// Cluster mode: a phone connected to another instance, registered here because this
+    /// instance owns its server-id.
+    Remote(RemotePhone),
+}
+
+impl Endpoint {
+    /// The local WebSocket, if this is one.
+    pub fn as_local(&self) -> Option<&LocalConn> {
+        match self {
+            Endpoint::Local(local) => Some(local),
+            Endpoint::Remote(_) => None,
+        }
+    }
+
+    /// The remote phone, if this is one.
+    pub fn as_remote(&self) -> Option<&RemotePhone> {
+        match self {
+            Endpoint::Local(_) => None,
+            Endpoint::Remote(remote) => Some(remote),
+        }
+    }
 }
 
 impl Conn for Endpoint {
@@ -27,12 +54,14 @@ impl Conn for Endpoint {
     fn conn_id(&self) -> &str {
         match self {
             Endpoint::Local(local) => local.id(),
+            Endpoint::Remote(remote) => remote.conn_id(),
         }
     }
 
     fn send(&self, frame: Utf8Bytes) -> Result<(), SendError> {
         match self {
             Endpoint::Local(local) => local.send_text(frame),
+            Endpoint::Remote(remote) => remote.send(frame),
         }
     }
 
@@ -41,6 +70,7 @@ impl Conn for Endpoint {
     fn close(&self, reason: CloseReason) {
         match self {
             Endpoint::Local(local) => local.close_as(reason, Origin::Requested),
+            Endpoint::Remote(remote) => remote.close(reason),
         }
     }
 }

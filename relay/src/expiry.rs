@@ -1,6 +1,6 @@
 //! The grace-expiry task: runs [`Registry::expire_due`] inside the runtime at each deadline (no
 //! reaper thread, no polling), so the phones' closes run on the runtime; counts and logs each
-//! expired server-id.
+//! expired server-id, and in cluster mode deletes its directory entry.
 //!
 //! [`Registry::expire_due`]: relay_registry::Registry::expire_due
 
@@ -14,6 +14,7 @@ pub async fn run(hub: Arc<Hub>) {
     loop {
         let expired = hub.registry.expire_due();
         for window in &expired {
+            crate::clustered::claims::spawn_release_check(&hub, window.server_id());
             hub.metrics.grace_expired();
             tracing::info!(
                 server = %hub.logs.server(window.server_id()),

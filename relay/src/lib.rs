@@ -12,7 +12,7 @@
 //! 2. `routes` — `/healthz`, `/readyz`, 404; for an upgrade: readiness, then `gates` (per-IP
 //!    rate limit → 429, connection cap → 503), then the header checks (→ 400).
 //! 3. `join` — the pre-upgrade decision: the binary's claim or the phone's registration, made
-//!    before the `101` (cluster mode replaces this step).
+//!    before the `101` (in cluster mode through the directory too; see below).
 //! 4. `session` — after `hyper::upgrade::on`, the upgraded stream (wrapped by `loris` to time
 //!    slow messages) is handed to tokio-tungstenite, and one task drives the WebSocket: reads,
 //!    the outbox's writes, heartbeat, slow-loris, bounds, the close handshake. `binary` and
@@ -20,6 +20,15 @@
 //! 5. `outbox` / `local` — what a connection still has to write, bounded in bytes, filled by other
 //!    connections through [`relay_registry::Conn::send`] on the registry's connection type
 //!    `endpoint::Endpoint` (an enum: local WebSockets today, other kinds later).
+//!
+//! # Cluster mode (`RelayConfig::cluster`, `--cluster URL`)
+//!
+//! Several instances act as one relay through NATS: the [`cluster`] building blocks (directory,
+//! liveness, links, remote phones), wired in by `clustered`. The instance where a binary's claim
+//! succeeded owns its id: the binary, its grace window and every phone's registration live in
+//! that instance's registry, a phone connected elsewhere as a `Remote` endpoint
+//! (`endpoint::Endpoint::Remote`, a [`cluster::RemotePhone`]) whose `send` and `close` publish
+//! down its link. Without `--cluster` none of it runs: no NATS, the pipeline above unchanged.
 //!
 //! Around them: `expiry` (grace windows expire in a task of the runtime), `metrics` (every
 //! family in one place, served on its own listener), `logging` (text or JSON; ids only as short
@@ -32,7 +41,9 @@
 //! upgrades get 503; every connection is closed `1001 shutting down` (everyone in the registry
 //! first, before any binary's release could close its phones with another code); the relay waits
 //! for the sessions, at most the drain time; then it stops listening and ends the remaining HTTP
-//! connections.
+//! connections. In cluster mode the phones served for owners elsewhere are closed 1001 with
+//! everyone else, and at the end the instance deletes its directory entries and its liveness
+//! entry, so every id it held is free at once.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -41,6 +52,7 @@ mod binary;
 pub mod cli;
 mod client_ip;
 pub mod cluster;
+mod clustered;
 mod config;
 mod endpoint;
 mod envelope;
@@ -60,11 +72,11 @@ mod proxy;
 mod routes;
 mod session;
 
-pub use config::{ClientIpSource, FRAME_OVERHEAD, RelayConfig};
+pub use config::{ClientIpSource, ClusterConfig, FRAME_OVERHEAD, RelayConfig};
 pub use logging::{LogFormat, init as init_logging};
 
 use endpoint::Endpoint;
-use relay_registry::{CloseReason, Config, Conn, Registry};
+use relay_registry::{CloseReason, Config, Conn, Counts, Registry};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -85,6 +97,21 @@ struct Hub {
     shutdown: Shutdown,
     /// Every WebSocket session's task (the drain waits for them).
     sessions: TaskTracker,
+    /// Cluster mode's state (`None`: a single instance).
+    cluster: Option<clustered::Cluster>,
+}
+
+impl Hub {
+    /// This instance's own connections: the registry's counts, less (in cluster mode) the
+    /// phones of other instances registered here, plus this instance's phones registered
+    /// elsewhere.
+    fn own_counts(&self) -> Counts {
+        let counts = self.registry.counts();
+        match &self.cluster {
+            Some(cluster) => cluster.own_counts(counts),
+            None => counts,
+        }
+    }
 }
 
 /// The two stages of shutdown, as cancellation tokens cloned into the tasks that watch them.
@@ -152,11 +179,13 @@ impl Relay {
     }
 }
 
-/// Binds `config.listen` (and `config.metrics_listen`) and starts serving in the background.
+/// Binds `config.listen` (and `config.metrics_listen`) and starts serving in the background; in
+/// cluster mode it first joins the cluster (connects to NATS, takes its lease, opens the
+/// directory, starts its link).
 ///
 /// # Errors
 ///
-/// If an address cannot be bound.
+/// If an address cannot be bound, or (cluster mode) the cluster cannot be joined.
 ///
 /// # Examples
 ///
@@ -192,12 +221,25 @@ pub async fn start(config: RelayConfig) -> io::Result<Relay> {
         config.rate_refill,
         config.max_connections,
     );
+    let cluster = match &config.cluster {
+        Some(settings) => Some(
+            clustered::Cluster::start(settings.clone())
+                .await
+                .map_err(|error| io::Error::other(format!("cannot join the cluster: {error}")))?,
+        ),
+        None => None,
+    };
+    let mut metrics = metrics::Metrics::new();
+    if let Some(cluster) = &cluster {
+        metrics.add_cluster(cluster.metrics.clone());
+        tracing::info!(instance = %cluster.config.instance, "joined the cluster");
+    }
     let hub = Arc::new(Hub {
         registry,
         gates,
         config,
         started: Instant::now(),
-        metrics: metrics::Metrics::new(),
+        metrics,
         logs: logging::LogIds::new(),
         refusals: logging::RefusalLog::new(),
         shutdown: Shutdown {
@@ -205,6 +247,7 @@ pub async fn start(config: RelayConfig) -> io::Result<Relay> {
             stopped: CancellationToken::new(),
         },
         sessions: TaskTracker::new(),
+        cluster,
     });
     let task = AbortOnDropHandle::new(tokio::spawn(run(listener, metrics_listener, hub.clone())));
     Ok(Relay {
@@ -222,6 +265,16 @@ async fn run(listener: TcpListener, metrics_listener: Option<TcpListener>, hub: 
     let _metrics = metrics_listener.map(|listener| {
         AbortOnDropHandle::new(tokio::spawn(metrics::serve(listener, hub.clone())))
     });
+    let _cluster = hub.cluster.as_ref().map(|cluster| {
+        let requests = cluster
+            .take_incoming()
+            .map(|incoming| tokio::spawn(clustered::owner::serve(hub.clone(), incoming)));
+        let fence = tokio::spawn(clustered::fence::watch(hub.clone()));
+        (
+            requests.map(AbortOnDropHandle::new),
+            AbortOnDropHandle::new(fence),
+        )
+    });
     let accepting = AbortOnDropHandle::new(tokio::spawn(listen::serve(listener, hub.clone())));
 
     hub.shutdown.draining.cancelled().await;
@@ -232,6 +285,11 @@ async fn run(listener: TcpListener, metrics_listener: Option<TcpListener>, hub: 
     // a holder) see the draining token.
     for conn in hub.registry.snapshot() {
         conn.close(CloseReason::ShuttingDown);
+    }
+    if let Some(cluster) = &hub.cluster {
+        for phone in cluster.away_phones() {
+            phone.close(CloseReason::ShuttingDown);
+        }
     }
     hub.sessions.close();
     if tokio::time::timeout_at(deadline, hub.sessions.wait())
@@ -248,6 +306,7 @@ async fn run(listener: TcpListener, metrics_listener: Option<TcpListener>, hub: 
     let _ =
         tokio::time::timeout_at(deadline.max(tokio::time::Instant::now()) + slack, accepting).await;
     let _ = tokio::time::timeout(slack, hub.sessions.wait()).await;
+    clustered::fence::stop(&hub).await;
     tracing::info!("stopped");
 }
 

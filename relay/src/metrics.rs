@@ -8,15 +8,18 @@
 //! is one atomic add, no label lookup.
 
 use crate::Hub;
+use crate::cluster::ClusterMetrics;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 use relay_registry::Counts;
 use std::convert::Infallible;
@@ -62,6 +65,9 @@ pub enum Outcome {
     OverCapacity,
     /// HTTP 503: the relay is shutting down (or a binary was refused by shutdown mid-probe).
     ShuttingDown,
+    /// Cluster mode: HTTP 503, this instance is not part of the cluster now or it could not
+    /// decide in time (after the upgrade: a binary closed 1012 or 1011 for the same reason).
+    ClusterUnavailable,
 }
 
 impl Outcome {
@@ -86,6 +92,7 @@ impl Outcome {
             Outcome::RateLimited => "rate_limited",
             Outcome::OverCapacity => "over_capacity",
             Outcome::ShuttingDown => "shutting_down",
+            Outcome::ClusterUnavailable => "cluster_unavailable",
         }
     }
 }
@@ -391,6 +398,20 @@ impl Metrics {
         }
     }
 
+    /// Adds cluster mode's families (`relay_cluster_requests_total{kind, outcome}`,
+    /// `relay_cluster_remote_phones`, `relay_cluster_link_losses_total`), read from `cluster`
+    /// at each scrape, and the upgrades' `cluster_unavailable` outcome.
+    pub fn add_cluster(&mut self, cluster: Arc<ClusterMetrics>) {
+        self.registry
+            .register_collector(Box::new(ClusterCollector(cluster)));
+        for endpoint in EndpointLabel::ALL {
+            drop(self.upgrades.get_or_create(&UpgradeLabels {
+                endpoint: endpoint.as_str(),
+                outcome: Outcome::ClusterUnavailable.as_str(),
+            }));
+        }
+    }
+
     /// Counts an upgrade request's outcome.
     pub fn upgrade(&self, endpoint: EndpointLabel, outcome: Outcome) {
         self.upgrades
@@ -466,6 +487,53 @@ impl Metrics {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ClusterRequestLabels {
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+/// Cluster mode's counters, kept as atomics by the cluster module and encoded at each scrape.
+#[derive(Debug)]
+struct ClusterCollector(Arc<ClusterMetrics>);
+
+impl Collector for ClusterCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        {
+            let mut requests = encoder.encode_descriptor(
+                "relay_cluster_requests",
+                "Requests between instances and to the directory, by kind and outcome (a time-out \
+                 or an absent instance is an answer too, counted as such).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (kind, outcome, count) in self.0.request_counts() {
+                let labels = ClusterRequestLabels {
+                    kind: kind.label(),
+                    outcome: outcome.label(),
+                };
+                ConstCounter::new(count).encode(requests.encode_family(&labels)?)?;
+            }
+        }
+        let remote = encoder.encode_descriptor(
+            "relay_cluster_remote_phones",
+            "Phones connected to other instances and registered with binaries here.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.0.remote_phones()).encode(remote)?;
+        let losses = encoder.encode_descriptor(
+            "relay_cluster_link_losses",
+            "Links between instances (one per remote phone) closed because messages were or may \
+             have been lost: a gap, a slow consumer, a lost NATS connection, a lost instance.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.0.link_losses()).encode(losses)?;
+        Ok(())
+    }
+}
+
 /// Serves `/metrics` on `listener` until the relay stops.
 pub async fn serve(listener: TcpListener, hub: Arc<Hub>) {
     let stopped = hub.shutdown.stopped.clone();
@@ -503,9 +571,7 @@ async fn scrape(
                 hyper::header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )
-            .body(Full::new(Bytes::from(
-                hub.metrics.encode(hub.registry.counts()),
-            )))
+            .body(Full::new(Bytes::from(hub.metrics.encode(hub.own_counts()))))
     } else {
         Response::builder()
             .status(StatusCode::NOT_FOUND)

@@ -2,9 +2,13 @@
 //! and tell that binary when the phone leaves on its own.
 //!
 //! The task holds its `PhoneTicket` for as long as it runs: dropping it (even in a panic unwind)
-//! unregisters the phone, so there is no cleanup path to forget.
+//! unregisters the phone, so there is no cleanup path to forget. In cluster mode a phone whose
+//! id another instance owns holds an [`AwayPhone`] instead: its frames go up the link (waiting
+//! for the link's credit is the same backpressure as waiting for the binary's outbox), and
+//! dropping it ends the link, which unregisters the phone at the owner.
 
 use crate::Hub;
+use crate::clustered::away::{Away, AwayPhone};
 use crate::endpoint::Endpoint;
 use crate::envelope::Wrapper;
 use crate::frame_check::{self, FrameError};
@@ -29,18 +33,7 @@ pub async fn run(
             hub.metrics.upgrade(EndpointLabel::Client, Outcome::Ok);
             ticket
         }
-        Err(error) => {
-            let outcome = match error {
-                RegistryError::NoServer => Outcome::NoServer,
-                RegistryError::PhonesAtCap => Outcome::PhoneCap,
-                _ => Outcome::BadRequest,
-            };
-            hub.metrics.upgrade(EndpointLabel::Client, outcome);
-            tracing::info!(conn = %tag, code = error.code(), "phone refused");
-            local(&conn).close_as(CloseReason::from(error), Origin::Relay);
-            session.finish().await;
-            return;
-        }
+        Err(error) => return refused(&hub, session, error).await,
     };
     tracing::info!(conn = %tag, "phone joined");
     let wrapper = Wrapper::new(conn.conn_id());
@@ -68,6 +61,97 @@ pub async fn run(
     tracing::info!(conn = %tag, code = ending.code, "disconnect");
 }
 
+/// Tells a refused phone its close code.
+async fn refused(hub: &Hub, session: Session, error: RegistryError) {
+    let outcome = match error {
+        RegistryError::NoServer => Outcome::NoServer,
+        RegistryError::PhonesAtCap => Outcome::PhoneCap,
+        _ => Outcome::BadRequest,
+    };
+    hub.metrics.upgrade(EndpointLabel::Client, outcome);
+    tracing::info!(conn = %hub.logs.conn(session.conn().conn_id()), code = error.code(), "phone refused");
+    local(session.conn()).close_as(CloseReason::from(error), Origin::Relay);
+    session.finish().await;
+}
+
+/// Runs a phone's connection whose id another instance owns, until it ends.
+pub async fn run_away(hub: Arc<Hub>, mut session: Session, away: Away) {
+    let phone = match away {
+        Away::Joined(phone) => {
+            hub.metrics.upgrade(EndpointLabel::Client, Outcome::Ok);
+            phone
+        }
+        Away::Refused(error) => return refused(&hub, session, error).await,
+    };
+    let conn = session.conn().clone();
+    let tag = hub.logs.conn(conn.conn_id());
+    tracing::info!(conn = %tag, owner = %phone.up.peer(), "phone joined through another instance");
+    let wrapper = Wrapper::new(session.conn().conn_id());
+    let ending = loop {
+        match session.next().await {
+            Event::Frame(text) => {
+                if let Some(ending) = forward_up(&hub, &mut session, &phone, &wrapper, text).await {
+                    break ending;
+                }
+            }
+            Event::Ended(ending) => break ending,
+            Event::Space => {}
+        }
+    };
+    // The owner tells the binary (if it still holds the id) and unregisters the phone; if the
+    // owner ended the link itself (an eviction, a close directive), this does nothing.
+    phone.up.end(ending.code, "");
+    drop(phone);
+    let ending = session.finish().await;
+    tracing::info!(conn = %tag, code = ending.code, "disconnect");
+}
+
+/// Checks one phone frame; false (with the phone closing) if it is refused.
+fn check(hub: &Hub, session: &Session, text: &Utf8Bytes) -> bool {
+    let Err(error) = frame_check::check(text, hub.config.max_json_depth) else {
+        return true;
+    };
+    if hub.config.panic_on_frame.as_deref() == Some(text.as_str()) {
+        panic!("fault injection: phone task panics mid-stream");
+    }
+    let reason = match error {
+        FrameError::NotJson => CloseReason::InvalidJson,
+        FrameError::TooDeep => CloseReason::JsonTooDeep,
+    };
+    tracing::debug!(conn = %hub.logs.conn(session.conn().conn_id()), ?error, "phone frame refused");
+    local(session.conn()).close_as(reason, Origin::Relay);
+    false
+}
+
+/// Checks one frame of an away phone and sends it, wrapped, up its link; waits (without reading
+/// the phone) while the link has no credit. Returns the phone's ending if it ended meanwhile.
+async fn forward_up(
+    hub: &Hub,
+    session: &mut Session,
+    phone: &AwayPhone,
+    wrapper: &Wrapper,
+    text: Utf8Bytes,
+) -> Option<Ending> {
+    if !check(hub, session, &text) {
+        return None;
+    }
+    let wrapped = Utf8Bytes::from(wrapper.wrap(&text));
+    let len = wrapped.len();
+    loop {
+        match phone.up.try_frame(&wrapped) {
+            Ok(()) => return None,
+            Err(SendError::Full) => {
+                let ready = |cx: &mut std::task::Context<'_>| phone.up.poll_space(len, cx);
+                if let Event::Ended(ending) = session.wait_until(&ready).await {
+                    return Some(ending);
+                }
+            }
+            // The link is over: the phone is being closed.
+            Err(_) => return None,
+        }
+    }
+}
+
 /// The code to report to the binary, if the phone's connection ended on its own (not by the
 /// binary's request, not by eviction, not by shutdown).
 fn notice_code(ending: Ending) -> Option<u16> {
@@ -84,16 +168,7 @@ async fn forward(
     wrapper: &Wrapper,
     text: Utf8Bytes,
 ) -> Option<Ending> {
-    if let Err(error) = frame_check::check(&text, hub.config.max_json_depth) {
-        if hub.config.panic_on_frame.as_deref() == Some(text.as_str()) {
-            panic!("fault injection: phone task panics mid-stream");
-        }
-        let reason = match error {
-            FrameError::NotJson => CloseReason::InvalidJson,
-            FrameError::TooDeep => CloseReason::JsonTooDeep,
-        };
-        tracing::debug!(conn = %hub.logs.conn(ticket.conn().conn_id()), ?error, "phone frame refused");
-        local(session.conn()).close_as(reason, Origin::Relay);
+    if !check(hub, session, &text) {
         return None;
     }
     // Evicted: this phone is being closed.
@@ -107,9 +182,10 @@ async fn forward(
                 return None;
             }
             Err(SendError::Full) => {
-                let event = match &*binary {
-                    Endpoint::Local(binary) => session.wait_for_space(binary, len).await,
+                let Some(binary) = binary.as_local() else {
+                    return None; // a binary is always local: nothing to wait for
                 };
+                let event = session.wait_for_space(binary, len).await;
                 if let Event::Ended(ending) = event {
                     return Some(ending);
                 }

@@ -2,7 +2,8 @@
 //! `/v1/server` (binaries) and `/v1/client` (phones); everything else is 404.
 //!
 //! An upgrade request goes, in order: readiness (503 once shutdown began) → the [gates](crate::gates)
-//! (429 rate limit, 503 connection cap) → the header checks (400: HTTP/1.1, a WebSocket upgrade,
+//! (429 rate limit, 503 connection cap) → in cluster mode, the cluster (503 while this instance
+//! is not connected to NATS or does not hold its lease) → the header checks (400: HTTP/1.1, a WebSocket upgrade,
 //! version 13, each required header present, non-empty and UTF-8, a valid server-id) → the
 //! pre-upgrade decision ([`join::admit`]) → `101`, after which the session task takes the
 //! upgraded connection. Nothing touches the registry before the checks passed.
@@ -48,19 +49,25 @@ pub async fn handle(
         "/v1/client" => Side::Phone,
         _ => return Ok(plain(StatusCode::NOT_FOUND, "not found")),
     };
-    Ok(upgrade(hub, origin, side, req))
+    Ok(upgrade(hub, origin, side, req).await)
 }
 
 /// `/healthz`: counts, version, uptime; gracing binaries are not connected; no per-id detail.
+/// In cluster mode the counts are this instance's own connections, followed by its name and
+/// whether it is part of the cluster now (connected, lease held).
 fn health(hub: &Hub) -> Reply {
-    let counts = hub.registry.counts();
-    let body = json!({
+    let counts = hub.own_counts();
+    let mut body = json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "connected_binaries": counts.binaries,
         "connected_phones": counts.phones,
         "uptime_seconds": hub.started.elapsed().as_secs(),
     });
+    if let (Some(cluster), Some(fields)) = (&hub.cluster, body.as_object_mut()) {
+        fields.insert("instance".into(), cluster.config.instance.as_str().into());
+        fields.insert("cluster".into(), cluster.is_ready().into());
+    }
     Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::CACHE_CONTROL, "no-store")
@@ -68,10 +75,17 @@ fn health(hub: &Hub) -> Reply {
         .expect("a valid response")
 }
 
-/// `/readyz`: 200 while serving, 503 once shutdown began.
+/// `/readyz`: 200 while serving, 503 once shutdown began or (cluster mode) while the cluster
+/// link is down.
 fn ready(hub: &Hub) -> Reply {
     let mut reply = if hub.shutdown.is_draining() {
         plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    } else if hub
+        .cluster
+        .as_ref()
+        .is_some_and(|cluster| !cluster.is_ready())
+    {
+        plain(StatusCode::SERVICE_UNAVAILABLE, "cluster unavailable")
     } else {
         plain(StatusCode::OK, "ready")
     };
@@ -110,6 +124,11 @@ fn refuse(hub: &Hub, side: Side, ip: std::net::IpAddr, refusal: Refused) -> Repl
             Outcome::RateLimited,
             "too many requests",
         ),
+        Refused::Cluster => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Outcome::ClusterUnavailable,
+            "cluster unavailable",
+        ),
         Refused::BadRequest(body) => (StatusCode::BAD_REQUEST, Outcome::BadRequest, body),
         Refused::BadVersion => (
             StatusCode::BAD_REQUEST,
@@ -143,6 +162,8 @@ fn refuse(hub: &Hub, side: Side, ip: std::net::IpAddr, refusal: Refused) -> Repl
 enum Refused {
     ShuttingDown,
     Gate(Refusal),
+    /// Cluster mode: not part of the cluster now, or it could not decide in time.
+    Cluster,
     BadRequest(&'static str),
     BadVersion,
 }
@@ -153,7 +174,7 @@ struct Checked {
     accept: String,
 }
 
-fn upgrade(hub: Arc<Hub>, origin: Origin, side: Side, req: Request<Incoming>) -> Reply {
+async fn upgrade(hub: Arc<Hub>, origin: Origin, side: Side, req: Request<Incoming>) -> Reply {
     let ip = client_ip::client_ip(hub.config.client_ip, origin, req.headers());
     if hub.shutdown.is_draining() {
         return refuse(&hub, side, ip, Refused::ShuttingDown);
@@ -162,11 +183,20 @@ fn upgrade(hub: Arc<Hub>, origin: Origin, side: Side, req: Request<Incoming>) ->
         Ok(permit) => permit,
         Err(refusal) => return refuse(&hub, side, ip, Refused::Gate(refusal)),
     };
+    if hub
+        .cluster
+        .as_ref()
+        .is_some_and(|cluster| !cluster.is_ready())
+    {
+        return refuse(&hub, side, ip, Refused::Cluster);
+    }
     let checked = match check(&hub, side, &req) {
         Ok(checked) => checked,
         Err(refused) => return refuse(&hub, side, ip, refused),
     };
-    let (conn, joined) = join::admit(&hub, side, &checked.server_id);
+    let Ok((conn, joined)) = join::admit(&hub, side, &checked.server_id).await else {
+        return refuse(&hub, side, ip, Refused::Cluster);
+    };
     let tag = hub.logs.conn(relay_registry::Conn::conn_id(&*conn));
     tracing::info!(conn = %tag, %ip, "connect");
     tracing::debug!(conn = %tag, server_id = ?checked.server_id, "connect");
@@ -282,6 +312,7 @@ async fn run_session(
     match joined {
         Joined::Binary(claim) => binary::run(hub, session, server_id, claim).await,
         Joined::Phone(ticket) => phone::run(hub, session, ticket).await,
+        Joined::Away(away) => phone::run_away(hub, session, away).await,
     }
     drop(permit);
 }

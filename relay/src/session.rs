@@ -68,6 +68,9 @@ pub enum Want<'a> {
     /// Room for `len` bytes in this binary's outbox; the peer is not read meanwhile
     /// (backpressure onto this connection's socket).
     Space(&'a LocalConn, usize),
+    /// Until `ready` is ready (room elsewhere: a cluster link's credit); the peer is not read
+    /// meanwhile, as for [`Want::Space`].
+    Ready(&'a (dyn Fn(&mut Context<'_>) -> Poll<()> + Sync)),
 }
 
 /// A running WebSocket connection. See the module docs.
@@ -134,6 +137,15 @@ impl Session {
         poll_fn(|cx| self.poll(cx, Want::Space(binary, len))).await
     }
 
+    /// Waits until `ready` is ready, while still writing this connection's own frames (and
+    /// without reading it); `Event::Ended` if this connection ends first.
+    pub async fn wait_until(
+        &mut self,
+        ready: &(dyn Fn(&mut Context<'_>) -> Poll<()> + Sync),
+    ) -> Event {
+        poll_fn(|cx| self.poll(cx, Want::Ready(ready))).await
+    }
+
     /// Drives the connection until `want` is met or it ends.
     fn poll(&mut self, cx: &mut Context<'_>, want: Want<'_>) -> Poll<Event> {
         loop {
@@ -162,8 +174,14 @@ impl Session {
                         return Poll::Ready(Event::Space);
                     }
                 }
+                Want::Ready(ready) => {
+                    if ready(cx).is_ready() {
+                        self.ws.get_mut().restart_clock(Instant::now());
+                        return Poll::Ready(Event::Space);
+                    }
+                }
             }
-            if self.poll_timer(cx, matches!(want, Want::Space(..))) {
+            if self.poll_timer(cx, !matches!(want, Want::Frame)) {
                 continue;
             }
             return Poll::Pending;
@@ -393,9 +411,9 @@ impl Session {
     }
 }
 
-/// The local connection of a session's endpoint: a session only ever runs a local WebSocket.
+/// The local connection of a session's endpoint: a session only ever runs a local WebSocket
+/// (it is made from one in `routes`).
 pub fn local(conn: &Endpoint) -> &LocalConn {
-    match conn {
-        Endpoint::Local(local) => local,
-    }
+    conn.as_local()
+        .expect("a session runs a local WebSocket, never a remote phone")
 }

@@ -255,6 +255,7 @@ async fn requests_time_out_or_find_no_responders_and_both_are_answers() {
     let b = instance(&server, "relay-b", TEST_LEASE).await;
     let probe = Request::Probe {
         server_id: "srv".into(),
+        revision: 1,
     };
     let ghost = InstanceId::new("relay-ghost").unwrap();
     let bounded = |call| tokio::time::timeout(PATIENCE, call);
@@ -739,6 +740,7 @@ async fn nats_restarting_loses_every_link_then_instances_reconnect_with_nothing_
     let a_id = a.liveness.instance().clone();
     let probe = Request::Probe {
         server_id: "srv".into(),
+        revision: 1,
     };
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
@@ -746,7 +748,7 @@ async fn nats_restarting_loses_every_link_then_instances_reconnect_with_nothing_
         let answer = async {
             let waiting = tokio::time::timeout(Duration::from_secs(1), a.incoming.recv());
             if let Ok(Some(incoming)) = waiting.await {
-                incoming.respond(Reply::NotHeld).await;
+                incoming.respond(Reply::Released).await;
             }
         };
         if tokio::join!(ask, answer).0.is_ok() {

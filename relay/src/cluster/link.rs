@@ -35,6 +35,19 @@
 //! (backpressure onto the phone's socket, for P's phone task). One publisher task for all links
 //! keeps every link's messages in the order they were numbered.
 //!
+//! # Flow control up to the owner
+//!
+//! The owner hands a remote phone's frames to the binary's outbox, which may be full; the
+//! dispatcher must not wait for it (it serves every link), and dropping the frame would be a
+//! silent loss. So the up direction is flow-controlled by credit, as a local phone is by the
+//! binary's outbox: the phone's instance may have at most [`LinkSettings::window`] bytes sent
+//! that the owner has not yet reported handed on ([`Outbound::grant`], reported in batches of a
+//! quarter window by an unnumbered `Credit` message carrying the running total); past it,
+//! [`Outbound::try_frame`] refuses with [`SendError::Full`] and the phone's task stops reading
+//! the phone until credit returns ([`Outbound::poll_space`]). The owner thus never holds more
+//! than one window (plus one frame) of a link's frames that it could not hand on yet. A lost
+//! `Credit` can only be lost with everything else ([`Trouble`]), which loses the link anyway.
+//!
 //! # Requests
 //!
 //! [`Link::request`] sends a [`Request`] to the instance that must decide and waits at most
@@ -52,13 +65,15 @@ use crate::FRAME_OVERHEAD;
 use async_nats::{RequestErrorKind, Subject};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use relay_registry::SendError;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -90,6 +105,10 @@ pub struct LinkSettings {
     pub outbox_bytes: usize,
     /// How long a request waits for its reply.
     pub request_timeout: Duration,
+    /// Bytes of up frames (each costing its length + 64) a phone's instance may have sent that
+    /// the owner has not yet handed on to the binary (default 1 MiB); past it the phone waits.
+    /// Every instance of a cluster must use the same window.
+    pub window: usize,
 }
 
 impl Default for LinkSettings {
@@ -97,6 +116,7 @@ impl Default for LinkSettings {
         LinkSettings {
             outbox_bytes: 4 * 1024 * 1024,
             request_timeout: Duration::from_secs(5),
+            window: 1024 * 1024,
         }
     }
 }
@@ -165,6 +185,10 @@ struct Shared {
     /// Lost links whose sinks the dispatcher must tell (it alone calls sinks, so a sink sees
     /// its link's messages and its loss in one order).
     lost: mpsc::UnboundedSender<Arc<LinkState>>,
+    /// Peers whose lease ended, for the dispatcher to lose their links once it has delivered
+    /// every message already received from them (a peer that leaves gracefully ends its links
+    /// before its lease: those ends must not be overtaken by the loss).
+    peer_lost: mpsc::UnboundedSender<Owner>,
 }
 
 #[derive(Default)]
@@ -183,14 +207,66 @@ struct LinkState {
     /// The peer's id for the link, once known.
     remote: OnceLock<LinkId>,
     subject: Subject,
-    sink: OnceLock<Arc<dyn Inbound>>,
+    /// Taken (dropped) once the link is over at this end: a sink may own what owns this
+    /// state (the owner's sink owns the registry ticket of the remote phone whose `Conn` owns
+    /// the outbound), so keeping it would be a reference cycle.
+    sink: Mutex<Option<Arc<dyn Inbound>>>,
+    /// A sink was given (an owner's outbound without one was never activated).
+    activated: AtomicBool,
     /// Next expected number of the receiving direction.
     recv_next: AtomicU64,
     send: Mutex<SendState>,
     queued: AtomicUsize,
     space: Notify,
+    /// The one task that polls for space ([`Outbound::poll_space`]).
+    space_waker: AtomicWaker,
+    /// The credit window of the sending direction (at a phone's instance), if any.
+    window: Option<u64>,
+    /// Cost of the frames sent in this direction so far.
+    sent_cost: AtomicU64,
+    /// Cost of those the peer reported handed on.
+    acked_cost: AtomicU64,
+    /// Receiving direction: cost handed on so far, and the part of it already reported.
+    granted: Mutex<(u64, u64)>,
     /// Torn down (ended, lost): nothing more is sent or delivered.
     over: AtomicBool,
+}
+
+impl LinkState {
+    fn sink(&self) -> Option<Arc<dyn Inbound>> {
+        self.sink.lock().clone()
+    }
+
+    fn set_sink(&self, sink: Arc<dyn Inbound>) {
+        *self.sink.lock() = Some(sink);
+        self.activated.store(true, Ordering::Release);
+    }
+
+    fn take_sink(&self) -> Option<Arc<dyn Inbound>> {
+        self.sink.lock().take()
+    }
+
+    /// Wakes whoever waits for room to send.
+    fn wake_senders(&self) {
+        self.space.notify_waiters();
+        self.space_waker.wake();
+    }
+
+    /// Whether a frame costing `cost` may be sent now (queue bound and credit window).
+    fn fits(&self, cost: usize, bound: usize) -> bool {
+        let queued = self.queued.load(Ordering::Acquire);
+        if queued > 0 && queued + cost > bound {
+            return false;
+        }
+        match self.window {
+            Some(window) => {
+                let sent = self.sent_cost.load(Ordering::Acquire);
+                let acked = self.acked_cost.load(Ordering::Acquire);
+                sent.saturating_sub(acked) < window
+            }
+            None => true,
+        }
+    }
 }
 
 struct SendState {
@@ -198,11 +274,15 @@ struct SendState {
     ended: bool,
 }
 
-struct Outgoing {
-    subject: Subject,
-    body: Bytes,
-    /// The link whose budget the message uses, and its cost.
-    charge: Option<(Arc<LinkState>, usize)>,
+enum Outgoing {
+    Message {
+        subject: Subject,
+        body: Bytes,
+        /// The link whose budget the message uses, and its cost.
+        charge: Option<(Arc<LinkState>, usize)>,
+    },
+    /// Everything queued before it was handed to the client.
+    Marker(oneshot::Sender<()>),
 }
 
 impl Link {
@@ -237,6 +317,7 @@ impl Link {
         nats.sync(settings.request_timeout).await?;
         let (publisher, outgoing) = mpsc::unbounded_channel();
         let (lost, lost_rx) = mpsc::unbounded_channel();
+        let (peer_lost, peer_lost_rx) = mpsc::unbounded_channel();
         let (incoming_tx, incoming) = mpsc::channel(1024);
         let trouble = nats.trouble();
         let peers = liveness.peers();
@@ -252,9 +333,10 @@ impl Link {
             next_id: AtomicU64::new(random_u64() >> 1),
             publisher,
             lost,
+            peer_lost,
         });
         let tasks = vec![
-            tokio::spawn(shared.clone().dispatch(links, lost_rx)),
+            tokio::spawn(shared.clone().dispatch(links, lost_rx, peer_lost_rx)),
             tokio::spawn(shared.clone().serve_requests(requests, incoming_tx)),
             tokio::spawn(shared.clone().publish(outgoing)),
             tokio::spawn(shared.clone().watch_trouble(trouble, peers)),
@@ -269,7 +351,42 @@ impl Link {
     /// [`RequestError::TimedOut`], [`RequestError::NoResponders`] (nobody listens: the instance
     /// is gone), [`RequestError::Failed`].
     pub async fn request(&self, to: &InstanceId, request: &Request) -> Result<Reply, RequestError> {
-        self.shared.request(to, request).await
+        let timeout = self.shared.settings.request_timeout;
+        self.shared.request(to, request, timeout).await
+    }
+
+    /// As [`request`](Self::request), but waiting at most `timeout` (a probe, which waits for
+    /// the owner's own ping of its binary, needs longer than the request timeout).
+    ///
+    /// # Errors
+    ///
+    /// As [`request`](Self::request).
+    pub async fn request_within(
+        &self,
+        to: &InstanceId,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Reply, RequestError> {
+        self.shared.request(to, request, timeout).await
+    }
+
+    /// Waits until every message queued so far (frames, ends, losses) was handed to NATS and
+    /// the server processed it ([`Nats::sync`]): what graceful shutdown does before it lets
+    /// go of the connection.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::TimedOut`] after `limit`, or a NATS error.
+    pub async fn flush(&self, limit: Duration) -> Result<(), ClusterError> {
+        let (done, handed) = oneshot::channel();
+        let _ = self.shared.publisher.send(Outgoing::Marker(done));
+        let started = tokio::time::Instant::now();
+        tokio::time::timeout(limit, handed)
+            .await
+            .map_err(|_| ClusterError::TimedOut)?
+            .map_err(|_| ClusterError::Nats("the link stopped".into()))?;
+        let left = limit.saturating_sub(started.elapsed());
+        self.shared.nats.sync(left).await
     }
 
     /// Registers a phone connected here (conn-id `conn_id`, joining `server_id`) with `owner`,
@@ -293,8 +410,10 @@ impl Link {
             .liveness
             .owner()
             .ok_or(RequestError::NotLeased)?;
-        let state = self.shared.new_state(owner.clone());
-        state.sink.set(sink).ok();
+        let state = self
+            .shared
+            .new_state(owner.clone(), Some(self.shared.settings.window as u64));
+        state.set_sink(sink);
         self.shared.links.lock().insert(state.id, state.clone());
         // Undoes the registration unless it completes, also when this future is dropped
         // half-way (the caller was cancelled).
@@ -309,7 +428,11 @@ impl Link {
             from: from.encode(),
             link: state.id,
         };
-        let reply = self.shared.request(&owner.instance, &request).await;
+        let timeout = self.shared.settings.request_timeout;
+        let reply = self
+            .shared
+            .request(&owner.instance, &request, timeout)
+            .await;
         match reply {
             Ok(Reply::Registered { link }) => {
                 state.remote.set(link).ok();
@@ -350,7 +473,7 @@ impl Link {
     ) -> Result<(Accepting, Outbound), RequestError> {
         let peer = Owner::decode(peer.as_bytes())
             .ok_or_else(|| RequestError::Failed("malformed peer".into()))?;
-        let state = self.shared.new_state(peer);
+        let state = self.shared.new_state(peer, None);
         state.remote.set(remote).ok();
         let outbound = Outbound {
             shared: self.shared.clone(),
@@ -372,6 +495,13 @@ impl Link {
     /// Links currently open at this instance (both ends' kinds).
     pub fn open_links(&self) -> usize {
         self.shared.links.lock().len()
+    }
+
+    /// Stops the link's tasks (as dropping it does): nothing more is received or published.
+    pub fn stop(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -441,8 +571,9 @@ impl Accepting {
                 self.state.over.store(true, Ordering::Release);
                 return Err(RequestError::TimedOut);
             }
-            self.state.sink.set(sink).ok();
+            self.state.set_sink(sink);
             if self.state.over.load(Ordering::Acquire) {
+                drop(self.state.take_sink());
                 // Ended before it began (the registry evicted the phone already; its close is
                 // on its way to the asker): nothing will arrive for it.
                 return Ok(());
@@ -480,10 +611,12 @@ impl Outbound {
         if send.ended || self.state.over.load(Ordering::Acquire) {
             return Err(SendError::Closed);
         }
-        let queued = self.state.queued.load(Ordering::Acquire);
-        if queued > 0 && queued + cost > self.shared.settings.outbox_bytes {
+        if !self.state.fits(cost, self.shared.settings.outbox_bytes) {
             return Err(SendError::Full);
         }
+        self.state
+            .sent_cost
+            .fetch_add(cost as u64, Ordering::AcqRel);
         let remote = *self
             .state
             .remote
@@ -502,6 +635,54 @@ impl Outbound {
             Some((self.state.clone(), cost)),
         );
         Ok(())
+    }
+
+    /// Ready once a frame of `len` bytes may be sent ([`try_frame`](Self::try_frame) would not
+    /// refuse it as full), or once the link is over; otherwise the task is woken when that may
+    /// have changed. One task at a time may poll (the phone's own).
+    pub fn poll_space(&self, len: usize, cx: &mut Context<'_>) -> Poll<()> {
+        self.state.space_waker.register(cx.waker());
+        let over = self.state.over.load(Ordering::Acquire) || self.state.send.lock().ended;
+        if over
+            || self
+                .state
+                .fits(len + FRAME_OVERHEAD, self.shared.settings.outbox_bytes)
+        {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Tells the other end that `frame`, one it sent on this link, was handed on (the owner
+    /// calls it once the binary's outbox took the frame), giving back its window credit.
+    /// Reported in batches of a quarter window. Never blocks.
+    pub fn grant(&self, frame: &Utf8Bytes) {
+        let cost = (frame.len() + FRAME_OVERHEAD) as u64;
+        let batch = (self.shared.settings.window as u64 / 4).max(1);
+        let report = {
+            let mut granted = self.state.granted.lock();
+            granted.0 += cost;
+            (granted.0 - granted.1 >= batch).then(|| {
+                granted.1 = granted.0;
+                granted.0
+            })
+        };
+        let (Some(consumed), Some(&remote)) = (report, self.state.remote.get()) else {
+            return;
+        };
+        if self.state.over.load(Ordering::Acquire) {
+            return;
+        }
+        let message = LinkMessage::Credit {
+            link: remote,
+            consumed,
+        };
+        self.shared.enqueue(
+            self.state.subject.clone(),
+            wire::encode_link(&message, b""),
+            None,
+        );
     }
 
     /// Sends `frame`, waiting while the link's queue is over its bound (backpressure).
@@ -546,7 +727,9 @@ impl Outbound {
         );
         drop(send);
         self.shared.links.lock().remove(&self.state.id);
-        self.state.space.notify_waiters();
+        self.state.wake_senders();
+        // Over at this end: nothing will reach the sink any more.
+        drop(self.state.take_sink());
     }
 
     /// Whether the link is still open at this end.
@@ -566,7 +749,7 @@ impl Drop for Outbound {
         if send.ended {
             return;
         }
-        if self.state.sink.get().is_none() {
+        if !self.state.activated.load(Ordering::Acquire) {
             // An owner's outbound whose registration was refused and never activated: the
             // asker learns the refusal from the reply, so the link ends without a word.
             send.ended = true;
@@ -579,14 +762,15 @@ impl Drop for Outbound {
 }
 
 impl Shared {
-    fn new_state(&self, peer: Owner) -> Arc<LinkState> {
+    fn new_state(&self, peer: Owner, window: Option<u64>) -> Arc<LinkState> {
         let subject = Subject::from(wire::link_subject(peer.instance.as_str()));
         Arc::new(LinkState {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             peer,
             remote: OnceLock::new(),
             subject,
-            sink: OnceLock::new(),
+            sink: Mutex::new(None),
+            activated: AtomicBool::new(false),
             recv_next: AtomicU64::new(1),
             send: Mutex::new(SendState {
                 next: 1,
@@ -594,26 +778,34 @@ impl Shared {
             }),
             queued: AtomicUsize::new(0),
             space: Notify::new(),
+            space_waker: AtomicWaker::new(),
+            window,
+            sent_cost: AtomicU64::new(0),
+            acked_cost: AtomicU64::new(0),
+            granted: Mutex::new((0, 0)),
             over: AtomicBool::new(false),
         })
     }
 
     fn enqueue(&self, subject: Subject, body: Bytes, charge: Option<(Arc<LinkState>, usize)>) {
         // The publisher task lives as long as `Shared`; a send error means we are stopping.
-        let _ = self.publisher.send(Outgoing {
+        let _ = self.publisher.send(Outgoing::Message {
             subject,
             body,
             charge,
         });
     }
 
-    async fn request(&self, to: &InstanceId, request: &Request) -> Result<Reply, RequestError> {
+    async fn request(
+        &self,
+        to: &InstanceId,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Reply, RequestError> {
         let kind = match request {
             Request::Register { .. } => RequestKind::Register,
             Request::Probe { .. } => RequestKind::Probe,
-            Request::Handover { .. } => RequestKind::Handover,
         };
-        let timeout = self.settings.request_timeout;
         let asking = self.nats.client().send_request(
             wire::rpc_subject(to.as_str()),
             async_nats::Request::new()
@@ -651,7 +843,7 @@ impl Shared {
         }
         self.links.lock().remove(&state.id);
         state.send.lock().ended = true;
-        state.space.notify_waiters();
+        state.wake_senders();
         self.metrics.link_lost();
         if let (true, Some(&remote)) = (tell, state.remote.get()) {
             let message = LinkMessage::Lost { link: remote };
@@ -661,7 +853,7 @@ impl Shared {
                 None,
             );
         }
-        if state.sink.get().is_some() {
+        if state.activated.load(Ordering::Acquire) {
             let _ = self.lost.send(state.clone());
         }
     }
@@ -685,12 +877,16 @@ impl Shared {
         self: Arc<Self>,
         mut messages: async_nats::Subscriber,
         mut lost: mpsc::UnboundedReceiver<Arc<LinkState>>,
+        mut peer_lost: mpsc::UnboundedReceiver<Owner>,
     ) {
         loop {
+            // Messages before a peer's loss: what it sent before its lease ended (its
+            // graceful ends) was read from the socket before the lease's end was, so it is
+            // already queued here when the loss arrives.
             let message = tokio::select! {
                 biased;
                 Some(state) = lost.recv() => {
-                    if let Some(sink) = state.sink.get() {
+                    if let Some(sink) = state.take_sink() {
                         sink.lost();
                     }
                     continue;
@@ -699,6 +895,10 @@ impl Shared {
                     Some(message) => message,
                     None => return,
                 },
+                Some(owner) = peer_lost.recv() => {
+                    self.lose_where(|state| state.peer == owner);
+                    continue;
+                }
             };
             let Ok((header, frame)) = wire::decode_link(&message.payload) else {
                 tracing::warn!("malformed link message dropped");
@@ -715,7 +915,7 @@ impl Shared {
                             if state.over.load(Ordering::Acquire) {
                                 continue;
                             }
-                            if let Some(sink) = state.sink.get() {
+                            if let Some(sink) = state.sink() {
                                 sink.frame(frame);
                             }
                         }
@@ -740,8 +940,8 @@ impl Shared {
                     }
                     self.links.lock().remove(&state.id);
                     state.send.lock().ended = true;
-                    state.space.notify_waiters();
-                    if let Some(sink) = state.sink.get() {
+                    state.wake_senders();
+                    if let Some(sink) = state.take_sink() {
                         sink.ended(code, reason);
                     }
                 }
@@ -751,6 +951,12 @@ impl Shared {
                     }
                 }
                 LinkMessage::Abandoned { from, link } => self.abandoned(from, link),
+                LinkMessage::Credit { link, consumed } => {
+                    if let Some(state) = self.live(link) {
+                        state.acked_cost.fetch_max(consumed, Ordering::AcqRel);
+                        state.wake_senders();
+                    }
+                }
             }
         }
     }
@@ -835,10 +1041,21 @@ impl Shared {
     async fn publish(self: Arc<Self>, mut outgoing: mpsc::UnboundedReceiver<Outgoing>) {
         let client = self.nats.client().clone();
         while let Some(message) = outgoing.recv().await {
-            let published = client.publish(message.subject, message.body).await;
-            if let Some((state, cost)) = message.charge {
+            let (subject, body, charge) = match message {
+                Outgoing::Message {
+                    subject,
+                    body,
+                    charge,
+                } => (subject, body, charge),
+                Outgoing::Marker(done) => {
+                    let _ = done.send(());
+                    continue;
+                }
+            };
+            let published = client.publish(subject, body).await;
+            if let Some((state, cost)) = charge {
                 state.queued.fetch_sub(cost, Ordering::AcqRel);
-                state.space.notify_waiters();
+                state.wake_senders();
                 if published.is_err() {
                     self.lose(&state, false);
                 }
@@ -863,7 +1080,9 @@ impl Shared {
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 event = peers.recv() => match event {
-                    Ok(PeerEvent::Lost(owner)) => self.lose_where(|state| state.peer == owner),
+                    Ok(PeerEvent::Lost(owner)) => {
+                        let _ = self.peer_lost.send(owner);
+                    }
                     Ok(PeerEvent::Alive(_)) => {}
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         let alive = self.liveness.live_peers();

@@ -17,10 +17,9 @@ pub enum RequestKind {
     Lookup,
     /// Link: register a phone with the instance that owns its id.
     Register,
-    /// Link: ask the owner whether the id's binary is alive.
+    /// Link: ask the owner to decide a claim of an id it holds (its binary alive: conflict;
+    /// otherwise it lets go).
     Probe,
-    /// Link: ask the owner to end its tenure so that the id can move.
-    Handover,
 }
 
 /// How a cluster request ended: the `outcome` label.
@@ -38,14 +37,13 @@ pub enum RequestOutcome {
 
 impl RequestKind {
     /// Every kind, in label order.
-    pub const ALL: [RequestKind; 7] = [
+    pub const ALL: [RequestKind; 6] = [
         RequestKind::Claim,
         RequestKind::Move,
         RequestKind::Release,
         RequestKind::Lookup,
         RequestKind::Register,
         RequestKind::Probe,
-        RequestKind::Handover,
     ];
 
     /// The label value.
@@ -57,7 +55,6 @@ impl RequestKind {
             RequestKind::Lookup => "lookup",
             RequestKind::Register => "register",
             RequestKind::Probe => "probe",
-            RequestKind::Handover => "handover",
         }
     }
 }
@@ -99,7 +96,7 @@ const OUTCOMES: usize = RequestOutcome::ALL.len();
 /// assert_eq!(metrics.requests(RequestKind::Claim, RequestOutcome::Answered), 1);
 /// assert_eq!(metrics.link_losses(), 1);
 /// let families: Vec<_> = metrics.request_counts().collect();
-/// assert_eq!(families.len(), 7 * 4);
+/// assert_eq!(families.len(), 6 * 4);
 /// ```
 #[derive(Debug, Default)]
 pub struct ClusterMetrics {

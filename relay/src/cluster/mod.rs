@@ -45,58 +45,53 @@
 //!     Claim::Claimed(_revision) => { /* claim in the local registry; keep the revision */ }
 //!     Claim::Ours(_revision) => { /* the local registry decides, as on one instance */ }
 //!     Claim::HeldBy { owner, revision } => {
-//!         let probe = Request::Probe { server_id: "srv-1".into() };
+//!         let probe = Request::Probe { server_id: "srv-1".into(), revision: revision.0 };
 //!         match link.request(&owner.instance, &probe).await {
 //!             Ok(Reply::Alive) => { /* 4409 */ }
-//!             Ok(_) => { /* handover, then directory.move_to_me("srv-1", revision) */ }
-//!             Err(_) => { /* 503: no answer is an answer */ }
+//!             Ok(_) => { /* the owner let go and deleted its entry: claim again */ }
+//!             Err(_) => { /* no answer is an answer: wait for its lease to end */ }
 //!         }
 //!     }
 //! }
 //! // ... and serves the requests addressed to it.
 //! while let Some(request) = incoming.recv().await {
-//!     request.respond(Reply::NotHeld).await;
+//!     request.respond(Reply::Released).await;
 //! }
 //! # Ok(())
 //! # }
 //! ```
 //!
 //! Start-up (`--cluster URL`): [`Nats::connect`], [`Liveness::start`], [`Directory::open`],
-//! [`Link::start`]; serve the [`Incoming`] requests in a task.
+//! [`Link::start`]; serve the [`Incoming`] requests in a task. The relay's wiring (its
+//! `clustered` module) does the rest:
 //!
 //! - **A binary's claim on instance A, before the 101.** [`Directory::claim`]:
-//!   [`Claim::Claimed`] → claim in the local registry (the id is ours; keep the revision for the
-//!   release); [`Claim::Ours`] → the local registry decides (conflict, reclaim, takeover) as on
-//!   one instance; [`Claim::HeldBy`] → [`Request::Probe`] to the owner: [`Reply::Alive`] → 4409;
-//!   [`Reply::NotHeld`] or a dead holder → [`Request::Handover`], then on [`Reply::Released`]
-//!   or [`Reply::NotHeld`] [`Directory::move_to_me`] with the revision read ([`Move::Stale`] →
-//!   claim again). [`RequestError::NoResponders`] means the owner is gone: its lease is about to
-//!   end, answer 503 (or retry the claim once it has). A [`ClusterError`] answers 503.
-//! - **The owner answering.** [`Request::Probe`]: ping the holder as for a local conflict.
-//!   [`Request::Handover`]: end the tenure (takeover: holder 1011, phones 4404; reclaim during
-//!   grace: phones 4404), then reply [`Reply::Released`] — it no longer delivers anything for the
-//!   id before the claimant's move can succeed. [`Request::Register`]: [`Link::accept`], wrap
-//!   the outbound in a [`RemotePhone`], `register_phone` it; on success
-//!   [`Accepting::activate`] with a sink that forwards up frames to the ticket's binary (and on
-//!   [`Inbound::ended`] / [`Inbound::lost`] drops the ticket and sends the binary the
-//!   phone-left notice), then reply [`Reply::Registered`]; on a refusal reply
-//!   [`Reply::Refused`] with the error's code.
+//!   [`Claim::Claimed`] → claim in the local registry (keep the revision for the release);
+//!   [`Claim::Ours`] → the local registry decides (conflict, reclaim, takeover) as on one
+//!   instance; [`Claim::HeldBy`] → after the upgrade, [`Request::Probe`] to the owner (within
+//!   the probe timeout plus the request timeout): [`Reply::Alive`] → 4409; [`Reply::Released`]
+//!   → claim again (the owner deleted its entry: the create wins or meets a newer owner). An
+//!   owner that does not answer is waited for until its lease ends.
+//! - **The owner answering a probe**: as for a local conflicting claim — no holder or a gracing
+//!   one: end the tenure (phones 4404), delete the entry, [`Reply::Released`]; a live holder:
+//!   ping it; it answers → [`Reply::Alive`]; it does not → takeover (holder 1011, phones 4404),
+//!   delete the entry, [`Reply::Released`]. [`Request::Register`]: [`Link::accept`], wrap the
+//!   outbound in a [`RemotePhone`], `register_phone` it; on success [`Accepting::activate`]
+//!   with a sink that hands the up frames to the binary (granting credit,
+//!   [`Outbound::grant`]), then reply [`Reply::Registered`]; on a refusal [`Reply::Refused`].
 //! - **A phone on instance P.** [`Directory::lookup`]: [`Lookup::Free`] → 4404;
 //!   [`Lookup::Ours`] → the local registry; [`Lookup::Owner`] → [`Link::register`] with a sink
-//!   that pushes down frames into the phone's outbox and closes it on
-//!   [`Inbound::ended`] (with [`wire::close_from_wire`]) or [`Inbound::lost`] (1011). Up: the
-//!   phone task wraps each frame as on one instance and sends it with [`Outbound::frame`]
-//!   (waiting for room is backpressure onto the phone); when the phone's socket ends it calls
-//!   [`Outbound::end`] with the phone's code (1001 for an abrupt drop).
-//! - **A release on the owner** (release, grace expiry): [`Directory::release`] with the
-//!   revision of the claim.
+//!   that pushes down frames into the phone's outbox and closes it on [`Inbound::ended`] (with
+//!   [`wire::close_from_wire`]) or [`Inbound::lost`] (1011). Up: [`Outbound::try_frame`], and
+//!   while it is full [`Outbound::poll_space`] (backpressure onto the phone); when the phone's
+//!   socket ends, [`Outbound::end`] with the phone's code.
 //! - **Fencing.** When [`Liveness::state`] turns [`LeaseState::Fenced`] (or the held
 //!   incarnation changes), close every connection this instance holds 1012, then
-//!   [`Link::lose_all`]; while not [`Liveness::holds_lease`], refuse upgrades with 503 and
-//!   deliver nothing. While [`Nats::is_connected`] is false, refuse new upgrades with 503.
-//! - **Graceful shutdown.** After the 1001 closes: [`Directory::release`] each owned id (best
-//!   effort), then [`Liveness::shutdown`] — deleting the liveness entry alone already makes every
-//!   id it owned free at once.
+//!   [`Link::lose_all`]; while not [`Liveness::holds_lease`] or not [`Nats::is_connected`],
+//!   refuse upgrades with 503.
+//! - **Graceful shutdown.** After the 1001 closes: [`Link::flush`], [`Directory::release_all`],
+//!   then [`Liveness::shutdown`] — deleting the liveness entry alone already makes every id it
+//!   owned free at once.
 
 pub mod connection;
 pub mod directory;

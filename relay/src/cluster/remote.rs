@@ -46,6 +46,22 @@ impl RemotePhone {
     pub fn is_open(&self) -> bool {
         self.outbound.is_open()
     }
+
+    /// The down direction of its link (the owner grants the phone's instance credit on it,
+    /// see [`Outbound::grant`]).
+    pub fn outbound(&self) -> &Outbound {
+        &self.outbound
+    }
+}
+
+impl std::fmt::Debug for RemotePhone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemotePhone")
+            .field("conn_id", &self.conn_id)
+            .field("peer", &self.outbound.peer().encode())
+            .field("open", &self.is_open())
+            .finish()
+    }
 }
 
 impl Conn for RemotePhone {

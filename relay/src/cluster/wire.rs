@@ -78,6 +78,15 @@ pub enum LinkMessage<'a> {
         /// The id the phone's instance gave the link in its register request.
         link: LinkId,
     },
+    /// Towards a phone's instance: the owner has handed on `consumed` bytes (frame lengths +
+    /// 64 each) of this link's up frames in all, so far. Not numbered: a running total, so a
+    /// later one supersedes an earlier one.
+    Credit {
+        /// The receiving end's link id.
+        link: LinkId,
+        /// The running total.
+        consumed: u64,
+    },
 }
 
 /// A request that decides an outcome, sent to the instance that must decide.
@@ -94,16 +103,16 @@ pub enum Request {
         /// The phone's instance's id for the link: down messages are addressed to it.
         link: LinkId,
     },
-    /// A binary on the sender claims `server_id`: is the owner's binary for it alive?
+    /// A binary on the sender claims `server_id`, whose directory entry (at `revision`) names
+    /// the receiver: decide as for a claim of your own. A live binary that answers its ping
+    /// keeps the id ([`Reply::Alive`]); otherwise the tenure ends (takeover: the holder 1011,
+    /// its phones 4404; a gracing id or none: its phones 4404) and the entry is deleted if it
+    /// is still at `revision` ([`Reply::Released`]): the claimant then creates it anew.
     Probe {
         /// The id claimed.
         server_id: String,
-    },
-    /// A binary on the sender claims `server_id` and the owner's binary is gone or gracing:
-    /// end that tenure (evicting its phones) so the entry can move.
-    Handover {
-        /// The id claimed.
-        server_id: String,
+        /// The revision of the entry the claimant read.
+        revision: u64,
     },
 }
 
@@ -122,9 +131,8 @@ pub enum Reply {
     },
     /// [`Request::Probe`]: the binary answered; the claim is a conflict (4409).
     Alive,
-    /// [`Request::Probe`] or [`Request::Handover`]: the owner does not hold the id (any more).
-    NotHeld,
-    /// [`Request::Handover`]: the owner ended the tenure; move the entry now.
+    /// [`Request::Probe`]: the owner holds nothing for the id any more and deleted its entry
+    /// (unless it changed meanwhile): claim it again.
     Released,
 }
 
@@ -273,6 +281,10 @@ mod tests {
                 from: "relay-2",
                 link: 9,
             },
+            LinkMessage::Credit {
+                link: 4,
+                consumed: 1 << 40,
+            },
         ];
         for message in all {
             let body = encode_link(&message, b"");
@@ -295,7 +307,6 @@ mod tests {
             Reply::Registered { link: 4 },
             Reply::Refused { code: 4429 },
             Reply::Alive,
-            Reply::NotHeld,
             Reply::Released,
         ] {
             assert_eq!(decode_reply(&encode_reply(&reply)), Ok(reply));

@@ -1,0 +1,166 @@
+//! Cluster mode with the `relay` binary as child processes on a real `nats-server -js`: an
+//! instance SIGKILLed while its binary's phones on other instances are mid-stream, and the load
+//! generator through a real `haproxy` in plain round-robin in front of three instances. Each
+//! child is started by its test on loopback and stopped by it (kill and reap on drop). Skipped
+//! loudly without `nats-server` / `haproxy` (failed instead with `RELAY_CLUSTER_TESTS=required`).
+
+mod cluster_support;
+mod support;
+
+use cluster_support::haproxy::Haproxy;
+use cluster_support::nats::NatsServer;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+/// The lease the instances run with (refresh 500 ms).
+const LEASE: Duration = Duration::from_secs(2);
+
+/// A `relay --cluster` child process on a free port, killed and reaped on drop.
+struct Instance {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Instance {
+    fn start(server: &NatsServer, name: &str) -> Instance {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off"])
+            .args(["--rate-burst", "0", "--max-connections", "0"])
+            .args(["--probe-timeout", "300ms"])
+            .args(["--cluster", &server.url(), "--instance-id", name])
+            .args(["--cluster-lease", &format!("{}s", LEASE.as_secs())])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start relay");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout
+            .read_line(&mut first)
+            .expect("the relay prints its address");
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let addr = first
+            .split("ws://")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {first:?}"));
+        Instance { child, addr }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_killed_mid_stream_ends_its_phones_elsewhere_1011_within_the_bound_and_frees_its_ids()
+ {
+    let Some(server) = NatsServer::start("an_instance_killed_mid_stream") else {
+        return;
+    };
+    let mut doomed = Instance::start(&server, "relay-doomed");
+    let b = Instance::start(&server, "relay-b");
+    let c = Instance::start(&server, "relay-c");
+    let mut binary = Peer::binary(doomed.addr, "srv-k").await;
+    let (mut on_b, b_id) = join(b.addr, "srv-k", &mut binary).await;
+    let (mut on_c, c_id) = join(c.addr, "srv-k", &mut binary).await;
+    // Mid-stream: frames are flowing both ways when the owner dies.
+    for i in 0..50 {
+        binary
+            .send(json!({"conn_id": b_id, "frame": i}).to_string())
+            .await;
+        binary
+            .send(json!({"conn_id": c_id, "frame": i}).to_string())
+            .await;
+        on_b.send(format!("{i}")).await;
+        on_c.send(format!("{i}")).await;
+    }
+    doomed.kill();
+    let killed = Instant::now();
+    drop(binary);
+    for phone in [&mut on_b, &mut on_c] {
+        // Whatever was delivered before the kill, in order; then 1011.
+        let mut next = 0;
+        let close = loop {
+            match phone.next().await {
+                tokio_tungstenite::tungstenite::Message::Text(text) => {
+                    assert_eq!(text.as_str(), next.to_string(), "a prefix, in order");
+                    next += 1;
+                }
+                other => break other,
+            }
+        };
+        match close {
+            tokio_tungstenite::tungstenite::Message::Close(Some(frame)) => {
+                assert_eq!(
+                    (u16::from(frame.code), frame.reason.as_str()),
+                    (1011, "relay link lost")
+                );
+            }
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+    // Within the lease plus one refresh (slack for a loaded machine's scheduling).
+    let took = killed.elapsed();
+    assert!(
+        took < LEASE + LEASE / 4 + Duration::from_secs(2),
+        "{took:?}"
+    );
+    // The id is claimable again, on any instance, and works across instances.
+    let mut again = Peer::binary(b.addr, "srv-k").await;
+    let (mut phone, phone_id) = join(c.addr, "srv-k", &mut again).await;
+    again
+        .send(json!({"conn_id": phone_id, "frame": "after"}).to_string())
+        .await;
+    assert_eq!(phone.text().await, "\"after\"");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_round_robin_over_three_instances_serves_the_load_generator_without_loss() {
+    let Some(server) = NatsServer::start("haproxy_round_robin_over_three_instances") else {
+        return;
+    };
+    let instances = [
+        Instance::start(&server, "relay-lb-a"),
+        Instance::start(&server, "relay-lb-b"),
+        Instance::start(&server, "relay-lb-c"),
+    ];
+    let backends: Vec<SocketAddr> = instances.iter().map(|i| i.addr).collect();
+    let Some(haproxy) = Haproxy::round_robin("haproxy_round_robin_over_three_instances", &backends)
+    else {
+        return;
+    };
+    let url = format!("ws://{}", haproxy.addr());
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_relay-loadgen"))
+            .args(["--url", &url, "--binaries", "8", "--phones", "4"])
+            .args(["--rate", "400", "--duration", "10s", "--json", "--strict"])
+            .output()
+            .expect("run relay-loadgen")
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "relay-loadgen failed: {stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+    let step = &report["step"];
+    assert_eq!(step["up"]["lost"], 0, "{report}");
+    assert_eq!(step["down"]["lost"], 0, "{report}");
+    assert!(step["up"]["sent"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["phones_setup"]["accepted"], 32, "{report}");
+    drop(instances);
+}
