@@ -309,10 +309,12 @@ async fn run_session(
         WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config(hub.config.max_frame)))
             .await;
     let session = Session::new(hub.clone(), conn, ws);
+    // Each connection's life is one boxed future: the task's own future (the upgrade's state)
+    // stays small, and a phone does not pay for the size of a binary's claim (cluster probes).
     match joined {
-        Joined::Binary(claim) => binary::run(hub, session, server_id, claim).await,
-        Joined::Phone(ticket) => phone::run(hub, session, ticket).await,
-        Joined::Away(away) => phone::run_away(hub, session, away).await,
+        Joined::Binary(claim) => Box::pin(binary::run(hub, session, server_id, claim)).await,
+        Joined::Phone(ticket) => Box::pin(phone::run(hub, session, ticket)).await,
+        Joined::Away(away) => Box::pin(phone::run_away(hub, session, away)).await,
     }
     drop(permit);
 }

@@ -42,7 +42,7 @@ pub fn ws_config(max_frame: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(max_frame))
         .max_frame_size(Some(max_frame))
-        .read_buffer_size(4096)
+        .read_buffer_size(256)
         .write_buffer_size(0)
         // One frame of the largest size (a phone's frame wrapped for its binary) plus the pongs
         // the control-frame bound lets through.
@@ -370,7 +370,15 @@ impl Session {
     /// Finishes the close handshake — writes what is queued and the close frame, then waits for
     /// the peer's close frame — for at most the close timeout (or until the relay's hard stop),
     /// counts the close, and returns how the connection ended.
-    pub async fn finish(mut self) -> Ending {
+    ///
+    /// The returned future is boxed: it runs once per connection, at its end, and boxing keeps
+    /// its state (a second `Session` slot, the timeout) out of every connection task's size
+    /// for the connection's whole life.
+    pub fn finish(self) -> Pin<Box<dyn Future<Output = Ending> + Send>> {
+        Box::pin(self.finish_inner())
+    }
+
+    async fn finish_inner(mut self) -> Ending {
         if self.local().ending().is_none() {
             self.local()
                 .close_as(CloseReason::ShuttingDown, Origin::Requested);
