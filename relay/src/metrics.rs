@@ -159,14 +159,18 @@ pub enum RefusedReason {
     /// `--client-ip proxy-protocol`: no valid PROXY header came first (the connection is
     /// dropped).
     ProxyHeader,
+    /// The process (or system) had no file descriptor left for a new connection: it was
+    /// accepted on the reserve descriptor and closed at once (see [`listen`](crate::listen)).
+    NoDescriptors,
 }
 
 impl RefusedReason {
-    const ALL: [RefusedReason; 4] = [
+    const ALL: [RefusedReason; 5] = [
         RefusedReason::HeaderTimeout,
         RefusedReason::HeadTooLarge,
         RefusedReason::Malformed,
         RefusedReason::ProxyHeader,
+        RefusedReason::NoDescriptors,
     ];
 
     fn as_str(self) -> &'static str {
@@ -175,6 +179,7 @@ impl RefusedReason {
             RefusedReason::HeadTooLarge => "head_too_large",
             RefusedReason::Malformed => "malformed",
             RefusedReason::ProxyHeader => "proxy_header",
+            RefusedReason::NoDescriptors => "no_descriptors",
         }
     }
 }
