@@ -119,13 +119,13 @@ impl Reserve {
             self.unlogged += 1;
         }
         let now = Instant::now();
-        if self
-            .last_logged
-            .is_none_or(|at| now.duration_since(at) >= REFUSAL_LOG_EVERY)
+        if refused
+            && self
+                .last_logged
+                .is_none_or(|at| now.duration_since(at) >= REFUSAL_LOG_EVERY)
         {
             tracing::warn!(
                 refused = self.unlogged,
-                reserve = self.file.is_some(),
                 "out of file descriptors: new connections refused (closed at once)"
             );
             self.unlogged = 0;

@@ -77,7 +77,10 @@ pub enum Want<'a> {
 pub struct Session {
     hub: Arc<Hub>,
     conn: Arc<Endpoint>,
-    ws: Ws,
+    /// Boxed: a `Session` is moved through several futures (the connection's run, its
+    /// refusal, its close handshake) whose states each keep a slot for it for the connection's
+    /// whole life; boxed, each slot is a pointer instead of tungstenite's ~370 bytes.
+    ws: Box<Ws>,
     /// Frames taken from the outbox, not yet handed to the socket.
     batch: VecDeque<Utf8Bytes>,
     ping_due: bool,
@@ -102,7 +105,7 @@ impl Session {
         Session {
             hub,
             conn,
-            ws,
+            ws: Box::new(ws),
             batch: VecDeque::new(),
             ping_due: false,
             close_due: None,
@@ -158,7 +161,7 @@ impl Session {
             self.poll_write(cx);
             match want {
                 Want::Frame if !self.rx_done => {
-                    if let Poll::Ready(message) = Pin::new(&mut self.ws).poll_next(cx) {
+                    if let Poll::Ready(message) = Pin::new(&mut *self.ws).poll_next(cx) {
                         if let Some(frame) = self.on_message(message) {
                             return Poll::Ready(Event::Frame(frame));
                         }
@@ -192,7 +195,7 @@ impl Session {
     fn poll_write(&mut self, cx: &mut Context<'_>) {
         while !self.writer_done {
             if self.ping_due || !self.batch.is_empty() || self.close_due.is_some() {
-                match Pin::new(&mut self.ws).poll_ready(cx) {
+                match Pin::new(&mut *self.ws).poll_ready(cx) {
                     Poll::Pending => return local(&self.conn).watch(cx),
                     Poll::Ready(Err(error)) => return self.write_failed(error),
                     Poll::Ready(Ok(())) => {}
@@ -210,14 +213,14 @@ impl Session {
                 } else {
                     continue;
                 };
-                if let Err(error) = Pin::new(&mut self.ws).start_send(message) {
+                if let Err(error) = Pin::new(&mut *self.ws).start_send(message) {
                     return self.write_failed(error);
                 }
                 self.unflushed = true;
                 continue;
             }
             if self.unflushed {
-                match Pin::new(&mut self.ws).poll_flush(cx) {
+                match Pin::new(&mut *self.ws).poll_flush(cx) {
                     Poll::Pending => return local(&self.conn).watch(cx),
                     Poll::Ready(Err(error)) => return self.write_failed(error),
                     Poll::Ready(Ok(())) => self.unflushed = false,
@@ -237,7 +240,7 @@ impl Session {
                 }
             }
         }
-        if self.unflushed && Pin::new(&mut self.ws).poll_flush(cx).is_ready() {
+        if self.unflushed && Pin::new(&mut *self.ws).poll_flush(cx).is_ready() {
             self.unflushed = false;
         }
     }
@@ -406,7 +409,7 @@ impl Session {
                 break;
             }
             // Read (and drop) until the peer's close frame and the end of the stream.
-            match ready!(Pin::new(&mut self.ws).poll_next(cx)) {
+            match ready!(Pin::new(&mut *self.ws).poll_next(cx)) {
                 Some(Ok(Message::Close(_))) | Some(Ok(_)) => {}
                 Some(Err(_)) | None => self.rx_done = true,
             }
