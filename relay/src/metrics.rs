@@ -616,6 +616,7 @@ mod tests {
             "relay_takeovers_total 0",
             "relay_connections_closed_total{endpoint=\"server\",code=\"other\"} 1",
             "relay_requests_refused_total{reason=\"header_timeout\"} 0",
+            "relay_requests_refused_total{reason=\"no_descriptors\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
