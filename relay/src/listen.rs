@@ -6,6 +6,16 @@
 //! refused 503, each on a connection that is closed after one response), and stops when the
 //! relay stops: the listener is dropped and every HTTP connection is shut down gracefully (an
 //! idle one at once).
+//!
+//! **Out of file descriptors.** When `accept` fails with `EMFILE`/`ENFILE` the pending connection
+//! stays in the kernel's backlog, and the listener stays readable: a naive loop would spin on it,
+//! and its client would hang. The loop keeps one *reserve* descriptor open (`/dev/null`); on
+//! such an error it closes the reserve, accepts the pending connection and closes it at once
+//! (its client sees the connection closed promptly), and reopens the reserve. Each refusal is
+//! counted (`relay_requests_refused_total{reason="no_descriptors"}`) and logged at most once per
+//! [`REFUSAL_LOG_EVERY`] with the count since the last line. If the reserve cannot be reopened
+//! (another thread took the descriptor) the loop backs off [`BACKOFF`] before trying again.
+//! Service resumes by itself as connections close.
 
 use crate::Hub;
 use crate::client_ip::Origin;
@@ -13,6 +23,7 @@ use crate::config::ClientIpSource;
 use crate::metrics::RefusedReason;
 use crate::proxy;
 use crate::routes;
+use futures_util::FutureExt;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::SocketAddr;
@@ -20,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 /// Largest request head (request line and headers) accepted; larger is answered 431.
@@ -27,20 +39,32 @@ pub const MAX_HEAD: usize = 16 * 1024;
 /// Most header lines accepted.
 pub const MAX_HEADERS: usize = 48;
 
+/// How long the accept loop waits after an `accept` error it cannot answer by refusing the
+/// pending connection (see the module docs).
+pub const BACKOFF: Duration = Duration::from_millis(50);
+/// At most one log line per this long about connections refused for want of descriptors.
+pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// Accepts until the relay stops, then waits for the HTTP connections it started to end.
 pub async fn serve(listener: TcpListener, hub: Arc<Hub>) {
     let connections = TaskTracker::new();
     let stopped = hub.shutdown.stopped.clone();
+    let mut reserve = Reserve::open();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     connections.spawn(connection(hub.clone(), stream, peer));
                 }
+                Err(error) if out_of_descriptors(&error) => {
+                    if !reserve.refuse_pending(&listener, &hub) {
+                        tokio::time::sleep(BACKOFF).await;
+                    }
+                }
                 Err(error) => {
-                    // E.g. out of file descriptors: back off instead of spinning.
+                    // E.g. ENOBUFS/ENOMEM: back off instead of spinning.
                     tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(BACKOFF).await;
                 }
             },
             _ = stopped.cancelled() => break,
@@ -49,6 +73,66 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>) {
     drop(listener);
     connections.close();
     connections.wait().await;
+}
+
+/// True for the `accept` errors that mean the process (`EMFILE`) or the system (`ENFILE`) has no
+/// descriptor left for the pending connection.
+fn out_of_descriptors(error: &std::io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// The accept loop's reserve descriptor and its refusal log (see the module docs).
+struct Reserve {
+    file: Option<std::fs::File>,
+    /// Refusals not yet logged.
+    unlogged: u64,
+    last_logged: Option<Instant>,
+}
+
+impl Reserve {
+    fn open() -> Reserve {
+        Reserve {
+            file: std::fs::File::open("/dev/null").ok(),
+            unlogged: 0,
+            last_logged: None,
+        }
+    }
+
+    /// After an out-of-descriptors `accept`: frees the reserve, accepts the pending connection
+    /// and closes it, takes the reserve back. False if no connection could be refused this way
+    /// (no reserve, or the freed descriptor was taken meanwhile): the caller backs off.
+    fn refuse_pending(&mut self, listener: &TcpListener, hub: &Hub) -> bool {
+        let refused = match self.file.take() {
+            Some(file) => {
+                drop(file);
+                // The listener is still readable (the error left the connection pending), so
+                // this completes at once; it is never awaited.
+                let accepted = listener.accept().now_or_never();
+                matches!(accepted, Some(Ok(_)))
+            }
+            None => false,
+        };
+        // The refused connection (if any) is closed by now: its descriptor is free again.
+        self.file = std::fs::File::open("/dev/null").ok();
+        if refused {
+            hub.metrics.refused(RefusedReason::NoDescriptors);
+            self.unlogged += 1;
+        }
+        let now = Instant::now();
+        if refused
+            && self
+                .last_logged
+                .is_none_or(|at| now.duration_since(at) >= REFUSAL_LOG_EVERY)
+        {
+            tracing::warn!(
+                refused = self.unlogged,
+                "out of file descriptors: new connections refused (closed at once)"
+            );
+            self.unlogged = 0;
+            self.last_logged = Some(now);
+        }
+        refused
+    }
 }
 
 /// One TCP connection: the PROXY header if configured, then HTTP.

@@ -159,14 +159,18 @@ pub enum RefusedReason {
     /// `--client-ip proxy-protocol`: no valid PROXY header came first (the connection is
     /// dropped).
     ProxyHeader,
+    /// The process (or system) had no file descriptor left for a new connection: it was
+    /// accepted on the reserve descriptor and closed at once (see [`listen`](crate::listen)).
+    NoDescriptors,
 }
 
 impl RefusedReason {
-    const ALL: [RefusedReason; 4] = [
+    const ALL: [RefusedReason; 5] = [
         RefusedReason::HeaderTimeout,
         RefusedReason::HeadTooLarge,
         RefusedReason::Malformed,
         RefusedReason::ProxyHeader,
+        RefusedReason::NoDescriptors,
     ];
 
     fn as_str(self) -> &'static str {
@@ -175,6 +179,7 @@ impl RefusedReason {
             RefusedReason::HeadTooLarge => "head_too_large",
             RefusedReason::Malformed => "malformed",
             RefusedReason::ProxyHeader => "proxy_header",
+            RefusedReason::NoDescriptors => "no_descriptors",
         }
     }
 }
@@ -611,6 +616,7 @@ mod tests {
             "relay_takeovers_total 0",
             "relay_connections_closed_total{endpoint=\"server\",code=\"other\"} 1",
             "relay_requests_refused_total{reason=\"header_timeout\"} 0",
+            "relay_requests_refused_total{reason=\"no_descriptors\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

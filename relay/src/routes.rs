@@ -21,6 +21,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
+use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
@@ -174,7 +175,7 @@ struct Checked {
     accept: String,
 }
 
-async fn upgrade(hub: Arc<Hub>, origin: Origin, side: Side, req: Request<Incoming>) -> Reply {
+async fn upgrade(hub: Arc<Hub>, origin: Origin, side: Side, mut req: Request<Incoming>) -> Reply {
     let ip = client_ip::client_ip(hub.config.client_ip, origin, req.headers());
     if hub.shutdown.is_draining() {
         return refuse(&hub, side, ip, Refused::ShuttingDown);
@@ -201,8 +202,11 @@ async fn upgrade(hub: Arc<Hub>, origin: Origin, side: Side, req: Request<Incomin
     tracing::info!(conn = %tag, %ip, "connect");
     tracing::debug!(conn = %tag, server_id = ?checked.server_id, "connect");
     let task_hub = hub.clone();
+    // Only the upgrade's handle goes into the task, not the request (its head is dropped here).
+    let upgrading = hyper::upgrade::on(&mut req);
+    drop(req);
     hub.sessions.spawn(async move {
-        run_session(task_hub, req, conn, joined, checked.server_id, permit).await;
+        run_session(task_hub, upgrading, conn, joined, checked.server_id, permit).await;
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -293,26 +297,31 @@ fn not_utf8(name: &'static str) -> &'static str {
 /// If the upgrade never completes, dropping `joined` undoes the claim or registration.
 async fn run_session(
     hub: Arc<Hub>,
-    req: Request<Incoming>,
+    upgrading: OnUpgrade,
     conn: Arc<crate::endpoint::Endpoint>,
     joined: Joined,
     server_id: String,
     permit: Permit,
 ) {
-    let upgraded =
-        match tokio::time::timeout(hub.config.header_timeout, hyper::upgrade::on(req)).await {
-            Ok(Ok(upgraded)) => upgraded,
-            _ => return,
-        };
+    let upgraded = match tokio::time::timeout(hub.config.header_timeout, upgrading).await {
+        Ok(Ok(upgraded)) => upgraded,
+        _ => return,
+    };
     let io = Tracked::new(TokioIo::new(upgraded));
-    let ws =
-        WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config(hub.config.max_frame)))
-            .await;
+    // Boxed (briefly): its state would otherwise size this task's future for its whole life.
+    let ws = Box::pin(WebSocketStream::from_raw_socket(
+        io,
+        Role::Server,
+        Some(ws_config(hub.config.max_frame)),
+    ))
+    .await;
     let session = Session::new(hub.clone(), conn, ws);
+    // Each connection's life is one boxed future: the task's own future (the upgrade's state)
+    // stays small, and a phone does not pay for the size of a binary's claim (cluster probes).
     match joined {
-        Joined::Binary(claim) => binary::run(hub, session, server_id, claim).await,
-        Joined::Phone(ticket) => phone::run(hub, session, ticket).await,
-        Joined::Away(away) => phone::run_away(hub, session, away).await,
+        Joined::Binary(claim) => Box::pin(binary::run(hub, session, server_id, claim)).await,
+        Joined::Phone(ticket) => Box::pin(phone::run(hub, session, ticket)).await,
+        Joined::Away(away) => Box::pin(phone::run_away(hub, session, away)).await,
     }
     drop(permit);
 }
