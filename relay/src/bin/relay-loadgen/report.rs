@@ -323,6 +323,19 @@ pub struct Search {
     pub half: Option<Step>,
 }
 
+/// The interleaved search's result (`--search` with `--versus`): one search per target, the
+/// first being `--url`.
+#[derive(Debug, Serialize)]
+pub struct Compare {
+    /// Each target's search, `--url` first, then the `--versus` targets in order.
+    pub searches: Vec<Search>,
+    /// Half the first target's sustainable rate (frames/s each way), if it had one.
+    pub first_half_per_s: Option<u64>,
+    /// Each target's step at `first_half_per_s` (`None` for the first target, whose own half
+    /// step is that rate, and when there is no such rate).
+    pub at_first_half: Vec<Option<Step>>,
+}
+
 /// What any mode reports.
 #[derive(Debug, Serialize)]
 #[serde(tag = "mode", rename_all = "lowercase")]
@@ -333,6 +346,8 @@ pub enum Report {
     Idle(Idle),
     /// `--search`.
     Search(Search),
+    /// `--search --versus URL…`.
+    Compare(Compare),
 }
 
 fn kib(value: Option<u64>) -> String {
@@ -406,32 +421,60 @@ impl Report {
                     }
                 }
             }
-            Report::Search(r) => {
-                let s = &r.shape;
+            Report::Search(r) => Self::search_human(r, &mut out),
+            Report::Compare(c) => {
                 let _ = writeln!(
                     out,
-                    "search: {} binaries × {} phones against {}, {} B frames, pass = 0 lost, nothing closed, p99 ≤ {} ms",
-                    s.binaries, s.phones, s.target, s.frame_size, r.max_p99_ms
+                    "interleaved search over {} targets (their steps in turn)\n",
+                    c.searches.len()
                 );
-                out.push('\n');
-                let steps: Vec<&Step> = r.steps.iter().collect();
-                out.push_str(&Step::table(&steps));
-                out.push('\n');
-                match r.sustainable_per_s {
-                    Some(rate) => {
-                        let _ = writeln!(out, "sustainable rate: {rate} frames/s each way");
-                    }
-                    None => {
-                        let _ = writeln!(out, "sustainable rate: none of the steps passed");
-                    }
+                for r in &c.searches {
+                    Self::search_human(r, &mut out);
+                    out.push('\n');
                 }
-                if let Some(half) = &r.half {
-                    let _ = writeln!(out, "\nat half that rate:");
-                    out.push_str(&Step::table(&[half]));
+                if let Some(rate) = c.first_half_per_s {
+                    let _ = writeln!(
+                        out,
+                        "every target at {rate} frames/s each way (half the first target's sustainable rate):"
+                    );
+                    let mut steps: Vec<&Step> = Vec::new();
+                    if let Some(h) = c.searches.first().and_then(|r| r.half.as_ref()) {
+                        steps.push(h);
+                    }
+                    steps.extend(c.at_first_half.iter().flatten());
+                    for (step, r) in steps.iter().zip(&c.searches) {
+                        let _ = writeln!(out, "{}:", r.shape.target);
+                        out.push_str(&Step::table(&[step]));
+                    }
                 }
             }
         }
         out
+    }
+
+    fn search_human(r: &Search, out: &mut String) {
+        let s = &r.shape;
+        let _ = writeln!(
+            out,
+            "search: {} binaries × {} phones against {}, {} B frames, pass = 0 lost, nothing closed, p99 ≤ {} ms",
+            s.binaries, s.phones, s.target, s.frame_size, r.max_p99_ms
+        );
+        out.push('\n');
+        let steps: Vec<&Step> = r.steps.iter().collect();
+        out.push_str(&Step::table(&steps));
+        out.push('\n');
+        match r.sustainable_per_s {
+            Some(rate) => {
+                let _ = writeln!(out, "sustainable rate: {rate} frames/s each way");
+            }
+            None => {
+                let _ = writeln!(out, "sustainable rate: none of the steps passed");
+            }
+        }
+        if let Some(half) = &r.half {
+            let _ = writeln!(out, "\nat half that rate:");
+            out.push_str(&Step::table(&[half]));
+        }
     }
 }
 
