@@ -88,6 +88,10 @@ pub struct Args {
         conflicts_with = "in_process"
     )]
     pub versus: Vec<String>,
+    /// Search mode with --versus: how many times every target runs at half --url's rate, in
+    /// turn (the median is reported).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=9), requires = "versus")]
+    pub latency_rounds: u32,
     /// Search mode: the p99 latency a step must stay within (both directions).
     #[arg(long, default_value = "50ms", value_parser = positive_duration, requires = "search")]
     pub max_p99: Duration,

@@ -187,8 +187,16 @@ async fn coordinate(args: Args) -> ExitCode {
     }
     if runs.len() > 1 {
         let (start, steps, retries) = (args.start_rate, args.steps, args.retries);
-        let result =
-            modes::compare(&mut runs, start, steps, retries, args.step, args.max_p99).await;
+        let result = modes::compare(
+            &mut runs,
+            start,
+            steps,
+            retries,
+            args.step,
+            args.max_p99,
+            args.latency_rounds,
+        )
+        .await;
         for run in runs {
             run.parts.stop().await;
         }

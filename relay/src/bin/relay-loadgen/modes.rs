@@ -2,7 +2,9 @@
 //! target's RSS between them, and the search's schedule of rates.
 
 use super::plan::{Command, EchoReport, Reply, SetupReport, StepReport, Target};
-use super::report::{AfterFrame, Compare, Idle, Report, Search, Setup, Shape, Step, Sustained};
+use super::report::{
+    AfterFrame, AtRate, Compare, Idle, Report, Search, Setup, Shape, Step, Sustained,
+};
 use super::target;
 use super::workers::Parts;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -491,9 +493,10 @@ pub struct Searching {
 /// Searches every target in `runs` at once, step by step in turn: each has its own schedule,
 /// and in each round every unfinished target runs its next rate, in an order reversed every
 /// other round, so that a change of the machine's load in the middle of the search falls on
-/// all of them alike. Then, in turn again, each target at half its own best rate, and each
-/// target at half the **first** target's best rate (the latency row compares the relay with
-/// the bare forwarder at the relay's half rate).
+/// all of them alike. Then each target at half its own best rate, and then every target at half
+/// the **first** target's best rate, `latency_rounds` times in turn (the latency row compares
+/// the relay with the bare forwarder at the relay's half rate; one step's p99 on shared cores
+/// is noisy, the median of a few taken in turn is not as much).
 ///
 /// Every target's connections stay open throughout; a target not being measured is idle.
 pub async fn compare(
@@ -503,6 +506,7 @@ pub async fn compare(
     retries: u32,
     step_time: Duration,
     max_p99: Duration,
+    latency_rounds: u32,
 ) -> Result<Compare, Failure> {
     let mut searches = Vec::with_capacity(runs.len());
     for run in runs.iter_mut() {
@@ -532,16 +536,27 @@ pub async fn compare(
         .and_then(|s| s.schedule.best())
         .map(|best| (best / 2).max(1));
     let mut halves = Vec::with_capacity(runs.len());
-    let mut at_first_half = Vec::with_capacity(runs.len());
     for (k, run) in runs.iter_mut().enumerate() {
         let searching = searches[k].as_mut().expect("present until the end");
         halves.push(run.search_half(searching, step_time).await?);
-        at_first_half.push(match first_half {
-            Some(rate) if k > 0 => Some(run.search_at(searching, rate, step_time).await?),
-            // The first target's own half step is that rate already.
-            _ => None,
-        });
     }
+    // The latency row: every target at the first target's half rate, `latency_rounds` times in
+    // turn (order reversed every other round); each target's median step by p99 is kept.
+    let mut at_rate: Vec<Vec<Step>> = (0..runs.len()).map(|_| Vec::new()).collect();
+    if let Some(rate) = first_half {
+        for round in 0..latency_rounds {
+            let order: Vec<usize> = if round % 2 == 0 {
+                (0..runs.len()).collect()
+            } else {
+                (0..runs.len()).rev().collect()
+            };
+            for k in order {
+                let searching = searches[k].as_mut().expect("present until the end");
+                at_rate[k].push(runs[k].search_at(searching, rate, step_time).await?);
+            }
+        }
+    }
+    let at_first_half: Vec<AtRate> = at_rate.into_iter().map(AtRate::new).collect();
     let searches = runs
         .iter()
         .zip(searches)

@@ -331,9 +331,31 @@ pub struct Compare {
     pub searches: Vec<Search>,
     /// Half the first target's sustainable rate (frames/s each way), if it had one.
     pub first_half_per_s: Option<u64>,
-    /// Each target's step at `first_half_per_s` (`None` for the first target, whose own half
-    /// step is that rate, and when there is no such rate).
-    pub at_first_half: Vec<Option<Step>>,
+    /// Each target at `first_half_per_s` (empty without such a rate).
+    pub at_first_half: Vec<AtRate>,
+}
+
+/// One target's steps at one rate, taken in turn with the other targets' (`--latency-rounds`).
+#[derive(Debug, Serialize)]
+pub struct AtRate {
+    /// The worse direction's p99 of each step, ms, in order.
+    pub p99_ms: Vec<f64>,
+    /// The step with the median of those (the lower middle one of an even count).
+    pub median: Option<Step>,
+}
+
+impl AtRate {
+    /// From the steps of one target.
+    pub fn new(mut steps: Vec<Step>) -> AtRate {
+        let worse = |s: &Step| s.up.p99_ms.max(s.down.p99_ms);
+        let p99_ms = steps.iter().map(worse).collect();
+        steps.sort_by(|a, b| worse(a).total_cmp(&worse(b)));
+        let middle = steps.len().saturating_sub(1) / 2;
+        AtRate {
+            p99_ms,
+            median: steps.into_iter().nth(middle),
+        }
+    }
 }
 
 /// What any mode reports.
@@ -437,14 +459,18 @@ impl Report {
                         out,
                         "every target at {rate} frames/s each way (half the first target's sustainable rate):"
                     );
-                    let mut steps: Vec<&Step> = Vec::new();
-                    if let Some(h) = c.searches.first().and_then(|r| r.half.as_ref()) {
-                        steps.push(h);
-                    }
-                    steps.extend(c.at_first_half.iter().flatten());
-                    for (step, r) in steps.iter().zip(&c.searches) {
-                        let _ = writeln!(out, "{}:", r.shape.target);
-                        out.push_str(&Step::table(&[step]));
+                    for (at, r) in c.at_first_half.iter().zip(&c.searches) {
+                        let p99s: Vec<String> =
+                            at.p99_ms.iter().map(|p| format!("{p:.1}")).collect();
+                        let _ = writeln!(
+                            out,
+                            "{}: p99 of each round {} ms; the median round:",
+                            r.shape.target,
+                            p99s.join(", ")
+                        );
+                        if let Some(step) = &at.median {
+                            out.push_str(&Step::table(&[step]));
+                        }
                     }
                 }
             }
@@ -517,6 +543,23 @@ mod tests {
         let mut closed = step(0, Duration::from_millis(10), 100);
         closed.closed.insert("close 1011".into(), 1);
         assert!(closed.judge(limit).unwrap_err().contains("closed"));
+    }
+
+    #[test]
+    fn the_median_round_is_kept_by_the_worse_direction() {
+        let steps = [10, 40, 20]
+            .map(|ms| step(0, Duration::from_millis(ms), 100))
+            .into_iter()
+            .collect();
+        let at = AtRate::new(steps);
+        assert_eq!(at.p99_ms.len(), 3);
+        let median = at.median.unwrap();
+        assert!(
+            (median.up.p99_ms - 20.0).abs() < 0.1,
+            "{}",
+            median.up.p99_ms
+        );
+        assert!(AtRate::new(Vec::new()).median.is_none());
     }
 
     #[test]
