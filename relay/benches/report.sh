@@ -104,6 +104,9 @@ stop_target() {
     for _ in $(seq 50); do kill -0 "$target_pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$target_pid" 2>/dev/null || true
     wait "$target_pid" 2>/dev/null || true
+    local kept=() pid
+    for pid in "${all_pids[@]}"; do [ "$pid" = "$target_pid" ] || kept+=("$pid"); done
+    all_pids=("${kept[@]}")
     target_pid=
   fi
 }
