@@ -8,6 +8,7 @@
 #   bash relay/benches/report.sh              # the table on stdout, progress on stderr
 #   OUT=/tmp/perf bash relay/benches/report.sh  # also keep every row's JSON in /tmp/perf
 #   QUICK=1 PROFILE=dev bash relay/benches/report.sh   # CI: every row tiny (seconds), debug build
+#   ROWS=forwarding bash relay/benches/report.sh  # only the search, latency and cluster rows
 #
 # QUICK=1 makes every row small (hundreds of connections, 1 s runs, a 2-step search, no
 # descriptor-limit row) and turns stable outcomes into the exit status: against our relay and
@@ -31,6 +32,11 @@ shared=${SHARED:-$root/../shared}
 out=${OUT:-$(mktemp -d)}
 mkdir -p "$out"
 quick=${QUICK:-0}
+rows=${ROWS:-all}
+case $rows in
+  all | forwarding) ;;
+  *) echo "report.sh: ROWS must be all or forwarding" >&2; exit 2 ;;
+esac
 profile=${PROFILE:-release}
 case $profile in
   release) profile_flag=--release; profile_dir=release ;;
@@ -154,13 +160,14 @@ if [ "$quick" = 1 ]; then
   # Only losses count in QUICK mode: a p99 bound would make it depend on the machine's load.
   max_p99=10s
 else
-  idle_n=10000 many_n=19000 many_b=19 hold=3s run=5s search_steps=8 step=3s
+  idle_n=10000 many_n=19000 many_b=19 hold=3s run=5s search_steps=10 step=3s
   r_low=10000 r_mid=40000 r_high=160000 b_many=200 p_many=4 b_wide=50 p_wide=16 start_rate=10000
   latency_rounds=5 hop_run=3s hop_rounds=3 c_steps=7 c_step=2s c_start=4000
   max_p99=50ms
 fi
 
 for t in relay gorelay bare; do
+  [ "$rows" = all ] || break
   current=$t
   # Memory rows on a fresh process each.
   start_target $t
@@ -295,9 +302,9 @@ CFG
 fi
 
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
-python3 - "$out" "$load_start" "$load_end" "$((SECONDS - started))" "$quick" <<'PY'
+python3 - "$out" "$load_start" "$load_end" "$((SECONDS - started))" "$quick" "$rows" <<'PY'
 import json, os, platform, sys, time
-out, load_start, load_end, took, quick = sys.argv[1:6]
+out, load_start, load_end, took, quick, rows = sys.argv[1:7]
 quick = quick == "1"
 
 def load(name):
@@ -326,6 +333,8 @@ targets = [("relay", "relay-registry relay"), ("gorelay", "Go relay shape"), ("b
 
 def failed(r):
     if r is None:
+        if rows != "all":
+            return f"not measured (ROWS={rows})"
         return "not measured (QUICK)" if quick else "not measured (run failed)"
     return f"not measured: {r['error'] or 'the run failed'}" if "error" in r else None
 
