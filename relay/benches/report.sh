@@ -304,7 +304,7 @@ fi
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 python3 - "$out" "$load_start" "$load_end" "$((SECONDS - started))" "$quick" "$rows" <<'PY'
 import json, os, platform, sys, time
-out, load_start, load_end, took, quick, rows = sys.argv[1:7]
+out, load_start, load_end, took, quick, rows_asked = sys.argv[1:7]
 quick = quick == "1"
 
 def load(name):
@@ -333,8 +333,8 @@ targets = [("relay", "relay-registry relay"), ("gorelay", "Go relay shape"), ("b
 
 def failed(r):
     if r is None:
-        if rows != "all":
-            return f"not measured (ROWS={rows})"
+        if rows_asked != "all":
+            return f"not measured (ROWS={rows_asked})"
         return "not measured (QUICK)" if quick else "not measured (run failed)"
     return f"not measured: {r['error'] or 'the run failed'}" if "error" in r else None
 
