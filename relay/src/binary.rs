@@ -16,7 +16,7 @@ use crate::metrics::{Direction, DropReason, EndpointLabel, Outcome};
 use crate::session::{Event, Session};
 use relay_registry::{CloseReason, Conn, RegistryError, SendError, ServerClaim};
 use std::sync::Arc;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 
 /// Runs a binary's connection until it ends; `first` is the result of its pre-upgrade claim.
 pub async fn run(hub: Arc<Hub>, mut session: Session, server_id: String, first: Claiming) {
@@ -188,7 +188,7 @@ fn route(hub: &Hub, claim: &ServerClaim<Endpoint>, text: Utf8Bytes) {
         return;
     };
     if let Some(frame) = envelope.frame {
-        let frame = Utf8Bytes::from(frame.get());
+        let frame = slice_of(&text, frame.get());
         let len = frame.len();
         match phone.send(frame) {
             Ok(()) => hub.metrics.forwarded(Direction::BinaryToPhone, len),
@@ -203,5 +203,39 @@ fn route(hub: &Hub, claim: &ServerClaim<Endpoint>, text: Utf8Bytes) {
     }
     if let Some(close) = envelope.close() {
         phone.close(close);
+    }
+}
+
+/// `part` (a sub-slice of `text`, e.g. the envelope's `frame`) as its own `Utf8Bytes` sharing
+/// `text`'s buffer: no allocation and no copy of the frame (only its UTF-8 is checked again,
+/// which `Utf8Bytes` requires without `unsafe`). A `part` not inside `text` is copied.
+fn slice_of(text: &Utf8Bytes, part: &str) -> Utf8Bytes {
+    let start = (part.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+    if start > text.len() || text.len() - start < part.len() {
+        return Utf8Bytes::from(part);
+    }
+    let bytes = Bytes::from(text.clone()).slice(start..start + part.len());
+    Utf8Bytes::try_from(bytes).unwrap_or_else(|_| Utf8Bytes::from(part))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_sliced_out_of_its_envelope_is_the_frame_and_shares_the_buffer() {
+        let text = Utf8Bytes::from(r#"{"conn_id":"client-a-1","frame":{"é":[1,2]}}"#.to_owned());
+        let envelope = Envelope::parse(&text).unwrap();
+        let frame = slice_of(&text, envelope.frame.unwrap().get());
+        assert_eq!(frame.as_str(), r#"{"é":[1,2]}"#);
+        let inside = text.as_ptr() as usize..text.as_ptr() as usize + text.len();
+        assert!(inside.contains(&(frame.as_ptr() as usize)));
+    }
+
+    #[test]
+    fn a_part_from_elsewhere_is_copied() {
+        let text = Utf8Bytes::from("{}".to_owned());
+        let elsewhere = String::from("[1,2]");
+        assert_eq!(slice_of(&text, &elsewhere).as_str(), "[1,2]");
     }
 }

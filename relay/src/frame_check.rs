@@ -3,7 +3,9 @@
 //! Validity is serde_json's (its `IgnoredAny` path walks the value with an explicit stack, no
 //! recursion and no allocation per value). Depth is counted by [`depth_exceeds`], one pass over
 //! the bytes with a counter: a 100,000-deep value costs no stack in the relay, and the binary
-//! behind it never sees one.
+//! behind it never sees one. Most frames never need that pass: a frame with no more opening
+//! brackets than the limit cannot nest deeper, and counting them is a vectorised byte search
+//! (`memchr`; the byte-by-byte pass was 9% of the relay's profile at 40k frames/s each way).
 
 /// Why a phone's frame was refused (both close it 1007).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,10 +25,19 @@ pub fn check(text: &str, max_depth: usize) -> Result<(), FrameError> {
     if serde_json::from_str::<serde::de::IgnoredAny>(text).is_err() {
         return Err(FrameError::NotJson);
     }
+    if few_brackets(text.as_bytes(), max_depth) {
+        return Ok(());
+    }
     if depth_exceeds(text.as_bytes(), max_depth) {
         return Err(FrameError::TooDeep);
     }
     Ok(())
+}
+
+/// Whether `bytes` hold at most `max` opening brackets (`[` or `{`, in strings or not): then no
+/// value in them nests more than `max` levels deep.
+fn few_brackets(bytes: &[u8], max: usize) -> bool {
+    memchr::memchr2_iter(b'[', b'{', bytes).nth(max).is_none()
 }
 
 /// Whether valid JSON `bytes` nest arrays and objects more than `max` levels deep. Brackets
@@ -85,6 +96,17 @@ mod tests {
     fn brackets_in_strings_do_not_count_and_escapes_are_followed() {
         let text = format!("[\"{}\\\"[[[\", {{\"k\":\"]]]\"}}]", "[".repeat(500));
         assert_eq!(check(&text, 2), Ok(()));
+    }
+
+    #[test]
+    fn many_shallow_brackets_take_the_precise_pass_and_pass() {
+        // More opening brackets than the limit, none nested deeper than 2.
+        let wide = format!("[{}[]]", "[],".repeat(300));
+        assert_eq!(check(&wide, 2), Ok(()));
+        assert_eq!(check(&wide, 1), Err(FrameError::TooDeep));
+        // Exactly the limit's worth of brackets, all nested: still within it.
+        assert_eq!(check(&nested(3), 3), Ok(()));
+        assert_eq!(check(&nested(4), 3), Err(FrameError::TooDeep));
     }
 
     #[test]

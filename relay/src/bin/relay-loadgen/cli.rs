@@ -77,6 +77,21 @@ pub struct Args {
     /// Search mode: how many more times a failed rate is tried (it passes if any try passes).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=5), requires = "search")]
     pub retries: u32,
+    /// Search mode: also search this target (repeatable), interleaved with --url: every target
+    /// holds its own connections, and the targets run their steps in turn (each with its own
+    /// schedule), so that a change in the machine's load falls on all of them alike; then each
+    /// at half its own rate and each at half --url's rate. The report has one search per target.
+    #[arg(
+        long,
+        value_name = "URL",
+        requires = "search",
+        conflicts_with = "in_process"
+    )]
+    pub versus: Vec<String>,
+    /// Search mode with --versus: how many times every target runs at half --url's rate, in
+    /// turn (the median is reported).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=9), requires = "versus")]
+    pub latency_rounds: u32,
     /// Search mode: the p99 latency a step must stay within (both directions).
     #[arg(long, default_value = "50ms", value_parser = positive_duration, requires = "search")]
     pub max_p99: Duration,
@@ -239,6 +254,18 @@ mod tests {
         assert!(more_binaries.check().is_err());
         assert!(parse(&["--in-process", "--url", "ws://127.0.0.1:1"]).is_err());
         assert!(parse(&["--hold", "1s"]).is_err(), "--hold without --idle");
+        assert!(
+            parse(&["--versus", "ws://127.0.0.1:1"]).is_err(),
+            "--versus without --search"
+        );
+        let versus = parse(&[
+            "--search",
+            "--versus",
+            "ws://127.0.0.1:1",
+            "--versus",
+            "ws://127.0.0.1:2",
+        ]);
+        assert_eq!(versus.unwrap().versus.len(), 2);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! relay-loadgen --url ws://127.0.0.1:8080 --binaries 200 --phones 4 --rate 10000 --duration 10s
 //! relay-loadgen --url ws://127.0.0.1:8080 --idle 10000 --idle-frame --target-pid PID
 //! relay-loadgen --url ws://127.0.0.1:8080 --search --binaries 200 --phones 4
+//! relay-loadgen --url ws://127.0.0.1:8080 --search --versus ws://127.0.0.1:9000 --json
 //! relay-loadgen ... --procs 2 --json
 //! ```
 //!
@@ -22,7 +23,10 @@
 //!   send one frame its binary sends back, and reads RSS again.
 //! - **search** (`--search`): steps of `--step` at rates doubling from `--start-rate`, then
 //!   bisecting, for the highest offered rate with 0 lost, nothing closed and p99 ≤ `--max-p99`
-//!   (a failed rate is tried `--retries` more times); then one step at half that rate.
+//!   (a failed rate is tried `--retries` more times); then one step at half that rate. With
+//!   `--versus URL` (repeatable) the targets are searched interleaved — their steps in turn, each
+//!   with its own schedule — so that the ratio between them is measured under the same load of
+//!   the machine; then each at half the first target's rate too.
 //!
 //! Client sockets are bound to 127.0.0.1 … 127.0.0.`--sources` in turn (each loopback address
 //! has its own ~28k ephemeral ports); `--procs K` re-executes this binary as K workers (each has
@@ -109,6 +113,13 @@ async fn coordinate(args: Args) -> ExitCode {
         Ok(resolved) => resolved,
         Err(message) => usage_error(&message),
     };
+    let mut versus = Vec::with_capacity(args.versus.len());
+    for url in &args.versus {
+        match target::resolve(url).await {
+            Ok(resolved) => versus.push(resolved),
+            Err(message) => usage_error(&message.replace("--url", "--versus")),
+        }
+    }
     let procs = args.procs;
     // With an in-process relay and no workers, both ends of every connection are here.
     let sockets_per_conn = if in_process.is_some() && procs == 1 {
@@ -116,7 +127,8 @@ async fn coordinate(args: Args) -> ExitCode {
     } else {
         1
     };
-    let per_process = planned_connections(&args).div_ceil(procs) * sockets_per_conn;
+    let per_process =
+        planned_connections(&args).div_ceil(procs) * sockets_per_conn * (1 + versus.len() as u64);
     if let Some(limit) = target::open_files_limit() {
         if per_process + SPARE_FDS > limit {
             usage_error(&format!(
@@ -146,24 +158,51 @@ async fn coordinate(args: Args) -> ExitCode {
         connect_timeout_ms: args.connect_timeout.as_millis() as u64,
         concurrency: args.concurrency as usize,
     };
-    let parts = match workers::Parts::start(&target, procs as usize, |k| k as u64).await {
-        Ok(parts) => parts,
-        Err(error) => {
-            eprintln!("relay-loadgen: {error}");
-            return ExitCode::from(3);
+    let mut targets = vec![target.clone()];
+    targets.extend(versus.into_iter().map(|(addr, url)| Target {
+        addr,
+        url,
+        ..target.clone()
+    }));
+    let mut runs = Vec::with_capacity(targets.len());
+    for target in targets {
+        let parts = match workers::Parts::start(&target, procs as usize, |k| k as u64).await {
+            Ok(parts) => parts,
+            Err(error) => {
+                eprintln!("relay-loadgen: {error}");
+                return ExitCode::from(3);
+            }
+        };
+        runs.push(Run {
+            target,
+            parts,
+            pid,
+            run_id: format!("{:08x}", getrandom::u32().unwrap_or(0)),
+            binaries: args.binaries(),
+            phones: args.phones,
+            procs,
+            drain: args.drain,
+            connect_timeout: args.connect_timeout,
+        });
+    }
+    if runs.len() > 1 {
+        let (start, steps, retries) = (args.start_rate, args.steps, args.retries);
+        let result = modes::compare(
+            &mut runs,
+            start,
+            steps,
+            retries,
+            args.step,
+            args.max_p99,
+            args.latency_rounds,
+        )
+        .await;
+        for run in runs {
+            run.parts.stop().await;
         }
-    };
-    let mut run = Run {
-        target,
-        parts,
-        pid,
-        run_id: format!("{:08x}", getrandom::u32().unwrap_or(0)),
-        binaries: args.binaries(),
-        phones: args.phones,
-        procs,
-        drain: args.drain,
-        connect_timeout: args.connect_timeout,
-    };
+        return finish(result.map(Report::Compare), args.json, args.strict);
+    }
+    let mut run = runs.pop().expect("one target");
     let result = match mode {
         Mode::Sustained => run.sustained(args.rate, args.duration).await,
         Mode::Idle(n) => {
@@ -180,10 +219,15 @@ async fn coordinate(args: Args) -> ExitCode {
     if let Some(relay) = in_process {
         relay.stop().await;
     }
+    finish(result, args.json, args.strict)
+}
+
+/// Prints the report (or why there is none) and turns it into the exit status.
+fn finish(result: Result<Report, Failure>, json: bool, strict: bool) -> ExitCode {
     match result {
         Ok(report) => {
             let human = report.human();
-            if args.json {
+            if json {
                 eprintln!("{human}");
                 println!(
                     "{}",
@@ -192,7 +236,7 @@ async fn coordinate(args: Args) -> ExitCode {
             } else {
                 println!("{human}");
             }
-            match verdict(&report, args.strict) {
+            match verdict(&report, strict) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(why) => {
                     eprintln!("relay-loadgen: {why}");
@@ -261,6 +305,13 @@ fn verdict(report: &Report, strict: bool) -> Result<(), String> {
         Report::Search(r) => match r.sustainable_per_s {
             Some(_) => Ok(()),
             None => Err("no step of the search passed".to_owned()),
+        },
+        Report::Compare(c) => match c.searches.iter().find(|r| r.sustainable_per_s.is_none()) {
+            None => Ok(()),
+            Some(r) => Err(format!(
+                "no step of the search of {} passed",
+                r.shape.target
+            )),
         },
     }
 }

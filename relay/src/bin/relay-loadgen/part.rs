@@ -279,13 +279,12 @@ impl Part {
                 let conn = Connection {
                     ws: *ws,
                     tally: tally.clone(),
-                    orders,
                     shard: index as usize,
                     frame_size: target.frame_size,
                 };
                 match side {
-                    Side::Binary => conn.binary().await,
-                    Side::Phone => conn.phone(hello).await,
+                    Side::Binary => conn.binary(orders).await,
+                    Side::Phone => conn.phone(orders, hello).await,
                 }
                 tally.live.fetch_sub(1, Relaxed);
                 if side == Side::Phone {
@@ -435,7 +434,6 @@ impl Part {
 struct Connection {
     ws: Ws,
     tally: Arc<Tally>,
-    orders: watch::Receiver<Order>,
     shard: usize,
     frame_size: usize,
 }
@@ -467,6 +465,15 @@ impl Sending {
 /// number of connections evenly).
 fn spread_of(shard: usize) -> f64 {
     (shard as f64 * 0.618_033_988_75).fract()
+}
+
+/// The next order once the orders change (`None` once the part is gone), and the receiver.
+async fn next_order(mut orders: watch::Receiver<Order>) -> (Option<Order>, watch::Receiver<Order>) {
+    let order = match orders.changed().await {
+        Ok(()) => Some(*orders.borrow_and_update()),
+        Err(_) => None,
+    };
+    (order, orders)
 }
 
 /// Resolves at `deadline` (never without one).
@@ -525,11 +532,14 @@ impl Connection {
     }
 
     /// A phone: says hello if asked, then sends probes when told and counts what arrives.
-    async fn phone(mut self, hello: bool) {
+    async fn phone(mut self, orders: watch::Receiver<Order>, hello: bool) {
         if hello && self.ws.send(Message::text(HELLO)).await.is_err() {
             self.tally.ended(1006);
             return;
         }
+        // One pending wait for the next order for the whole loop (making one per wake-up
+        // showed in the load generator's profile: every wait registers in the shared Notify).
+        let mut changed = std::pin::pin!(next_order(orders));
         let mut sending: Option<Sending> = None;
         let mut echo_round = 0;
         let mut echo_at: Option<Instant> = None;
@@ -565,11 +575,11 @@ impl Connection {
                         self.tally.echo_sent.fetch_add(1, Relaxed);
                     }
                 }
-                changed = self.orders.changed() => {
-                    if changed.is_err() {
+                (order, orders) = &mut changed => {
+                    let Some(order) = order else {
                         break;
-                    }
-                    let order = *self.orders.borrow_and_update();
+                    };
+                    changed.set(next_order(orders));
                     match order {
                         Order::Send { step, period, start, until } => {
                             self.finish(sending.take());
@@ -617,7 +627,8 @@ impl Connection {
 
     /// A binary: learns its phones from their hellos, counts their probes, sends echo probes
     /// back, and when told sends probes to every phone it knows.
-    async fn binary(mut self) {
+    async fn binary(mut self, orders: watch::Receiver<Order>) {
+        let mut changed = std::pin::pin!(next_order(orders));
         // conn-id → the envelope prefix addressed to it.
         let mut phones: HashMap<String, String> = HashMap::new();
         let mut sending: Option<Sending> = None;
@@ -656,11 +667,11 @@ impl Connection {
                         let _ = self.ws.flush().await;
                     }
                 }
-                changed = self.orders.changed() => {
-                    if changed.is_err() {
+                (order, orders) = &mut changed => {
+                    let Some(order) = order else {
                         break;
-                    }
-                    let order = *self.orders.borrow_and_update();
+                    };
+                    changed.set(next_order(orders));
                     match order {
                         Order::Send { step, period, start, until } => {
                             self.finish(sending.take());

@@ -323,6 +323,41 @@ pub struct Search {
     pub half: Option<Step>,
 }
 
+/// The interleaved search's result (`--search` with `--versus`): one search per target, the
+/// first being `--url`.
+#[derive(Debug, Serialize)]
+pub struct Compare {
+    /// Each target's search, `--url` first, then the `--versus` targets in order.
+    pub searches: Vec<Search>,
+    /// Half the first target's sustainable rate (frames/s each way), if it had one.
+    pub first_half_per_s: Option<u64>,
+    /// Each target at `first_half_per_s` (empty without such a rate).
+    pub at_first_half: Vec<AtRate>,
+}
+
+/// One target's steps at one rate, taken in turn with the other targets' (`--latency-rounds`).
+#[derive(Debug, Serialize)]
+pub struct AtRate {
+    /// The worse direction's p99 of each step, ms, in order.
+    pub p99_ms: Vec<f64>,
+    /// The step with the median of those (the lower middle one of an even count).
+    pub median: Option<Step>,
+}
+
+impl AtRate {
+    /// From the steps of one target.
+    pub fn new(mut steps: Vec<Step>) -> AtRate {
+        let worse = |s: &Step| s.up.p99_ms.max(s.down.p99_ms);
+        let p99_ms = steps.iter().map(worse).collect();
+        steps.sort_by(|a, b| worse(a).total_cmp(&worse(b)));
+        let middle = steps.len().saturating_sub(1) / 2;
+        AtRate {
+            p99_ms,
+            median: steps.into_iter().nth(middle),
+        }
+    }
+}
+
 /// What any mode reports.
 #[derive(Debug, Serialize)]
 #[serde(tag = "mode", rename_all = "lowercase")]
@@ -333,6 +368,8 @@ pub enum Report {
     Idle(Idle),
     /// `--search`.
     Search(Search),
+    /// `--search --versus URL…`.
+    Compare(Compare),
 }
 
 fn kib(value: Option<u64>) -> String {
@@ -406,32 +443,64 @@ impl Report {
                     }
                 }
             }
-            Report::Search(r) => {
-                let s = &r.shape;
+            Report::Search(r) => Self::search_human(r, &mut out),
+            Report::Compare(c) => {
                 let _ = writeln!(
                     out,
-                    "search: {} binaries × {} phones against {}, {} B frames, pass = 0 lost, nothing closed, p99 ≤ {} ms",
-                    s.binaries, s.phones, s.target, s.frame_size, r.max_p99_ms
+                    "interleaved search over {} targets (their steps in turn)\n",
+                    c.searches.len()
                 );
-                out.push('\n');
-                let steps: Vec<&Step> = r.steps.iter().collect();
-                out.push_str(&Step::table(&steps));
-                out.push('\n');
-                match r.sustainable_per_s {
-                    Some(rate) => {
-                        let _ = writeln!(out, "sustainable rate: {rate} frames/s each way");
-                    }
-                    None => {
-                        let _ = writeln!(out, "sustainable rate: none of the steps passed");
-                    }
+                for r in &c.searches {
+                    Self::search_human(r, &mut out);
+                    out.push('\n');
                 }
-                if let Some(half) = &r.half {
-                    let _ = writeln!(out, "\nat half that rate:");
-                    out.push_str(&Step::table(&[half]));
+                if let Some(rate) = c.first_half_per_s {
+                    let _ = writeln!(
+                        out,
+                        "every target at {rate} frames/s each way (half the first target's sustainable rate):"
+                    );
+                    for (at, r) in c.at_first_half.iter().zip(&c.searches) {
+                        let p99s: Vec<String> =
+                            at.p99_ms.iter().map(|p| format!("{p:.1}")).collect();
+                        let _ = writeln!(
+                            out,
+                            "{}: p99 of each round {} ms; the median round:",
+                            r.shape.target,
+                            p99s.join(", ")
+                        );
+                        if let Some(step) = &at.median {
+                            out.push_str(&Step::table(&[step]));
+                        }
+                    }
                 }
             }
         }
         out
+    }
+
+    fn search_human(r: &Search, out: &mut String) {
+        let s = &r.shape;
+        let _ = writeln!(
+            out,
+            "search: {} binaries × {} phones against {}, {} B frames, pass = 0 lost, nothing closed, p99 ≤ {} ms",
+            s.binaries, s.phones, s.target, s.frame_size, r.max_p99_ms
+        );
+        out.push('\n');
+        let steps: Vec<&Step> = r.steps.iter().collect();
+        out.push_str(&Step::table(&steps));
+        out.push('\n');
+        match r.sustainable_per_s {
+            Some(rate) => {
+                let _ = writeln!(out, "sustainable rate: {rate} frames/s each way");
+            }
+            None => {
+                let _ = writeln!(out, "sustainable rate: none of the steps passed");
+            }
+        }
+        if let Some(half) = &r.half {
+            let _ = writeln!(out, "\nat half that rate:");
+            out.push_str(&Step::table(&[half]));
+        }
     }
 }
 
@@ -474,6 +543,23 @@ mod tests {
         let mut closed = step(0, Duration::from_millis(10), 100);
         closed.closed.insert("close 1011".into(), 1);
         assert!(closed.judge(limit).unwrap_err().contains("closed"));
+    }
+
+    #[test]
+    fn the_median_round_is_kept_by_the_worse_direction() {
+        let steps = [10, 40, 20]
+            .map(|ms| step(0, Duration::from_millis(ms), 100))
+            .into_iter()
+            .collect();
+        let at = AtRate::new(steps);
+        assert_eq!(at.p99_ms.len(), 3);
+        let median = at.median.unwrap();
+        assert!(
+            (median.up.p99_ms - 20.0).abs() < 0.1,
+            "{}",
+            median.up.p99_ms
+        );
+        assert!(AtRate::new(Vec::new()).median.is_none());
     }
 
     #[test]
