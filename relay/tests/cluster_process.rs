@@ -10,7 +10,6 @@ mod support;
 use cluster_support::haproxy::Haproxy;
 use cluster_support::nats::NatsServer;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,18 +38,7 @@ impl Instance {
             .stderr(Stdio::null())
             .spawn()
             .expect("start relay");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut first = String::new();
-        stdout
-            .read_line(&mut first)
-            .expect("the relay prints its address");
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let addr = first
-            .split("ws://")
-            .nth(1)
-            .and_then(|rest| rest.split(' ').next())
-            .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {first:?}"));
+        let addr = printed_address(&printed_lines(&mut child, 1)[0], "ws://");
         Instance { child, addr }
     }
 

@@ -7,7 +7,6 @@
 mod support;
 
 use serde_json::json;
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -40,31 +39,11 @@ impl LimitedRelay {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start relay under ulimit -n");
-        let mut stderr = child.stderr.take().unwrap();
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            text
-        });
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = |what: &str| {
-            let mut line = String::new();
-            stdout.read_line(&mut line).expect(what);
-            line
-        };
-        let first = line("the relay prints its address");
-        let second = line("the relay prints its metrics address");
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let addr_after = |text: &str, scheme: &str| -> SocketAddr {
-            text.split(scheme)
-                .nth(1)
-                .and_then(|rest| rest.split([' ', '/']).next())
-                .and_then(|addr| addr.parse().ok())
-                .unwrap_or_else(|| panic!("no {scheme} address in {text:?}"))
-        };
+        let stderr = collect_stderr(&mut child);
+        let printed = printed_lines(&mut child, 2);
         LimitedRelay {
-            addr: addr_after(&first, "ws://"),
-            metrics: addr_after(&second, "http://"),
+            addr: printed_address(&printed[0], "ws://"),
+            metrics: printed_address(&printed[1], "http://"),
             child,
             stderr: Some(stderr),
         }

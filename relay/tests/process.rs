@@ -5,7 +5,7 @@
 mod support;
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -30,25 +30,8 @@ impl RelayProcess {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start relay");
-        let mut stderr = child.stderr.take().unwrap();
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            text
-        });
-        let mut first = String::new();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        stdout
-            .read_line(&mut first)
-            .expect("the relay prints its address");
-        // Keep reading, so that the relay never writes to a closed pipe.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let addr = first
-            .split("ws://")
-            .nth(1)
-            .and_then(|rest| rest.split(' ').next())
-            .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {first:?}"));
+        let stderr = collect_stderr(&mut child);
+        let addr = printed_address(&printed_lines(&mut child, 1)[0], "ws://");
         RelayProcess {
             child,
             addr,

@@ -3,7 +3,8 @@
 //! Every wait here is bounded by [`PATIENCE`] so a broken relay fails a test instead of hanging
 //! it; no wait is an assertion about timing.
 //!
-//! Each test crate (`e2e`, `adversarial`, `operations`, `process`) uses part of it.
+//! Each test crate (`e2e`, `adversarial`, `operations`, `process`, `descriptors`, the cluster ones)
+//! uses part of it; the `relay` child-process tests share its stdout/stderr helpers at the end.
 #![allow(dead_code)]
 
 use futures_util::stream::{SplitSink, SplitStream};
@@ -529,4 +530,44 @@ pub fn assert_prometheus_text(text: &str) {
             "no # HELP before {line}"
         );
     }
+}
+
+/// The first `n` lines a `relay` child prints on stdout (the addresses it listens on, one per
+/// line); the rest of its stdout is drained on a thread, so that the relay never writes to a
+/// closed pipe. Blocks until the lines are printed (or panics if stdout ends first).
+pub fn printed_lines(child: &mut std::process::Child, n: usize) -> Vec<String> {
+    use std::io::BufRead;
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let lines = (0..n)
+        .map(|_| {
+            let mut line = String::new();
+            stdout
+                .read_line(&mut line)
+                .expect("the relay prints its addresses");
+            line
+        })
+        .collect();
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    lines
+}
+
+/// The socket address right after `scheme` (`"ws://"`, `"http://"`) in a line the relay
+/// printed. Panics if there is none.
+pub fn printed_address(line: &str, scheme: &str) -> SocketAddr {
+    line.split(scheme)
+        .nth(1)
+        .and_then(|rest| rest.split([' ', '/']).next())
+        .and_then(|addr| addr.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {scheme} address in {line:?}"))
+}
+
+/// A child's whole stderr, read on a thread: join it once the child has exited.
+pub fn collect_stderr(child: &mut std::process::Child) -> std::thread::JoinHandle<String> {
+    use std::io::Read;
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    })
 }
