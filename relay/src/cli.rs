@@ -3,14 +3,14 @@
 //! (`30s`, `500ms`, `2m`, `1h 30m`). `relay --help` shows each flag with its default and variable.
 
 use crate::cluster::InstanceId;
-use crate::config::{ClientIpSource, ClusterConfig, RelayConfig};
+use crate::config::{ClientIpSource, ClusterConfig, ForwardToken, RelayConfig};
 use crate::logging::LogFormat;
 use clap::Parser;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// A WebSocket relay between binaries (desktop daemons, on /v1/server) and their phones (on
-/// /v1/client): one binary per server-id, first claim wins, up to --max-phones phones each.
+/// A WebSocket relay between binaries (desktop daemons, on /v1/server or /v2/server) and their
+/// phones (on /v1/client or /v2/client): one binary per server-id, first claim wins, up to --max-phones phones each.
 /// Single instance, in memory; with --cluster, one of several instances that act as one
 /// through NATS.
 #[derive(Debug, Clone, Parser)]
@@ -55,6 +55,10 @@ pub struct Args {
     /// Largest incoming frame in bytes; larger ones close the connection with 1009.
     #[arg(long, env = "RELAY_MAX_FRAME", default_value_t = 256 * 1024)]
     pub max_frame: usize,
+    /// Whether the first envelope forwarded from each phone carries its X-Pyrycode-Token
+    /// (`"token"`), for the binary to authenticate the phone; the token is never logged.
+    #[arg(long, env = "RELAY_FORWARD_TOKEN", value_enum, default_value_t = ForwardToken::FirstFrame)]
+    pub forward_token: ForwardToken,
     /// Cluster mode: the NATS server (JetStream on) through which several instances act as one,
     /// e.g. nats://127.0.0.1:4222. Absent: a single instance, in memory, no NATS.
     #[arg(long, env = "RELAY_CLUSTER", value_name = "URL")]
@@ -147,6 +151,7 @@ impl Args {
             heartbeat: self.heartbeat,
             probe_timeout: self.probe_timeout,
             max_frame: self.max_frame,
+            forward_token: self.forward_token,
             cluster: self.cluster.as_ref().map(|url| ClusterConfig {
                 lease: self.cluster_lease,
                 ..ClusterConfig::new(url.clone(), self.instance())
@@ -186,6 +191,7 @@ mod tests {
         assert_eq!(config.heartbeat, protocol.heartbeat);
         assert_eq!(config.probe_timeout, protocol.probe_timeout);
         assert_eq!(config.max_frame, protocol.max_frame);
+        assert_eq!(config.forward_token, ForwardToken::FirstFrame);
         assert!(
             config.cluster.is_none(),
             "a single instance unless --cluster"

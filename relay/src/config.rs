@@ -38,6 +38,29 @@ pub enum ClientIpSource {
     ProxyProtocol,
 }
 
+/// Whether the relay puts a phone's `X-Pyrycode-Token` on the first envelope it forwards from that
+/// phone (protocol: "Frames"), so the binary can authenticate the phone before acting on its
+/// first frame.
+///
+/// # Examples
+///
+/// ```
+/// use clap::ValueEnum;
+/// use relay_server::ForwardToken;
+///
+/// assert_eq!(ForwardToken::default(), ForwardToken::FirstFrame);
+/// assert_eq!(ForwardToken::from_str("never", false), Ok(ForwardToken::Never));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ForwardToken {
+    /// `{"conn_id":…,"token":…,"frame":…}` on the first envelope of each phone that sent a
+    /// token; never on later ones.
+    #[default]
+    FirstFrame,
+    /// Never: the token is checked for presence (on `/v1/client`) and then dropped.
+    Never,
+}
+
 /// Every tunable of the relay. `RelayConfig::default()` is the protocol's defaults.
 ///
 /// # Examples
@@ -99,6 +122,8 @@ pub struct RelayConfig {
     pub drain: Duration,
     /// How long a closing connection waits for the peer's close frame.
     pub close_timeout: Duration,
+    /// Whether a phone's token goes to its binary on the phone's first envelope.
+    pub forward_token: ForwardToken,
     /// Cluster mode: several instances act as one through NATS (see [`ClusterConfig`]);
     /// `None` is a single instance, in memory, with no NATS.
     pub cluster: Option<ClusterConfig>,
@@ -131,6 +156,7 @@ impl Default for RelayConfig {
             binary_outbox: 16 * 1024 * 1024,
             drain: Duration::from_secs(10),
             close_timeout: Duration::from_secs(2),
+            forward_token: ForwardToken::FirstFrame,
             cluster: None,
             panic_on_frame: None,
         }

@@ -7,26 +7,38 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 
 /// `{"conn_id":"client-…","frame":` for one phone, built once; a frame is appended, then `}`.
+///
+/// The first envelope of a phone that sent a token carries it too (protocol: "Frames"):
+/// `{"conn_id":"client-…","token":"…","frame":…}`. That prefix is built when the wrapper is and
+/// dropped by the first [`wrap`](Self::wrap), so the token lives no longer than it must.
 pub struct Wrapper {
     /// The conn-id as a JSON string.
     id: String,
     prefix: String,
+    /// The first envelope's prefix, with the token; `None` once used (or without a token).
+    first: Option<Box<str>>,
 }
 
 impl Wrapper {
-    /// The wrapper for the phone `conn_id`.
-    pub fn new(conn_id: &str) -> Self {
+    /// The wrapper for the phone `conn_id`; `token` goes on its first envelope only.
+    pub fn new(conn_id: &str, token: Option<&str>) -> Self {
         let id = serde_json::to_string(conn_id).expect("a string always serializes");
         let prefix = format!("{{\"conn_id\":{id},\"frame\":");
-        Wrapper { id, prefix }
+        let first = token.map(|token| {
+            let token = serde_json::to_string(token).expect("a string always serializes");
+            format!("{{\"conn_id\":{id},\"token\":{token},\"frame\":").into_boxed_str()
+        });
+        Wrapper { id, prefix, first }
     }
 
     /// `frame` (already checked to be one JSON value) wrapped for the binary, verbatim except
-    /// for surrounding whitespace.
-    pub fn wrap(&self, frame: &str) -> String {
+    /// for surrounding whitespace; the first call puts the token on it (if there is one).
+    pub fn wrap(&mut self, frame: &str) -> String {
         let frame = frame.trim_matches([' ', '\t', '\n', '\r']);
-        let mut out = String::with_capacity(self.prefix.len() + frame.len() + 1);
-        out.push_str(&self.prefix);
+        let first = self.first.take();
+        let prefix = first.as_deref().unwrap_or(&self.prefix);
+        let mut out = String::with_capacity(prefix.len() + frame.len() + 1);
+        out.push_str(prefix);
         out.push_str(frame);
         out.push('}');
         out
@@ -73,4 +85,44 @@ impl<'a> Envelope<'a> {
 /// Close codes a binary may ask for (the protocol: 1000 or 3000–4999).
 fn sendable_close_code(code: u16) -> bool {
     CloseReason::custom(code, "").is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_on_the_first_envelope_only() {
+        let mut wrapper = Wrapper::new("client-a-1", Some("t0k"));
+        assert_eq!(
+            wrapper.wrap(" 1 "),
+            r#"{"conn_id":"client-a-1","token":"t0k","frame":1}"#
+        );
+        assert_eq!(wrapper.wrap("2"), r#"{"conn_id":"client-a-1","frame":2}"#);
+        assert_eq!(wrapper.wrap("{}"), r#"{"conn_id":"client-a-1","frame":{}}"#);
+    }
+
+    #[test]
+    fn without_a_token_no_envelope_has_the_key() {
+        let mut wrapper = Wrapper::new("client-a-1", None);
+        assert_eq!(wrapper.wrap("1"), r#"{"conn_id":"client-a-1","frame":1}"#);
+        assert_eq!(wrapper.wrap("2"), r#"{"conn_id":"client-a-1","frame":2}"#);
+    }
+
+    #[test]
+    fn the_token_is_escaped_as_a_json_string() {
+        let mut wrapper = Wrapper::new("client-a-1", Some("a\"b\\c"));
+        let envelope: serde_json::Value = serde_json::from_str(&wrapper.wrap("[]")).unwrap();
+        assert_eq!(envelope["token"], "a\"b\\c");
+        assert_eq!(envelope["frame"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn the_left_notice_never_carries_the_token() {
+        let wrapper = Wrapper::new("client-a-1", Some("t0k"));
+        assert_eq!(
+            wrapper.left(1000),
+            r#"{"conn_id":"client-a-1","close_code":1000}"#
+        );
+    }
 }

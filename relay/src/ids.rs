@@ -3,9 +3,9 @@
 /// Which side of the relay a connection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
-    /// A binary, on `/v1/server`.
+    /// A binary, on `/v1/server` or `/v2/server`.
     Binary,
-    /// A phone, on `/v1/client`.
+    /// A phone, on `/v1/client` or `/v2/client`.
     Phone,
 }
 

@@ -56,6 +56,7 @@ mod clustered;
 mod config;
 mod endpoint;
 mod envelope;
+mod error;
 mod expiry;
 mod frame_check;
 mod gates;
@@ -69,10 +70,12 @@ mod metrics;
 mod outbox;
 mod phone;
 mod proxy;
+mod request_target;
 mod routes;
 mod session;
 
-pub use config::{ClientIpSource, ClusterConfig, FRAME_OVERHEAD, RelayConfig};
+pub use config::{ClientIpSource, ClusterConfig, FRAME_OVERHEAD, ForwardToken, RelayConfig};
+pub use error::StartError;
 pub use logging::{LogFormat, init as init_logging};
 
 use endpoint::Endpoint;
@@ -185,7 +188,7 @@ impl Relay {
 ///
 /// # Errors
 ///
-/// If an address cannot be bound, or (cluster mode) the cluster cannot be joined.
+/// [`StartError`]: an address cannot be bound, or (cluster mode) the cluster cannot be joined.
 ///
 /// # Examples
 ///
@@ -203,16 +206,22 @@ impl Relay {
 /// # Ok(())
 /// # }
 /// ```
-pub async fn start(config: RelayConfig) -> io::Result<Relay> {
-    let listener = TcpListener::bind(config.listen).await?;
-    let addr = listener.local_addr()?;
-    let metrics_listener = match config.metrics_listen {
-        Some(at) => Some(TcpListener::bind(at).await?),
-        None => None,
-    };
-    let metrics_addr = match &metrics_listener {
-        Some(listener) => Some(listener.local_addr()?),
-        None => None,
+pub async fn start(config: RelayConfig) -> Result<Relay, StartError> {
+    let listen = |addr: SocketAddr, source: io::Error| StartError::Listen { addr, source };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|error| listen(config.listen, error))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|error| listen(config.listen, error))?;
+    let (metrics_listener, metrics_addr) = match config.metrics_listen {
+        Some(at) => {
+            let metrics = |source| StartError::MetricsListen { addr: at, source };
+            let listener = TcpListener::bind(at).await.map_err(metrics)?;
+            let bound = listener.local_addr().map_err(metrics)?;
+            (Some(listener), Some(bound))
+        }
+        None => (None, None),
     };
     let registry =
         Registry::with_config(Config::default().with_max_phones_per_server(config.max_phones));
@@ -225,7 +234,7 @@ pub async fn start(config: RelayConfig) -> io::Result<Relay> {
         Some(settings) => Some(
             clustered::Cluster::start(settings.clone())
                 .await
-                .map_err(|error| io::Error::other(format!("cannot join the cluster: {error}")))?,
+                .map_err(|error| StartError::Cluster(error.to_string()))?,
         ),
         None => None,
     };

@@ -1,6 +1,7 @@
 //! The public listener: accepts TCP connections, reads the PROXY header first when configured,
 //! and serves each connection's HTTP/1.1 with hyper — its own head deadline
-//! (`header_read_timeout`) and head size limit (`max_buf_size`) — through [`routes::handle`].
+//! (`header_read_timeout`) and head size limit (`max_buf_size`) — through [`routes::handle`],
+//! its reads scanned for request targets with a fragment on the way ([`TargetCheck`]).
 //!
 //! It keeps accepting while the relay drains (so `/readyz` answers 503 and late upgrades are
 //! refused 503, each on a connection that is closed after one response), and stops when the
@@ -22,6 +23,7 @@ use crate::client_ip::Origin;
 use crate::config::ClientIpSource;
 use crate::metrics::RefusedReason;
 use crate::proxy;
+use crate::request_target::{TargetCheck, Targets};
 use crate::routes;
 use futures_util::FutureExt;
 use hyper::server::conn::http1;
@@ -163,8 +165,12 @@ where
 {
     let stopped = hub.shutdown.stopped.clone();
     let service_hub = hub.clone();
-    let service =
-        hyper::service::service_fn(move |req| routes::handle(service_hub.clone(), origin, req));
+    let targets = Targets::new();
+    let io = TargetCheck::new(io, targets.clone());
+    let service = hyper::service::service_fn(move |req| {
+        let fragment = targets.refuse_next();
+        routes::handle(service_hub.clone(), origin, fragment, req)
+    });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(hub.config.header_timeout)

@@ -25,6 +25,7 @@ pub async fn run(
     hub: Arc<Hub>,
     mut session: Session,
     registration: Result<PhoneTicket<Endpoint>, RegistryError>,
+    token: Option<String>,
 ) {
     let conn = session.conn().clone();
     let tag = hub.logs.conn(conn.conn_id());
@@ -36,11 +37,13 @@ pub async fn run(
         Err(error) => return refused(&hub, session, error).await,
     };
     tracing::info!(conn = %tag, "phone joined");
-    let wrapper = Wrapper::new(conn.conn_id());
+    let mut wrapper = Wrapper::new(conn.conn_id(), token.as_deref());
+    drop(token);
     let ending = loop {
         match session.next().await {
             Event::Frame(text) => {
-                if let Some(ending) = forward(&hub, &mut session, &ticket, &wrapper, text).await {
+                if let Some(ending) = forward(&hub, &mut session, &ticket, &mut wrapper, text).await
+                {
                     break ending;
                 }
             }
@@ -75,7 +78,7 @@ async fn refused(hub: &Hub, session: Session, error: RegistryError) {
 }
 
 /// Runs a phone's connection whose id another instance owns, until it ends.
-pub async fn run_away(hub: Arc<Hub>, mut session: Session, away: Away) {
+pub async fn run_away(hub: Arc<Hub>, mut session: Session, away: Away, token: Option<String>) {
     let phone = match away {
         Away::Joined(phone) => {
             hub.metrics.upgrade(EndpointLabel::Client, Outcome::Ok);
@@ -86,11 +89,15 @@ pub async fn run_away(hub: Arc<Hub>, mut session: Session, away: Away) {
     let conn = session.conn().clone();
     let tag = hub.logs.conn(conn.conn_id());
     tracing::info!(conn = %tag, owner = %phone.up.peer(), "phone joined through another instance");
-    let wrapper = Wrapper::new(session.conn().conn_id());
+    // The frames go up wrapped, the first with the token: the owner hands them on as they are.
+    let mut wrapper = Wrapper::new(session.conn().conn_id(), token.as_deref());
+    drop(token);
     let ending = loop {
         match session.next().await {
             Event::Frame(text) => {
-                if let Some(ending) = forward_up(&hub, &mut session, &phone, &wrapper, text).await {
+                if let Some(ending) =
+                    forward_up(&hub, &mut session, &phone, &mut wrapper, text).await
+                {
                     break ending;
                 }
             }
@@ -129,7 +136,7 @@ async fn forward_up(
     hub: &Hub,
     session: &mut Session,
     phone: &AwayPhone,
-    wrapper: &Wrapper,
+    wrapper: &mut Wrapper,
     text: Utf8Bytes,
 ) -> Option<Ending> {
     if !check(hub, session, &text) {
@@ -165,7 +172,7 @@ async fn forward(
     hub: &Hub,
     session: &mut Session,
     ticket: &PhoneTicket<Endpoint>,
-    wrapper: &Wrapper,
+    wrapper: &mut Wrapper,
     text: Utf8Bytes,
 ) -> Option<Ending> {
     if !check(hub, session, &text) {

@@ -1,5 +1,7 @@
 //! The public routes, as one hyper service: `/healthz`, `/readyz`, and the WebSocket endpoints
-//! `/v1/server` (binaries) and `/v1/client` (phones); everything else is 404.
+//! `/v1/server` and `/v2/server` (binaries), `/v1/client` and `/v2/client` (phones); everything
+//! else is 404. The version label means nothing to the relay: both labels of a side are one
+//! endpoint, apart from `/v2/client`'s optional `X-Pyrycode-Token`.
 //!
 //! An upgrade request goes, in order: readiness (503 once shutdown began) → the [gates](crate::gates)
 //! (429 rate limit, 503 connection cap) → in cluster mode, the cluster (503 while this instance
@@ -10,11 +12,12 @@
 
 use crate::Hub;
 use crate::client_ip::{self, Origin};
+use crate::config::ForwardToken;
 use crate::gates::{Permit, Refusal};
 use crate::ids::Side;
 use crate::join::{self, Joined};
 use crate::loris::Tracked;
-use crate::metrics::{EndpointLabel, Outcome};
+use crate::metrics::{EndpointLabel, Outcome, RefusedReason};
 use crate::session::{Session, ws_config};
 use crate::{binary, phone};
 use bytes::Bytes;
@@ -34,23 +37,44 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 /// A response of the public listener.
 pub type Reply = Response<Full<Bytes>>;
 
-/// Answers one request on a connection from `origin`.
+/// Answers one request on a connection from `origin`; `fragment`: its request target had a
+/// fragment (hyper's parsed URI no longer shows it, see [`crate::request_target`]).
 pub async fn handle(
     hub: Arc<Hub>,
     origin: Origin,
+    fragment: bool,
     req: Request<Incoming>,
 ) -> Result<Reply, Infallible> {
+    if fragment {
+        let what = "a request target has no fragment";
+        hub.metrics.refused(RefusedReason::Malformed);
+        let ip = client_ip::client_ip(hub.config.client_ip, origin, req.headers());
+        hub.refusals.refused(400, what, ip);
+        return Ok(plain(StatusCode::BAD_REQUEST, what));
+    }
     let side = match req.uri().path() {
         "/healthz" | "/readyz" if req.method() != Method::GET => {
             return Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"));
         }
         "/healthz" => return Ok(health(&hub)),
         "/readyz" => return Ok(ready(&hub)),
-        "/v1/server" => Side::Binary,
-        "/v1/client" => Side::Phone,
+        "/v1/server" | "/v2/server" => (Side::Binary, Token::Unused),
+        "/v1/client" => (Side::Phone, Token::Required),
+        "/v2/client" => (Side::Phone, Token::Optional),
         _ => return Ok(plain(StatusCode::NOT_FOUND, "not found")),
     };
     Ok(upgrade(hub, origin, side, req).await)
+}
+
+/// What an endpoint asks of `X-Pyrycode-Token`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token {
+    /// Binaries: not read.
+    Unused,
+    /// `/v1/client`: present, non-empty, UTF-8 (else 400).
+    Required,
+    /// `/v2/client`: absent or empty means none; present, it must be UTF-8 (else 400).
+    Optional,
 }
 
 /// `/healthz`: counts, version, uptime; gracing binaries are not connected; no per-id detail.
@@ -173,9 +197,18 @@ enum Refused {
 struct Checked {
     server_id: String,
     accept: String,
+    /// A phone's `X-Pyrycode-Token`, kept only to be forwarded on its first envelope (never
+    /// logged, never compared); `None` for binaries, without the header, or with
+    /// `--forward-token never`.
+    token: Option<String>,
 }
 
-async fn upgrade(hub: Arc<Hub>, origin: Origin, side: Side, mut req: Request<Incoming>) -> Reply {
+async fn upgrade(
+    hub: Arc<Hub>,
+    origin: Origin,
+    (side, token): (Side, Token),
+    mut req: Request<Incoming>,
+) -> Reply {
     let ip = client_ip::client_ip(hub.config.client_ip, origin, req.headers());
     if hub.shutdown.is_draining() {
         return refuse(&hub, side, ip, Refused::ShuttingDown);
@@ -191,7 +224,7 @@ async fn upgrade(hub: Arc<Hub>, origin: Origin, side: Side, mut req: Request<Inc
     {
         return refuse(&hub, side, ip, Refused::Cluster);
     }
-    let checked = match check(&hub, side, &req) {
+    let mut checked = match check(&hub, side, token, &req) {
         Ok(checked) => checked,
         Err(refused) => return refuse(&hub, side, ip, refused),
     };
@@ -205,20 +238,21 @@ async fn upgrade(hub: Arc<Hub>, origin: Origin, side: Side, mut req: Request<Inc
     // Only the upgrade's handle goes into the task, not the request (its head is dropped here).
     let upgrading = hyper::upgrade::on(&mut req);
     drop(req);
+    let accept = std::mem::take(&mut checked.accept);
     hub.sessions.spawn(async move {
-        run_session(task_hub, upgrading, conn, joined, checked.server_id, permit).await;
+        run_session(task_hub, upgrading, conn, joined, checked, permit).await;
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::UPGRADE, "websocket")
         .header(header::CONNECTION, "Upgrade")
-        .header(header::SEC_WEBSOCKET_ACCEPT, checked.accept)
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
         .body(Full::new(Bytes::new()))
         .expect("a valid response")
 }
 
 /// The header checks of the protocol and of RFC 6455.
-fn check(hub: &Hub, side: Side, req: &Request<Incoming>) -> Result<Checked, Refused> {
+fn check(hub: &Hub, side: Side, token: Token, req: &Request<Incoming>) -> Result<Checked, Refused> {
     if req.method() != Method::GET {
         return Err(Refused::BadRequest("WebSocket upgrades use GET"));
     }
@@ -245,9 +279,17 @@ fn check(hub: &Hub, side: Side, req: &Request<Incoming>) -> Result<Checked, Refu
     }
     let server_id = required(req, "x-pyrycode-server")?;
     required(req, "user-agent")?;
-    match side {
-        Side::Binary => required(req, "x-pyrycode-version")?,
-        Side::Phone => required(req, "x-pyrycode-token")?,
+    if side == Side::Binary {
+        required(req, "x-pyrycode-version")?;
+    }
+    let token = match token {
+        Token::Unused => None,
+        Token::Required => Some(required(req, "x-pyrycode-token")?),
+        Token::Optional => optional(req, "x-pyrycode-token")?,
+    };
+    let token = match hub.config.forward_token {
+        ForwardToken::FirstFrame => token.map(str::to_owned),
+        ForwardToken::Never => None,
     };
     if hub.registry.check_server_id(server_id).is_err() {
         return Err(Refused::BadRequest("invalid server-id"));
@@ -256,7 +298,21 @@ fn check(hub: &Hub, side: Side, req: &Request<Incoming>) -> Result<Checked, Refu
     Ok(Checked {
         server_id: server_id.to_owned(),
         accept: derive_accept_key(key.as_bytes()),
+        token,
     })
+}
+
+/// The value of header `name` if it is present and non-empty once trimmed; `None` if absent or
+/// empty; refused if not UTF-8.
+fn optional<'r>(
+    req: &'r Request<Incoming>,
+    name: &'static str,
+) -> Result<Option<&'r str>, Refused> {
+    match required(req, name) {
+        Ok(text) => Ok(Some(text)),
+        Err(Refused::BadRequest(body)) if body == missing(name) => Ok(None),
+        Err(refused) => Err(refused),
+    }
 }
 
 /// The value of header `name`: present, UTF-8 and non-empty once trimmed.
@@ -300,9 +356,12 @@ async fn run_session(
     upgrading: OnUpgrade,
     conn: Arc<crate::endpoint::Endpoint>,
     joined: Joined,
-    server_id: String,
+    checked: Checked,
     permit: Permit,
 ) {
+    let Checked {
+        server_id, token, ..
+    } = checked;
     let upgraded = match tokio::time::timeout(hub.config.header_timeout, upgrading).await {
         Ok(Ok(upgraded)) => upgraded,
         _ => return,
@@ -320,8 +379,8 @@ async fn run_session(
     // stays small, and a phone does not pay for the size of a binary's claim (cluster probes).
     match joined {
         Joined::Binary(claim) => Box::pin(binary::run(hub, session, server_id, claim)).await,
-        Joined::Phone(ticket) => Box::pin(phone::run(hub, session, ticket)).await,
-        Joined::Away(away) => Box::pin(phone::run_away(hub, session, away)).await,
+        Joined::Phone(ticket) => Box::pin(phone::run(hub, session, ticket, token)).await,
+        Joined::Away(away) => Box::pin(phone::run_away(hub, session, away, token)).await,
     }
     drop(permit);
 }

@@ -184,6 +184,36 @@ async fn frames_notices_and_directives_cross_instances_exactly_as_on_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owners_binary_gets_a_remote_phones_token_on_its_first_envelope_only() {
+    let Some(server) = NatsServer::start("the_owners_binary_gets_a_remote_phones_token") else {
+        return;
+    };
+    let [a, b, c] = trio(&server, |_| {}).await;
+    let mut binary = Peer::binary(a.local_addr(), "srv-tok").await;
+    // A v1 phone on b (token "secret-token", the e2e phone headers) and a v2 phone on c with none.
+    let mut on_b = Peer::phone(b.local_addr(), "srv-tok").await;
+    let v2_headers: Vec<_> = phone_headers("srv-tok")
+        .into_iter()
+        .filter(|(name, _)| *name != "X-Pyrycode-Token")
+        .collect();
+    let on_c = connect(c.local_addr(), "/v2/client", &v2_headers).await;
+    let mut on_c = Peer::new(on_c.expect("v2 phone upgrade"));
+    for (phone, token) in [(&mut on_b, Some("secret-token")), (&mut on_c, None)] {
+        phone.send(r#""one""#).await;
+        phone.send(r#""two""#).await;
+        let first = binary.json().await;
+        let second = binary.json().await;
+        assert_eq!(
+            (&first["frame"], &second["frame"]),
+            (&"one".into(), &"two".into())
+        );
+        assert_eq!(first.get("token").and_then(Value::as_str), token, "{first}");
+        assert_eq!(second.get("token"), None, "{second}");
+    }
+    stop([a, b, c]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicts_takeovers_refusals_and_the_cap_span_instances() {
     let Some(server) = NatsServer::start("conflicts_takeovers_refusals_and_the_cap") else {
         return;

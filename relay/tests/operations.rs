@@ -114,7 +114,8 @@ async fn frames_and_bytes_forwarded_are_counted_by_direction() {
     let addr = relay.local_addr();
     let mut binary = Peer::binary(addr, "srv-fwd").await;
     let (mut phone, id) = join(addr, "srv-fwd", &mut binary).await;
-    let hello = format!("{{\"conn_id\":\"{id}\",\"frame\":\"hello\"}}");
+    // The phone's first envelope carries its token (protocol "Frames").
+    let hello = format!("{{\"conn_id\":\"{id}\",\"token\":\"secret-token\",\"frame\":\"hello\"}}");
     let up = "relay_frames_forwarded_total{direction=\"phone_to_binary\"}";
     let up_bytes = "relay_frame_bytes_forwarded_total{direction=\"phone_to_binary\"}";
     let down = "relay_frames_forwarded_total{direction=\"binary_to_phone\"}";

@@ -351,3 +351,97 @@ async fn relay_client_exits_when_the_relay_shuts_down() {
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("1001 shutting down"), "{stderr}");
 }
+
+/// Runs `relay <args>` to its end (at most [`PATIENCE`]): its exit code and stderr.
+fn relay_fails(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start relay");
+    let stderr = collect_stderr(&mut child);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if start.elapsed() > PATIENCE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("relay {args:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (status.code(), stderr.join().expect("stderr reader"))
+}
+
+/// Asserts that `stderr` is exactly one line `relay: error: …` with no `Debug` formatting.
+fn assert_one_error_line(stderr: &str, args: &[&str]) {
+    let lines: Vec<_> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{args:?}: one line, got {stderr:?}");
+    assert!(
+        lines[0].starts_with("relay: error: "),
+        "{args:?}: {stderr:?}"
+    );
+    for debug in ["Custom {", "kind:", "Os {", "Error {"] {
+        assert!(
+            !lines[0].contains(debug),
+            "{args:?}: Debug output: {stderr:?}"
+        );
+    }
+}
+
+#[test]
+fn an_invalid_configuration_exits_2_with_one_line() {
+    for args in [
+        &["--grace", "soon"][..],
+        &["--no-such-flag"],
+        &["--listen", "not-an-address"],
+        &["--forward-token", "always"],
+        &[
+            "--cluster-lease",
+            "1500ms",
+            "--cluster",
+            "nats://127.0.0.1:4222",
+        ],
+        &["--instance-id", "a.b", "--cluster", "nats://127.0.0.1:4222"],
+        &["--max-phones", "-1"],
+    ] {
+        let (code, stderr) = relay_fails(args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert_one_error_line(&stderr, args);
+    }
+}
+
+#[test]
+fn a_failure_at_run_time_exits_1_with_one_line() {
+    // An address in use.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let args = ["--listen", addr.as_str(), "--metrics-listen", "off"];
+    let (code, stderr) = relay_fails(&args);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_one_error_line(&stderr, &args);
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}: ")),
+        "{stderr}"
+    );
+    // NATS unreachable at start (a refused port) and a list of URLs it cannot parse.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("nats://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "off",
+        "--cluster",
+        url.as_str(),
+    ];
+    let (code, stderr) = relay_fails(&args);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_one_error_line(&stderr, &args);
+    assert!(stderr.contains("cannot join the cluster: "), "{stderr}");
+}

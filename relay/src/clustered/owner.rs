@@ -227,7 +227,7 @@ impl UpSink {
             return;
         };
         if let Some(binary) = ticket.binary() {
-            let notice = crate::envelope::Wrapper::new(ticket.conn().conn_id()).left(code);
+            let notice = crate::envelope::Wrapper::new(ticket.conn().conn_id(), None).left(code);
             if binary.send(Utf8Bytes::from(notice)) == Err(SendError::Full) {
                 self.hub.metrics.dropped(DropReason::BinaryFull);
             }
