@@ -30,7 +30,7 @@
 //! (`endpoint::Endpoint::Remote`, a [`cluster::RemotePhone`]) whose `send` and `close` publish
 //! down its link. Without `--cluster` none of it runs: no NATS, the pipeline above unchanged.
 //!
-//! Around them: `expiry` (grace windows expire in a task of the runtime), `metrics` (every
+//! Around them: [`push`] (push wakes through FCM, asked for by binaries), `expiry` (grace windows expire in a task of the runtime), `metrics` (every
 //! family in one place, served on its own listener), `logging` (text or JSON; ids only as short
 //! hashes at info; see [`init_logging`]), `config` and [`cli`] (one clap struct, `env` on every
 //! flag).
@@ -69,11 +69,13 @@ mod metrics;
 mod outbox;
 mod phone;
 mod proxy;
+pub mod push;
 mod routes;
 mod session;
 
 pub use config::{ClientIpSource, ClusterConfig, FRAME_OVERHEAD, RelayConfig};
 pub use logging::{LogFormat, init as init_logging};
+pub use push::{PushConfig, PushConfigError};
 
 use endpoint::Endpoint;
 use relay_registry::{CloseReason, Config, Conn, Counts, Registry};
@@ -99,6 +101,8 @@ struct Hub {
     sessions: TaskTracker,
     /// Cluster mode's state (`None`: a single instance).
     cluster: Option<clustered::Cluster>,
+    /// Push wakes (off without a service-account key).
+    push: Arc<push::Push>,
 }
 
 impl Hub {
@@ -185,7 +189,9 @@ impl Relay {
 ///
 /// # Errors
 ///
-/// If an address cannot be bound, or (cluster mode) the cluster cannot be joined.
+/// If the push configuration is refused (an [`io::ErrorKind::InvalidInput`] error wrapping the
+/// [`PushConfigError`], with its message), an address cannot be bound, or (cluster mode) the
+/// cluster cannot be joined.
 ///
 /// # Examples
 ///
@@ -204,6 +210,13 @@ impl Relay {
 /// # }
 /// ```
 pub async fn start(config: RelayConfig) -> io::Result<Relay> {
+    let push_loaded = match &config.push {
+        Some(push) => Some(
+            push.load()
+                .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?,
+        ),
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let metrics_listener = match config.metrics_listen {
@@ -234,7 +247,9 @@ pub async fn start(config: RelayConfig) -> io::Result<Relay> {
         metrics.add_cluster(cluster.metrics.clone());
         tracing::info!(instance = %cluster.config.instance, "joined the cluster");
     }
+    let push = push::Push::new(config.push.as_ref().zip(push_loaded), metrics.wakes());
     let hub = Arc::new(Hub {
+        push: Arc::new(push),
         registry,
         gates,
         config,
@@ -262,6 +277,7 @@ pub async fn start(config: RelayConfig) -> io::Result<Relay> {
 async fn run(listener: TcpListener, metrics_listener: Option<TcpListener>, hub: Arc<Hub>) {
     let _expiry = AbortOnDropHandle::new(tokio::spawn(expiry::run(hub.clone())));
     let _pruning = AbortOnDropHandle::new(tokio::spawn(prune(hub.clone())));
+    let _push_pruning = AbortOnDropHandle::new(tokio::spawn(hub.push.clone().prune()));
     let _metrics = metrics_listener.map(|listener| {
         AbortOnDropHandle::new(tokio::spawn(metrics::serve(listener, hub.clone())))
     });

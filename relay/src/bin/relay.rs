@@ -25,7 +25,15 @@ async fn main() -> std::io::Result<()> {
     init_logging(args.log_format);
     // Installed first, so that a signal during start-up drains instead of killing the process.
     let signal = shutdown_signal()?;
-    let relay = relay_server::start(args.config()).await?;
+    // An invalid configuration: one line, exit 2, before anything starts.
+    let config = match args.config() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("relay: error: {error}");
+            std::process::exit(2);
+        }
+    };
+    let relay = relay_server::start(config).await?;
     let addr = relay.local_addr();
     // The first line is the address (a script or test that started the relay on port 0 reads
     // it). Printing is best-effort: a closed stdout must not stop the relay.
