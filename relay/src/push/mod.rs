@@ -6,13 +6,13 @@
 //! A wake comes in on a binary's read loop ([`Push::wake`]) and is decided there, at once, in
 //! this order: push off (no service-account key) → counted `disabled`; its server-id's token
 //! bucket empty → `rate_limited`; the relay's sends in flight at their cap → `busy`
-//! ([`limits`]). An admitted wake is sent by a task of its own, holding its place in flight: it
+//! (`limits`). An admitted wake is sent by a task of its own, holding its place in flight: it
 //! never delays the binary's frames, outlives the binary's connection, and nobody waits for it;
 //! the binary gets no reply. Nothing is queued.
 //!
-//! The send ([`fcm`]) takes the cached OAuth access token ([`oauth`]: a JWT-bearer grant signed
+//! The send (`fcm`) takes the cached OAuth access token (`oauth`: a JWT-bearer grant signed
 //! with the service account's key, [`credentials`]), posts the message to FCM over HTTPS
-//! ([`https`]: system roots plus `--fcm-ca-file`, never plain HTTP, no redirects, each call
+//! (`https`: system roots plus `--fcm-ca-file`, never plain HTTP, no redirects, each call
 //! bounded in time and in what it reads) and counts the outcome in
 //! `relay_push_wakes_total{outcome}`.
 //!
