@@ -72,8 +72,7 @@ impl fmt::Display for FieldProblem {
             FieldProblem::NotAString => f.write_str("is not a string"),
             FieldProblem::Empty => f.write_str("is empty"),
             FieldProblem::NotPem => f.write_str(
-                "is not a PEM-encoded private key (-----BEGIN PRIVATE KEY----- or \
-                 -----BEGIN RSA PRIVATE KEY-----)",
+                "is not a PEM-encoded private key (PKCS#8, as Google issues them, or PKCS#1)",
             ),
             FieldProblem::NotRsa(why) => {
                 write!(f, "is not an RSA key of 2048 to 8192 bits ({why})")

@@ -238,7 +238,6 @@ impl Push {
         tokio::spawn(async move {
             let sent = fcm.send(&token).await;
             drop(permit);
-            counter.count(sent.outcome);
             let outcome = sent.outcome.as_str();
             match sent.outcome {
                 WakeOutcome::Sent => {
@@ -251,6 +250,8 @@ impl Push {
                     tracing::warn!(server = %tag, token = %token_tag, outcome, detail = %sent.detail, "push wake failed")
                 }
             }
+            // Counted after the log line: a test that saw the count finds the line.
+            counter.count(sent.outcome);
         });
     }
 

@@ -337,3 +337,268 @@ async fn malformed_wakes_are_bad_envelopes_and_an_envelope_with_a_conn_id_wakes_
     );
     assert_eq!(*google.seen().delivered.lock(), ["ok-3"]);
 }
+
+/// The lines of the test key's base64 body: none may appear in an error or a log.
+fn key_lines() -> Vec<&'static str> {
+    let lines: Vec<&str> = standin::rsa_key_pem()
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+        .collect();
+    assert!(lines.len() > 20, "a 2048-bit key spans many lines");
+    lines
+}
+
+fn assert_no_key_material(text: &str) {
+    assert!(!text.contains("PRIVATE KEY"), "{text}");
+    for line in key_lines() {
+        assert!(!text.contains(line), "key material in {text}");
+        assert!(!text.contains(&line[..16]), "key material in {text}");
+    }
+}
+
+/// Every way a service-account file can be wrong, with what the error must say.
+fn malformed_accounts() -> Vec<(serde_json::Value, &'static str)> {
+    let good = standin::service_account("https://oauth2.googleapis.com/token");
+    let with = |field: &str, value: serde_json::Value| {
+        let mut json = good.clone();
+        json[field] = value;
+        json
+    };
+    let without = |field: &str| {
+        let mut json = good.clone();
+        json.as_object_mut().unwrap().remove(field);
+        json
+    };
+    let pem = standin::rsa_key_pem();
+    let lines: Vec<&str> = pem.lines().collect();
+    let truncated = format!("{}\n-----END PRIVATE KEY-----\n", lines[..10].join("\n"));
+    let mut cut = lines.clone();
+    cut.remove(lines.len() / 2);
+    let cut = cut.join("\n");
+    let ec = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    vec![
+        (without("client_email"), "`client_email` is missing"),
+        (
+            with("client_email", 7.into()),
+            "`client_email` is not a string",
+        ),
+        (with("client_email", "".into()), "`client_email` is empty"),
+        (without("private_key"), "`private_key` is missing"),
+        (
+            with("private_key", true.into()),
+            "`private_key` is not a string",
+        ),
+        (
+            with("private_key", truncated.into()),
+            "`private_key` is not",
+        ),
+        (with("private_key", cut.into()), "`private_key` is not"),
+        (
+            with(
+                "private_key",
+                pem.replace("PRIVATE KEY", "CERTIFICATE").into(),
+            ),
+            "`private_key` is not a PEM-encoded private key",
+        ),
+        (
+            with("private_key", ec.into()),
+            "`private_key` is not an RSA key",
+        ),
+        (without("token_uri"), "`token_uri` is missing"),
+        (
+            with("token_uri", "http://oauth2.googleapis.com/token".into()),
+            "`token_uri` is not an https:// URL (plain http:// is not accepted)",
+        ),
+        (
+            with("token_uri", "oauth2.googleapis.com".into()),
+            "`token_uri` is not an https:// URL",
+        ),
+        (without("project_id"), "`project_id` is missing"),
+        (
+            with("project_id", "a/../b".into()),
+            "`project_id` is not a project id",
+        ),
+        (
+            serde_json::Value::String(pem.to_owned()),
+            "is not a JSON object",
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn malformed_credentials_stop_the_relay_naming_the_field_and_never_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("account.json");
+    for (json, expected) in malformed_accounts() {
+        standin::write_account(&path, &json);
+        let error = relay_server::start(RelayConfig {
+            push: Some(PushConfig::new(&path)),
+            ..config()
+        })
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("started with a bad key ({expected})"));
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+        let message = error.to_string();
+        assert!(message.contains(expected), "{message} lacks {expected}");
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert_no_key_material(&message);
+    }
+    // The PEM file itself given as the key file.
+    std::fs::write(&path, standin::rsa_key_pem()).unwrap();
+    let error = PushConfig::new(&path).load().unwrap_err().to_string();
+    assert!(error.contains("is not a JSON object"), "{error}");
+    assert_no_key_material(&error);
+}
+
+#[tokio::test]
+async fn an_http_endpoint_or_a_bad_ca_file_stops_the_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let google = Google::start(dir.path()).await;
+    let plain = PushConfig {
+        endpoint: "http://fcm.googleapis.com".into(),
+        ..push_config(&google)
+    };
+    let error = plain.load().unwrap_err().to_string();
+    assert_eq!(
+        error,
+        "--fcm-endpoint is not an https:// URL (plain http:// is not accepted)"
+    );
+    let missing = PushConfig {
+        ca_file: Some(dir.path().join("none.pem")),
+        ..push_config(&google)
+    };
+    let error = missing.load().unwrap_err().to_string();
+    assert!(error.starts_with("--fcm-ca-file "), "{error}");
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let no_cert = PushConfig {
+        ca_file: Some(empty),
+        ..push_config(&google)
+    };
+    let error = relay_server::start(RelayConfig {
+        push: Some(no_cert),
+        ..config()
+    })
+    .await
+    .err()
+    .expect("refused");
+    assert!(error.to_string().contains("no CERTIFICATE"), "{error}");
+}
+
+/// The `relay` binary, exited: its status and stderr (it must exit within PATIENCE).
+fn run_relay(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off"])
+        .args(args)
+        .env_remove("RELAY_FCM_CREDENTIALS")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run relay");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_relay_binary_refuses_a_malformed_key_with_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("account.json");
+    for (json, expected) in malformed_accounts() {
+        standin::write_account(&path, &json);
+        let (status, stderr) = run_relay(&["--fcm-credentials", path.to_str().unwrap()]);
+        assert_eq!(status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with("relay: error: "), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr} lacks {expected}");
+        assert_no_key_material(&stderr);
+    }
+}
+
+/// Reads the `relay` child's metrics page.
+async fn child_metric(metrics: std::net::SocketAddr, series_name: &str) -> u64 {
+    let answer = http(
+        metrics,
+        "GET /metrics HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    series(answer.split_once("\r\n\r\n").unwrap().1, series_name)
+}
+
+#[tokio::test]
+async fn no_fcm_token_appears_in_any_log_line_at_any_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let google = Google::start(dir.path()).await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .arg("--fcm-credentials")
+        .arg(&google.credentials)
+        .args(["--fcm-endpoint", &google.endpoint])
+        .arg("--fcm-ca-file")
+        .arg(&google.ca_file)
+        .env("RUST_LOG", "trace")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start relay");
+    let stderr = collect_stderr(&mut child);
+    let lines = printed_lines(&mut child, 2);
+    let addr = printed_address(&lines[0], "ws://");
+    let metrics = printed_address(&lines[1], "http://");
+    let secret = |kind: &str, n: usize| {
+        format!("{kind}-SECRET{n}-dQw4w9WgXcQ:APA91bHun4MxP5egoKMwt2KZFBaFUH")
+    };
+    let mut tokens = vec![secret("ok", 0), secret("gone", 1), secret("bad", 2)];
+    tokens.extend((3..9).map(|n| secret("ok", n))); // 9 wakes: 3 over the burst of 6
+    let malformed = secret("ok", 99);
+    let mut binary = Peer::binary(addr, "logs").await;
+    for token in &tokens {
+        binary.send(wake(token)).await;
+    }
+    binary
+        .send(
+            serde_json::json!({"push_wake": {"platform": "apns", "token": malformed}}).to_string(),
+        )
+        .await;
+    binary
+        .send(serde_json::json!({"conn_id": "client-x-1", "push_wake": {"platform": "fcm", "token": malformed}}).to_string())
+        .await;
+    let start = Instant::now();
+    loop {
+        let mut total = 0;
+        for outcome in OUTCOMES {
+            total += child_metric(metrics, &wakes(outcome)).await;
+        }
+        if total == 9 {
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "{total} of 9 wakes counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(child_metric(metrics, &wakes("sent")).await, 4);
+    assert_eq!(child_metric(metrics, &wakes("rate_limited")).await, 3);
+    binary.close(1000).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = stderr.join().expect("stderr");
+    assert!(
+        log.contains("DEBUG") && log.contains("malformed envelope dropped"),
+        "debug logging is on:\n{log}"
+    );
+    for token in tokens.iter().chain([&malformed]) {
+        assert!(!log.contains(token.as_str()), "an FCM token in the log");
+        assert!(
+            !log.contains("dQw4w9WgXcQ"),
+            "part of an FCM token in the log"
+        );
+        // Named by its fingerprint instead.
+        if !token.contains("SECRET99") {
+            let fingerprint = relay_server::push::fingerprint(token);
+            assert!(log.contains(&fingerprint), "no {fingerprint} in the log");
+        }
+    }
+    assert!(!log.contains("ya29."), "an access token in the log");
+    assert_eq!(google.violations(), Vec::<String>::new());
+}
