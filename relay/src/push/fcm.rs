@@ -52,16 +52,9 @@ pub struct Fcm {
 }
 
 impl Fcm {
-    /// The sender posting to `{endpoint}/v1/projects/{project_id}/messages:send`.
-    pub fn new(https: Https, account: ServiceAccount, endpoint: &Uri) -> Fcm {
-        let base = endpoint.to_string();
-        let send = format!(
-            "{}/v1/projects/{}/messages:send",
-            base.trim_end_matches('/'),
-            account.project_id
-        )
-        .parse()
-        .expect("an https URL and a checked project id make a URL");
+    /// The sender posting to `send` (`{endpoint}/v1/projects/{project_id}/messages:send`, see
+    /// [`send_uri`]).
+    pub fn new(https: Https, account: ServiceAccount, send: Uri) -> Fcm {
         Fcm {
             https,
             account,
@@ -121,6 +114,21 @@ impl Fcm {
     }
 }
 
+/// `{endpoint}/v1/projects/{project_id}/messages:send`; `Err` if that is not a URL (an
+/// endpoint with a query or fragment).
+pub fn send_uri(endpoint: &Uri, project_id: &str) -> Result<Uri, &'static str> {
+    if endpoint.query().is_some() {
+        return Err("it has a query");
+    }
+    let base = endpoint.to_string();
+    format!(
+        "{}/v1/projects/{project_id}/messages:send",
+        base.trim_end_matches('/')
+    )
+    .parse()
+    .map_err(|_| "no URL can be made of it")
+}
+
 /// FCM's reply as an outcome: 2xx sent; 404 or an `UNREGISTERED` error code unregistered
 /// (the token is stale: the app was uninstalled or its token rotated); other 4xx rejected; 5xx
 /// (and a redirect, never followed) send_failed.
@@ -159,6 +167,21 @@ mod tests {
             status: StatusCode::from_u16(status).unwrap(),
             body: body.as_bytes().to_vec(),
         }
+    }
+
+    #[test]
+    fn the_send_url_is_the_endpoint_with_the_projects_path() {
+        let at = |endpoint: &str| {
+            send_uri(&endpoint.parse().unwrap(), "demo-1").map(|uri| uri.to_string())
+        };
+        let send = "https://fcm.googleapis.com/v1/projects/demo-1/messages:send";
+        assert_eq!(at("https://fcm.googleapis.com").as_deref(), Ok(send));
+        assert_eq!(at("https://fcm.googleapis.com/").as_deref(), Ok(send));
+        assert_eq!(
+            at("https://gw.example:8443/fcm/").as_deref(),
+            Ok("https://gw.example:8443/fcm/v1/projects/demo-1/messages:send")
+        );
+        assert!(at("https://gw.example/?key=1").is_err());
     }
 
     #[test]

@@ -108,6 +108,7 @@ impl PushConfig {
     pub fn load(&self) -> Result<Loaded, PushConfigError> {
         let account = ServiceAccount::load(&self.credentials)?;
         let endpoint = https::https_uri(&self.endpoint)
+            .and_then(|endpoint| fcm::send_uri(&endpoint, &account.project_id))
             .map_err(|problem| PushConfigError::Endpoint { problem })?;
         let mut extra = Vec::new();
         if let Some(path) = &self.ca_file {
@@ -146,6 +147,7 @@ impl PushConfig {
 #[derive(Debug, Clone)]
 pub struct Loaded {
     account: ServiceAccount,
+    /// FCM's `messages:send` URL for the account's project.
     endpoint: Uri,
     extra: Vec<CertificateDer<'static>>,
     burst: NonZeroU32,
@@ -203,7 +205,7 @@ impl Push {
                 "push wakes on (FCM)"
             );
             On {
-                fcm: Arc::new(fcm::Fcm::new(https, loaded.account, &loaded.endpoint)),
+                fcm: Arc::new(fcm::Fcm::new(https, loaded.account, loaded.endpoint)),
                 limits: Limits::new(loaded.burst, config.refill, config.max_in_flight),
             }
         });

@@ -43,6 +43,8 @@ pub enum FetchError {
     Status(u16),
     /// A 200 reply without a usable `access_token`.
     BadReply,
+    /// The fetch this caller waited for failed.
+    Shared,
 }
 
 impl fmt::Display for FetchError {
@@ -52,6 +54,7 @@ impl fmt::Display for FetchError {
             FetchError::Call(error) => write!(f, "token endpoint: {error}"),
             FetchError::Status(status) => write!(f, "token endpoint answered {status}"),
             FetchError::BadReply => f.write_str("token endpoint: no access_token in its reply"),
+            FetchError::Shared => f.write_str("the token fetch this send waited for failed"),
         }
     }
 }
@@ -62,16 +65,27 @@ struct Cached {
     refresh_at: Instant,
 }
 
-/// The cached access token. Concurrent callers wait for one fetch rather than each making one.
+/// The cache's state, behind its lock.
+#[derive(Default)]
+struct State {
+    cached: Option<Cached>,
+    /// When the last fetch failed, if it did.
+    failed_at: Option<Instant>,
+}
+
+/// The cached access token. Concurrent callers share one fetch rather than each making one:
+/// the first fetches while holding the lock, the others wait for it and take its token, or its
+/// failure (a caller that began waiting before a fetch failed does not try again at once, so
+/// an unreachable token endpoint costs one time-out, not one per waiting send).
 pub struct Tokens {
-    cached: tokio::sync::Mutex<Option<Cached>>,
+    state: tokio::sync::Mutex<State>,
 }
 
 impl Tokens {
     /// An empty cache.
     pub fn new() -> Self {
         Tokens {
-            cached: tokio::sync::Mutex::new(None),
+            state: tokio::sync::Mutex::new(State::default()),
         }
     }
 
@@ -79,32 +93,53 @@ impl Tokens {
     ///
     /// # Errors
     ///
-    /// The fetch failed (nothing is cached then; the next caller tries again).
+    /// The fetch failed, or one that ended while this caller waited for it failed (nothing is
+    /// cached then; a later caller tries again).
     pub async fn get(
         &self,
         https: &Https,
         account: &ServiceAccount,
     ) -> Result<Arc<str>, FetchError> {
-        let mut cached = self.cached.lock().await;
-        if let Some(cached) = cached.as_ref().filter(|c| Instant::now() < c.refresh_at) {
+        let asked = Instant::now();
+        let mut state = self.state.lock().await;
+        if let Some(cached) = state
+            .cached
+            .as_ref()
+            .filter(|c| Instant::now() < c.refresh_at)
+        {
             return Ok(cached.token.clone());
         }
-        *cached = None;
-        let (token, expires_in) = fetch(https, account).await?;
-        let token: Arc<str> = token.into();
-        *cached = Some(Cached {
-            token: token.clone(),
-            refresh_at: Instant::now() + expires_in.saturating_sub(MARGIN),
-        });
-        Ok(token)
+        if state.failed_at.is_some_and(|failed| failed >= asked) {
+            return Err(FetchError::Shared);
+        }
+        state.cached = None;
+        match fetch(https, account).await {
+            Ok((token, expires_in)) => {
+                let token: Arc<str> = token.into();
+                state.cached = Some(Cached {
+                    token: token.clone(),
+                    refresh_at: Instant::now() + expires_in.saturating_sub(MARGIN),
+                });
+                state.failed_at = None;
+                Ok(token)
+            }
+            Err(error) => {
+                state.failed_at = Some(Instant::now());
+                Err(error)
+            }
+        }
     }
 
     /// Forgets `used` if it is still the cached token (FCM refused it with 401): the next
     /// [`get`](Self::get) fetches a new one, once, however many sends saw the 401.
     pub async fn forget(&self, used: &Arc<str>) {
-        let mut cached = self.cached.lock().await;
-        if cached.as_ref().is_some_and(|c| Arc::ptr_eq(&c.token, used)) {
-            *cached = None;
+        let mut state = self.state.lock().await;
+        if state
+            .cached
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(&c.token, used))
+        {
+            state.cached = None;
         }
     }
 }
