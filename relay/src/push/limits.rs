@@ -39,7 +39,7 @@ impl Limits {
             .allow_burst(burst);
         Limits {
             buckets: RateLimiter::keyed(quota),
-            in_flight: Arc::new(Semaphore::new(max_in_flight)),
+            in_flight: Arc::new(Semaphore::new(max_in_flight.min(Semaphore::MAX_PERMITS))),
             refill,
         }
     }

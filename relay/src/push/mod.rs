@@ -230,7 +230,9 @@ impl Push {
                     Refused::Busy => WakeOutcome::Busy,
                 };
                 self.counter.count(outcome);
-                tracing::info!(server = %tag, token = %token_tag, outcome = outcome.as_str(), "push wake refused");
+                // Debug only: a binary over its limit could otherwise fill the log at info (the
+                // metric counts every refusal).
+                tracing::debug!(server = %tag, token = %token_tag, outcome = outcome.as_str(), "push wake refused");
                 return;
             }
         };
