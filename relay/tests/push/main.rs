@@ -119,6 +119,28 @@ async fn wakes_are_sent_with_one_verified_grant_and_every_outcome_series_starts_
 }
 
 #[tokio::test]
+async fn an_access_token_is_not_used_in_its_last_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    let google = Google::start(dir.path()).await;
+    // Tokens that expire in 60 s are already in their last minute: each send fetches anew.
+    google.set_expires_in(60);
+    let relay = relay_with(push_config(&google)).await;
+    let mut binary = Peer::binary(relay.local_addr(), "short").await;
+    binary.send(wake("ok-1")).await;
+    settled(&relay, 1).await;
+    binary.send(wake("ok-2")).await;
+    only(&settled(&relay, 2).await, &[("sent", 2)]);
+    assert_eq!(google.seen().token_fetches.load(Ordering::SeqCst), 2);
+    // An hour's token is kept: one more fetch for three sends.
+    google.set_expires_in(3600);
+    for n in 3..6 {
+        binary.send(wake(&format!("ok-{n}"))).await;
+    }
+    only(&settled(&relay, 5).await, &[("sent", 5)]);
+    assert_eq!(google.seen().token_fetches.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
 async fn fcm_replies_are_counted_unregistered_rejected_or_send_failed() {
     let dir = tempfile::tempdir().unwrap();
     let google = Google::start(dir.path()).await;

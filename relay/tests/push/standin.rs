@@ -22,7 +22,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -90,6 +90,8 @@ struct State {
     token_down: AtomicBool,
     /// FCM answers 401 whatever the bearer.
     always_401: AtomicBool,
+    /// The `expires_in` of the access tokens issued.
+    expires_in: AtomicU64,
     /// `stall-` messages wait until this turns true.
     released: watch::Sender<bool>,
 }
@@ -148,6 +150,7 @@ impl Google {
             valid: Mutex::new(Vec::new()),
             token_down: AtomicBool::new(false),
             always_401: AtomicBool::new(false),
+            expires_in: AtomicU64::new(3599),
             released: watch::channel(false).0,
         });
         let task = tokio::spawn(serve(listener, acceptor, state.clone()));
@@ -173,6 +176,11 @@ impl Google {
     /// FCM answers 401 to every bearer (`true`) or checks them (`false`).
     pub fn set_always_401(&self, on: bool) {
         self.state.always_401.store(on, Ordering::SeqCst);
+    }
+
+    /// The lifetime (`expires_in`, seconds) of the access tokens issued from now on.
+    pub fn set_expires_in(&self, seconds: u64) {
+        self.state.expires_in.store(seconds, Ordering::SeqCst);
     }
 
     /// Revokes every access token issued so far (FCM answers 401 to them).
@@ -344,9 +352,10 @@ fn grant(state: &State, head: &hyper::http::request::Parts, body: &[u8]) -> Resp
     let n = state.seen.token_fetches.fetch_add(1, Ordering::SeqCst) + 1;
     let token = format!("ya29.access-{n}");
     state.valid.lock().push(token.clone());
+    let expires_in = state.expires_in.load(Ordering::SeqCst);
     reply(
         200,
-        format!(r#"{{"access_token":"{token}","expires_in":3599,"token_type":"Bearer"}}"#),
+        format!(r#"{{"access_token":"{token}","expires_in":{expires_in},"token_type":"Bearer"}}"#),
     )
 }
 
