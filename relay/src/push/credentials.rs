@@ -22,7 +22,7 @@ const MAX_FILE: u64 = 64 * 1024;
 /// A checked service account: who signs, with which key, where grants go, and which Firebase
 /// project messages are sent for.
 #[derive(Clone)]
-pub struct ServiceAccount {
+pub(crate) struct ServiceAccount {
     /// The account's e-mail: the JWT's `iss`.
     pub client_email: String,
     /// The account's RSA key (RS256 signatures).
@@ -130,7 +130,7 @@ impl ServiceAccount {
     ///
     /// The file cannot be read, is not a JSON object, or a field is missing or wrong (the first
     /// in the order `client_email`, `private_key`, `token_uri`, `project_id`).
-    pub fn load(path: &Path) -> Result<ServiceAccount, CredentialsError> {
+    pub(crate) fn load(path: &Path) -> Result<ServiceAccount, CredentialsError> {
         let read = |source| CredentialsError::Read {
             path: path.to_owned(),
             source,
