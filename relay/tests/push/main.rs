@@ -141,7 +141,7 @@ async fn an_access_token_is_not_used_in_its_last_minute() {
 }
 
 #[tokio::test]
-async fn fcm_replies_are_counted_unregistered_rejected_or_send_failed() {
+async fn fcm_replies_are_counted_no_redirect_is_followed_and_only_4_kib_are_read() {
     let dir = tempfile::tempdir().unwrap();
     let google = Google::start(dir.path()).await;
     let relay = relay_with(PushConfig {
@@ -151,15 +151,24 @@ async fn fcm_replies_are_counted_unregistered_rejected_or_send_failed() {
     })
     .await;
     let mut binary = Peer::binary(relay.local_addr(), "replies").await;
-    for token in ["gone-1", "unreg-1", "bad-1", "down-1", "mute-1"] {
+    // Six wakes, the id's whole burst.
+    for token in ["gone-1", "unreg-1", "bad-1", "down-1", "mute-1", "moved-1"] {
         binary.send(wake(token)).await;
     }
-    let counts = settled(&relay, 5).await;
+    let counts = settled(&relay, 6).await;
     only(
         &counts,
-        &[("unregistered", 2), ("rejected", 1), ("send_failed", 2)],
+        &[("unregistered", 2), ("rejected", 1), ("send_failed", 3)],
     );
-    assert_eq!(google.seen().fcm_requests.load(Ordering::SeqCst), 5);
+    // The redirect was not followed.
+    assert_eq!(google.seen().fcm_requests.load(Ordering::SeqCst), 6);
+    // Only the first 4 KiB of a reply are read: an error code beyond them is not seen.
+    let mut other = Peer::binary(relay.local_addr(), "replies-2").await;
+    other.send(wake("huge-1")).await;
+    only(
+        &settled(&relay, 7).await,
+        &[("unregistered", 2), ("rejected", 2), ("send_failed", 3)],
+    );
     assert_eq!(google.violations(), Vec::<String>::new());
 }
 

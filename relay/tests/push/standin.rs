@@ -416,6 +416,25 @@ async fn send(
             );
         }
         "down" => return reply(503, r#"{"error":{"code":503,"status":"UNAVAILABLE"}}"#),
+        "huge" => {
+            // 64 KiB of padding, then the error code: a reader of the first 4 KiB cannot see it.
+            let body = format!(
+                r#"{{"padding":"{}","error":{{"code":400,"details":[{{"errorCode":"UNREGISTERED"}}]}}}}"#,
+                "x".repeat(64 * 1024)
+            );
+            return reply(400, body);
+        }
+        "moved" => {
+            let mut moved = reply(302, "");
+            moved.headers_mut().insert(
+                "location",
+                hyper::header::HeaderValue::from_str(&format!(
+                    "/v1/projects/{PROJECT}/messages:send?moved"
+                ))
+                .unwrap(),
+            );
+            return moved;
+        }
         _ => {
             violation(state, format!("unexpected token {token}"));
             return reply(400, "");
