@@ -545,6 +545,19 @@ fn the_relay_binary_refuses_a_malformed_key_with_one_line_and_exit_2() {
         assert!(stderr.contains(expected), "{stderr} lacks {expected}");
         assert_no_key_material(&stderr);
     }
+    // The same from the environment variable.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off"])
+        .env("RELAY_FCM_CREDENTIALS", &path)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run relay");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("relay: error: the FCM service-account file"),
+        "{stderr}"
+    );
 }
 
 /// Reads the `relay` child's metrics page.
