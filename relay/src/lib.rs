@@ -30,10 +30,10 @@
 //! (`endpoint::Endpoint::Remote`, a [`cluster::RemotePhone`]) whose `send` and `close` publish
 //! down its link. Without `--cluster` none of it runs: no NATS, the pipeline above unchanged.
 //!
-//! Around them: [`push`] (push wakes through FCM, asked for by binaries), `expiry` (grace windows expire in a task of the runtime), `metrics` (every
-//! family in one place, served on its own listener), `logging` (text or JSON; ids only as short
-//! hashes at info; see [`init_logging`]), `config` and [`cli`] (one clap struct, `env` on every
-//! flag).
+//! Around them: [`push`] (push wakes through FCM, asked for by binaries), `expiry` (grace
+//! windows expire in a task of the runtime), `metrics` (every family in one place, served on its
+//! own listener), `logging` (text or JSON; ids only as short hashes at info; see
+//! [`init_logging`]), `config` and [`cli`] (one clap struct, `env` on every flag).
 //!
 //! # Shutdown
 //!
