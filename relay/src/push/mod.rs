@@ -218,8 +218,8 @@ impl Push {
     pub fn wake(&self, server_id: &str, tag: ServerTag, token: &str) {
         let token_tag = fingerprint(token);
         let Some(on) = &self.on else {
-            self.counter.count(WakeOutcome::Disabled);
             tracing::debug!(server = %tag, token = %token_tag, "push wake dropped: push is off");
+            self.counter.count(WakeOutcome::Disabled);
             return;
         };
         let permit = match on.limits.admit(server_id) {
@@ -229,10 +229,10 @@ impl Push {
                     Refused::RateLimited => WakeOutcome::RateLimited,
                     Refused::Busy => WakeOutcome::Busy,
                 };
-                self.counter.count(outcome);
                 // Debug only: a binary over its limit could otherwise fill the log at info (the
                 // metric counts every refusal).
                 tracing::debug!(server = %tag, token = %token_tag, outcome = outcome.as_str(), "push wake refused");
+                self.counter.count(outcome);
                 return;
             }
         };
@@ -254,7 +254,7 @@ impl Push {
                     tracing::warn!(server = %tag, token = %token_tag, outcome, detail = %sent.detail, "push wake failed")
                 }
             }
-            // Counted after the log line: a test that saw the count finds the line.
+            // Counted after the log line (as everywhere here): whoever saw the count finds it.
             counter.count(sent.outcome);
         });
     }
