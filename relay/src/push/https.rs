@@ -15,7 +15,7 @@ use hyper::{Request, StatusCode, Uri};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_pki_types::CertificateDer;
 use std::fmt;
 use std::sync::Arc;
@@ -98,7 +98,10 @@ impl Https {
             .https_only()
             .enable_http1()
             .build();
+        // Idle connections to Google are kept a minute (the timer makes that bound hold), then
+        // closed: wakes come in bursts, and an idle pool must not hold sockets forever.
         let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
         (Https { client, timeout }, count)
