@@ -10,7 +10,7 @@
 use crate::Hub;
 use crate::clustered::claims::{self, Claiming, Decision, ReleaseCheck};
 use crate::endpoint::Endpoint;
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, PushWake};
 use crate::join;
 use crate::metrics::{Direction, DropReason, EndpointLabel, Outcome};
 use crate::session::{Event, Session};
@@ -39,7 +39,7 @@ pub async fn run(hub: Arc<Hub>, mut session: Session, server_id: String, first: 
     // Declared after the claim's binding would be dropped first: keep it before.
     let release_check = ReleaseCheck::new(&hub, &server_id);
     while let Event::Frame(text) = session.next().await {
-        route(&hub, &claim, text);
+        route(&hub, &server_id, &claim, text);
     }
     let ending = session.finish().await;
     tracing::info!(conn = %tag, code = ending.code, "disconnect");
@@ -170,11 +170,17 @@ fn refuse(hub: &Hub, conn: &Endpoint, error: RegistryError) -> Option<ServerClai
     None
 }
 
-/// Delivers one envelope from the binary to one of its own phones; anything wrong is counted,
-/// logged at debug and dropped, never fatal to the binary.
-fn route(hub: &Hub, claim: &ServerClaim<Endpoint>, text: Utf8Bytes) {
+/// Delivers one envelope from the binary to one of its own phones, or hands a push wake to the
+/// push service; anything wrong is counted, logged at debug and dropped, never fatal to the
+/// binary.
+fn route(hub: &Hub, server_id: &str, claim: &ServerClaim<Endpoint>, text: Utf8Bytes) {
     let from = hub.logs.conn(claim.conn().conn_id());
     let Some(envelope) = Envelope::parse(&text) else {
+        if let Some(wake) = PushWake::parse(&text) {
+            hub.push
+                .wake(server_id, hub.logs.server(server_id), &wake.token);
+            return;
+        }
         if hub.config.panic_on_frame.as_deref() == Some(text.as_str()) {
             panic!("fault injection: binary task panics mid-stream");
         }

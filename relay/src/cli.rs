@@ -5,8 +5,10 @@
 use crate::cluster::InstanceId;
 use crate::config::{ClientIpSource, ClusterConfig, ForwardToken, RelayConfig};
 use crate::logging::LogFormat;
+use crate::push::{self, PushConfig, PushConfigError};
 use clap::Parser;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A WebSocket relay between binaries (desktop daemons, on /v1/server or /v2/server) and their
@@ -71,6 +73,18 @@ pub struct Args {
     /// the lease plus a quarter; one cut off from NATS closes everything 1012 before then.
     #[arg(long, env = "RELAY_CLUSTER_LEASE", default_value = "10s", value_parser = parse_lease)]
     pub cluster_lease: Duration,
+    /// Push wakes: the Google service-account key (JSON) with which the relay sends FCM
+    /// messages for binaries' `push_wake`s. Absent: push is off (wakes counted `disabled`).
+    /// A malformed file stops the relay at start.
+    #[arg(long, env = "RELAY_FCM_CREDENTIALS", value_name = "FILE")]
+    pub fcm_credentials: Option<PathBuf>,
+    /// Push wakes: FCM's base URL (https:// only).
+    #[arg(long, env = "RELAY_FCM_ENDPOINT", value_name = "URL", default_value = push::DEFAULT_ENDPOINT)]
+    pub fcm_endpoint: String,
+    /// Push wakes: PEM certificates trusted besides the system's roots, for FCM and the token
+    /// endpoint (a private gateway, tests).
+    #[arg(long, env = "RELAY_FCM_CA_FILE", value_name = "PEM")]
+    pub fcm_ca_file: Option<PathBuf>,
 }
 
 fn parse_instance_id(text: &str) -> Result<InstanceId, String> {
@@ -123,7 +137,13 @@ fn parse_positive_duration(text: &str) -> Result<Duration, String> {
 
 impl Args {
     /// The relay configuration these flags describe (everything else at the protocol's
-    /// defaults).
+    /// defaults). The push configuration's files are read and checked here, so that a bad one
+    /// stops the relay before it starts.
+    ///
+    /// # Errors
+    ///
+    /// `--fcm-credentials`, `--fcm-endpoint` or `--fcm-ca-file` is refused (the error names the
+    /// file and field, never a value from the key file).
     ///
     /// # Examples
     ///
@@ -132,14 +152,27 @@ impl Args {
     /// use relay_server::cli::Args;
     ///
     /// let args = Args::try_parse_from(["relay", "--grace", "1m 30s", "--metrics-listen", "off"])?;
-    /// let config = args.config();
+    /// let config = args.config()?;
     /// assert_eq!(config.grace.as_secs(), 90);
     /// assert_eq!(config.metrics_listen, None);
     /// assert_eq!(config.rate_burst, 20);
-    /// # Ok::<(), clap::Error>(())
+    /// assert!(config.push.is_none(), "no --fcm-credentials: push is off");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn config(&self) -> RelayConfig {
-        RelayConfig {
+    pub fn config(&self) -> Result<RelayConfig, PushConfigError> {
+        let push = match &self.fcm_credentials {
+            Some(credentials) => {
+                let push = PushConfig {
+                    endpoint: self.fcm_endpoint.clone(),
+                    ca_file: self.fcm_ca_file.clone(),
+                    ..PushConfig::new(credentials)
+                };
+                push.load()?;
+                Some(push)
+            }
+            None => None,
+        };
+        Ok(RelayConfig {
             listen: self.listen,
             metrics_listen: self.metrics_listen.0,
             grace: self.grace,
@@ -156,8 +189,9 @@ impl Args {
                 lease: self.cluster_lease,
                 ..ClusterConfig::new(url.clone(), self.instance())
             }),
+            push,
             ..RelayConfig::default()
-        }
+        })
     }
 
     /// The instance id: `--instance-id`, or the host name plus a random suffix.
@@ -175,7 +209,7 @@ mod tests {
 
     #[test]
     fn defaults_are_the_protocols() {
-        let config = Args::try_parse_from(["relay"]).unwrap().config();
+        let config = Args::try_parse_from(["relay"]).unwrap().config().unwrap();
         let protocol = RelayConfig::default();
         assert_eq!(config.listen, protocol.listen);
         assert_eq!(
@@ -196,6 +230,22 @@ mod tests {
             config.cluster.is_none(),
             "a single instance unless --cluster"
         );
+        assert!(
+            config.push.is_none(),
+            "push is off unless --fcm-credentials"
+        );
+    }
+
+    #[test]
+    fn a_push_configuration_is_checked_when_the_flags_become_a_config() {
+        let missing = Args::try_parse_from(["relay", "--fcm-credentials", "/nonexistent/sa.json"])
+            .unwrap()
+            .config()
+            .unwrap_err();
+        assert!(
+            missing.to_string().contains("/nonexistent/sa.json"),
+            "{missing}"
+        );
     }
 
     #[test]
@@ -208,7 +258,7 @@ mod tests {
             "4s",
         ])
         .unwrap();
-        let cluster = args.config().cluster.expect("cluster mode");
+        let cluster = args.config().unwrap().cluster.expect("cluster mode");
         assert_eq!(cluster.url, "nats://127.0.0.1:4222");
         assert_eq!(cluster.lease, Duration::from_secs(4));
         let host = InstanceId::generate(&gethostname::gethostname().to_string_lossy());
@@ -221,7 +271,10 @@ mod tests {
         let named =
             Args::try_parse_from(["relay", "--cluster", "nats://x:1", "--instance-id", "web-1"])
                 .unwrap();
-        assert_eq!(named.config().cluster.unwrap().instance.as_str(), "web-1");
+        assert_eq!(
+            named.config().unwrap().cluster.unwrap().instance.as_str(),
+            "web-1"
+        );
         for bad in [
             &["relay", "--cluster", "nats://x:1", "--instance-id", "a.b"][..],
             &[

@@ -6,6 +6,7 @@
 //! `127.0.0.1:9090`).
 
 use crate::cluster::{DEFAULT_LEASE, InstanceId};
+use crate::push::PushConfig;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -127,6 +128,9 @@ pub struct RelayConfig {
     /// Cluster mode: several instances act as one through NATS (see [`ClusterConfig`]);
     /// `None` is a single instance, in memory, with no NATS.
     pub cluster: Option<ClusterConfig>,
+    /// Push wakes through FCM (see [`PushConfig`]); `None`: push is off and every wake is
+    /// counted `disabled`.
+    pub push: Option<PushConfig>,
     /// Fault injection for tests: a frame whose text is exactly this makes its connection task
     /// panic. It is consulted only on the paths that refuse a frame (a phone frame that is not
     /// JSON, a binary frame that is not an envelope), never for a frame that is forwarded. Never
@@ -158,6 +162,7 @@ impl Default for RelayConfig {
             close_timeout: Duration::from_secs(2),
             forward_token: ForwardToken::FirstFrame,
             cluster: None,
+            push: None,
             panic_on_frame: None,
         }
     }

@@ -87,6 +87,45 @@ fn sendable_close_code(code: u16) -> bool {
     CloseReason::custom(code, "").is_ok()
 }
 
+/// A binary's push wake, `{"push_wake":{"platform":"fcm","token":"…"}}` with no `conn_id`
+/// (protocol "Push wakes"; an envelope with a `conn_id` is an [`Envelope`] and wakes nothing).
+#[derive(Debug)]
+pub struct PushWake<'a> {
+    /// The phone's FCM registration token: non-empty, at most
+    /// [`MAX_TOKEN`](crate::push::MAX_TOKEN) bytes.
+    pub token: Cow<'a, str>,
+}
+
+impl<'a> PushWake<'a> {
+    /// Parses a binary's frame that is not an [`Envelope`]; `None` unless it is a well-formed
+    /// push wake (platform exactly `fcm`, a token of 1 to 4 KiB bytes, no `conn_id`).
+    pub fn parse(text: &'a str) -> Option<Self> {
+        #[derive(Deserialize)]
+        struct Outer<'a> {
+            #[serde(borrow)]
+            push_wake: Inner<'a>,
+            #[serde(default, deserialize_with = "present")]
+            conn_id: Option<()>,
+        }
+        #[derive(Deserialize)]
+        struct Inner<'a> {
+            #[serde(borrow)]
+            platform: Cow<'a, str>,
+            #[serde(borrow)]
+            token: Cow<'a, str>,
+        }
+        let outer: Outer<'a> = serde_json::from_str(text).ok()?;
+        let Inner { platform, token } = outer.push_wake;
+        let token_ok = !token.is_empty() && token.len() <= crate::push::MAX_TOKEN;
+        (outer.conn_id.is_none() && platform == "fcm" && token_ok).then_some(PushWake { token })
+    }
+}
+
+/// `Some(())` for a key that is present, whatever its value (`null` included).
+fn present<'de, D: serde::Deserializer<'de>>(value: D) -> Result<Option<()>, D::Error> {
+    serde::de::IgnoredAny::deserialize(value).map(|_| Some(()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +163,47 @@ mod tests {
             wrapper.left(1000),
             r#"{"conn_id":"client-a-1","close_code":1000}"#
         );
+    }
+
+    #[test]
+    fn a_push_wake_is_fcm_with_a_token_and_no_conn_id() {
+        let wake = PushWake::parse(r#"{"push_wake":{"platform":"fcm","token":"t-1"}}"#);
+        assert_eq!(wake.map(|w| w.token.into_owned()), Some("t-1".to_owned()));
+        let escaped = PushWake::parse(r#"{"push_wake":{"platform":"fcm","token":"a\"b"}}"#);
+        assert_eq!(
+            escaped.map(|w| w.token.into_owned()),
+            Some("a\"b".to_owned())
+        );
+        let longest = format!(
+            r#"{{"push_wake":{{"platform":"fcm","token":"{}"}}}}"#,
+            "x".repeat(4096)
+        );
+        assert!(PushWake::parse(&longest).is_some());
+        let too_long = format!(
+            r#"{{"push_wake":{{"platform":"fcm","token":"{}"}}}}"#,
+            "x".repeat(4097)
+        );
+        for bad in [
+            too_long.as_str(),
+            r#"{"push_wake":{"platform":"fcm","token":""}}"#,
+            r#"{"push_wake":{"platform":"FCM","token":"t"}}"#,
+            r#"{"push_wake":{"platform":"apns","token":"t"}}"#,
+            r#"{"push_wake":{"token":"t"}}"#,
+            r#"{"push_wake":{"platform":"fcm"}}"#,
+            r#"{"push_wake":{"platform":"fcm","token":7}}"#,
+            r#"{"push_wake":"fcm"}"#,
+            r#"{"push_wake":{"platform":"fcm","token":"t"},"conn_id":null}"#,
+            r#"{"push_wake":{"platform":"fcm","token":"t"},"conn_id":7}"#,
+            r#"{"platform":"fcm","token":"t"}"#,
+        ] {
+            assert!(PushWake::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_envelope_with_a_conn_id_and_a_push_wake_is_routed() {
+        let text =
+            r#"{"conn_id":"client-a-1","frame":1,"push_wake":{"platform":"fcm","token":"t"}}"#;
+        assert_eq!(Envelope::parse(text).unwrap().conn_id, "client-a-1");
     }
 }

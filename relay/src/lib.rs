@@ -30,10 +30,10 @@
 //! (`endpoint::Endpoint::Remote`, a [`cluster::RemotePhone`]) whose `send` and `close` publish
 //! down its link. Without `--cluster` none of it runs: no NATS, the pipeline above unchanged.
 //!
-//! Around them: `expiry` (grace windows expire in a task of the runtime), `metrics` (every
-//! family in one place, served on its own listener), `logging` (text or JSON; ids only as short
-//! hashes at info; see [`init_logging`]), `config` and [`cli`] (one clap struct, `env` on every
-//! flag).
+//! Around them: [`push`] (push wakes through FCM, asked for by binaries), `expiry` (grace
+//! windows expire in a task of the runtime), `metrics` (every family in one place, served on its
+//! own listener), `logging` (text or JSON; ids only as short hashes at info; see
+//! [`init_logging`]), `config` and [`cli`] (one clap struct, `env` on every flag).
 //!
 //! # Shutdown
 //!
@@ -70,6 +70,7 @@ mod metrics;
 mod outbox;
 mod phone;
 mod proxy;
+pub mod push;
 mod request_target;
 mod routes;
 mod session;
@@ -77,6 +78,7 @@ mod session;
 pub use config::{ClientIpSource, ClusterConfig, FRAME_OVERHEAD, ForwardToken, RelayConfig};
 pub use error::StartError;
 pub use logging::{LogFormat, init as init_logging};
+pub use push::{PushConfig, PushConfigError};
 
 use endpoint::Endpoint;
 use relay_registry::{CloseReason, Config, Conn, Counts, Registry};
@@ -102,6 +104,8 @@ struct Hub {
     sessions: TaskTracker,
     /// Cluster mode's state (`None`: a single instance).
     cluster: Option<clustered::Cluster>,
+    /// Push wakes (off without a service-account key).
+    push: Arc<push::Push>,
 }
 
 impl Hub {
@@ -188,7 +192,9 @@ impl Relay {
 ///
 /// # Errors
 ///
-/// [`StartError`]: an address cannot be bound, or (cluster mode) the cluster cannot be joined.
+/// [`StartError`]: the push configuration is refused ([`StartError::Config`], with the
+/// [`PushConfigError`]'s message), an address cannot be bound, or (cluster mode) the cluster
+/// cannot be joined.
 ///
 /// # Examples
 ///
@@ -207,6 +213,13 @@ impl Relay {
 /// # }
 /// ```
 pub async fn start(config: RelayConfig) -> Result<Relay, StartError> {
+    let push_loaded = match &config.push {
+        Some(push) => Some(
+            push.load()
+                .map_err(|error| StartError::Config(error.to_string()))?,
+        ),
+        None => None,
+    };
     let listen = |addr: SocketAddr, source: io::Error| StartError::Listen { addr, source };
     let listener = TcpListener::bind(config.listen)
         .await
@@ -243,7 +256,9 @@ pub async fn start(config: RelayConfig) -> Result<Relay, StartError> {
         metrics.add_cluster(cluster.metrics.clone());
         tracing::info!(instance = %cluster.config.instance, "joined the cluster");
     }
+    let push = push::Push::new(config.push.as_ref().zip(push_loaded), metrics.wakes());
     let hub = Arc::new(Hub {
+        push: Arc::new(push),
         registry,
         gates,
         config,
@@ -271,6 +286,7 @@ pub async fn start(config: RelayConfig) -> Result<Relay, StartError> {
 async fn run(listener: TcpListener, metrics_listener: Option<TcpListener>, hub: Arc<Hub>) {
     let _expiry = AbortOnDropHandle::new(tokio::spawn(expiry::run(hub.clone())));
     let _pruning = AbortOnDropHandle::new(tokio::spawn(prune(hub.clone())));
+    let _push_pruning = AbortOnDropHandle::new(tokio::spawn(hub.push.clone().prune()));
     let _metrics = metrics_listener.map(|listener| {
         AbortOnDropHandle::new(tokio::spawn(metrics::serve(listener, hub.clone())))
     });

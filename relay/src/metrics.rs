@@ -184,6 +184,70 @@ impl RefusedReason {
     }
 }
 
+/// `outcome` label of `relay_push_wakes_total`: what became of a binary's push wake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WakeOutcome {
+    /// FCM accepted the message.
+    Sent,
+    /// FCM answered 404 or `UNREGISTERED`: the phone's token is stale.
+    Unregistered,
+    /// FCM refused the message with another 4xx (a 401 twice, 403, 400, 429).
+    Rejected,
+    /// FCM answered 5xx or a redirect, or gave no answer (time-out, connect or TLS failure).
+    SendFailed,
+    /// No OAuth access token could be had from the service account's `token_uri`.
+    TokenFetchFailed,
+    /// The binary's server-id had no wake left in its token bucket.
+    RateLimited,
+    /// The relay had its maximum of sends in flight.
+    Busy,
+    /// Push is off (no `--fcm-credentials`).
+    Disabled,
+}
+
+impl WakeOutcome {
+    const ALL: [WakeOutcome; 8] = [
+        WakeOutcome::Sent,
+        WakeOutcome::Unregistered,
+        WakeOutcome::Rejected,
+        WakeOutcome::SendFailed,
+        WakeOutcome::TokenFetchFailed,
+        WakeOutcome::RateLimited,
+        WakeOutcome::Busy,
+        WakeOutcome::Disabled,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WakeOutcome::Sent => "sent",
+            WakeOutcome::Unregistered => "unregistered",
+            WakeOutcome::Rejected => "rejected",
+            WakeOutcome::SendFailed => "send_failed",
+            WakeOutcome::TokenFetchFailed => "token_fetch_failed",
+            WakeOutcome::RateLimited => "rate_limited",
+            WakeOutcome::Busy => "busy",
+            WakeOutcome::Disabled => "disabled",
+        }
+    }
+}
+
+/// `relay_push_wakes_total`, shared with the push service's send tasks (which outlive the
+/// connection that asked for them).
+#[derive(Debug, Clone)]
+pub struct WakeCounter(Family<OutcomeLabels, Counter>);
+
+impl WakeCounter {
+    /// Counts one wake's outcome.
+    pub fn count(&self, outcome: WakeOutcome) {
+        self.0
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+}
+
 /// The close codes `relay_connections_closed_total` names; any other is `other`.
 const CLOSE_CODES: [(u16, &str); 11] = [
     (1000, "1000"),
@@ -232,6 +296,11 @@ struct ReasonLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ClosedLabels {
     endpoint: &'static str,
     code: &'static str,
@@ -260,6 +329,7 @@ pub struct Metrics {
     takeovers: Counter,
     closed: Family<ClosedLabels, Counter>,
     refused: Family<ReasonLabels, Counter>,
+    wakes: WakeCounter,
 }
 
 impl Default for Metrics {
@@ -386,6 +456,17 @@ impl Metrics {
                 reason: reason.as_str(),
             }));
         }
+        let wakes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "relay_push_wakes",
+            "Push wakes asked for by binaries, by outcome (see relay/README.md, \"Push wakes\").",
+            wakes.clone(),
+        );
+        for outcome in WakeOutcome::ALL {
+            drop(wakes.get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            }));
+        }
         Metrics {
             registry,
             binaries_connected,
@@ -400,7 +481,13 @@ impl Metrics {
             takeovers,
             closed,
             refused,
+            wakes: WakeCounter(wakes),
         }
+    }
+
+    /// `relay_push_wakes_total`, for the push service.
+    pub fn wakes(&self) -> WakeCounter {
+        self.wakes.clone()
     }
 
     /// Adds cluster mode's families (`relay_cluster_requests_total{kind, outcome}`,
@@ -617,6 +704,8 @@ mod tests {
             "relay_connections_closed_total{endpoint=\"server\",code=\"other\"} 1",
             "relay_requests_refused_total{reason=\"header_timeout\"} 0",
             "relay_requests_refused_total{reason=\"no_descriptors\"} 0",
+            "relay_push_wakes_total{outcome=\"sent\"} 0",
+            "relay_push_wakes_total{outcome=\"disabled\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

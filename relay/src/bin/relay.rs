@@ -77,7 +77,11 @@ async fn serve(args: Args) -> Result<(), (u8, String)> {
     let run_error = |what: &str, error: std::io::Error| (RUN_ERROR, format!("{what}: {error}"));
     // Installed first, so that a signal during start-up drains instead of killing the process.
     let signal = shutdown_signal().map_err(|error| run_error("cannot watch for signals", error))?;
-    let relay = relay_server::start(args.config()).await.map_err(|error| {
+    // An invalid configuration (a bad file): one line, exit 2, before anything starts.
+    let config = args
+        .config()
+        .map_err(|error| (CONFIG_ERROR, error.to_string()))?;
+    let relay = relay_server::start(config).await.map_err(|error| {
         let code = if error.is_config() {
             CONFIG_ERROR
         } else {
