@@ -12,11 +12,18 @@
 //! a time, a third closing with 1000, a third with a TCP reset, a third sending one frame and then
 //! a FIN without a close frame. `RELAY_CHURN_PHONES` sets how many (default 2,000).
 
+mod cluster_support;
 mod support;
 
+use cluster_support::instance::TEST_LEASE;
+use cluster_support::nats::NatsServer;
 use futures_util::{SinkExt, StreamExt, stream};
+use relay_server::cluster::InstanceId;
+use relay_server::{ClusterConfig, Relay, RelayConfig};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
 use support::*;
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::MaybeTlsStream;
@@ -136,11 +143,10 @@ impl Seen {
     }
 }
 
-/// Waits until every phone of the relay has unregistered (a notice is queued before its phone
-/// unregisters), then joins a sentinel phone that leaves at once, and reads `binary` until the
-/// sentinel's notice: every notice of the phones before it was queued ahead of it.
-async fn read_all_notices(addr: std::net::SocketAddr, id: &str, binary: &mut Peer) -> Seen {
-    await_health(addr, 1, 0).await;
+/// Once every phone before it has left (each phone's notice is queued, or on its way up its
+/// link, before it stops counting), joins a sentinel phone at `addr` that leaves at once, and
+/// reads `binary` until the sentinel's notice: every notice before it was queued ahead of it.
+async fn read_all_notices(addr: SocketAddr, id: &str, binary: &mut Peer) -> Seen {
     let mut sentinel = Peer::phone(addr, id).await;
     sentinel.send(r#""sentinel""#).await;
     sentinel.close(4000).await;
@@ -165,27 +171,48 @@ async fn read_all_notices(addr: std::net::SocketAddr, id: &str, binary: &mut Pee
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn under_churn_every_phone_that_joined_is_announced_exactly_once_with_its_code() {
-    let phones: usize = std::env::var("RELAY_CHURN_PHONES")
+/// How many phones a churn test runs: `variable`, else `default`.
+fn phones(variable: &str, default: usize) -> usize {
+    std::env::var(variable)
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(2_000);
+        .unwrap_or(default)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_churn_every_phone_that_joined_is_announced_exactly_once_with_its_code() {
     // The relay's defaults, the 16-phone cap included, as the independent client ran it.
     let relay = relay(config()).await;
     let addr = relay.local_addr();
     let id = "srv-churn";
     let mut binary = Peer::binary(addr, id).await;
+    let phones = phones("RELAY_CHURN_PHONES", 2_000);
+    let settled = async { await_health(addr, 1, 0).await };
+    churn(&mut binary, &relay, id, phones, settled).await;
+    relay.shutdown().await;
+}
 
+/// Runs `phones` phones of `id` through `phone_relay`, 15 at a time, each ending its way; once
+/// `settled` (every phone gone), checks that `binary` was told of each one that joined exactly
+/// once with its code, and of no refused one.
+async fn churn(
+    binary: &mut Peer,
+    phone_relay: &Relay,
+    id: &str,
+    phones: usize,
+    settled: impl Future<Output = ()>,
+) {
+    let addr = phone_relay.local_addr();
     let ends: Vec<(usize, Option<u16>)> = stream::iter(0..phones)
         .map(|index| async move { (index, end_phone(raw_phone(addr, id).await, index).await) })
         .buffer_unordered(15)
         .collect()
         .await;
-    let seen = read_all_notices(addr, id, &mut binary).await;
+    settled.await;
+    let seen = read_all_notices(addr, id, binary).await;
 
     // Refusals: each one 4429; those of resetting phones are known only by the relay's count.
-    let refused_total = metric(&relay, PHONE_CAP).await as usize;
+    let refused_total = metric(phone_relay, PHONE_CAP).await as usize;
     let mut refused: HashMap<Way, usize> = HashMap::new();
     for (index, code) in &ends {
         if let Some(code) = code {
@@ -236,7 +263,6 @@ async fn under_churn_every_phone_that_joined_is_announced_exactly_once_with_its_
             "phones {phones:?} sent their frames as {conn_id}, announced {codes:?}"
         );
     }
-    relay.shutdown().await;
 }
 
 /// The interleaving behind the independent client's count, forced: 16 phones have joined (the
@@ -274,6 +300,7 @@ async fn a_phone_refused_at_the_cap_after_its_101_is_never_announced_and_the_joi
         assert_eq!(end_phone(ws, index).await, None, "phone {index}");
         want.insert(conn_id, vec![Way::of(index).code()]);
     }
+    await_health(addr, 1, 0).await;
     let seen = read_all_notices(addr, id, &mut binary).await;
     assert_eq!(seen.notices, want);
     // Only the frame-then-FIN phones' second frames: none from the refused phone.
@@ -283,4 +310,51 @@ async fn a_phone_refused_at_the_cap_after_its_101_is_never_announced_and_the_joi
         seen.phones
     );
     relay.shutdown().await;
+}
+
+/// Cluster mode: the binary on one instance, the phones on another, so each phone's notice comes
+/// to the binary's instance over its link (the owner's [`UpSink`]); a real `nats-server`.
+/// `RELAY_CHURN_CLUSTER_PHONES` sets how many (default 600).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_churn_across_instances_every_phone_that_joined_is_announced_exactly_once() {
+    let Some(server) = NatsServer::start("under_churn_across_instances") else {
+        return;
+    };
+    let clustered = |name: &str| RelayConfig {
+        cluster: Some(ClusterConfig {
+            lease: TEST_LEASE,
+            request_timeout: Duration::from_secs(1),
+            ..ClusterConfig::new(server.url(), InstanceId::new(name).unwrap())
+        }),
+        ..config()
+    };
+    let owner = relay(clustered("relay-a")).await;
+    let away = relay(clustered("relay-b")).await;
+    let id = "srv-churn-away";
+    let mut binary = Peer::binary(owner.local_addr(), id).await;
+    let phones = phones("RELAY_CHURN_CLUSTER_PHONES", 600);
+    // Every phone's end has gone up its link (one subject per instance, in order) once the
+    // phones' instance counts none of its own; the sentinel's comes after them.
+    let settled = await_own_phones(away.local_addr(), 0);
+    churn(&mut binary, &away, id, phones, settled).await;
+    away.shutdown().await;
+    owner.shutdown().await;
+}
+
+/// Waits until `addr`'s `/healthz` counts `phones` phones of its own.
+async fn await_own_phones(addr: SocketAddr, phones: u64) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let raw = healthz_raw(addr).await;
+        let body: Value =
+            serde_json::from_str(raw.split("\r\n\r\n").nth(1).expect("a body")).expect("JSON");
+        if body["connected_phones"] == phones {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "healthz of {addr} stuck at {body}, want {phones} phones"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
