@@ -8,6 +8,9 @@
 //! still registered (the relay had not read the reset yet), the next phone was the 17th of its
 //! id and was refused 4429 after its `101`. These tests count refusals with notices.
 //!
+//! A notice is not dropped either when it meets a binary's full outbox: it waits for room (the
+//! cluster case is here; one instance's is in `operations` and `phone::tests`).
+//!
 //! Real sockets against an in-process relay: phones of one server-id connect and leave a few at
 //! a time, a third closing with 1000, a third with a TCP reset, a third sending one frame and then
 //! a FIN without a close frame. `RELAY_CHURN_PHONES` sets how many (default 2,000).
@@ -320,16 +323,8 @@ async fn under_churn_across_instances_every_phone_that_joined_is_announced_exact
     let Some(server) = NatsServer::start("under_churn_across_instances") else {
         return;
     };
-    let clustered = |name: &str| RelayConfig {
-        cluster: Some(ClusterConfig {
-            lease: TEST_LEASE,
-            request_timeout: Duration::from_secs(1),
-            ..ClusterConfig::new(server.url(), InstanceId::new(name).unwrap())
-        }),
-        ..config()
-    };
-    let owner = relay(clustered("relay-a")).await;
-    let away = relay(clustered("relay-b")).await;
+    let owner = relay(clustered(&server, "relay-a")).await;
+    let away = relay(clustered(&server, "relay-b")).await;
     let id = "srv-churn-away";
     let mut binary = Peer::binary(owner.local_addr(), id).await;
     let phones = phones("RELAY_CHURN_CLUSTER_PHONES", 600);
@@ -357,4 +352,91 @@ async fn await_own_phones(addr: SocketAddr, phones: u64) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The test defaults plus cluster mode on `server` as `name` (lease 2 s, requests 1 s).
+fn clustered(server: &NatsServer, name: &str) -> RelayConfig {
+    RelayConfig {
+        cluster: Some(ClusterConfig {
+            lease: TEST_LEASE,
+            request_timeout: Duration::from_secs(1),
+            ..ClusterConfig::new(server.url(), InstanceId::new(name).unwrap())
+        }),
+        ..config()
+    }
+}
+
+/// Cluster mode: a phone-left notice that reaches the owner while its binary's outbox is full
+/// waits for room (parked behind the phone's frames) instead of being dropped, and arrives once
+/// the binary reads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_phones_notice_for_a_full_binary_waits_for_room_and_arrives() {
+    let Some(server) = NatsServer::start("a_remote_phones_notice_for_a_full_binary") else {
+        return;
+    };
+    // Smaller than one of the filler's frames: an outbox holding one has no room for a notice.
+    let owner = relay(RelayConfig {
+        binary_outbox: 16 * 1024,
+        ..clustered(&server, "relay-a")
+    })
+    .await;
+    let away = relay(clustered(&server, "relay-b")).await;
+    let id = "srv-full-away";
+    // A binary that does not read for now; a filler on the other instance fills its outbox.
+    let mut binary = raw_binary(owner.local_addr(), id).await;
+    let mut filler = Peer::phone(away.local_addr(), id).await;
+    const FILL: usize = 200;
+    let chunk = format!("\"{}\"", "f".repeat(32 * 1024));
+    let fill = tokio::spawn(async move {
+        for _ in 0..FILL {
+            filler.feed(chunk.clone()).await;
+        }
+        filler.flush().await;
+        filler
+    });
+    // Until the outbox is full for good: the filler's frames stop being queued (the count is
+    // the same over 200 ms; the filler has far more to send).
+    let up = "relay_frames_forwarded_total{direction=\"phone_to_binary\"}";
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut queued = metric(&owner, up).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = metric(&owner, up).await;
+        if now == queued {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outbox never filled"
+        );
+        queued = now;
+    }
+    assert!(queued < FILL as u64, "the binary's outbox is full");
+    const LEAVERS: usize = 5;
+    for _ in 0..LEAVERS {
+        let mut leaver = Peer::phone(away.local_addr(), id).await;
+        leaver.close(4000).await;
+        leaver.ended().await;
+    }
+    // The binary reads again: every frame, and every leaver's notice.
+    let (mut frames, mut notices) = (0, 0);
+    while frames < FILL || notices < LEAVERS {
+        let message = tokio::time::timeout(PATIENCE, binary.next())
+            .await
+            .expect("a message in time")
+            .expect("open")
+            .expect("a message");
+        let text = message.into_text().expect("text");
+        if text.contains("\"frame\"") {
+            frames += 1;
+        } else {
+            assert!(text.ends_with(",\"close_code\":4000}"), "{text}");
+            notices += 1;
+        }
+    }
+    let dropped = "relay_frames_dropped_total{reason=\"binary_full\"}";
+    assert_eq!(metric(&owner, dropped).await, 0);
+    drop(fill.await.expect("the filler's frames all went"));
+    away.shutdown().await;
+    owner.shutdown().await;
 }
