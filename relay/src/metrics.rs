@@ -124,7 +124,9 @@ pub enum DropReason {
     UnknownConn,
     /// A frame for a phone whose outbox overflowed (the phone is closed 1011).
     BacklogFull,
-    /// A phone-left notice for a binary whose outbox was full.
+    /// A phone-left notice for a binary whose outbox was full. Kept so the family's series stay
+    /// the same; a notice now waits for room (counted only if a cluster link's sink went away
+    /// while the binary's outbox was full).
     BinaryFull,
 }
 

@@ -12,10 +12,11 @@ use crate::clustered::away::{Away, AwayPhone};
 use crate::endpoint::Endpoint;
 use crate::envelope::Wrapper;
 use crate::frame_check::{self, FrameError};
-use crate::metrics::{Direction, DropReason, EndpointLabel, Outcome};
+use crate::metrics::{Direction, EndpointLabel, Outcome};
 use crate::outbox::{Ending, Origin};
 use crate::session::{Event, Session, local};
 use relay_registry::{CloseReason, Conn, PhoneTicket, RegistryError, SendError};
+use std::future::poll_fn;
 use std::sync::Arc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -51,17 +52,32 @@ pub async fn run(
             Event::Space => {}
         }
     };
-    if let Some(code) = notice_code(ending) {
-        // Only while the binary the phone joined still holds the id (the ticket is registered).
-        if let Some(binary) = ticket.binary() {
-            if binary.send(Utf8Bytes::from(wrapper.left(code))) == Err(SendError::Full) {
-                hub.metrics.dropped(DropReason::BinaryFull);
+    // The notice, then the registration ends; meanwhile the close handshake runs (a notice that
+    // waits for room in a full binary outbox does not hold the phone's close up).
+    let left = async {
+        if let Some(code) = notice_code(ending) {
+            // Only while the binary the phone joined still holds the id (the ticket is registered).
+            if let Some(binary) = ticket.binary() {
+                announce(&binary, Utf8Bytes::from(wrapper.left(code))).await;
             }
         }
-    }
-    drop(ticket);
-    let ending = session.finish().await;
+        drop(ticket);
+    };
+    let ((), ending) = tokio::join!(left, session.finish());
     tracing::info!(conn = %tag, code = ending.code, "disconnect");
+}
+
+/// Queues a phone-left `notice` for `binary`, waiting while its outbox is full as the phone's
+/// frames do: the binary keeps the phone's state until the notice, so it is never dropped for a
+/// full outbox. Gives up only when the binary is closing (its outbox then refuses everything).
+async fn announce(binary: &Endpoint, notice: Utf8Bytes) {
+    let len = notice.len();
+    while binary.send(notice.clone()) == Err(SendError::Full) {
+        let Some(local) = binary.as_local() else {
+            return; // a binary is always local: nothing to wait for
+        };
+        poll_fn(|cx| local.poll_space(len, cx)).await;
+    }
 }
 
 /// Tells a refused phone its close code.
@@ -200,5 +216,61 @@ async fn forward(
             // The binary is gone (grace window): nothing more to do.
             Err(_) => return None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::Side;
+    use crate::local::LocalConn;
+    use crate::outbox::Work;
+    use relay_registry::CloseReason;
+    use std::task::{Context, Poll, Waker};
+
+    /// A binary whose outbox (bound 100 bytes) holds one frame over the bound: full.
+    fn full_binary() -> Endpoint {
+        let binary = Endpoint::Local(LocalConn::new("server-srv".into(), Side::Binary, 100));
+        binary.send(Utf8Bytes::from("x".repeat(200))).unwrap();
+        let notice = Utf8Bytes::from_static("{}");
+        assert_eq!(
+            binary.send(notice),
+            Err(SendError::Full),
+            "the outbox is full"
+        );
+        binary
+    }
+
+    fn notice() -> Utf8Bytes {
+        Utf8Bytes::from(Wrapper::new("client-srv-1", None).left(1000))
+    }
+
+    #[test]
+    fn a_notice_for_a_full_binary_waits_for_room_and_is_queued_not_dropped() {
+        let binary = full_binary();
+        let local = binary.as_local().unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut announcing = Box::pin(announce(&binary, notice()));
+        assert!(announcing.as_mut().poll(&mut cx).is_pending());
+        // The binary's task takes the queued frame: there is room now.
+        let Poll::Ready(Work::Frames { frames, .. }) = local.poll_work(&mut cx) else {
+            panic!("the queued frame is taken");
+        };
+        assert_eq!(frames.len(), 1);
+        assert!(announcing.as_mut().poll(&mut cx).is_ready());
+        let Poll::Ready(Work::Frames { frames, .. }) = local.poll_work(&mut cx) else {
+            panic!("the notice is queued");
+        };
+        assert_eq!(Vec::from(frames), [notice()]);
+    }
+
+    #[test]
+    fn a_notice_for_a_full_binary_that_closes_gives_up() {
+        let binary = full_binary();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut announcing = Box::pin(announce(&binary, notice()));
+        assert!(announcing.as_mut().poll(&mut cx).is_pending());
+        binary.close(CloseReason::ShuttingDown);
+        assert!(announcing.as_mut().poll(&mut cx).is_ready());
     }
 }

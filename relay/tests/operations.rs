@@ -173,38 +173,80 @@ async fn dropped_frames_are_counted_by_reason() {
     relay.shutdown().await;
 }
 
+/// A phone-left notice is never dropped for a full binary outbox (the binary keeps the phone's
+/// state until it): it waits for room as the phones' frames do, and the leaving phone's close
+/// handshake does not wait for it. (The deterministic case, a notice that meets a full outbox,
+/// is `phone::tests`; here phones leave while a filler keeps the outbox full.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_phone_left_notice_for_a_full_binary_is_counted_binary_full() {
+async fn a_phone_left_notice_for_a_full_binary_waits_for_room_and_arrives() {
+    // Smaller than one of the filler's frames: an outbox holding one has no room for a notice.
     let relay = relay(RelayConfig {
-        binary_outbox: 64 * 1024,
+        binary_outbox: 16 * 1024,
         close_timeout: PATIENCE,
         ..config()
     })
     .await;
     let addr = relay.local_addr();
-    // A binary that never reads: its outbox fills with the phones' frames.
-    let _binary = raw_binary(addr, "srv-full").await;
+    // A binary that does not read for now: its outbox fills with the filler's frames.
+    let mut binary = raw_binary(addr, "srv-full").await;
     let mut filler = Peer::phone(addr, "srv-full").await;
+    // 32 MiB: more than the binary's outbox and the sockets' buffers together. The filler's
+    // sends block on backpressure, so feed them from a task.
+    const FILL: usize = 1_000;
     let chunk = format!("\"{}\"", "f".repeat(32 * 1024));
-    // The filler keeps sending until the binary's outbox is full and the socket under it too;
-    // its sends then block on backpressure, so feed them from a task.
     let fill = tokio::spawn(async move {
-        for _ in 0..4_000 {
+        for _ in 0..FILL {
             filler.feed(chunk.clone()).await;
         }
         filler.flush().await;
         filler
     });
-    // Phones join and leave on their own until one's notice finds the outbox full.
-    let s = "relay_frames_dropped_total{reason=\"binary_full\"}";
+    // Until the outbox is full for good: the filler's frames stop being queued (the count is
+    // the same over 200 ms; the filler has far more to send).
+    let up = "relay_frames_forwarded_total{direction=\"phone_to_binary\"}";
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while metric(&relay, s).await == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "{s} not counted");
+    let mut queued = metric(&relay, up).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = metric(&relay, up).await;
+        if now == queued {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outbox never filled"
+        );
+        queued = now;
+    }
+    assert!(queued < FILL as u64, "the binary's outbox is full");
+    // Phones join and leave on their own meanwhile: each one's close handshake completes while
+    // its notice waits.
+    const LEAVERS: usize = 10;
+    for _ in 0..LEAVERS {
         let mut leaver = Peer::phone(addr, "srv-full").await;
         leaver.close(4000).await;
         leaver.ended().await;
     }
-    fill.abort();
+    // The binary reads again: every frame, and every leaver's notice.
+    use futures_util::StreamExt;
+    let (mut frames, mut notices) = (0, 0);
+    while frames < FILL || notices < LEAVERS {
+        let message = tokio::time::timeout(PATIENCE, binary.next())
+            .await
+            .expect("a message in time")
+            .expect("open")
+            .expect("a message");
+        let text = message.into_text().expect("text");
+        if text.contains("\"frame\"") {
+            frames += 1;
+        } else {
+            assert!(text.ends_with(",\"close_code\":4000}"), "{text}");
+            notices += 1;
+        }
+    }
+    let s = "relay_frames_dropped_total{reason=\"binary_full\"}";
+    assert_eq!(metric(&relay, s).await, 0);
+    drop(fill.await.expect("the filler's frames all went"));
     relay.shutdown().await;
 }
 

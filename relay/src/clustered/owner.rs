@@ -21,9 +21,8 @@
 //! ([`Outbound::grant`](crate::cluster::Outbound::grant)), so after one window (1 MiB) the
 //! phone's instance stops reading the phone — the backpressure a local phone gets. A parked
 //! queue is thus bounded by the window plus one frame. The phone-left notice queues behind the
-//! parked frames; when its turn comes it is tried once, and dropped and counted
-//! (`relay_frames_dropped_total{reason="binary_full"}`) if the outbox is full, as on one
-//! instance.
+//! parked frames, and waits for room as they do (one that meets a full outbox is parked): as on
+//! one instance, a notice is never dropped for a full outbox.
 
 use super::{Cluster, end_tenure};
 use crate::Hub;
@@ -221,18 +220,22 @@ impl UpSink {
     }
 
     /// The notice that the phone left with `code`, if the binary it joined still holds the id;
-    /// then the registration ends.
-    fn left(&self, state: &mut UpState, code: u16) {
+    /// then the registration ends. `Err` with the notice's length (nothing done) if the
+    /// binary's outbox is full.
+    fn left(&self, state: &mut UpState, code: u16) -> Result<(), usize> {
         let Some(ticket) = state.ticket.take() else {
-            return;
+            return Ok(());
         };
         if let Some(binary) = ticket.binary() {
             let notice = crate::envelope::Wrapper::new(ticket.conn().conn_id(), None).left(code);
+            let len = notice.len();
             if binary.send(Utf8Bytes::from(notice)) == Err(SendError::Full) {
-                self.hub.metrics.dropped(DropReason::BinaryFull);
+                state.ticket = Some(ticket);
+                return Err(len);
             }
         }
         drop(ticket);
+        Ok(())
     }
 
     fn park(&self, state: &mut UpState, item: Parked) {
@@ -254,7 +257,13 @@ impl UpSink {
         while let Some(item) = state.parked.pop_front() {
             match item {
                 Parked::Frame(frame) => self.grant(&frame),
-                Parked::Left(code) => self.left(state, code),
+                Parked::Left(code) => {
+                    // Only when the sink is going away with the binary still there and full.
+                    if self.left(state, code).is_err() {
+                        self.hub.metrics.dropped(DropReason::BinaryFull);
+                        state.ticket.take();
+                    }
+                }
             }
         }
     }
@@ -275,8 +284,10 @@ impl UpSink {
                         }
                         Some(Parked::Left(code)) => {
                             let code = *code;
+                            if let Err(len) = self.left(&mut state, code) {
+                                break len;
+                            }
                             state.parked.pop_front();
-                            self.left(&mut state, code);
                         }
                         Some(Parked::Frame(frame)) => {
                             if !self.hand_on(&binary, frame) {
@@ -311,11 +322,10 @@ impl Inbound for UpSink {
 
     fn ended(&self, code: u16, _reason: &str) {
         let mut state = self.state.lock();
-        if state.parked.is_empty() && !state.draining {
-            self.left(&mut state, code);
-        } else {
-            self.park(&mut state, Parked::Left(code));
+        if state.parked.is_empty() && !state.draining && self.left(&mut state, code).is_ok() {
+            return;
         }
+        self.park(&mut state, Parked::Left(code));
     }
 
     /// Lost like an abrupt drop: the binary is told the phone left with 1001.
