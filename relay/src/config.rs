@@ -102,6 +102,10 @@ pub struct RelayConfig {
     pub heartbeat: Duration,
     /// How long the holder of a server-id has to answer the ping sent on a conflicting claim.
     pub probe_timeout: Duration,
+    /// How long a phone over its id's cap waits for one of the id's phones to leave before it is
+    /// refused 4429 (a phone whose client just reset its connection is still registered until
+    /// the relay reads the reset).
+    pub cap_wait: Duration,
     /// Largest incoming frame (and message), in bytes; larger closes with 1009.
     pub max_frame: usize,
     /// How long a client may take to send its request head (and, with `proxy-protocol`, its
@@ -151,6 +155,7 @@ impl Default for RelayConfig {
             client_ip: ClientIpSource::Peer,
             heartbeat: Duration::from_secs(30),
             probe_timeout: Duration::from_secs(10),
+            cap_wait: Duration::from_millis(100),
             max_frame: 256 * 1024,
             header_timeout: Duration::from_secs(5),
             slow_message: Duration::from_secs(30),

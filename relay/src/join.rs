@@ -50,7 +50,7 @@ pub async fn admit(
     )));
     let joined = match (side, &hub.cluster) {
         (Side::Binary, None) => Joined::Binary(Claiming::Registry(claim(hub, server_id, &conn))),
-        (Side::Phone, None) => Joined::Phone(hub.registry.register_phone(server_id, conn.clone())),
+        (Side::Phone, None) => Joined::Phone(register(hub, server_id, &conn).await),
         (Side::Binary, Some(cluster)) => Joined::Binary(
             claims::claim(hub, cluster, server_id, &conn)
                 .await
@@ -68,8 +68,11 @@ pub async fn admit(
                         .map_err(|()| Unavailable)?
                     {
                         Some(away) => Joined::Away(away),
-                        None => Joined::Phone(hub.registry.register_phone(server_id, conn.clone())),
+                        None => Joined::Phone(register(hub, server_id, &conn).await),
                     }
+                }
+                Err(RegistryError::PhonesAtCap) => {
+                    Joined::Phone(register(hub, server_id, &conn).await)
                 }
                 local => Joined::Phone(local),
             }
@@ -81,6 +84,30 @@ pub async fn admit(
         conn.close(CloseReason::ShuttingDown);
     }
     Ok((conn, joined))
+}
+
+/// How often a phone over its id's cap tries again while it waits (see [`register`]).
+const CAP_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Registers the phone `conn` with this instance's registry. At the phone cap it waits, up to
+/// `cap_wait`, for one of the id's phones to leave before it is refused 4429: a phone whose
+/// client has just gone (a TCP reset) stays registered until its task reads the reset, and a
+/// client that leaves and joins again at once must not be refused for that moment (issue 17:
+/// under churn, a refusal is a phone its binary never hears of, and the client never sees why).
+async fn register(
+    hub: &Hub,
+    server_id: &str,
+    conn: &Arc<Endpoint>,
+) -> Result<PhoneTicket<Endpoint>, RegistryError> {
+    let deadline = tokio::time::Instant::now() + hub.config.cap_wait;
+    loop {
+        match hub.registry.register_phone(server_id, conn.clone()) {
+            Err(RegistryError::PhonesAtCap) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(CAP_RETRY).await;
+            }
+            registered => return registered,
+        }
+    }
 }
 
 /// Claims `server_id` for `conn` in this instance's registry; counts and logs a reclaim.

@@ -315,6 +315,47 @@ async fn a_phone_refused_at_the_cap_after_its_101_is_never_announced_and_the_joi
     relay.shutdown().await;
 }
 
+/// The relay's answer to that interleaving: a phone over the cap waits (up to `cap_wait`) for one
+/// of its id's phones to leave, and is admitted when one does, instead of being refused for the
+/// moment between a client's reset and the relay reading it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_over_the_cap_is_admitted_when_a_phone_leaves_while_it_waits() {
+    let relay = relay(RelayConfig {
+        cap_wait: PATIENCE,
+        ..config()
+    })
+    .await;
+    let addr = relay.local_addr();
+    let id = "srv-cap-wait";
+    let mut binary = Peer::binary(addr, id).await;
+    let mut joined = Vec::new();
+    for index in 0..16 {
+        let mut phone = Peer::phone(addr, id).await;
+        phone.send(format!(r#"{{"phone":{index}}}"#)).await;
+        assert_eq!(binary.json().await["frame"]["phone"], index);
+        joined.push(phone);
+    }
+    // The 17th waits at the cap (its upgrade unanswered) ...
+    let seventeenth = tokio::spawn(async move { raw_phone(addr, id).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !seventeenth.is_finished(),
+        "the 17th waits while 16 are joined"
+    );
+    // ... until one of the 16 leaves: then it joins, and its frame reaches the binary.
+    joined.remove(0).close(1000).await;
+    let mut seventeenth = Peer::new(seventeenth.await.expect("the 17th's task"));
+    seventeenth.send(r#"{"phone":16}"#).await;
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        got.push(binary.json().await);
+    }
+    assert!(got.iter().any(|e| e["close_code"] == 1000), "{got:?}");
+    assert!(got.iter().any(|e| e["frame"]["phone"] == 16), "{got:?}");
+    assert_eq!(metric(&relay, PHONE_CAP).await, 0);
+    relay.shutdown().await;
+}
+
 /// Cluster mode: the binary on one instance, the phones on another, so each phone's notice comes
 /// to the binary's instance over its link (the owner's [`UpSink`]); a real `nats-server`.
 /// `RELAY_CHURN_CLUSTER_PHONES` sets how many (default 600).
