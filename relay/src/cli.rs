@@ -5,8 +5,10 @@
 use crate::cluster::InstanceId;
 use crate::config::{ClientIpSource, ClusterConfig, RelayConfig};
 use crate::logging::LogFormat;
+use crate::tls::TlsConfig;
 use clap::Parser;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A WebSocket relay between binaries (desktop daemons, on /v1/server) and their phones (on
@@ -67,6 +69,34 @@ pub struct Args {
     /// the lease plus a quarter; one cut off from NATS closes everything 1012 before then.
     #[arg(long, env = "RELAY_CLUSTER_LEASE", default_value = "10s", value_parser = parse_lease)]
     pub cluster_lease: Duration,
+    /// TLS on --listen from this PEM certificate chain (leaf first), with --tls-key. Reloaded on
+    /// SIGHUP and when the files change; a pair that does not load is refused, the old one kept.
+    #[arg(
+        long,
+        env = "RELAY_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(
+        long,
+        env = "RELAY_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// With --tls-cert: a name requests must be addressed to (Host header, case-insensitive,
+    /// port ignored); others get 421. Repeatable (or comma-separated in RELAY_DOMAIN). None: no
+    /// check.
+    #[arg(
+        long,
+        env = "RELAY_DOMAIN",
+        value_name = "NAME",
+        value_delimiter = ',',
+        requires = "tls_cert"
+    )]
+    pub domain: Vec<String>,
 }
 
 fn parse_instance_id(text: &str) -> Result<InstanceId, String> {
@@ -151,8 +181,15 @@ impl Args {
                 lease: self.cluster_lease,
                 ..ClusterConfig::new(url.clone(), self.instance())
             }),
+            tls: self.tls(),
             ..RelayConfig::default()
         }
+    }
+
+    /// TLS from `--tls-cert`/`--tls-key` (clap makes sure both or neither are given).
+    fn tls(&self) -> Option<TlsConfig> {
+        let (cert, key) = (self.tls_cert.as_ref()?, self.tls_key.as_ref()?);
+        Some(TlsConfig::files(cert, key).with_domains(self.domain.iter().cloned()))
     }
 
     /// The instance id: `--instance-id`, or the host name plus a random suffix.
@@ -226,6 +263,43 @@ mod tests {
                 "1500ms",
             ],
             &["relay", "--instance-id", "web-1"],
+        ] {
+            assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tls_flags_make_a_files_config_and_need_each_other() {
+        let args = Args::try_parse_from([
+            "relay",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--domain",
+            "a.example",
+            "--domain",
+            "B.example",
+        ])
+        .unwrap();
+        let tls = args.config().tls.expect("TLS");
+        assert!(matches!(
+            &tls.certificates,
+            crate::tls::Certificates::Files { cert, key }
+                if cert.as_os_str() == "c.pem" && key.as_os_str() == "k.pem"
+        ));
+        assert_eq!(tls.domains, ["a.example", "B.example"]);
+        assert!(
+            Args::try_parse_from(["relay"])
+                .unwrap()
+                .config()
+                .tls
+                .is_none()
+        );
+        for bad in [
+            &["relay", "--tls-cert", "c.pem"][..],
+            &["relay", "--tls-key", "k.pem"],
+            &["relay", "--domain", "a.example"],
         ] {
             assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");
         }

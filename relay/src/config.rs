@@ -6,6 +6,7 @@
 //! `127.0.0.1:9090`).
 
 use crate::cluster::{DEFAULT_LEASE, InstanceId};
+use crate::tls::TlsConfig;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -102,6 +103,9 @@ pub struct RelayConfig {
     /// Cluster mode: several instances act as one through NATS (see [`ClusterConfig`]);
     /// `None` is a single instance, in memory, with no NATS.
     pub cluster: Option<ClusterConfig>,
+    /// TLS on the public listener (see [`TlsConfig`]); `None` is plain TCP (behind a
+    /// TLS-terminating load balancer, or for tests).
+    pub tls: Option<TlsConfig>,
     /// Fault injection for tests: a frame whose text is exactly this makes its connection task
     /// panic. It is consulted only on the paths that refuse a frame (a phone frame that is not
     /// JSON, a binary frame that is not an envelope), never for a frame that is forwarded. Never
@@ -132,6 +136,7 @@ impl Default for RelayConfig {
             drain: Duration::from_secs(10),
             close_timeout: Duration::from_secs(2),
             cluster: None,
+            tls: None,
             panic_on_frame: None,
         }
     }

@@ -71,9 +71,11 @@ mod phone;
 mod proxy;
 mod routes;
 mod session;
+mod tls;
 
 pub use config::{ClientIpSource, ClusterConfig, FRAME_OVERHEAD, RelayConfig};
 pub use logging::{LogFormat, init as init_logging};
+pub use tls::{Certificates, ClientTlsError, TlsConfig, TlsError, client_tls};
 
 use endpoint::Endpoint;
 use relay_registry::{CloseReason, Config, Conn, Counts, Registry};
@@ -99,6 +101,8 @@ struct Hub {
     sessions: TaskTracker,
     /// Cluster mode's state (`None`: a single instance).
     cluster: Option<clustered::Cluster>,
+    /// TLS on the public listener (`None`: plain TCP).
+    tls: Option<tls::Tls>,
 }
 
 impl Hub {
@@ -166,6 +170,11 @@ impl Relay {
         self.addr
     }
 
+    /// Whether the public listener speaks TLS (`wss://`, `https://`).
+    pub fn is_tls(&self) -> bool {
+        self.hub.tls.is_some()
+    }
+
     /// The address `/metrics` is served on, if metrics are on.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
@@ -185,7 +194,9 @@ impl Relay {
 ///
 /// # Errors
 ///
-/// If an address cannot be bound, or (cluster mode) the cluster cannot be joined.
+/// If an address cannot be bound, or (cluster mode) the cluster cannot be joined. A TLS
+/// configuration the relay cannot start with (a certificate that does not load, say) is an
+/// error of kind `InvalidInput` whose inner error is a [`TlsError`].
 ///
 /// # Examples
 ///
@@ -229,7 +240,18 @@ pub async fn start(config: RelayConfig) -> io::Result<Relay> {
         ),
         None => None,
     };
+    let tls = match &config.tls {
+        Some(settings) => Some(
+            tls::Tls::new(&config, settings)
+                .await
+                .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?,
+        ),
+        None => None,
+    };
     let mut metrics = metrics::Metrics::new();
+    if let Some(tls) = &tls {
+        metrics.add_tls(tls.metrics());
+    }
     if let Some(cluster) = &cluster {
         metrics.add_cluster(cluster.metrics.clone());
         tracing::info!(instance = %cluster.config.instance, "joined the cluster");
@@ -248,6 +270,7 @@ pub async fn start(config: RelayConfig) -> io::Result<Relay> {
         },
         sessions: TaskTracker::new(),
         cluster,
+        tls,
     });
     let task = AbortOnDropHandle::new(tokio::spawn(run(listener, metrics_listener, hub.clone())));
     Ok(Relay {
@@ -275,6 +298,7 @@ async fn run(listener: TcpListener, metrics_listener: Option<TcpListener>, hub: 
             AbortOnDropHandle::new(fence),
         )
     });
+    let _tls = tls::Tls::spawn(&hub);
     let accepting = AbortOnDropHandle::new(tokio::spawn(listen::serve(listener, hub.clone())));
 
     hub.shutdown.draining.cancelled().await;

@@ -2,6 +2,9 @@
 //! and serves each connection's HTTP/1.1 with hyper — its own head deadline
 //! (`header_read_timeout`) and head size limit (`max_buf_size`) — through [`routes::handle`].
 //!
+//! With TLS on (`RelayConfig::tls`), each connection's TLS handshake comes between the PROXY
+//! header and HTTP, through the gates and within the head deadline (see the `tls` module).
+//!
 //! It keeps accepting while the relay drains (so `/readyz` answers 503 and late upgrades are
 //! refused 503, each on a connection that is closed after one response), and stops when the
 //! relay stops: the listener is dropped and every HTTP connection is shut down gracefully (an
@@ -23,6 +26,7 @@ use crate::config::ClientIpSource;
 use crate::metrics::RefusedReason;
 use crate::proxy;
 use crate::routes;
+use crate::tls::Prepaid;
 use futures_util::FutureExt;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -143,11 +147,11 @@ async fn connection(hub: Arc<Hub>, stream: TcpStream, peer: SocketAddr) {
             peer,
             proxied: None,
         };
-        return http(hub, stream, origin).await;
+        return tls_then_http(hub, stream, origin).await;
     }
     let header = tokio::time::timeout(hub.config.header_timeout, proxy::read_header(stream)).await;
     match header {
-        Ok(Ok((stream, proxied))) => http(hub, stream, Origin { peer, proxied }).await,
+        Ok(Ok((stream, proxied))) => tls_then_http(hub, stream, Origin { peer, proxied }).await,
         Ok(Err(_)) | Err(_) => {
             hub.metrics.refused(RefusedReason::ProxyHeader);
             hub.refusals
@@ -156,15 +160,36 @@ async fn connection(hub: Arc<Hub>, stream: TcpStream, peer: SocketAddr) {
     }
 }
 
+/// HTTP on the connection, after its TLS handshake when TLS is on.
+async fn tls_then_http<I>(hub: Arc<Hub>, stream: I, origin: Origin)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match &hub.tls {
+        None => http(hub, stream, origin, None).await,
+        Some(tls) => {
+            let Some((stream, prepaid)) = tls.accept(&hub, stream, origin).await else {
+                return;
+            };
+            http(hub, stream, origin, Some(prepaid)).await
+        }
+    }
+}
+
 /// Serves HTTP/1.1 on `io` until the connection ends (or is upgraded and handed over).
-async fn http<I>(hub: Arc<Hub>, io: I, origin: Origin)
+/// `prepaid`: the connection's TLS handshake took a rate-limit token for its first upgrade.
+async fn http<I>(hub: Arc<Hub>, io: I, origin: Origin, prepaid: Option<Prepaid>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let stopped = hub.shutdown.stopped.clone();
     let service_hub = hub.clone();
-    let service =
-        hyper::service::service_fn(move |req| routes::handle(service_hub.clone(), origin, req));
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+        if let Some(prepaid) = &prepaid {
+            req.extensions_mut().insert(prepaid.clone());
+        }
+        routes::handle(service_hub.clone(), origin, req)
+    });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(hub.config.header_timeout)

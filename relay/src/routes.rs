@@ -16,6 +16,7 @@ use crate::join::{self, Joined};
 use crate::loris::Tracked;
 use crate::metrics::{EndpointLabel, Outcome};
 use crate::session::{Session, ws_config};
+use crate::tls;
 use crate::{binary, phone};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -40,6 +41,13 @@ pub async fn handle(
     origin: Origin,
     req: Request<Incoming>,
 ) -> Result<Reply, Infallible> {
+    if hub
+        .tls
+        .as_ref()
+        .is_some_and(|tls| !tls::host::allowed(tls.names(), &req))
+    {
+        return Ok(misdirected());
+    }
     let side = match req.uri().path() {
         "/healthz" | "/readyz" if req.method() != Method::GET => {
             return Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"));
@@ -87,6 +95,8 @@ fn ready(hub: &Hub) -> Reply {
         .is_some_and(|cluster| !cluster.is_ready())
     {
         plain(StatusCode::SERVICE_UNAVAILABLE, "cluster unavailable")
+    } else if hub.tls.as_ref().is_some_and(|tls| !tls.ready()) {
+        plain(StatusCode::SERVICE_UNAVAILABLE, "no TLS certificate yet")
     } else {
         plain(StatusCode::OK, "ready")
     };
@@ -95,6 +105,15 @@ fn ready(hub: &Hub) -> Reply {
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     reply
+}
+
+/// 421 with an empty body: the request's host is not one of the TLS listener's names.
+fn misdirected() -> Reply {
+    Response::builder()
+        .status(StatusCode::MISDIRECTED_REQUEST)
+        .header(header::CONNECTION, "close")
+        .body(Full::new(Bytes::new()))
+        .expect("a valid response")
 }
 
 /// A plain-text response that closes the connection (every refusal is one).
@@ -180,7 +199,12 @@ async fn upgrade(hub: Arc<Hub>, origin: Origin, side: Side, mut req: Request<Inc
     if hub.shutdown.is_draining() {
         return refuse(&hub, side, ip, Refused::ShuttingDown);
     }
-    let permit = match hub.gates.admit(ip) {
+    // The connection's TLS handshake may have paid this upgrade's rate-limit token already.
+    let prepaid = req
+        .extensions()
+        .get::<tls::Prepaid>()
+        .is_some_and(tls::Prepaid::take);
+    let permit = match hub.gates.admit_prepaid(ip, prepaid) {
         Ok(permit) => permit,
         Err(refusal) => return refuse(&hub, side, ip, Refused::Gate(refusal)),
     };
