@@ -5,7 +5,7 @@
 use crate::cluster::InstanceId;
 use crate::config::{ClientIpSource, ClusterConfig, RelayConfig};
 use crate::logging::LogFormat;
-use crate::tls::TlsConfig;
+use crate::tls::{AcmeConfig, LETS_ENCRYPT, TlsConfig};
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -97,6 +97,53 @@ pub struct Args {
         requires = "tls_cert"
     )]
     pub domain: Vec<String>,
+    /// TLS on --listen with certificates from ACME (Let's Encrypt by default) for this name
+    /// (repeatable, or comma-separated in RELAY_ACME_DOMAIN); requests for other names get 421.
+    /// Needs --acme-cache.
+    #[arg(
+        long,
+        env = "RELAY_ACME_DOMAIN",
+        value_name = "NAME",
+        value_delimiter = ',',
+        conflicts_with = "tls_cert",
+        requires = "acme_cache"
+    )]
+    pub acme_domain: Vec<String>,
+    /// ACME: the directory keeping the account and certificate (created 0700; refused if others
+    /// can read it). A restart serves the cached certificate without a new order.
+    #[arg(
+        long,
+        env = "RELAY_ACME_CACHE",
+        value_name = "DIR",
+        requires = "acme_domain"
+    )]
+    pub acme_cache: Option<PathBuf>,
+    /// ACME: the server's directory URL.
+    #[arg(long, env = "RELAY_ACME_DIRECTORY", value_name = "URL", default_value = LETS_ENCRYPT)]
+    pub acme_directory: String,
+    /// ACME: a contact URL for the account, e.g. mailto:ops@example.com (repeatable).
+    #[arg(
+        long,
+        env = "RELAY_ACME_CONTACT",
+        value_name = "URL",
+        value_delimiter = ',',
+        requires = "acme_domain"
+    )]
+    pub acme_contact: Vec<String>,
+    /// ACME: trust this PEM CA certificate for the ACME server's HTTPS (a private ACME server);
+    /// default: the platform's roots.
+    #[arg(
+        long,
+        env = "RELAY_ACME_CA_FILE",
+        value_name = "PEM",
+        requires = "acme_domain"
+    )]
+    pub acme_ca_file: Option<PathBuf>,
+    /// ACME: where http-01 challenges are answered (only /.well-known/acme-challenge/…, 404
+    /// otherwise, no redirect); `off`: tls-alpn-01 on --listen instead. Default with
+    /// --acme-domain: 0.0.0.0:80.
+    #[arg(long, env = "RELAY_HTTP_LISTEN", value_name = "ADDR", value_parser = parse_http_listen, requires = "acme_domain")]
+    pub http_listen: Option<MetricsListen>,
 }
 
 fn parse_instance_id(text: &str) -> Result<InstanceId, String> {
@@ -132,6 +179,12 @@ fn parse_metrics_listen(text: &str) -> Result<MetricsListen, String> {
     text.parse()
         .map(|addr| MetricsListen(Some(addr)))
         .map_err(|_| format!("`{text}` is neither an address like 127.0.0.1:9090 nor `off`"))
+}
+
+/// `--http-listen`: an address, or `off`.
+fn parse_http_listen(text: &str) -> Result<MetricsListen, String> {
+    parse_metrics_listen(text)
+        .map_err(|_| format!("`{text}` is neither an address like 0.0.0.0:80 nor `off`"))
 }
 
 /// A humantime duration: `30s`, `500ms`, `2m`, `1h 30m`.
@@ -186,8 +239,19 @@ impl Args {
         }
     }
 
-    /// TLS from `--tls-cert`/`--tls-key` (clap makes sure both or neither are given).
+    /// TLS from `--tls-cert`/`--tls-key` (clap makes sure both or neither are given), or from
+    /// ACME with `--acme-domain`.
     fn tls(&self) -> Option<TlsConfig> {
+        if let Some(cache) = &self.acme_cache {
+            let mut acme = AcmeConfig::new(self.acme_domain.iter().cloned(), cache);
+            acme.directory = self.acme_directory.clone();
+            acme.contact = self.acme_contact.clone();
+            acme.ca_file = self.acme_ca_file.clone();
+            if let Some(MetricsListen(addr)) = self.http_listen {
+                acme.http_listen = addr;
+            }
+            return Some(TlsConfig::acme(acme));
+        }
         let (cert, key) = (self.tls_cert.as_ref()?, self.tls_key.as_ref()?);
         Some(TlsConfig::files(cert, key).with_domains(self.domain.iter().cloned()))
     }
@@ -300,6 +364,61 @@ mod tests {
             &["relay", "--tls-cert", "c.pem"][..],
             &["relay", "--tls-key", "k.pem"],
             &["relay", "--domain", "a.example"],
+        ] {
+            assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn acme_flags_make_an_acme_config_with_http_01_on_port_80_by_default() {
+        let args = Args::try_parse_from([
+            "relay",
+            "--acme-domain",
+            "relay.example.com",
+            "--acme-cache",
+            "/var/lib/relay/acme",
+            "--acme-contact",
+            "mailto:ops@example.com",
+        ])
+        .unwrap();
+        let tls = args.config().tls.expect("TLS");
+        assert_eq!(tls.domains, ["relay.example.com"]);
+        let crate::tls::Certificates::Acme(acme) = tls.certificates else {
+            panic!("ACME");
+        };
+        assert_eq!(acme.directory, LETS_ENCRYPT);
+        assert_eq!(acme.http_listen, Some("0.0.0.0:80".parse().unwrap()));
+        assert_eq!(acme.contact, ["mailto:ops@example.com"]);
+        let off = Args::try_parse_from([
+            "relay",
+            "--acme-domain",
+            "a.example",
+            "--acme-cache",
+            "c",
+            "--http-listen",
+            "off",
+        ])
+        .unwrap();
+        let Some(crate::tls::Certificates::Acme(acme)) = off.config().tls.map(|t| t.certificates)
+        else {
+            panic!("ACME");
+        };
+        assert_eq!(acme.http_listen, None);
+        for bad in [
+            &["relay", "--acme-domain", "a.example"][..],
+            &["relay", "--acme-cache", "c"],
+            &["relay", "--http-listen", "0.0.0.0:80"],
+            &[
+                "relay",
+                "--acme-domain",
+                "a.example",
+                "--acme-cache",
+                "c",
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem",
+            ],
         ] {
             assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");
         }

@@ -75,7 +75,10 @@ mod tls;
 
 pub use config::{ClientIpSource, ClusterConfig, FRAME_OVERHEAD, RelayConfig};
 pub use logging::{LogFormat, init as init_logging};
-pub use tls::{Certificates, ClientTlsError, TlsConfig, TlsError, client_tls};
+pub use tls::{
+    AcmeConfig, Certificates, ClientTlsError, FIRST_RETRY, LAST_RETRY, LETS_ENCRYPT, TlsConfig,
+    TlsError, client_tls,
+};
 
 use endpoint::Endpoint;
 use relay_registry::{CloseReason, Config, Conn, Counts, Registry};
@@ -173,6 +176,11 @@ impl Relay {
     /// Whether the public listener speaks TLS (`wss://`, `https://`).
     pub fn is_tls(&self) -> bool {
         self.hub.tls.is_some()
+    }
+
+    /// The address ACME's http-01 challenges are answered on (ACME with `--http-listen`).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.hub.tls.as_ref().and_then(|tls| tls.http_addr())
     }
 
     /// The address `/metrics` is served on, if metrics are on.

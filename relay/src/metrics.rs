@@ -585,14 +585,26 @@ impl Collector for TlsCollector {
                     .encode(failures.encode_family(&ReasonLabels { reason })?)?;
             }
         }
-        let mut loads = encoder.encode_descriptor(
-            "relay_tls_certificate_loads",
-            "Certificates put in place (loaded) or refused with the old one kept (refused).",
+        {
+            let mut loads = encoder.encode_descriptor(
+                "relay_tls_certificate_loads",
+                "Certificates put in place (loaded) or refused with the old one kept (refused).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (outcome, count) in self.0.loads() {
+                ConstCounter::new(count)
+                    .encode(loads.encode_family(&OutcomeLabels { outcome })?)?;
+            }
+        }
+        let mut orders = encoder.encode_descriptor(
+            "relay_acme_orders",
+            "ACME certificate orders, by outcome (issued, failed).",
             None,
             MetricType::Counter,
         )?;
-        for (outcome, count) in self.0.loads() {
-            ConstCounter::new(count).encode(loads.encode_family(&OutcomeLabels { outcome })?)?;
+        for (outcome, count) in self.0.orders() {
+            ConstCounter::new(count).encode(orders.encode_family(&OutcomeLabels { outcome })?)?;
         }
         Ok(())
     }

@@ -6,202 +6,16 @@
 //! every relay listens on loopback and is stopped by its test.
 
 mod support;
+mod tls_support;
 
-use relay_server::{Relay, RelayConfig, TlsConfig};
-use rustls::pki_types::{CertificateDer, ServerName};
+use relay_server::{RelayConfig, TlsConfig};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 use support::*;
+use tls_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
-use tokio_tungstenite::Connector;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-
-/// A test CA that issues leaf certificates for `localhost`.
-struct Ca {
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    pem: String,
-}
-
-/// A leaf certificate (PEM), its key (PEM) and the certificate's DER.
-struct Leaf {
-    cert: String,
-    key: String,
-    der: Vec<u8>,
-}
-
-impl Ca {
-    fn new() -> Ca {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "relay test CA");
-        let cert = params.self_signed(&key).unwrap();
-        Ca {
-            issuer: rcgen::Issuer::new(params, key),
-            pem: cert.pem(),
-        }
-    }
-
-    fn leaf(&self) -> Leaf {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Leaf {
-            cert: cert.pem(),
-            key: key.serialize_pem(),
-            der: cert.der().to_vec(),
-        }
-    }
-
-    /// A client configuration trusting this CA only, with ALPN `http/1.1`.
-    fn client(&self) -> Arc<rustls::ClientConfig> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ca.pem");
-        std::fs::write(&path, &self.pem).unwrap();
-        relay_server::client_tls(Some(&path)).unwrap()
-    }
-}
-
-/// Certificate files in a temporary directory.
-struct Files {
-    dir: tempfile::TempDir,
-}
-
-impl Files {
-    fn new(leaf: &Leaf) -> Files {
-        let files = Files {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        files.write(&leaf.cert, &leaf.key);
-        files
-    }
-
-    fn cert(&self) -> PathBuf {
-        self.dir.path().join("cert.pem")
-    }
-
-    fn key(&self) -> PathBuf {
-        self.dir.path().join("key.pem")
-    }
-
-    /// Replaces both files the way certificate tooling does: write aside, rename over.
-    fn write(&self, cert: &str, key: &str) {
-        for (path, text) in [(self.cert(), cert), (self.key(), key)] {
-            let aside = path.with_extension("new");
-            std::fs::write(&aside, text).unwrap();
-            std::fs::rename(&aside, &path).unwrap();
-        }
-    }
-}
-
-fn tls_config(files: &Files) -> RelayConfig {
-    RelayConfig {
-        tls: Some(TlsConfig::files(files.cert(), files.key())),
-        ..config()
-    }
-}
-
-/// A TLS connection to `addr` as `localhost`, with `config`.
-async fn tls_connect(
-    addr: SocketAddr,
-    config: Arc<rustls::ClientConfig>,
-) -> std::io::Result<TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(addr).await?;
-    let name = ServerName::try_from("localhost").unwrap();
-    tokio::time::timeout(PATIENCE, TlsConnector::from(config).connect(name, tcp))
-        .await
-        .expect("the handshake ends")
-}
-
-/// The leaf certificate a new connection is served.
-async fn served(addr: SocketAddr, ca: &Ca) -> Vec<u8> {
-    let stream = tls_connect(addr, ca.client()).await.expect("handshake");
-    let (_, connection) = stream.get_ref();
-    let chain: &[CertificateDer<'_>] = connection.peer_certificates().expect("a certificate");
-    chain[0].to_vec()
-}
-
-/// Waits (bounded) until new connections are served `der`.
-async fn await_served(addr: SocketAddr, ca: &Ca, der: &[u8]) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while served(addr, ca).await != der {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the new certificate was never served"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A WebSocket over `wss://localhost:PORT` with `headers`.
-async fn wss(
-    addr: SocketAddr,
-    path: &str,
-    headers: &[(&'static str, String)],
-    tls: Arc<rustls::ClientConfig>,
-) -> Ws {
-    let url = format!("wss://localhost:{}{path}", addr.port());
-    let mut request = url.into_client_request().unwrap();
-    for (name, value) in headers {
-        request
-            .headers_mut()
-            .insert(*name, HeaderValue::from_str(value).unwrap());
-    }
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let connecting = tokio_tungstenite::client_async_tls_with_config(
-        request,
-        tcp,
-        None,
-        Some(Connector::Rustls(tls)),
-    );
-    let (ws, _) = tokio::time::timeout(PATIENCE, connecting)
-        .await
-        .expect("upgrade answered")
-        .expect("upgraded");
-    ws
-}
-
-/// A binary and one phone of `id` over `wss://`, joined (the phone's conn_id returned).
-async fn pair_over_wss(relay: &Relay, ca: &Ca, id: &str) -> (Peer, Peer, String) {
-    let addr = relay.local_addr();
-    let mut binary = Peer::new(wss(addr, "/v1/server", &binary_headers(id), ca.client()).await);
-    let mut phone = Peer::new(wss(addr, "/v1/client", &phone_headers(id), ca.client()).await);
-    phone.send(r#"{"hello":1}"#).await;
-    let envelope = binary.json().await;
-    assert_eq!(envelope["frame"]["hello"], 1, "{envelope}");
-    let conn_id = envelope["conn_id"].as_str().unwrap().to_owned();
-    (binary, phone, conn_id)
-}
-
-/// One exchange each way on a joined pair.
-async fn exchange(binary: &mut Peer, phone: &mut Peer, conn_id: &str, n: u32) {
-    phone.send(format!(r#"{{"up":{n}}}"#)).await;
-    assert_eq!(binary.json().await["frame"]["up"], n);
-    binary
-        .send(format!(
-            r#"{{"conn_id":"{conn_id}","frame":{{"down":{n}}}}}"#
-        ))
-        .await;
-    assert_eq!(phone.json().await["down"], n);
-}
-
-/// A request over TLS; the whole response.
-async fn https(addr: SocketAddr, ca: &Ca, request: &str) -> String {
-    let mut stream = tls_connect(addr, ca.client()).await.expect("handshake");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer)).await;
-    String::from_utf8_lossy(&answer).into_owned()
-}
 
 #[tokio::test]
 async fn a_binary_and_a_phone_exchange_frames_over_wss_with_alpn_http_1_1() {
@@ -248,6 +62,10 @@ async fn the_tls_families_are_exported_from_the_start_with_the_certificates_expi
         ),
         0
     );
+    for outcome in ["issued", "failed"] {
+        let name = format!("relay_acme_orders_total{{outcome=\"{outcome}\"}}");
+        assert_eq!(series(&text, &name), 0, "{name}");
+    }
     // rcgen's default validity ends on 4096-01-01.
     let expiry = series(
         &text,
@@ -497,28 +315,6 @@ fn relay_process(files: &Files) -> (std::process::Child, SocketAddr) {
     (child, addr)
 }
 
-fn signal(child: &std::process::Child, name: &str) {
-    let status = Command::new("sh")
-        .args(["-c", &format!("kill -{name} {}", child.id())])
-        .status()
-        .expect("sh -c kill");
-    assert!(status.success());
-}
-
-fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the relay did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[tokio::test]
 async fn the_relay_binary_reloads_its_certificate_on_sighup() {
     let ca = Ca::new();
@@ -551,34 +347,6 @@ async fn the_relay_binary_reloads_its_certificate_on_sighup() {
             .any(|l| l.contains("TLS certificate not reloaded") && l.contains("does not match")),
         "{log}"
     );
-}
-
-/// The lines a child writes to `pipe`, read on a thread.
-fn lines_of(pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
-    use std::io::BufRead;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// The first line from `lines` containing `needle` (bounded by [`PATIENCE`]).
-fn line_with(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return line,
-            Ok(line) => seen.push(line),
-            Err(_) => panic!("no line with {needle:?} in {seen:#?}"),
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

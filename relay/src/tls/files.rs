@@ -2,7 +2,7 @@
 //!
 //! [`Pair::from_pem`] turns a PEM chain and a PEM key into a rustls [`CertifiedKey`], refusing a
 //! key that does not match the leaf's public key (rustls compares the SubjectPublicKeyInfo), and
-//! reads the leaf's DNS names and expiry (x509-parser) for the expiry gauge.
+//! reads the leaf's DNS names and validity (x509-parser) for the expiry gauge and ACME's renewal.
 //!
 //! [`Watch`] keeps the files' certificate current: it reloads on `SIGHUP` and whenever the
 //! contents of either file differ from what it last saw, read every [`FILE_POLL`]. Polling the
@@ -70,6 +70,8 @@ pub struct Pair {
     pub key: Arc<CertifiedKey>,
     /// The leaf's DNS names (its subject alternative names, else its common name).
     pub names: Vec<String>,
+    /// The leaf's validity, Unix seconds.
+    pub not_before: i64,
     /// The leaf's expiry, Unix seconds.
     pub not_after: i64,
 }
@@ -97,7 +99,7 @@ impl Pair {
         let Some(leaf) = chain.first() else {
             return Err(PairError::NoCertificate(cert_name.to_owned()));
         };
-        let (not_after, names) = describe(leaf).map_err(|reason| PairError::X509 {
+        let (not_before, not_after, names) = describe(leaf).map_err(|reason| PairError::X509 {
             what: cert_name.to_owned(),
             reason,
         })?;
@@ -124,6 +126,7 @@ impl Pair {
         Ok(Pair {
             key: Arc::new(certified),
             names,
+            not_before,
             not_after,
         })
     }
@@ -137,8 +140,8 @@ impl Pair {
     }
 }
 
-/// A leaf's expiry (Unix seconds) and DNS names.
-fn describe(leaf: &CertificateDer<'_>) -> Result<(i64, Vec<String>), String> {
+/// A leaf's validity (Unix seconds) and DNS names.
+fn describe(leaf: &CertificateDer<'_>) -> Result<(i64, i64, Vec<String>), String> {
     let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| e.to_string())?;
     let validity = cert.validity();
     let mut names: Vec<String> = match cert.subject_alternative_name() {
@@ -160,7 +163,11 @@ fn describe(leaf: &CertificateDer<'_>) -> Result<(i64, Vec<String>), String> {
                 .filter_map(|cn| cn.as_str().ok().map(str::to_owned)),
         );
     }
-    Ok((validity.not_after.timestamp(), names))
+    Ok((
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+        names,
+    ))
 }
 
 /// The certificate files and what was last read from them.

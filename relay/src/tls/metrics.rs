@@ -5,7 +5,8 @@
 //!   expires (Unix seconds), one series per DNS name it carries;
 //! - `relay_tls_handshake_failures_total{reason}`: handshakes that did not complete;
 //! - `relay_tls_certificate_loads_total{outcome}`: certificates put in place (`loaded`) or
-//!   refused, the old one kept (`refused`).
+//!   refused, the old one kept (`refused`);
+//! - `relay_acme_orders_total{outcome}`: ACME orders `issued` or `failed` (0 with files).
 
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +20,7 @@ pub enum HandshakeFailure {
     RateLimited,
     /// Over the connection cap (closed before any TLS).
     OverCapacity,
-    /// No certificate in place (not expected from files: the relay starts only with one).
+    /// No certificate in place yet (ACME before its first issuance).
     NoCertificate,
     /// The client offered nothing the relay speaks: a TLS version below 1.2, no common cipher
     /// suite or ALPN protocol.
@@ -78,12 +79,23 @@ pub enum LoadOutcome {
     Refused,
 }
 
+/// `outcome` of an ACME order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderOutcome {
+    /// A certificate was issued and put in place.
+    Issued,
+    /// The order failed (it is retried with backoff).
+    Failed,
+}
+
 /// The TLS counters and the expiry gauge. See the module docs.
 #[derive(Debug, Default)]
 pub struct TlsMetrics {
     handshake_failures: [AtomicU64; HandshakeFailure::ALL.len()],
     loaded: AtomicU64,
     refused: AtomicU64,
+    issued: AtomicU64,
+    failed: AtomicU64,
     expiry: Mutex<Vec<(String, i64)>>,
 }
 
@@ -104,6 +116,23 @@ impl TlsMetrics {
             LoadOutcome::Refused => &self.refused,
         }
         .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one ACME order.
+    pub fn order(&self, outcome: OrderOutcome) {
+        match outcome {
+            OrderOutcome::Issued => &self.issued,
+            OrderOutcome::Failed => &self.failed,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(outcome label, count)` of ACME orders.
+    pub fn orders(&self) -> [(&'static str, u64); 2] {
+        [
+            ("issued", self.issued.load(Ordering::Relaxed)),
+            ("failed", self.failed.load(Ordering::Relaxed)),
+        ]
     }
 
     /// The current certificate's names and expiry (Unix seconds), replacing the previous one's.

@@ -1,18 +1,21 @@
 //! TLS on the public listener: the relay terminates TLS 1.2/1.3 itself (rustls, the *ring*
-//! provider, ALPN `http/1.1`), from certificate files it reloads while running. (ACME is not
-//! built yet; [`Certificates`] is where it will go.)
+//! provider, ALPN `http/1.1`), from certificate files it reloads while running, or from
+//! certificates it obtains and renews by ACME.
 //!
 //! # The model
 //!
 //! - **One current certificate.** [`Resolver`] (rustls's [`ResolvesServerCert`]) holds the
 //!   current [`CertifiedKey`] behind a lock; each handshake takes an `Arc` of it. Replacing it
 //!   (a reload, a renewal) is one pointer swap: open connections keep the key they were made
-//!   with, the next handshake sees the new one. Without a certificate every handshake would fail
-//!   (`relay_tls_handshake_failures_total{reason="no_certificate"}`) and `/readyz` answer 503.
+//!   with, the next handshake sees the new one. With no certificate yet (ACME before its first
+//!   issuance) every handshake fails (`relay_tls_handshake_failures_total{reason="no_certificate"}`)
+//!   and `/readyz` answers 503.
 //! - **Where certificates come from** ([`Certificates`]): files (`files`: loaded at start — a
 //!   bad pair is a start-up error — then reloaded on `SIGHUP` and whenever their contents change;
 //!   a pair that does not load or whose key does not match the certificate is refused, logged and
-//!   counted, and the old one stays).
+//!   counted, and the old one stays) or ACME (`acme`: issued into a cache directory, served from
+//!   it after a restart, renewed before expiry; `challenge` answers http-01 on its own plain
+//!   listener and tls-alpn-01 through this resolver, for ALPN `acme-tls/1`).
 //! - **Handshakes are bounded** (`accept`): each one first passes the same gates as an upgrade —
 //!   the per-IP rate limit and the connection cap — and holds its place under the cap until it
 //!   finishes, which must be within the head deadline (`RelayConfig::header_timeout`). A flood
@@ -23,13 +26,16 @@
 //! - **The Host check** (`host`): with configured names, a request whose host is not one of
 //!   them gets 421 with an empty body.
 //! - **Metrics** (`metrics`): the certificate's expiry per name, handshake failures by reason,
-//!   certificate loads by outcome.
+//!   certificate loads by outcome, ACME orders by outcome.
 
+mod acme;
+mod challenge;
 mod client;
 mod files;
 pub(crate) mod host;
 mod metrics;
 
+pub use acme::{AcmeConfig, FIRST_RETRY, LAST_RETRY, LETS_ENCRYPT};
 pub use client::{ClientTlsError, client_tls};
 pub use metrics::TlsMetrics;
 
@@ -53,6 +59,8 @@ use tokio_util::task::AbortOnDropHandle;
 
 /// The ALPN protocol the relay speaks over TLS.
 pub const HTTP_1_1: &[u8] = b"http/1.1";
+/// The ALPN protocol of ACME's tls-alpn-01 challenge (RFC 8737).
+pub const ACME_TLS_1: &[u8] = b"acme-tls/1";
 /// How often the certificate files are read to see whether they changed.
 pub const FILE_POLL: Duration = Duration::from_secs(1);
 
@@ -88,6 +96,8 @@ pub enum Certificates {
         /// The leaf's private key.
         key: PathBuf,
     },
+    /// Obtained and renewed by ACME.
+    Acme(AcmeConfig),
 }
 
 impl TlsConfig {
@@ -99,6 +109,14 @@ impl TlsConfig {
                 key: key.into(),
             },
             domains: Vec::new(),
+        }
+    }
+
+    /// TLS from ACME, the Host check accepting the ACME domains.
+    pub fn acme(acme: AcmeConfig) -> TlsConfig {
+        TlsConfig {
+            domains: acme.domains.clone(),
+            certificates: Certificates::Acme(acme),
         }
     }
 
@@ -131,6 +149,17 @@ pub enum TlsError {
          add X-Forwarded-For; use --client-ip proxy-protocol (or peer)"
     )]
     ForwardedFor,
+    /// An ACME setting the relay cannot start with.
+    #[error("ACME: {0}")]
+    Acme(String),
+    /// The `--http-listen` address could not be bound.
+    #[error("cannot listen on {addr} (--http-listen): {source}")]
+    HttpListen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// rustls refused the server configuration (not expected with the *ring* provider).
     #[error("TLS set-up: {0}")]
     Setup(rustls::Error),
@@ -141,10 +170,12 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The current certificate, swapped whole (see the module docs).
+/// The current certificate, swapped whole (see the module docs), and, in ACME mode, the
+/// tls-alpn-01 challenge certificates.
 #[derive(Debug, Default)]
 pub struct Resolver {
     current: RwLock<Option<Arc<CertifiedKey>>>,
+    challenges: Arc<challenge::Challenges>,
 }
 
 impl Resolver {
@@ -153,14 +184,21 @@ impl Resolver {
         *self.current.write() = Some(key);
     }
 
-    /// Whether a certificate is in place.
+    /// Whether a certificate is in place (ACME: not before the first issuance).
     pub fn ready(&self) -> bool {
         self.current.read().is_some()
     }
 }
 
 impl ResolvesServerCert for Resolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let acme = hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_1));
+        if acme {
+            // tls-alpn-01: the challenge's certificate for the name asked, or nothing.
+            return self.challenges.tls_alpn(hello.server_name()?);
+        }
         self.current.read().clone()
     }
 }
@@ -193,26 +231,33 @@ pub struct Tls {
 /// What runs beside the listener, started by [`Tls::spawn`].
 enum Background {
     Files(files::Watch),
+    Acme(acme::Issuer),
 }
 
 impl Tls {
-    /// Loads the certificate files, ready to accept handshakes.
+    /// Loads the certificate files (or opens the ACME cache and binds `--http-listen`), ready
+    /// to accept handshakes.
     ///
     /// # Errors
     ///
-    /// A certificate or key that cannot be read or does not make a pair; TLS with
-    /// `--client-ip x-forwarded-for`.
+    /// A certificate or key that cannot be read or does not make a pair; an ACME cache that
+    /// cannot be used; an address that cannot be bound; TLS with `--client-ip x-forwarded-for`.
     pub async fn new(config: &crate::RelayConfig, tls: &TlsConfig) -> Result<Tls, TlsError> {
         if config.client_ip == crate::ClientIpSource::XForwardedFor {
             return Err(TlsError::ForwardedFor);
         }
         let metrics = Arc::new(TlsMetrics::default());
         let resolver = Arc::new(Resolver::default());
-        let alpn = vec![HTTP_1_1.to_vec()];
+        let mut alpn = vec![HTTP_1_1.to_vec()];
         let background = match &tls.certificates {
             Certificates::Files { cert, key } => {
                 let watch = files::Watch::open(cert, key, resolver.clone(), metrics.clone())?;
                 Background::Files(watch)
+            }
+            Certificates::Acme(acme) => {
+                alpn.push(ACME_TLS_1.to_vec());
+                let issuer = acme::Issuer::open(acme, resolver.clone(), metrics.clone()).await?;
+                Background::Acme(issuer)
             }
         };
         let mut server = ServerConfig::builder_with_provider(provider())
@@ -239,7 +284,7 @@ impl Tls {
         &self.names
     }
 
-    /// Whether a certificate is in place.
+    /// Whether a certificate is in place (ACME: not before the first issuance).
     pub fn ready(&self) -> bool {
         self.resolver.ready()
     }
@@ -249,19 +294,30 @@ impl Tls {
         self.metrics.clone()
     }
 
-    /// Starts the certificate watch (files); it runs until the handle is dropped.
+    /// The address of the http-01 listener (ACME with `--http-listen`).
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        match &self.background {
+            Background::Acme(issuer) => issuer.http_addr(),
+            Background::Files(_) => None,
+        }
+    }
+
+    /// Starts the certificate watch (files) or the issuer and the http-01 listener (ACME);
+    /// they run until the handles are dropped.
     pub fn spawn(hub: &Arc<Hub>) -> Vec<AbortOnDropHandle<()>> {
         let Some(tls) = &hub.tls else {
             return Vec::new();
         };
         match &tls.background {
             Background::Files(watch) => vec![watch.spawn()],
+            Background::Acme(issuer) => issuer.spawn(hub.shutdown.stopped.clone()),
         }
     }
 
     /// The TLS handshake of one accepted connection from `origin`, through the gates and within
     /// the head deadline. `None` if it was refused, failed or took too long (counted in
-    /// `relay_tls_handshake_failures_total`).
+    /// `relay_tls_handshake_failures_total`), or was a tls-alpn-01 validation (answered by the
+    /// handshake itself).
     pub async fn accept<I>(
         &self,
         hub: &Hub,
@@ -307,6 +363,10 @@ impl Tls {
                 return None;
             }
         };
+        if stream.get_ref().1.alpn_protocol() == Some(ACME_TLS_1) {
+            // RFC 8737 section 3: the validation ends with the handshake.
+            return None;
+        }
         Some((stream, Prepaid::new()))
     }
 }
