@@ -246,8 +246,7 @@ impl Run {
 
     /// When to renew `pair`: ARI's window where offered, else two thirds of its lifetime.
     async fn renew_at(&mut self, pair: &Pair) -> SystemTime {
-        let lifetime = (pair.not_after - pair.not_before).max(0);
-        let fallback = unix_time(pair.not_before + lifetime * 2 / 3);
+        let fallback = two_thirds(pair.not_before, pair.not_after);
         let Some(leaf) = pair.key.cert.first() else {
             return fallback;
         };
@@ -388,6 +387,12 @@ impl Run {
     }
 }
 
+/// Two thirds into a validity (Unix seconds): the renewal time without ARI.
+fn two_thirds(not_before: i64, not_after: i64) -> SystemTime {
+    let lifetime = (not_after - not_before).max(0);
+    unix_time(not_before + lifetime * 2 / 3)
+}
+
 /// What `account.json` holds.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StoredAccount {
@@ -462,4 +467,34 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
         .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()))
         .and_then(|()| std::fs::rename(&aside, path));
     result.map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_ari_a_90_day_certificate_is_renewed_on_day_60() {
+        let day = 86_400;
+        let issued = 1_800_000_000;
+        assert_eq!(
+            two_thirds(issued, issued + 90 * day),
+            unix_time(issued + 60 * day)
+        );
+        // A validity that ends before it starts is renewed at once.
+        assert_eq!(two_thirds(issued, issued - day), unix_time(issued));
+    }
+
+    #[test]
+    fn the_cache_directory_is_created_0700_and_refused_once_others_may_read_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("a").join("acme");
+        prepare_cache(&cache).unwrap();
+        let mode = std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let error = prepare_cache(&cache).unwrap_err().to_string();
+        assert!(error.contains("others can read it"), "{error}");
+    }
 }
