@@ -229,7 +229,7 @@ async fn a_client_that_never_finishes_its_handshake_is_closed_at_the_deadline() 
 #[tokio::test]
 async fn half_open_handshakes_beyond_the_connection_cap_are_closed_at_once() {
     const CAP: usize = 4;
-    const OPENED: usize = 40;
+    const OPENED: usize = 200;
     let ca = Ca::new();
     let files = Files::new(&ca.leaf());
     let relay = relay(RelayConfig {
