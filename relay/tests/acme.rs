@@ -382,3 +382,49 @@ async fn wss_request(relay: &Relay, roots: &Arc<rustls::ClientConfig>, request: 
     let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer)).await;
     String::from_utf8_lossy(&answer).into_owned()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_certificate_past_two_thirds_of_its_life_is_served_then_renewed() {
+    let test = "a_cached_certificate_past_two_thirds_of_its_life_is_served_then_renewed";
+    let (http_port, tls_port) = (free_port(), free_port());
+    let Some(pebble) = Pebble::start(test, http_port, tls_port) else {
+        return;
+    };
+    // A cached certificate for the name, valid from 2000 until two days from now: usable, and
+    // long past two thirds of its lifetime.
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("acme");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let y2000 = 946_684_800;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![DOMAIN.to_owned()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+    params.not_after = params.not_before + Duration::from_secs(now - y2000 + 2 * 86_400);
+    let old = params.self_signed(&key).unwrap();
+    std::fs::write(cache.join("certificate.pem"), old.pem()).unwrap();
+    std::fs::write(cache.join("certificate-key.pem"), key.serialize_pem()).unwrap();
+
+    let relay = relay(acme_config(
+        &pebble.directory,
+        &pebble.https_ca_file(),
+        &cache,
+        tls_port,
+        Some(http_port),
+    ))
+    .await;
+    await_metric(&relay, ISSUED, 1, &pebble).await;
+    // The cached one was put in place first, then the renewed one.
+    let loaded = "relay_tls_certificate_loads_total{outcome=\"loaded\"}";
+    assert_eq!(metric(&relay, loaded).await, 2);
+    let roots = pebble.issued_roots().await;
+    exchange_over_wss(&relay, &roots, "acme-renewed").await;
+    let text = scrape(&relay).await;
+    let expiry = format!("relay_tls_certificate_expiry_timestamp_seconds{{name=\"{DOMAIN}\"}}");
+    assert!(series(&text, &expiry) > now + 2 * 86_400, "{text}");
+    relay.shutdown().await;
+}
