@@ -428,3 +428,53 @@ async fn a_cached_certificate_past_two_thirds_of_its_life_is_served_then_renewed
     assert!(series(&text, &expiry) > now + 2 * 86_400, "{text}");
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_binary_takes_the_acme_flags_and_logs_why_it_is_not_ready_until_issued() {
+    let test = "the_relay_binary_takes_the_acme_flags_and_logs_why_it_is_not_ready_until_issued";
+    let (http_port, tls_port) = (free_port(), free_port());
+    let Some(pebble) = Pebble::start(test, http_port, tls_port) else {
+        return;
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args(["--listen", &format!("127.0.0.1:{tls_port}")])
+        .args(["--metrics-listen", "off", "--acme-domain", DOMAIN])
+        .arg("--acme-cache")
+        .arg(cache.path().join("acme"))
+        .args(["--acme-directory", &pebble.directory])
+        .arg("--acme-ca-file")
+        .arg(pebble.https_ca_file())
+        .args(["--acme-contact", "mailto:ops@relay.pebble.test"])
+        .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start relay");
+    let stderr = collect_stderr(&mut child);
+    let addr = support::printed_address(&support::printed_lines(&mut child, 1)[0], "wss://");
+    let roots = pebble.issued_roots().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from(DOMAIN).unwrap();
+        let connector = tokio_rustls::TlsConnector::from(roots.clone());
+        if connector.connect(name, tcp).await.is_ok() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{}", pebble.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    signal(&child, "TERM");
+    assert!(wait_exit(&mut child).success());
+    let log = stderr.join().unwrap();
+    let waiting = log
+        .find("no TLS certificate yet: not ready")
+        .unwrap_or_else(|| panic!("{log}"));
+    let issued = log
+        .find("TLS certificate issued by ACME")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(waiting < issued, "{log}");
+}
