@@ -496,3 +496,19 @@ fn ten_thousand_half_open_handshakes_leave_descriptors_and_memory_bounded() {
     signal(&child, "TERM");
     assert!(wait_exit(&mut child).success());
 }
+
+#[tokio::test]
+async fn tls_with_x_forwarded_for_is_refused_at_start() {
+    let ca = Ca::new();
+    let files = Files::new(&ca.leaf());
+    let config = RelayConfig {
+        client_ip: relay_server::ClientIpSource::XForwardedFor,
+        ..tls_config(&files)
+    };
+    let error = match relay_server::start(config).await {
+        Ok(_) => panic!("started TLS with x-forwarded-for"),
+        Err(error) => error,
+    };
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(error.to_string().contains("proxy-protocol"), "{error}");
+}
