@@ -9,7 +9,7 @@
 
 use crate::Hub;
 use crate::cluster::ClusterMetrics;
-use crate::tls::TlsMetrics;
+use crate::tls::{TlsCollector, TlsMetrics};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -542,70 +542,6 @@ impl Collector for ClusterCollector {
             MetricType::Counter,
         )?;
         ConstCounter::new(self.0.link_losses()).encode(losses)?;
-        Ok(())
-    }
-}
-
-/// The TLS families, encoded from the TLS module's atomics at each scrape.
-#[derive(Debug)]
-struct TlsCollector(Arc<TlsMetrics>);
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct NameLabels {
-    name: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct OutcomeLabels {
-    outcome: &'static str,
-}
-
-impl Collector for TlsCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        {
-            let mut expiry = encoder.encode_descriptor(
-                "relay_tls_certificate_expiry_timestamp_seconds",
-                "When the certificate served now expires (Unix time), by DNS name.",
-                None,
-                MetricType::Gauge,
-            )?;
-            for (name, at) in self.0.expiry() {
-                ConstGauge::new(at).encode(expiry.encode_family(&NameLabels { name })?)?;
-            }
-        }
-        {
-            let mut failures = encoder.encode_descriptor(
-                "relay_tls_handshake_failures",
-                "TLS handshakes that did not complete, by reason.",
-                None,
-                MetricType::Counter,
-            )?;
-            for (reason, count) in self.0.handshake_failures() {
-                ConstCounter::new(count)
-                    .encode(failures.encode_family(&ReasonLabels { reason })?)?;
-            }
-        }
-        {
-            let mut loads = encoder.encode_descriptor(
-                "relay_tls_certificate_loads",
-                "Certificates put in place (loaded) or refused with the old one kept (refused).",
-                None,
-                MetricType::Counter,
-            )?;
-            for (outcome, count) in self.0.loads() {
-                ConstCounter::new(count)
-                    .encode(loads.encode_family(&OutcomeLabels { outcome })?)?;
-            }
-        }
-        let mut orders = encoder.encode_descriptor(
-            "relay_acme_orders",
-            "ACME certificate orders, by outcome (issued, failed).",
-            None,
-            MetricType::Counter,
-        )?;
-        for (outcome, count) in self.0.orders() {
-            ConstCounter::new(count).encode(orders.encode_family(&OutcomeLabels { outcome })?)?;
-        }
         Ok(())
     }
 }

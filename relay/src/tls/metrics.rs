@@ -1,5 +1,5 @@
-//! The TLS families, kept as atomics here and encoded at each scrape by the metrics module
-//! (`Metrics::add_tls`), every series from 0:
+//! The TLS families, kept as atomics here and encoded at each scrape by [`TlsCollector`]
+//! (registered by the metrics module's `Metrics::add_tls`), every series from 0:
 //!
 //! - `relay_tls_certificate_expiry_timestamp_seconds{name}`: when the current certificate
 //!   expires (Unix seconds), one series per DNS name it carries;
@@ -9,6 +9,12 @@
 //! - `relay_acme_orders_total{outcome}`: ACME orders `issued` or `failed` (0 with files).
 
 use parking_lot::Mutex;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Why a TLS handshake did not complete (`reason` label).
@@ -159,5 +165,75 @@ impl TlsMetrics {
     /// `(name, expiry)` of the current certificate.
     pub fn expiry(&self) -> Vec<(String, i64)> {
         self.expiry.lock().clone()
+    }
+}
+
+/// The TLS families, encoded from [`TlsMetrics`] at each scrape (registered by the metrics
+/// module's `Metrics::add_tls`).
+#[derive(Debug)]
+pub struct TlsCollector(pub Arc<TlsMetrics>);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct NameLabels {
+    name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+impl Collector for TlsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        {
+            let mut expiry = encoder.encode_descriptor(
+                "relay_tls_certificate_expiry_timestamp_seconds",
+                "When the certificate served now expires (Unix time), by DNS name.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (name, at) in self.0.expiry() {
+                ConstGauge::new(at).encode(expiry.encode_family(&NameLabels { name })?)?;
+            }
+        }
+        {
+            let mut failures = encoder.encode_descriptor(
+                "relay_tls_handshake_failures",
+                "TLS handshakes that did not complete, by reason.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (reason, count) in self.0.handshake_failures() {
+                ConstCounter::new(count)
+                    .encode(failures.encode_family(&ReasonLabels { reason })?)?;
+            }
+        }
+        {
+            let mut loads = encoder.encode_descriptor(
+                "relay_tls_certificate_loads",
+                "Certificates put in place (loaded) or refused with the old one kept (refused).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (outcome, count) in self.0.loads() {
+                ConstCounter::new(count)
+                    .encode(loads.encode_family(&OutcomeLabels { outcome })?)?;
+            }
+        }
+        let mut orders = encoder.encode_descriptor(
+            "relay_acme_orders",
+            "ACME certificate orders, by outcome (issued, failed).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (outcome, count) in self.0.orders() {
+            ConstCounter::new(count).encode(orders.encode_family(&OutcomeLabels { outcome })?)?;
+        }
+        Ok(())
     }
 }

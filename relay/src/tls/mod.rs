@@ -37,7 +37,7 @@ mod metrics;
 
 pub use acme::{AcmeConfig, FIRST_RETRY, LAST_RETRY, LETS_ENCRYPT};
 pub use client::{ClientTlsError, client_tls};
-pub use metrics::TlsMetrics;
+pub use metrics::{TlsCollector, TlsMetrics};
 
 use crate::Hub;
 use crate::client_ip::Origin;
