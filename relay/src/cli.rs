@@ -6,6 +6,7 @@ use crate::cluster::InstanceId;
 use crate::config::{ClientIpSource, ClusterConfig, ForwardToken, RelayConfig};
 use crate::logging::LogFormat;
 use crate::push::{self, PushConfig, PushConfigError};
+use crate::tls::{AcmeConfig, LETS_ENCRYPT, TlsConfig};
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -85,6 +86,81 @@ pub struct Args {
     /// endpoint (a private gateway, tests).
     #[arg(long, env = "RELAY_FCM_CA_FILE", value_name = "PEM")]
     pub fcm_ca_file: Option<PathBuf>,
+    /// TLS on --listen from this PEM certificate chain (leaf first), with --tls-key. Reloaded on
+    /// SIGHUP and when the files change; a pair that does not load is refused, the old one kept.
+    #[arg(
+        long,
+        env = "RELAY_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(
+        long,
+        env = "RELAY_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// With --tls-cert: a name requests must be addressed to (Host header, case-insensitive,
+    /// port ignored); others get 421. Repeatable (or comma-separated in RELAY_DOMAIN). None: no
+    /// check.
+    #[arg(
+        long,
+        env = "RELAY_DOMAIN",
+        value_name = "NAME",
+        value_delimiter = ',',
+        requires = "tls_cert"
+    )]
+    pub domain: Vec<String>,
+    /// TLS on --listen with certificates from ACME (Let's Encrypt by default) for this name
+    /// (repeatable, or comma-separated in RELAY_ACME_DOMAIN); requests for other names get 421.
+    /// Needs --acme-cache.
+    #[arg(
+        long,
+        env = "RELAY_ACME_DOMAIN",
+        value_name = "NAME",
+        value_delimiter = ',',
+        conflicts_with = "tls_cert",
+        requires = "acme_cache"
+    )]
+    pub acme_domain: Vec<String>,
+    /// ACME: the directory keeping the account and certificate (created 0700; refused if others
+    /// can read it). A restart serves the cached certificate without a new order.
+    #[arg(
+        long,
+        env = "RELAY_ACME_CACHE",
+        value_name = "DIR",
+        requires = "acme_domain"
+    )]
+    pub acme_cache: Option<PathBuf>,
+    /// ACME: the server's directory URL.
+    #[arg(long, env = "RELAY_ACME_DIRECTORY", value_name = "URL", default_value = LETS_ENCRYPT)]
+    pub acme_directory: String,
+    /// ACME: a contact URL for the account, e.g. mailto:ops@example.com (repeatable).
+    #[arg(
+        long,
+        env = "RELAY_ACME_CONTACT",
+        value_name = "URL",
+        value_delimiter = ',',
+        requires = "acme_domain"
+    )]
+    pub acme_contact: Vec<String>,
+    /// ACME: trust this PEM CA certificate for the ACME server's HTTPS (a private ACME server);
+    /// default: the platform's roots.
+    #[arg(
+        long,
+        env = "RELAY_ACME_CA_FILE",
+        value_name = "PEM",
+        requires = "acme_domain"
+    )]
+    pub acme_ca_file: Option<PathBuf>,
+    /// ACME: where http-01 challenges are answered (only /.well-known/acme-challenge/…, 404
+    /// otherwise, no redirect); `off`: tls-alpn-01 on --listen instead. Default with
+    /// --acme-domain: 0.0.0.0:80.
+    #[arg(long, env = "RELAY_HTTP_LISTEN", value_name = "ADDR", value_parser = parse_http_listen, requires = "acme_domain")]
+    pub http_listen: Option<MetricsListen>,
 }
 
 fn parse_instance_id(text: &str) -> Result<InstanceId, String> {
@@ -120,6 +196,12 @@ fn parse_metrics_listen(text: &str) -> Result<MetricsListen, String> {
     text.parse()
         .map(|addr| MetricsListen(Some(addr)))
         .map_err(|_| format!("`{text}` is neither an address like 127.0.0.1:9090 nor `off`"))
+}
+
+/// `--http-listen`: an address, or `off`.
+fn parse_http_listen(text: &str) -> Result<MetricsListen, String> {
+    parse_metrics_listen(text)
+        .map_err(|_| format!("`{text}` is neither an address like 0.0.0.0:80 nor `off`"))
 }
 
 /// A humantime duration: `30s`, `500ms`, `2m`, `1h 30m`.
@@ -190,8 +272,26 @@ impl Args {
                 ..ClusterConfig::new(url.clone(), self.instance())
             }),
             push,
+            tls: self.tls(),
             ..RelayConfig::default()
         })
+    }
+
+    /// TLS from `--tls-cert`/`--tls-key` (clap makes sure both or neither are given), or from
+    /// ACME with `--acme-domain`.
+    fn tls(&self) -> Option<TlsConfig> {
+        if let Some(cache) = &self.acme_cache {
+            let mut acme = AcmeConfig::new(self.acme_domain.iter().cloned(), cache);
+            acme.directory = self.acme_directory.clone();
+            acme.contact = self.acme_contact.clone();
+            acme.ca_file = self.acme_ca_file.clone();
+            if let Some(MetricsListen(addr)) = self.http_listen {
+                acme.http_listen = addr;
+            }
+            return Some(TlsConfig::acme(acme));
+        }
+        let (cert, key) = (self.tls_cert.as_ref()?, self.tls_key.as_ref()?);
+        Some(TlsConfig::files(cert, key).with_domains(self.domain.iter().cloned()))
     }
 
     /// The instance id: `--instance-id`, or the host name plus a random suffix.
@@ -285,6 +385,100 @@ mod tests {
                 "1500ms",
             ],
             &["relay", "--instance-id", "web-1"],
+        ] {
+            assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tls_flags_make_a_files_config_and_need_each_other() {
+        let args = Args::try_parse_from([
+            "relay",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--domain",
+            "a.example",
+            "--domain",
+            "B.example",
+        ])
+        .unwrap();
+        let tls = args.config().unwrap().tls.expect("TLS");
+        assert!(matches!(
+            &tls.certificates,
+            crate::tls::Certificates::Files { cert, key }
+                if cert.as_os_str() == "c.pem" && key.as_os_str() == "k.pem"
+        ));
+        assert_eq!(tls.domains, ["a.example", "B.example"]);
+        assert!(
+            Args::try_parse_from(["relay"])
+                .unwrap()
+                .config()
+                .unwrap()
+                .tls
+                .is_none()
+        );
+        for bad in [
+            &["relay", "--tls-cert", "c.pem"][..],
+            &["relay", "--tls-key", "k.pem"],
+            &["relay", "--domain", "a.example"],
+        ] {
+            assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn acme_flags_make_an_acme_config_with_http_01_on_port_80_by_default() {
+        let args = Args::try_parse_from([
+            "relay",
+            "--acme-domain",
+            "relay.example.com",
+            "--acme-cache",
+            "/var/lib/relay/acme",
+            "--acme-contact",
+            "mailto:ops@example.com",
+        ])
+        .unwrap();
+        let tls = args.config().unwrap().tls.expect("TLS");
+        assert_eq!(tls.domains, ["relay.example.com"]);
+        let crate::tls::Certificates::Acme(acme) = tls.certificates else {
+            panic!("ACME");
+        };
+        assert_eq!(acme.directory, LETS_ENCRYPT);
+        assert_eq!(acme.http_listen, Some("0.0.0.0:80".parse().unwrap()));
+        assert_eq!(acme.contact, ["mailto:ops@example.com"]);
+        let off = Args::try_parse_from([
+            "relay",
+            "--acme-domain",
+            "a.example",
+            "--acme-cache",
+            "c",
+            "--http-listen",
+            "off",
+        ])
+        .unwrap();
+        let Some(crate::tls::Certificates::Acme(acme)) =
+            off.config().unwrap().tls.map(|t| t.certificates)
+        else {
+            panic!("ACME");
+        };
+        assert_eq!(acme.http_listen, None);
+        for bad in [
+            &["relay", "--acme-domain", "a.example"][..],
+            &["relay", "--acme-cache", "c"],
+            &["relay", "--http-listen", "0.0.0.0:80"],
+            &[
+                "relay",
+                "--acme-domain",
+                "a.example",
+                "--acme-cache",
+                "c",
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem",
+            ],
         ] {
             assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");
         }

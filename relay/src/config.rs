@@ -7,6 +7,7 @@
 
 use crate::cluster::{DEFAULT_LEASE, InstanceId};
 use crate::push::PushConfig;
+use crate::tls::TlsConfig;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -135,6 +136,9 @@ pub struct RelayConfig {
     /// Push wakes through FCM (see [`PushConfig`]); `None`: push is off and every wake is
     /// counted `disabled`.
     pub push: Option<PushConfig>,
+    /// TLS on the public listener (see [`TlsConfig`]); `None` is plain TCP (behind a
+    /// TLS-terminating load balancer, or for tests).
+    pub tls: Option<TlsConfig>,
     /// Fault injection for tests: a frame whose text is exactly this makes its connection task
     /// panic. It is consulted only on the paths that refuse a frame (a phone frame that is not
     /// JSON, a binary frame that is not an envelope), never for a frame that is forwarded. Never
@@ -168,6 +172,7 @@ impl Default for RelayConfig {
             forward_token: ForwardToken::FirstFrame,
             cluster: None,
             push: None,
+            tls: None,
             panic_on_frame: None,
         }
     }

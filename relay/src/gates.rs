@@ -1,6 +1,7 @@
 //! The gates every upgrade request passes before anything else, in the protocol's order: the
 //! per-client-IP rate limit (HTTP 429 with `Retry-After`), then the live-connection cap (HTTP
-//! 503). Readiness (shutdown) is checked by the caller first. `/healthz` and `/readyz` are never
+//! 503). With TLS on, each TLS handshake passes them too (and holds its place under the cap while
+//! it runs); its token pays for the connection's first upgrade. Readiness (shutdown) is checked by the caller first. `/healthz` and `/readyz` are never
 //! gated.
 //!
 //! The rate limit is governor's keyed token bucket (GCRA). Its keyed memory is bounded: IPv6
@@ -101,7 +102,17 @@ impl Gates {
     ///
     /// The first gate that refused it.
     pub fn admit(&self, ip: IpAddr) -> Result<Permit, Refusal> {
-        if let Some(limiter) = &self.limiter {
+        self.admit_prepaid(ip, false)
+    }
+
+    /// [`admit`](Self::admit), without the rate limit when `prepaid` (the connection's TLS
+    /// handshake took this request's token already).
+    ///
+    /// # Errors
+    ///
+    /// The first gate that refused it.
+    pub fn admit_prepaid(&self, ip: IpAddr, prepaid: bool) -> Result<Permit, Refusal> {
+        if let Some(limiter) = self.limiter.as_ref().filter(|_| !prepaid) {
             let mut key = ClientKey::of(ip);
             if limiter.len() >= self.max_keys {
                 key = ClientKey::Overflow;

@@ -74,11 +74,16 @@ pub mod push;
 mod request_target;
 mod routes;
 mod session;
+mod tls;
 
 pub use config::{ClientIpSource, ClusterConfig, FRAME_OVERHEAD, ForwardToken, RelayConfig};
 pub use error::StartError;
 pub use logging::{LogFormat, init as init_logging};
 pub use push::{PushConfig, PushConfigError};
+pub use tls::{
+    AcmeConfig, Certificates, ClientTlsError, FIRST_RETRY, LAST_RETRY, LETS_ENCRYPT, TlsConfig,
+    TlsError, client_tls,
+};
 
 use endpoint::Endpoint;
 use relay_registry::{CloseReason, Config, Conn, Counts, Registry};
@@ -106,6 +111,8 @@ struct Hub {
     cluster: Option<clustered::Cluster>,
     /// Push wakes (off without a service-account key).
     push: Arc<push::Push>,
+    /// TLS on the public listener (`None`: plain TCP).
+    tls: Option<tls::Tls>,
 }
 
 impl Hub {
@@ -173,6 +180,16 @@ impl Relay {
         self.addr
     }
 
+    /// Whether the public listener speaks TLS (`wss://`, `https://`).
+    pub fn is_tls(&self) -> bool {
+        self.hub.tls.is_some()
+    }
+
+    /// The address ACME's http-01 challenges are answered on (ACME with `--http-listen`).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.hub.tls.as_ref().and_then(|tls| tls.http_addr())
+    }
+
     /// The address `/metrics` is served on, if metrics are on.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
@@ -192,9 +209,9 @@ impl Relay {
 ///
 /// # Errors
 ///
-/// [`StartError`]: the push configuration is refused ([`StartError::Config`], with the
-/// [`PushConfigError`]'s message), an address cannot be bound, or (cluster mode) the cluster
-/// cannot be joined.
+/// [`StartError`]: the push or TLS configuration is refused ([`StartError::Config`], with the
+/// [`PushConfigError`]'s or [`TlsError`]'s message: a certificate that does not load, say), an
+/// address cannot be bound, or (cluster mode) the cluster cannot be joined.
 ///
 /// # Examples
 ///
@@ -243,6 +260,16 @@ pub async fn start(config: RelayConfig) -> Result<Relay, StartError> {
         config.rate_refill,
         config.max_connections,
     );
+    // TLS before the cluster: a certificate that does not load stops the relay before it joins.
+    let tls = match &config.tls {
+        Some(settings) => Some(tls::Tls::new(&config, settings).await.map_err(
+            |error| match error {
+                tls::TlsError::HttpListen { addr, source } => StartError::Listen { addr, source },
+                other => StartError::Config(other.to_string()),
+            },
+        )?),
+        None => None,
+    };
     let cluster = match &config.cluster {
         Some(settings) => Some(
             clustered::Cluster::start(settings.clone())
@@ -252,6 +279,9 @@ pub async fn start(config: RelayConfig) -> Result<Relay, StartError> {
         None => None,
     };
     let mut metrics = metrics::Metrics::new();
+    if let Some(tls) = &tls {
+        metrics.add_tls(tls.metrics());
+    }
     if let Some(cluster) = &cluster {
         metrics.add_cluster(cluster.metrics.clone());
         tracing::info!(instance = %cluster.config.instance, "joined the cluster");
@@ -272,6 +302,7 @@ pub async fn start(config: RelayConfig) -> Result<Relay, StartError> {
         },
         sessions: TaskTracker::new(),
         cluster,
+        tls,
     });
     let task = AbortOnDropHandle::new(tokio::spawn(run(listener, metrics_listener, hub.clone())));
     Ok(Relay {
@@ -300,6 +331,7 @@ async fn run(listener: TcpListener, metrics_listener: Option<TcpListener>, hub: 
             AbortOnDropHandle::new(fence),
         )
     });
+    let _tls = tls::Tls::spawn(&hub);
     let accepting = AbortOnDropHandle::new(tokio::spawn(listen::serve(listener, hub.clone())));
 
     hub.shutdown.draining.cancelled().await;

@@ -3,6 +3,9 @@
 //! (`header_read_timeout`) and head size limit (`max_buf_size`) — through [`routes::handle`],
 //! its reads scanned for request targets with a fragment on the way ([`TargetCheck`]).
 //!
+//! With TLS on (`RelayConfig::tls`), each connection's TLS handshake comes between the PROXY
+//! header and HTTP, through the gates and within the head deadline (see the `tls` module).
+//!
 //! It keeps accepting while the relay drains (so `/readyz` answers 503 and late upgrades are
 //! refused 503, each on a connection that is closed after one response), and stops when the
 //! relay stops: the listener is dropped and every HTTP connection is shut down gracefully (an
@@ -25,6 +28,7 @@ use crate::metrics::RefusedReason;
 use crate::proxy;
 use crate::request_target::{TargetCheck, Targets};
 use crate::routes;
+use crate::tls::Prepaid;
 use futures_util::FutureExt;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -145,11 +149,11 @@ async fn connection(hub: Arc<Hub>, stream: TcpStream, peer: SocketAddr) {
             peer,
             proxied: None,
         };
-        return http(hub, stream, origin).await;
+        return tls_then_http(hub, stream, origin).await;
     }
     let header = tokio::time::timeout(hub.config.header_timeout, proxy::read_header(stream)).await;
     match header {
-        Ok(Ok((stream, proxied))) => http(hub, stream, Origin { peer, proxied }).await,
+        Ok(Ok((stream, proxied))) => tls_then_http(hub, stream, Origin { peer, proxied }).await,
         Ok(Err(_)) | Err(_) => {
             hub.metrics.refused(RefusedReason::ProxyHeader);
             hub.refusals
@@ -158,8 +162,25 @@ async fn connection(hub: Arc<Hub>, stream: TcpStream, peer: SocketAddr) {
     }
 }
 
+/// HTTP on the connection, after its TLS handshake when TLS is on.
+async fn tls_then_http<I>(hub: Arc<Hub>, stream: I, origin: Origin)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match &hub.tls {
+        None => http(hub, stream, origin, None).await,
+        Some(tls) => {
+            let Some((stream, prepaid)) = tls.accept(&hub, stream, origin).await else {
+                return;
+            };
+            http(hub, stream, origin, Some(prepaid)).await
+        }
+    }
+}
+
 /// Serves HTTP/1.1 on `io` until the connection ends (or is upgraded and handed over).
-async fn http<I>(hub: Arc<Hub>, io: I, origin: Origin)
+/// `prepaid`: the connection's TLS handshake took a rate-limit token for its first upgrade.
+async fn http<I>(hub: Arc<Hub>, io: I, origin: Origin, prepaid: Option<Prepaid>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -167,7 +188,10 @@ where
     let service_hub = hub.clone();
     let targets = Targets::new();
     let io = TargetCheck::new(io, targets.clone());
-    let service = hyper::service::service_fn(move |req| {
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+        if let Some(prepaid) = &prepaid {
+            req.extensions_mut().insert(prepaid.clone());
+        }
         let fragment = targets.refuse_next();
         routes::handle(service_hub.clone(), origin, fragment, req)
     });

@@ -9,6 +9,7 @@
 
 use crate::Hub;
 use crate::cluster::ClusterMetrics;
+use crate::tls::{TlsCollector, TlsMetrics};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -504,6 +505,12 @@ impl Metrics {
                 outcome: Outcome::ClusterUnavailable.as_str(),
             }));
         }
+    }
+
+    /// Adds the TLS families (see the `tls::metrics` module), read from `tls` at each scrape.
+    pub fn add_tls(&mut self, tls: Arc<TlsMetrics>) {
+        self.registry
+            .register_collector(Box::new(TlsCollector(tls)));
     }
 
     /// Counts an upgrade request's outcome.

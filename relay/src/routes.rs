@@ -19,6 +19,7 @@ use crate::join::{self, Joined};
 use crate::loris::Tracked;
 use crate::metrics::{EndpointLabel, Outcome, RefusedReason};
 use crate::session::{Session, ws_config};
+use crate::tls;
 use crate::{binary, phone};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -51,6 +52,13 @@ pub async fn handle(
         let ip = client_ip::client_ip(hub.config.client_ip, origin, req.headers());
         hub.refusals.refused(400, what, ip);
         return Ok(plain(StatusCode::BAD_REQUEST, what));
+    }
+    if hub
+        .tls
+        .as_ref()
+        .is_some_and(|tls| !tls::host::allowed(tls.names(), &req))
+    {
+        return Ok(misdirected());
     }
     let side = match req.uri().path() {
         "/healthz" | "/readyz" if req.method() != Method::GET => {
@@ -111,6 +119,8 @@ fn ready(hub: &Hub) -> Reply {
         .is_some_and(|cluster| !cluster.is_ready())
     {
         plain(StatusCode::SERVICE_UNAVAILABLE, "cluster unavailable")
+    } else if hub.tls.as_ref().is_some_and(|tls| !tls.ready()) {
+        plain(StatusCode::SERVICE_UNAVAILABLE, "no TLS certificate yet")
     } else {
         plain(StatusCode::OK, "ready")
     };
@@ -119,6 +129,15 @@ fn ready(hub: &Hub) -> Reply {
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     reply
+}
+
+/// 421 with an empty body: the request's host is not one of the TLS listener's names.
+fn misdirected() -> Reply {
+    Response::builder()
+        .status(StatusCode::MISDIRECTED_REQUEST)
+        .header(header::CONNECTION, "close")
+        .body(Full::new(Bytes::new()))
+        .expect("a valid response")
 }
 
 /// A plain-text response that closes the connection (every refusal is one).
@@ -213,7 +232,12 @@ async fn upgrade(
     if hub.shutdown.is_draining() {
         return refuse(&hub, side, ip, Refused::ShuttingDown);
     }
-    let permit = match hub.gates.admit(ip) {
+    // The connection's TLS handshake may have paid this upgrade's rate-limit token already.
+    let prepaid = req
+        .extensions()
+        .get::<tls::Prepaid>()
+        .is_some_and(tls::Prepaid::take);
+    let permit = match hub.gates.admit_prepaid(ip, prepaid) {
         Ok(permit) => permit,
         Err(refusal) => return refuse(&hub, side, ip, Refused::Gate(refusal)),
     };

@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run -p relay-server --bin relay-client -- --as binary --server demo
 //! cargo run -p relay-server --bin relay-client -- --as phone --server demo
+//! relay-client --url wss://relay.example.com --ca-file ca.pem --as phone --server demo
 //! ```
 //!
 //! A phone sends each line as one frame: as is if it is JSON, else as a JSON string. A binary
@@ -43,9 +44,13 @@ struct Args {
     /// The server-id (X-Pyrycode-Server).
     #[arg(long)]
     server: String,
-    /// The relay's base URL.
+    /// The relay's base URL: ws://HOST:PORT, or wss://HOST:PORT for a relay that speaks TLS.
     #[arg(long, default_value = "ws://127.0.0.1:8080")]
     url: String,
+    /// For wss://: also trust the CA certificates in this PEM file (a private CA, a test CA);
+    /// the system's roots are always trusted.
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<std::path::PathBuf>,
     /// The phone's token, sent as X-Pyrycode-Token. The relay requires it to be present and
     /// non-empty and does nothing else with it (it is not checked, logged or passed on).
     #[arg(long, default_value = "demo-token")]
@@ -112,7 +117,12 @@ async fn run(args: Args) -> Result<Exit, WsError> {
             }
         }
     }
-    let ws = match tokio_tungstenite::connect_async(request).await {
+    let tls = relay_server::client_tls(args.ca_file.as_deref())
+        .map_err(|error| WsError::Io(std::io::Error::other(error.to_string())))?;
+    let connector = tokio_tungstenite::Connector::Rustls(tls);
+    let connecting =
+        tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector));
+    let ws = match connecting.await {
         Ok((ws, _)) => ws,
         Err(WsError::Http(response)) => {
             let status = response.status();

@@ -90,12 +90,16 @@ async fn serve(args: Args) -> Result<(), (u8, String)> {
         (code, error.to_string())
     })?;
     let addr = relay.local_addr();
+    let (ws, http) = match relay.is_tls() {
+        true => ("wss", "https"),
+        false => ("ws", "http"),
+    };
     // The first line is the address (a script or test that started the relay on port 0 reads
     // it). Printing is best-effort: a closed stdout must not stop the relay.
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "relay listening on ws://{addr} (health: http://{addr}/healthz)"
+        "relay listening on {ws}://{addr} (health: {http}://{addr}/healthz)"
     );
     if let Some(metrics) = relay.metrics_addr() {
         let _ = writeln!(out, "metrics on http://{metrics}/metrics");
@@ -103,7 +107,7 @@ async fn serve(args: Args) -> Result<(), (u8, String)> {
     let url = if addr == RelayConfig::default().listen {
         String::new()
     } else {
-        format!("--url ws://{addr} ")
+        format!("--url {ws}://{addr} ")
     };
     let _ = writeln!(out, "try it, in two more terminals:");
     let _ = writeln!(

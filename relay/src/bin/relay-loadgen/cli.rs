@@ -16,9 +16,13 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "relay-loadgen", version, about, long_about)]
 pub struct Args {
-    /// The target's base URL (loopback only).
+    /// The target's base URL (loopback only): ws://HOST:PORT, or wss://HOST:PORT.
     #[arg(long, default_value = "ws://127.0.0.1:8080")]
     pub url: String,
+    /// For wss:// targets: also trust the CA certificates in this PEM file (the system's roots
+    /// are always trusted).
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Start a relay in this process (on a free port) instead of using --url.
     #[arg(long, conflicts_with = "url")]
     pub in_process: bool,

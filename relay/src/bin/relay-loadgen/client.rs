@@ -4,16 +4,17 @@
 
 use super::plan::Target;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Error as WsError};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 /// A client WebSocket.
-pub type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Which endpoint a connection uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,13 +86,33 @@ async fn attempt(target: &Target, side: Side, server_id: &str, index: u64) -> Ou
             );
         }
     }
-    match tokio_tungstenite::client_async_with_config(request, stream, Some(lean())).await {
+    let connector = match tls(target) {
+        Ok(connector) => connector,
+        Err(error) => return Outcome::Failed(error),
+    };
+    let connecting = tokio_tungstenite::client_async_tls_with_config(
+        request,
+        stream,
+        Some(lean()),
+        Some(connector),
+    );
+    match connecting.await {
         Ok((ws, _response)) => Outcome::Open(Box::new(ws)),
         Err(WsError::Http(response)) => {
             Outcome::Refused(format!("http {}", response.status().as_u16()))
         }
         Err(error) => Outcome::Failed(error.to_string()),
     }
+}
+
+/// The rustls connector for `wss://` targets (made once per process: all targets share
+/// `--ca-file`); tokio-tungstenite uses it only when the URL is `wss://`.
+fn tls(target: &Target) -> Result<Connector, String> {
+    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+    let config = CONFIG.get_or_init(|| {
+        relay_server::client_tls(target.ca_file.as_deref()).map_err(|error| error.to_string())
+    });
+    config.clone().map(Connector::Rustls)
 }
 
 async fn connect_tcp(target: &Target, index: u64) -> std::io::Result<TcpStream> {

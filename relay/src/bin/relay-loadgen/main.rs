@@ -153,6 +153,7 @@ async fn coordinate(args: Args) -> ExitCode {
     let target = Target {
         addr,
         url: base,
+        ca_file: args.ca_file.clone(),
         sources: args.sources,
         frame_size: args.frame_size as usize,
         connect_timeout_ms: args.connect_timeout.as_millis() as u64,

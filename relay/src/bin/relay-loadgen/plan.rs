@@ -14,6 +14,8 @@ pub struct Target {
     pub addr: SocketAddr,
     /// The URL without a path, e.g. `ws://127.0.0.1:8080` (the request's host).
     pub url: String,
+    /// For `wss://` targets: a PEM file of CA certificates trusted besides the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
     /// How many loopback source addresses (127.0.0.1 and up) to spread client sockets over.
     pub sources: u8,
     /// Bytes of each probe frame.

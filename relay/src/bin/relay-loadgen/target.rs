@@ -43,16 +43,24 @@ impl InProcess {
     }
 }
 
-/// Where a `ws://host:port` URL points: the address to connect to and the URL without a path.
+/// Where a `ws://host:port` or `wss://host:port` URL points: the address to connect to and the
+/// URL without a path.
 ///
 /// # Errors
 ///
-/// If it is not `ws://`, has a path, does not resolve, or resolves to an address that is not
+/// If it is neither `ws://` nor `wss://`, has a path, does not resolve, or resolves to an address that is not
 /// loopback (this tool loads only targets on this machine).
 pub async fn resolve(url: &str) -> Result<(SocketAddr, String), String> {
     let base = url.trim_end_matches('/');
-    let Some(authority) = base.strip_prefix("ws://") else {
-        return Err(format!("--url {url:?}: only ws:// URLs are supported"));
+    let (authority, default_port) = match (base.strip_prefix("ws://"), base.strip_prefix("wss://"))
+    {
+        (Some(authority), _) => (authority, 80),
+        (_, Some(authority)) => (authority, 443),
+        _ => {
+            return Err(format!(
+                "--url {url:?}: only ws:// and wss:// URLs are supported"
+            ));
+        }
     };
     if authority.contains('/') {
         return Err(format!(
@@ -65,7 +73,7 @@ pub async fn resolve(url: &str) -> Result<(SocketAddr, String), String> {
     {
         authority.to_owned()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{default_port}")
     };
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&with_port)
         .await
