@@ -2,10 +2,10 @@
 //! (`RELAY_LISTEN`, `RELAY_GRACE`, …), every default the protocol's, durations in humantime
 //! (`30s`, `500ms`, `2m`, `1h 30m`). `relay --help` shows each flag with its default and variable.
 
-use crate::cluster::InstanceId;
 use crate::config::{ClientIpSource, ClusterConfig, RelayConfig};
 use crate::logging::LogFormat;
 use clap::Parser;
+use relay_cluster::InstanceId;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -76,7 +76,7 @@ fn parse_instance_id(text: &str) -> Result<InstanceId, String> {
 /// A lease: a whole number of seconds, at least one (the server's TTL granularity).
 fn parse_lease(text: &str) -> Result<Duration, String> {
     let lease = parse_duration(text)?;
-    crate::cluster::LeaseTiming::new(lease).map_err(|error| format!("`{text}`: {error}"))?;
+    relay_cluster::LeaseTiming::new(lease).map_err(|error| format!("`{text}`: {error}"))?;
     Ok(lease)
 }
 

@@ -23,11 +23,11 @@
 //!
 //! # Cluster mode (`RelayConfig::cluster`, `--cluster URL`)
 //!
-//! Several instances act as one relay through NATS: the [`cluster`] building blocks (directory,
+//! Several instances act as one relay through NATS: the [`relay_cluster`] building blocks (directory,
 //! liveness, links, remote phones), wired in by `clustered`. The instance where a binary's claim
 //! succeeded owns its id: the binary, its grace window and every phone's registration live in
 //! that instance's registry, a phone connected elsewhere as a `Remote` endpoint
-//! (`endpoint::Endpoint::Remote`, a [`cluster::RemotePhone`]) whose `send` and `close` publish
+//! (`endpoint::Endpoint::Remote`, a [`relay_cluster::RemotePhone`]) whose `send` and `close` publish
 //! down its link. Without `--cluster` none of it runs: no NATS, the pipeline above unchanged.
 //!
 //! Around them: `expiry` (grace windows expire in a task of the runtime), `metrics` (every
@@ -48,34 +48,22 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod binary;
 pub mod cli;
-mod client_ip;
-pub mod cluster;
-mod clustered;
+mod cluster;
 mod config;
-mod endpoint;
-mod envelope;
-mod expiry;
-mod frame_check;
-mod gates;
-mod ids;
-mod join;
-mod listen;
-mod local;
+mod conn;
+mod http;
 mod logging;
-mod loris;
 mod metrics;
-mod outbox;
-mod phone;
-mod proxy;
-mod routes;
-mod session;
+mod protocol;
+mod roles;
 
 pub use config::{ClientIpSource, ClusterConfig, FRAME_OVERHEAD, RelayConfig};
 pub use logging::{LogFormat, init as init_logging};
+/// The instance name [`ClusterConfig`] takes (from the cluster building blocks, `relay-cluster`).
+pub use relay_cluster::{InstanceId, InvalidInstanceId};
 
-use endpoint::Endpoint;
+use conn::endpoint::Endpoint;
 use relay_registry::{CloseReason, Config, Conn, Counts, Registry};
 use std::io;
 use std::net::SocketAddr;
@@ -91,14 +79,14 @@ struct Hub {
     config: RelayConfig,
     started: Instant,
     metrics: metrics::Metrics,
-    gates: gates::Gates,
+    gates: http::gates::Gates,
     logs: logging::LogIds,
     refusals: logging::RefusalLog,
     shutdown: Shutdown,
     /// Every WebSocket session's task (the drain waits for them).
     sessions: TaskTracker,
     /// Cluster mode's state (`None`: a single instance).
-    cluster: Option<clustered::Cluster>,
+    cluster: Option<cluster::Cluster>,
 }
 
 impl Hub {
@@ -216,14 +204,14 @@ pub async fn start(config: RelayConfig) -> io::Result<Relay> {
     };
     let registry =
         Registry::with_config(Config::default().with_max_phones_per_server(config.max_phones));
-    let gates = gates::Gates::new(
+    let gates = http::gates::Gates::new(
         config.rate_burst,
         config.rate_refill,
         config.max_connections,
     );
     let cluster = match &config.cluster {
         Some(settings) => Some(
-            clustered::Cluster::start(settings.clone())
+            cluster::Cluster::start(settings.clone())
                 .await
                 .map_err(|error| io::Error::other(format!("cannot join the cluster: {error}")))?,
         ),
@@ -260,7 +248,7 @@ pub async fn start(config: RelayConfig) -> io::Result<Relay> {
 
 /// Serves until shutdown begins, then drains and stops.
 async fn run(listener: TcpListener, metrics_listener: Option<TcpListener>, hub: Arc<Hub>) {
-    let _expiry = AbortOnDropHandle::new(tokio::spawn(expiry::run(hub.clone())));
+    let _expiry = AbortOnDropHandle::new(tokio::spawn(roles::grace::run(hub.clone())));
     let _pruning = AbortOnDropHandle::new(tokio::spawn(prune(hub.clone())));
     let _metrics = metrics_listener.map(|listener| {
         AbortOnDropHandle::new(tokio::spawn(metrics::serve(listener, hub.clone())))
@@ -268,14 +256,15 @@ async fn run(listener: TcpListener, metrics_listener: Option<TcpListener>, hub: 
     let _cluster = hub.cluster.as_ref().map(|cluster| {
         let requests = cluster
             .take_incoming()
-            .map(|incoming| tokio::spawn(clustered::owner::serve(hub.clone(), incoming)));
-        let fence = tokio::spawn(clustered::fence::watch(hub.clone()));
+            .map(|incoming| tokio::spawn(cluster::owner::serve(hub.clone(), incoming)));
+        let fence = tokio::spawn(cluster::fence::watch(hub.clone()));
         (
             requests.map(AbortOnDropHandle::new),
             AbortOnDropHandle::new(fence),
         )
     });
-    let accepting = AbortOnDropHandle::new(tokio::spawn(listen::serve(listener, hub.clone())));
+    let accepting =
+        AbortOnDropHandle::new(tokio::spawn(http::listen::serve(listener, hub.clone())));
 
     hub.shutdown.draining.cancelled().await;
     let deadline = tokio::time::Instant::now() + hub.config.drain;
@@ -306,7 +295,7 @@ async fn run(listener: TcpListener, metrics_listener: Option<TcpListener>, hub: 
     let _ =
         tokio::time::timeout_at(deadline.max(tokio::time::Instant::now()) + slack, accepting).await;
     let _ = tokio::time::timeout(slack, hub.sessions.wait()).await;
-    clustered::fence::stop(&hub).await;
+    cluster::fence::stop(&hub).await;
     tracing::info!("stopped");
 }
 

@@ -8,7 +8,6 @@
 //! is one atomic add, no label lookup.
 
 use crate::Hub;
-use crate::cluster::ClusterMetrics;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -21,6 +20,7 @@ use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
+use relay_cluster::ClusterMetrics;
 use relay_registry::Counts;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -160,7 +160,7 @@ pub enum RefusedReason {
     /// dropped).
     ProxyHeader,
     /// The process (or system) had no file descriptor left for a new connection: it was
-    /// accepted on the reserve descriptor and closed at once (see [`listen`](crate::listen)).
+    /// accepted on the reserve descriptor and closed at once (see [`listen`](crate::http::listen)).
     NoDescriptors,
 }
 

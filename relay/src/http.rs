@@ -1,0 +1,8 @@
+//! HTTP: the public listener (`listen`, with the PROXY header in `proxy`), the client IP
+//! (`client_ip`), the gates every upgrade passes (`gates`) and the routes (`routes`).
+
+pub mod client_ip;
+pub mod gates;
+pub mod listen;
+pub mod proxy;
+pub mod routes;
