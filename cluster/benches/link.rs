@@ -7,6 +7,7 @@
 //! percentile round trip, then the same for the baseline; and the time for 1,000 frames
 //! pipelined each way.
 
+use bytes::Bytes;
 use relay_cluster::{
     ClusterMetrics, ConnectSettings, Inbound, InstanceId, Link, LinkSettings, Liveness, Nats,
     Outbound, Registration, Reply, Request,
@@ -17,7 +18,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use tungstenite::Utf8Bytes;
 
 const FRAMES: usize = 1000;
 
@@ -85,7 +85,7 @@ static TROUBLE: AtomicUsize = AtomicUsize::new(0);
 struct Echo(OnceLock<Outbound>);
 
 impl Inbound for Echo {
-    fn frame(&self, frame: Utf8Bytes) {
+    fn frame(&self, frame: Bytes) {
         if let Some(down) = self.0.get() {
             let _ = down.try_frame(&frame);
         }
@@ -97,10 +97,10 @@ impl Inbound for Echo {
 }
 
 /// The phone's instance's sink: hands each frame to the benchmark.
-struct Deliver(mpsc::UnboundedSender<Utf8Bytes>);
+struct Deliver(mpsc::UnboundedSender<Bytes>);
 
 impl Inbound for Deliver {
-    fn frame(&self, frame: Utf8Bytes) {
+    fn frame(&self, frame: Bytes) {
         let _ = self.0.send(frame);
     }
     fn ended(&self, _: u16, _: &str) {}
@@ -138,7 +138,7 @@ async fn node(
 const PATIENCE: Duration = Duration::from_secs(10);
 
 /// The next echoed frame; panics (the run is broken) if none comes within [`PATIENCE`].
-async fn received(delivered: &mut mpsc::UnboundedReceiver<Utf8Bytes>) {
+async fn received(delivered: &mut mpsc::UnboundedReceiver<Bytes>) {
     match tokio::time::timeout(PATIENCE, delivered.recv()).await {
         Ok(Some(_)) => {}
         _ => panic!(
@@ -205,8 +205,8 @@ async fn main() {
         panic!("registered")
     };
 
-    let frame = Utf8Bytes::from_static(
-        r#"{"type":"message","body":"a typical small frame of about 80 bytes..."}"#,
+    let frame = Bytes::from_static(
+        br#"{"type":"message","body":"a typical small frame of about 80 bytes..."}"#,
     );
     // Warm up.
     for _ in 0..200 {
@@ -235,7 +235,7 @@ async fn main() {
     let mut pongs = client_a.subscribe("bench.pong").await.unwrap();
     nats_b.sync(PATIENCE).await.unwrap();
     nats_a.sync(PATIENCE).await.unwrap();
-    let payload = bytes::Bytes::copy_from_slice(frame.as_bytes());
+    let payload = frame.clone();
     let mut bare_rtt = Vec::with_capacity(FRAMES);
     for round in 0..FRAMES + 200 {
         let start = Instant::now();

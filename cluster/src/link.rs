@@ -75,7 +75,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tungstenite::Utf8Bytes;
 
 /// What a link's receiving end does with what arrives, in order.
 ///
@@ -85,8 +84,8 @@ use tungstenite::Utf8Bytes;
 /// unregister — as a [`Conn`](relay_registry::Conn) would): a blocked sink stalls every link
 /// of the instance, and NATS then drops messages (a slow consumer: every link is lost).
 pub trait Inbound: Send + Sync + 'static {
-    /// The next frame of this link.
-    fn frame(&self, frame: Utf8Bytes);
+    /// The next frame of this link: a text frame, its UTF-8 checked by the link.
+    fn frame(&self, frame: Bytes);
     /// The link's last message: the other end ended it with `code` and `reason` (towards a
     /// phone's instance: close the phone with this, see
     /// [`close_from_wire`](super::wire::close_from_wire); towards the owner: the phone left
@@ -605,7 +604,7 @@ impl Outbound {
     ///
     /// [`SendError::Closed`] once the link is ended or lost; [`SendError::Full`] when the link
     /// has more than its bound queued (the frame is not sent, and nothing is numbered for it).
-    pub fn try_frame(&self, frame: &Utf8Bytes) -> Result<(), SendError> {
+    pub fn try_frame(&self, frame: &[u8]) -> Result<(), SendError> {
         let cost = frame.len() + FRAME_OVERHEAD;
         let mut send = self.state.send.lock();
         if send.ended || self.state.over.load(Ordering::Acquire) {
@@ -628,7 +627,7 @@ impl Outbound {
         };
         send.next += 1;
         self.state.queued.fetch_add(cost, Ordering::AcqRel);
-        let body = wire::encode_link(&message, frame.as_bytes());
+        let body = wire::encode_link(&message, frame);
         self.shared.enqueue(
             self.state.subject.clone(),
             body,
@@ -657,7 +656,7 @@ impl Outbound {
     /// Tells the other end that `frame`, one it sent on this link, was handed on (the owner
     /// calls it once the binary's outbox took the frame), giving back its window credit.
     /// Reported in batches of a quarter window. Never blocks.
-    pub fn grant(&self, frame: &Utf8Bytes) {
+    pub fn grant(&self, frame: &[u8]) {
         let cost = (frame.len() + FRAME_OVERHEAD) as u64;
         let batch = (self.shared.settings.window as u64 / 4).max(1);
         let report = {
@@ -690,7 +689,7 @@ impl Outbound {
     /// # Errors
     ///
     /// [`SendError::Closed`] once the link is ended or lost.
-    pub async fn frame(&self, frame: &Utf8Bytes) -> Result<(), SendError> {
+    pub async fn frame(&self, frame: &[u8]) -> Result<(), SendError> {
         loop {
             let space = self.state.space.notified();
             match self.try_frame(frame) {
@@ -909,8 +908,8 @@ impl Shared {
                     let Some(state) = self.live(link) else {
                         continue;
                     };
-                    match (self.in_order(&state, seq), Utf8Bytes::try_from(frame)) {
-                        (true, Ok(frame)) => {
+                    match (self.in_order(&state, seq), std::str::from_utf8(&frame)) {
+                        (true, Ok(_)) => {
                             // Lost meanwhile (another task): its sink hears of it next.
                             if state.over.load(Ordering::Acquire) {
                                 continue;

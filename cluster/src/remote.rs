@@ -8,9 +8,9 @@
 
 use super::link::Outbound;
 use super::metrics::ClusterMetrics;
+use bytes::Bytes;
 use relay_registry::{CloseReason, Conn, SendError};
 use std::sync::Arc;
-use tungstenite::Utf8Bytes;
 
 /// A phone on another instance, as the owner's registry holds it.
 ///
@@ -69,10 +69,11 @@ impl Conn for RemotePhone {
         &self.conn_id
     }
 
-    /// The relay's frame type: a frame goes on to the link without a copy of its own.
-    type Frame = Utf8Bytes;
+    /// A text frame's bytes (the relay's `Utf8Bytes` converts without a copy); it goes on to
+    /// the link without a copy of its own.
+    type Frame = Bytes;
 
-    fn send(&self, frame: Utf8Bytes) -> Result<(), SendError> {
+    fn send(&self, frame: Bytes) -> Result<(), SendError> {
         let sent = self.outbound.try_frame(&frame);
         if sent == Err(SendError::Full) {
             tracing::warn!(conn_id = %self.conn_id, "remote phone backlog full");

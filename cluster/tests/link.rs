@@ -4,6 +4,7 @@
 
 mod support;
 
+use bytes::Bytes;
 use relay_cluster::wire::{self, LinkId, LinkMessage, close_from_wire};
 use relay_cluster::{
     ConnectSettings, Inbound, InstanceId, LinkSettings, Outbound, Registration, RemotePhone, Reply,
@@ -20,7 +21,6 @@ use support::nats::NatsServer;
 use support::proxy::Partition;
 use support::{PATIENCE, eventually};
 use tokio::sync::mpsc::UnboundedReceiver;
-use tungstenite::Utf8Bytes;
 
 /// One remote phone's link: the owner is `a`, the phone's instance `b`.
 struct Established {
@@ -89,8 +89,8 @@ async fn establish_with(
     }
 }
 
-fn text(frame: &str) -> Utf8Bytes {
-    Utf8Bytes::from(frame.to_owned())
+fn text(frame: &str) -> Bytes {
+    Bytes::from(frame.to_owned())
 }
 
 /// Publishes a hand-made link message to `to`'s link subject.
@@ -519,7 +519,7 @@ struct Stalling {
 }
 
 impl Inbound for Stalling {
-    fn frame(&self, frame: Utf8Bytes) {
+    fn frame(&self, frame: Bytes) {
         if !self.stalled.swap(true, Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(700));
         }
@@ -604,14 +604,14 @@ async fn a_remote_phone_is_a_registry_conn_and_its_eviction_closes_it_over_the_l
         Remote(RemotePhone),
     }
     impl Conn for Endpoint {
-        type Frame = Utf8Bytes;
+        type Frame = Bytes;
         fn conn_id(&self) -> &str {
             match self {
                 Endpoint::Local(id) => id,
                 Endpoint::Remote(phone) => phone.conn_id(),
             }
         }
-        fn send(&self, frame: Utf8Bytes) -> Result<(), SendError> {
+        fn send(&self, frame: Bytes) -> Result<(), SendError> {
             match self {
                 Endpoint::Local(_) => Ok(()),
                 Endpoint::Remote(phone) => phone.send(frame),

@@ -1,12 +1,17 @@
 //! The thing under load: a URL on this machine (loopback only), or a relay started in this
 //! process; its resident memory from `/proc/PID/status`; and this process's descriptor limit.
 
+#[cfg(feature = "in-process")]
 use relay_server as server;
 use std::net::SocketAddr;
 
-/// A relay running inside the load generator (`--in-process`).
+/// A relay running inside the load generator (`--in-process`; needs the `in-process` feature).
 pub struct InProcess {
+    #[cfg(feature = "in-process")]
     relay: server::Relay,
+    /// Built without the feature there is no relay to hold: no `InProcess` exists.
+    #[cfg(not(feature = "in-process"))]
+    never: std::convert::Infallible,
 }
 
 impl InProcess {
@@ -15,7 +20,8 @@ impl InProcess {
     ///
     /// # Errors
     ///
-    /// If it cannot bind.
+    /// If it cannot bind, or this binary was built without the `in-process` feature.
+    #[cfg(feature = "in-process")]
     pub async fn start(max_phones: usize) -> std::io::Result<InProcess> {
         let config = server::RelayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -32,13 +38,32 @@ impl InProcess {
         })
     }
 
+    /// Starts the relay — except that this binary was built without it.
+    ///
+    /// # Errors
+    ///
+    /// Always: the relay is not in this binary.
+    #[cfg(not(feature = "in-process"))]
+    pub async fn start(_max_phones: usize) -> std::io::Result<InProcess> {
+        Err(std::io::Error::other(
+            "this relay-loadgen was built without the relay \
+             (cargo run -p relay-loadgen --features in-process -- --in-process ...)",
+        ))
+    }
+
     /// Its URL, `ws://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
+        #[cfg(not(feature = "in-process"))]
+        match self.never {}
+        #[cfg(feature = "in-process")]
         format!("ws://{}", self.relay.local_addr())
     }
 
     /// Shuts it down (closing whatever is still connected).
     pub async fn stop(self) {
+        #[cfg(not(feature = "in-process"))]
+        match self.never {}
+        #[cfg(feature = "in-process")]
         self.relay.shutdown().await;
     }
 }

@@ -1,6 +1,7 @@
 //! `relay-loadgen` end to end: the real binary against an in-process relay (real sockets,
 //! loopback), each run short and bounded; assertions on its exit status and its `--json` report,
-//! never on a time.
+//! never on a time. The runs with `--in-process` need the binary built with it:
+//! `cargo test -p relay-loadgen --features in-process` (without it they are reported ignored).
 
 use serde_json::Value;
 use std::process::{Command, Output};
@@ -90,6 +91,7 @@ fn help_and_version_name_the_binary() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "in-process"), ignore = "needs --features in-process")]
 fn phones_over_the_cap_are_refused_4429_per_id_not_lost() {
     let json = report(
         &[
@@ -120,6 +122,7 @@ fn phones_over_the_cap_are_refused_4429_per_id_not_lost() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "in-process"), ignore = "needs --features in-process")]
 fn a_run_split_over_worker_processes_merges_every_connection_and_frame() {
     let json = report(
         &[
@@ -150,6 +153,7 @@ fn a_run_split_over_worker_processes_merges_every_connection_and_frame() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "in-process"), ignore = "needs --features in-process")]
 fn idle_phones_in_workers_report_the_relays_rss_and_every_echo() {
     let json = report(
         &[
@@ -181,6 +185,7 @@ fn idle_phones_in_workers_report_the_relays_rss_and_every_echo() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "in-process"), ignore = "needs --features in-process")]
 fn idle_phones_over_the_cap_are_refused_and_fail_only_under_strict() {
     let args = ["--in-process", "--idle", "20", "--hold", "100ms"];
     let json = report(&args, 0);
@@ -191,6 +196,7 @@ fn idle_phones_over_the_cap_are_refused_and_fail_only_under_strict() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "in-process"), ignore = "needs --features in-process")]
 fn the_search_doubles_the_rate_after_a_pass_and_halves_it_after_a_failure() {
     let json = report_with(
         &[
@@ -225,6 +231,7 @@ fn the_search_doubles_the_rate_after_a_pass_and_halves_it_after_a_failure() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "in-process"), ignore = "needs --features in-process")]
 fn a_failed_rate_is_tried_again_before_the_search_gives_it_up() {
     // No frame crosses a relay in a microsecond: every try fails, deterministically.
     let json = report(

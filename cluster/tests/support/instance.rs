@@ -2,6 +2,7 @@
 
 use super::PATIENCE;
 use super::nats::NatsServer;
+use bytes::Bytes;
 use relay_cluster::{
     ClusterMetrics, ConnectSettings, Directory, Inbound, Incoming, InstanceId, Link, LinkSettings,
     Liveness, Nats,
@@ -9,7 +10,6 @@ use relay_cluster::{
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tungstenite::Utf8Bytes;
 
 /// The lease the tests use: short, so expiry is seen quickly (refresh 500 ms, margin 400 ms).
 pub const TEST_LEASE: Duration = Duration::from_secs(2);
@@ -91,8 +91,10 @@ pub enum Seen {
 pub struct Recorder(mpsc::UnboundedSender<Seen>);
 
 impl Inbound for Recorder {
-    fn frame(&self, frame: Utf8Bytes) {
-        let _ = self.0.send(Seen::Frame(frame.as_str().to_owned()));
+    fn frame(&self, frame: Bytes) {
+        let _ = self
+            .0
+            .send(Seen::Frame(String::from_utf8_lossy(&frame).into_owned()));
     }
     fn ended(&self, code: u16, reason: &str) {
         let _ = self.0.send(Seen::Ended(code, reason.to_owned()));

@@ -17,7 +17,7 @@ use relay_registry::{CloseReason, Conn, RegistryError, SendError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 
 /// The away phones of this instance.
 #[derive(Default)]
@@ -154,7 +154,11 @@ pub struct DownSink {
 }
 
 impl Inbound for DownSink {
-    fn frame(&self, frame: Utf8Bytes) {
+    fn frame(&self, frame: Bytes) {
+        // The link checked the UTF-8 already: this never fails.
+        let Ok(frame) = Utf8Bytes::try_from(frame) else {
+            return self.lost();
+        };
         if self.phone.send(frame) == Err(SendError::Full) {
             self.hub.metrics.dropped(DropReason::BacklogFull);
             tracing::info!(conn = %self.hub.logs.conn(self.phone.conn_id()), "phone backlog full");

@@ -36,7 +36,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::{Arc, Weak};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 
 /// Serves the requests addressed to this instance until the relay stops.
 pub async fn serve(hub: Arc<Hub>, mut incoming: mpsc::Receiver<Incoming>) {
@@ -201,7 +201,7 @@ enum Parked {
 impl UpSink {
     fn grant(&self, frame: &Utf8Bytes) {
         if let Some(remote) = self.remote.as_remote() {
-            remote.outbound().grant(frame);
+            remote.outbound().grant(frame.as_bytes());
         }
     }
 
@@ -295,7 +295,11 @@ impl UpSink {
 }
 
 impl Inbound for UpSink {
-    fn frame(&self, frame: Utf8Bytes) {
+    fn frame(&self, frame: Bytes) {
+        // The link checked the UTF-8 already: this never fails.
+        let Ok(frame) = Utf8Bytes::try_from(frame) else {
+            return self.lost();
+        };
         let mut state = self.state.lock();
         if !state.parked.is_empty() || state.draining {
             self.park(&mut state, Parked::Frame(frame));

@@ -61,7 +61,7 @@ impl Conn for Endpoint {
     fn send(&self, frame: Utf8Bytes) -> Result<(), SendError> {
         match self {
             Endpoint::Local(local) => local.send_text(frame),
-            Endpoint::Remote(remote) => remote.send(frame),
+            Endpoint::Remote(remote) => remote.send(frame.into()),
         }
     }
 

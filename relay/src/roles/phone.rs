@@ -138,7 +138,7 @@ async fn forward_up(
     let wrapped = Utf8Bytes::from(wrapper.wrap(&text));
     let len = wrapped.len();
     loop {
-        match phone.up.try_frame(&wrapped) {
+        match phone.up.try_frame(wrapped.as_bytes()) {
             Ok(()) => return None,
             Err(SendError::Full) => {
                 let ready = |cx: &mut std::task::Context<'_>| phone.up.poll_space(len, cx);
