@@ -5,8 +5,8 @@
 //! are told here as [`Trouble`], so the [`Link`](super::Link) can close every affected phone
 //! `1011 relay link lost` instead of losing a frame silently.
 
-use super::InstanceId;
 use super::error::ClusterError;
+use super::instance::InstanceId;
 use async_nats::{Client, ConnectOptions, Event, jetstream};
 use futures_util::StreamExt;
 use std::time::Duration;

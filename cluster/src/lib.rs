@@ -112,13 +112,10 @@ pub use directory::{Claim, DIRECTORY_BUCKET, Directory, Lookup, Move, Release, R
 pub use error::ClusterError;
 pub use instance::{Incarnation, InstanceId, InvalidInstanceId, Owner};
 pub use link::{
-    Accepting, Inbound, Incoming, Link, LinkSettings, Outbound, Registration, RequestError,
+    Accepting, FRAME_OVERHEAD, Inbound, Incoming, Link, LinkSettings, Outbound, Registration,
+    RequestError,
 };
 pub use liveness::{DEFAULT_LEASE, LIVENESS_BUCKET, LeaseState, LeaseTiming, Liveness, PeerEvent};
 pub use metrics::{ClusterMetrics, RequestKind, RequestOutcome};
 pub use remote::RemotePhone;
 pub use wire::{Reply, Request};
-
-/// What a queued frame costs beyond its bytes (protocol: "length + 64"): the relay's outboxes
-/// and the links' queues and windows count frames alike.
-pub const FRAME_OVERHEAD: usize = 64;

@@ -61,7 +61,6 @@ use super::instance::{InstanceId, Owner, random_u64};
 use super::liveness::{Liveness, PeerEvent};
 use super::metrics::{ClusterMetrics, RequestKind, RequestOutcome};
 use super::wire::{self, LinkId, LinkMessage, Reply, Request};
-use crate::FRAME_OVERHEAD;
 use async_nats::{RequestErrorKind, Subject};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -75,6 +74,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
+
+/// What a queued frame costs beyond its bytes (protocol: "length + 64"): the relay's outboxes
+/// and the links' queues and windows count frames alike.
+pub const FRAME_OVERHEAD: usize = 64;
 
 /// What a link's receiving end does with what arrives, in order.
 ///

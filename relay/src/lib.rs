@@ -53,6 +53,7 @@ mod cluster;
 mod config;
 mod conn;
 mod http;
+mod hub;
 mod logging;
 mod metrics;
 mod protocol;
@@ -63,8 +64,8 @@ pub use logging::{LogFormat, init as init_logging};
 /// The instance name [`ClusterConfig`] takes (from the cluster building blocks, `relay-cluster`).
 pub use relay_cluster::{InstanceId, InvalidInstanceId};
 
-use conn::endpoint::Endpoint;
-use relay_registry::{CloseReason, Config, Conn, Counts, Registry};
+use hub::{Hub, Shutdown};
+use relay_registry::{CloseReason, Config, Conn, Registry};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -72,50 +73,6 @@ use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
-
-/// What every connection task shares.
-struct Hub {
-    registry: Registry<Endpoint>,
-    config: RelayConfig,
-    started: Instant,
-    metrics: metrics::Metrics,
-    gates: http::gates::Gates,
-    logs: logging::LogIds,
-    refusals: logging::RefusalLog,
-    shutdown: Shutdown,
-    /// Every WebSocket session's task (the drain waits for them).
-    sessions: TaskTracker,
-    /// Cluster mode's state (`None`: a single instance).
-    cluster: Option<cluster::Cluster>,
-}
-
-impl Hub {
-    /// This instance's own connections: the registry's counts, less (in cluster mode) the
-    /// phones of other instances registered here, plus this instance's phones registered
-    /// elsewhere.
-    fn own_counts(&self) -> Counts {
-        let counts = self.registry.counts();
-        match &self.cluster {
-            Some(cluster) => cluster.own_counts(counts),
-            None => counts,
-        }
-    }
-}
-
-/// The two stages of shutdown, as cancellation tokens cloned into the tasks that watch them.
-struct Shutdown {
-    /// Shutdown began: `/readyz` 503, upgrades 503, everyone closed 1001.
-    draining: CancellationToken,
-    /// The drain is over: stop listening, end the HTTP connections and background tasks, cut
-    /// close handshakes short.
-    stopped: CancellationToken,
-}
-
-impl Shutdown {
-    fn is_draining(&self) -> bool {
-        self.draining.is_cancelled()
-    }
-}
 
 /// A running relay: its addresses, and the way to stop it.
 ///
@@ -251,7 +208,7 @@ async fn run(listener: TcpListener, metrics_listener: Option<TcpListener>, hub: 
     let _expiry = AbortOnDropHandle::new(tokio::spawn(roles::grace::run(hub.clone())));
     let _pruning = AbortOnDropHandle::new(tokio::spawn(prune(hub.clone())));
     let _metrics = metrics_listener.map(|listener| {
-        AbortOnDropHandle::new(tokio::spawn(metrics::serve(listener, hub.clone())))
+        AbortOnDropHandle::new(tokio::spawn(http::scrape::serve(listener, hub.clone())))
     });
     let _cluster = hub.cluster.as_ref().map(|cluster| {
         let requests = cluster

@@ -1,18 +1,12 @@
 //! Every metric the relay exports, in one place: names, help texts and label sets. Call sites
 //! only increment. Served as Prometheus text at `/metrics` on the metrics listener (never the
-//! public one) by [`serve`]; no label ever carries a server-id, conn-id, token or IP.
+//! public one) by `http::scrape`; no label ever carries a server-id, conn-id, token or IP.
 //!
 //! prometheus-client adds `_total` to counter names when it encodes them, so the names below are
 //! registered without it. Every series of every family is created at start, so a scrape shows
 //! each one from 0. The hot-path counters (frames forwarded) are handles made once: an increment
 //! is one atomic add, no label lookup.
 
-use crate::Hub;
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -22,9 +16,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 use relay_cluster::ClusterMetrics;
 use relay_registry::Counts;
-use std::convert::Infallible;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 
 /// `endpoint` label: which WebSocket endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -537,52 +529,6 @@ impl Collector for ClusterCollector {
         ConstCounter::new(self.0.link_losses()).encode(losses)?;
         Ok(())
     }
-}
-
-/// Serves `/metrics` on `listener` until the relay stops.
-pub async fn serve(listener: TcpListener, hub: Arc<Hub>) {
-    let stopped = hub.shutdown.stopped.clone();
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "metrics listener: accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stopped.cancelled() => return,
-        };
-        let hub = hub.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| scrape(hub.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(5))
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
-}
-
-async fn scrape(
-    hub: Arc<Hub>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let response = if req.uri().path() == "/metrics" {
-        Response::builder()
-            .header(
-                hyper::header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )
-            .body(Full::new(Bytes::from(hub.metrics.encode(hub.own_counts()))))
-    } else {
-        Response::builder()
-            .status(StatusCode::NOT_FOUND)
-            .body(Full::new(Bytes::from_static(b"not found\n")))
-    };
-    Ok(response.expect("a valid response"))
 }
 
 #[cfg(test)]

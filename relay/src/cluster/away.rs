@@ -6,9 +6,9 @@
 //! reach everyone in the registry, and `/healthz` counts them as this instance's phones.
 
 use super::Cluster;
-use crate::Hub;
 use crate::conn::endpoint::Endpoint;
 use crate::conn::outbox::Origin;
+use crate::hub::Hub;
 use crate::metrics::DropReason;
 use parking_lot::Mutex;
 use relay_cluster::wire::close_from_wire;

@@ -19,9 +19,8 @@
 //! [`Directory::claim`]: relay_cluster::Directory::claim
 
 use super::Cluster;
-use crate::Hub;
 use crate::conn::endpoint::Endpoint;
-use crate::roles::admission;
+use crate::hub::Hub;
 use relay_cluster::{
     Claim, ClusterError, Owner, PeerEvent, Reply, Request, RequestError, Revision,
 };
@@ -58,7 +57,7 @@ pub async fn claim(
     match cluster.directory.claim(server_id).await? {
         Claim::Claimed(revision) | Claim::Ours(revision) => {
             cluster.own(server_id, revision);
-            let claimed = admission::claim(hub, server_id, conn);
+            let claimed = hub.claim(server_id, conn);
             // Fenced meanwhile: the fence ends every tenure it finds under the ids' locks; this
             // one it might not have seen.
             if !cluster.liveness.holds_lease() {

@@ -14,7 +14,7 @@
 //! deleted, and then its liveness entry: every id it held is free at once, not a lease later.
 
 use super::end_tenure;
-use crate::Hub;
+use crate::hub::Hub;
 use relay_cluster::LeaseState;
 use relay_registry::CloseReason;
 use std::sync::Arc;

@@ -26,8 +26,8 @@
 //! instance.
 
 use super::{Cluster, end_tenure};
-use crate::Hub;
 use crate::conn::endpoint::Endpoint;
+use crate::hub::Hub;
 use crate::metrics::{Direction, DropReason};
 use parking_lot::Mutex;
 use relay_cluster::{Inbound, Incoming, RemotePhone, Reply, Request, Revision};

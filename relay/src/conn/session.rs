@@ -12,11 +12,11 @@
 //! bytes, tungstenite's write buffer by `max_write_buffer_size`, and the pongs it queues by the
 //! control-frame bound (a peer over a bound is closed `1008 policy violation`).
 
-use crate::Hub;
 use crate::conn::endpoint::Endpoint;
 use crate::conn::local::LocalConn;
 use crate::conn::message_timer::Tracked;
 use crate::conn::outbox::{Ending, Origin, Work};
+use crate::hub::Hub;
 use crate::metrics::Closed;
 use futures_util::{Sink, Stream};
 use hyper::upgrade::Upgraded;

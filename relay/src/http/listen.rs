@@ -17,11 +17,11 @@
 //! (another thread took the descriptor) the loop backs off [`BACKOFF`] before trying again.
 //! Service resumes by itself as connections close.
 
-use crate::Hub;
 use crate::config::ClientIpSource;
 use crate::http::client_ip::Origin;
 use crate::http::proxy;
 use crate::http::routes;
+use crate::hub::Hub;
 use crate::metrics::RefusedReason;
 use futures_util::FutureExt;
 use hyper::server::conn::http1;

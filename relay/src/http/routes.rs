@@ -8,11 +8,11 @@
 //! pre-upgrade decision ([`admission::admit`]) → `101`, after which the session task takes the
 //! upgraded connection. Nothing touches the registry before the checks passed.
 
-use crate::Hub;
 use crate::conn::message_timer::Tracked;
 use crate::conn::session::{Session, ws_config};
 use crate::http::client_ip::{self, Origin};
 use crate::http::gates::{Permit, Refusal};
+use crate::hub::Hub;
 use crate::metrics::{EndpointLabel, Outcome};
 use crate::protocol::conn_ids::Side;
 use crate::roles::admission::{self, Joined};

@@ -6,13 +6,13 @@
 //! directory too ([`clustered::claims::claim`], [`clustered::away::join`]); when the cluster
 //! cannot decide, the upgrade is refused 503 ([`Unavailable`]).
 
-use crate::Hub;
 use crate::cluster::away::{self, Away};
 use crate::cluster::claims::{self, Claiming};
 use crate::conn::endpoint::Endpoint;
 use crate::conn::local::LocalConn;
+use crate::hub::Hub;
 use crate::protocol::conn_ids::{self, Side};
-use relay_registry::{CloseReason, Conn, PhoneTicket, RegistryError, ServerClaim};
+use relay_registry::{CloseReason, Conn, PhoneTicket, RegistryError};
 use std::sync::Arc;
 
 /// A connection's first registry operation, done before its upgrade is answered.
@@ -49,7 +49,7 @@ pub async fn admit(
         limit,
     )));
     let joined = match (side, &hub.cluster) {
-        (Side::Binary, None) => Joined::Binary(Claiming::Registry(claim(hub, server_id, &conn))),
+        (Side::Binary, None) => Joined::Binary(Claiming::Registry(hub.claim(server_id, &conn))),
         (Side::Phone, None) => Joined::Phone(hub.registry.register_phone(server_id, conn.clone())),
         (Side::Binary, Some(cluster)) => Joined::Binary(
             claims::claim(hub, cluster, server_id, &conn)
@@ -83,23 +83,6 @@ pub async fn admit(
     Ok((conn, joined))
 }
 
-/// Claims `server_id` for `conn` in this instance's registry; counts and logs a reclaim.
-pub fn claim(
-    hub: &Hub,
-    server_id: &str,
-    conn: &Arc<Endpoint>,
-) -> Result<ServerClaim<Endpoint>, RegistryError> {
-    let claim = hub.registry.claim_server(server_id, conn.clone())?;
-    let tag = hub.logs.conn(conn.conn_id());
-    if claim.replaced() {
-        hub.metrics.reclaimed();
-        tracing::info!(conn = %tag, "reclaim");
-    } else {
-        tracing::info!(conn = %tag, "claim");
-    }
-    Ok(claim)
-}
-
 /// Claims again (the holder changed while the claim was being resolved): through the directory
 /// in cluster mode. `None` if the cluster cannot decide.
 pub async fn claim_again(
@@ -108,7 +91,7 @@ pub async fn claim_again(
     conn: &Arc<Endpoint>,
 ) -> Option<Claiming> {
     match &hub.cluster {
-        None => Some(Claiming::Registry(claim(hub, server_id, conn))),
+        None => Some(Claiming::Registry(hub.claim(server_id, conn))),
         Some(cluster) => claims::claim(hub, cluster, server_id, conn).await.ok(),
     }
 }

@@ -7,10 +7,10 @@
 //! ([`claims::ask_owner`]), and the task also holds a [`ReleaseCheck`] that deletes the id's
 //! directory entry once the registry lets the id go.
 
-use crate::Hub;
 use crate::cluster::claims::{self, Claiming, Decision, ReleaseCheck};
 use crate::conn::endpoint::Endpoint;
 use crate::conn::session::{Event, Session};
+use crate::hub::Hub;
 use crate::metrics::{Direction, DropReason, EndpointLabel, Outcome};
 use crate::protocol::envelope::Envelope;
 use crate::roles::admission;

@@ -4,7 +4,7 @@
 //!
 //! [`Registry::expire_due`]: relay_registry::Registry::expire_due
 
-use crate::Hub;
+use crate::hub::Hub;
 use std::sync::Arc;
 
 /// Expires grace windows as they come due, until the relay stops.

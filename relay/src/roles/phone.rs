@@ -7,11 +7,11 @@
 //! for the link's credit is the same backpressure as waiting for the binary's outbox), and
 //! dropping it ends the link, which unregisters the phone at the owner.
 
-use crate::Hub;
 use crate::cluster::away::{Away, AwayPhone};
 use crate::conn::endpoint::Endpoint;
 use crate::conn::outbox::{Ending, Origin};
 use crate::conn::session::{Event, Session, local};
+use crate::hub::Hub;
 use crate::metrics::{Direction, DropReason, EndpointLabel, Outcome};
 use crate::protocol::envelope::Wrapper;
 use crate::protocol::frame_check::{self, FrameError};
