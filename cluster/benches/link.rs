@@ -9,8 +9,9 @@
 
 use bytes::Bytes;
 use relay_cluster::{
-    ClusterMetrics, ConnectSettings, Inbound, InstanceId, Link, LinkSettings, Liveness, Nats,
-    Outbound, Registration, Reply, Request,
+    connection::ConnectSettings, connection::Nats, instance::InstanceId, link::Inbound, link::Link,
+    link::LinkSettings, link::Outbound, link::Registration, liveness::Liveness,
+    metrics::ClusterMetrics, wire::Reply, wire::Request,
 };
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -116,7 +117,7 @@ async fn node(
     Nats,
     Arc<Liveness>,
     Link,
-    mpsc::Receiver<relay_cluster::Incoming>,
+    mpsc::Receiver<relay_cluster::link::Incoming>,
 ) {
     let id = InstanceId::new(name).unwrap();
     let nats = Nats::connect(url, &id, Duration::from_secs(2), ConnectSettings::default())

@@ -2,7 +2,7 @@
 //!
 //! Core NATS is at-most-once: while a connection is down, messages addressed to it are dropped
 //! by the server, and a subscription whose buffer overflows drops messages on the client. Both
-//! are told here as [`Trouble`], so the [`Link`](super::Link) can close every affected phone
+//! are told here as [`Trouble`], so the [`Link`](super::link::Link) can close every affected phone
 //! `1011 relay link lost` instead of losing a frame silently.
 
 use super::error::ClusterError;

@@ -3,7 +3,7 @@
 //! One entry per id, under [`keys::key_of`](super::keys::key_of)`(id)`, whose value is the owning
 //! [`Owner`] (instance and incarnation). The entry is written when an id changes hands, never to
 //! keep it alive: whether its owner still holds the id is the owner's
-//! [liveness](super::Liveness), one entry per instance. So:
+//! [liveness](super::liveness::Liveness), one entry per instance. So:
 //!
 //! - a **fresh claim** is an atomic create: of two instances creating one key at once, exactly
 //!   one succeeds (JetStream orders the writes and refuses the second, whose expected last
@@ -11,7 +11,7 @@
 //! - an entry whose owner's lease has ended (or whose incarnation is an old one) **counts as
 //!   free** and is taken by a compare-and-set on its revision;
 //! - a **takeover or reclaim** of an id a live owner holds is decided by that owner (a probe or
-//!   handover request over the [`Link`](super::Link)); once it has let go, the claimant
+//!   handover request over the [`Link`](super::link::Link)); once it has let go, the claimant
 //!   [moves](Directory::move_to_me) the entry by compare-and-set on the revision it read, which a
 //!   stale revision cannot pass;
 //! - a **release** deletes the entry only if it is still at our revision.

@@ -19,7 +19,7 @@ pub const MAX_INSTANCE_ID: usize = 64;
 /// # Examples
 ///
 /// ```
-/// use relay_cluster::InstanceId;
+/// use relay_cluster::instance::InstanceId;
 ///
 /// let id = InstanceId::new("relay-1")?;
 /// assert_eq!(id.as_str(), "relay-1");
@@ -28,7 +28,7 @@ pub const MAX_INSTANCE_ID: usize = 64;
 /// // The default: a host name made legal, plus a random suffix.
 /// let generated = InstanceId::generate("web 01.example.org");
 /// assert!(generated.as_str().starts_with("web-01-example-org-"));
-/// # Ok::<(), relay_cluster::InvalidInstanceId>(())
+/// # Ok::<(), relay_cluster::instance::InvalidInstanceId>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InstanceId(String);
@@ -114,13 +114,13 @@ impl Incarnation {
 /// # Examples
 ///
 /// ```
-/// use relay_cluster::{Incarnation, InstanceId, Owner};
+/// use relay_cluster::{instance::Incarnation, instance::InstanceId, instance::Owner};
 ///
 /// let owner = Owner { instance: InstanceId::new("relay-1")?, incarnation: Incarnation(0xab) };
 /// assert_eq!(owner.encode(), "relay-1.00000000000000ab");
 /// assert_eq!(Owner::decode(owner.encode().as_bytes()), Some(owner));
 /// assert_eq!(Owner::decode(b"relay-1"), None);
-/// # Ok::<(), relay_cluster::InvalidInstanceId>(())
+/// # Ok::<(), relay_cluster::instance::InvalidInstanceId>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Owner {

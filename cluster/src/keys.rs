@@ -8,7 +8,7 @@
 //! 342 characters. base64 is the `base64` crate's, not ours.
 //!
 //! Server-ids never appear in NATS subjects at all: subjects name only the instance that must
-//! act (an [`InstanceId`](super::InstanceId), validated to be one subject token), and the id
+//! act (an [`InstanceId`](super::instance::InstanceId), validated to be one subject token), and the id
 //! travels in the message body (see [`wire`](super::wire)).
 
 use base64::Engine;

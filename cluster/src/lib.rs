@@ -25,7 +25,14 @@
 //! # Wiring it into the relay
 //!
 //! ```no_run
-//! use relay_cluster::*;
+//! use relay_cluster::ClusterError;
+//! use relay_cluster::connection::{ConnectSettings, Nats};
+//! use relay_cluster::directory::{Claim, Directory};
+//! use relay_cluster::instance::InstanceId;
+//! use relay_cluster::link::{Link, LinkSettings};
+//! use relay_cluster::liveness::{DEFAULT_LEASE, Liveness};
+//! use relay_cluster::metrics::ClusterMetrics;
+//! use relay_cluster::wire::{Reply, Request};
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //!
@@ -63,7 +70,7 @@
 //!
 //! Start-up (`--cluster URL`): [`Nats::connect`], [`Liveness::start`], [`Directory::open`],
 //! [`Link::start`]; serve the [`Incoming`] requests in a task. The relay's wiring (its
-//! `clustered` module) does the rest:
+//! `cluster` module) does the rest:
 //!
 //! - **A binary's claim on instance A, before the 101.** [`Directory::claim`]:
 //!   [`Claim::Claimed`] → claim in the local registry (keep the revision for the release);
@@ -95,6 +102,7 @@
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![deny(unreachable_pub)]
 
 pub mod connection;
 pub mod directory;
@@ -107,15 +115,8 @@ pub mod metrics;
 pub mod remote;
 pub mod wire;
 
-pub use connection::{ConnectSettings, ConnectionState, Nats, Trouble};
-pub use directory::{Claim, DIRECTORY_BUCKET, Directory, Lookup, Move, Release, Revision};
 pub use error::ClusterError;
-pub use instance::{Incarnation, InstanceId, InvalidInstanceId, Owner};
-pub use link::{
-    Accepting, FRAME_OVERHEAD, Inbound, Incoming, Link, LinkSettings, Outbound, Registration,
-    RequestError,
-};
-pub use liveness::{DEFAULT_LEASE, LIVENESS_BUCKET, LeaseState, LeaseTiming, Liveness, PeerEvent};
-pub use metrics::{ClusterMetrics, RequestKind, RequestOutcome};
-pub use remote::RemotePhone;
-pub use wire::{Reply, Request};
+
+// The crate docs name the items by their own names, as the wiring does.
+#[cfg(doc)]
+use {connection::*, directory::*, link::*, liveness::*, metrics::*, remote::*, wire::*};

@@ -120,7 +120,7 @@ impl LeaseTiming {
     /// # Examples
     ///
     /// ```
-    /// use relay_cluster::LeaseTiming;
+    /// use relay_cluster::liveness::LeaseTiming;
     /// use std::time::Duration;
     ///
     /// let timing = LeaseTiming::new(Duration::from_secs(10))?;

@@ -88,7 +88,7 @@ const OUTCOMES: usize = RequestOutcome::ALL.len();
 /// # Examples
 ///
 /// ```
-/// use relay_cluster::{ClusterMetrics, RequestKind, RequestOutcome};
+/// use relay_cluster::{metrics::ClusterMetrics, metrics::RequestKind, metrics::RequestOutcome};
 ///
 /// let metrics = ClusterMetrics::default();
 /// metrics.request(RequestKind::Claim, RequestOutcome::Answered);

@@ -3,7 +3,7 @@
 //! The owner of a server-id registers every phone of that id in its own registry, wherever the
 //! phone's socket is — this is why the registry is generic over its connection type. A local
 //! phone is the relay's WebSocket conn; a remote one is this: its `send` and `close` publish
-//! down the phone's [link](super::Link) to the phone's instance, which delivers the frame to
+//! down the phone's [link](super::link::Link) to the phone's instance, which delivers the frame to
 //! (or closes) the socket.
 
 use super::link::Outbound;

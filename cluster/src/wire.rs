@@ -4,7 +4,7 @@
 //! # Subjects
 //!
 //! Each instance listens on two subjects, both addressed to it by its
-//! [`InstanceId`](super::InstanceId) (validated to be a single subject token):
+//! [`InstanceId`](super::instance::InstanceId) (validated to be a single subject token):
 //!
 //! | subject | carries |
 //! | --- | --- |

@@ -6,7 +6,10 @@ mod support;
 
 use proptest::prelude::*;
 use relay_cluster::keys::{key_of, server_id_of};
-use relay_cluster::{Claim, ClusterError, Lookup, Move, Release, RequestKind, RequestOutcome};
+use relay_cluster::{
+    ClusterError, directory::Claim, directory::Lookup, directory::Move, directory::Release,
+    metrics::RequestKind, metrics::RequestOutcome,
+};
 use std::collections::HashSet;
 use std::time::Duration;
 use support::instance::{TEST_LEASE, instance};
@@ -341,7 +344,10 @@ async fn every_call_is_bounded_and_a_timeout_is_an_answer() {
     let calls = async {
         let claim = a.directory.claim("srv").await;
         let lookup = a.directory.lookup("srv").await;
-        let release = a.directory.release("srv", relay_cluster::Revision(1)).await;
+        let release = a
+            .directory
+            .release("srv", relay_cluster::directory::Revision(1))
+            .await;
         (claim, lookup, release)
     };
     let (claim, lookup, release) = tokio::time::timeout(PATIENCE, calls)

@@ -7,8 +7,9 @@ mod support;
 use bytes::Bytes;
 use relay_cluster::wire::{self, LinkId, LinkMessage, close_from_wire};
 use relay_cluster::{
-    ConnectSettings, Inbound, InstanceId, LinkSettings, Outbound, Registration, RemotePhone, Reply,
-    Request, RequestError, RequestKind, RequestOutcome,
+    connection::ConnectSettings, instance::InstanceId, link::Inbound, link::LinkSettings,
+    link::Outbound, link::Registration, link::RequestError, metrics::RequestKind,
+    metrics::RequestOutcome, remote::RemotePhone, wire::Reply, wire::Request,
 };
 use relay_registry::{CloseReason, Conn, Registry, SendError};
 use std::sync::Arc;

@@ -6,7 +6,8 @@
 mod support;
 
 use relay_cluster::{
-    Claim, ClusterError, ConnectSettings, LeaseState, LinkSettings, Lookup, Owner, PeerEvent,
+    ClusterError, connection::ConnectSettings, directory::Claim, directory::Lookup,
+    instance::Owner, link::LinkSettings, liveness::LeaseState, liveness::PeerEvent,
 };
 use std::time::Duration;
 use support::instance::{TEST_LEASE, instance, instance_with};

@@ -9,7 +9,7 @@ mod cluster_support;
 
 use cluster_support::haproxy::Haproxy;
 use cluster_support::nats::NatsServer;
-use relay_cluster::InstanceId;
+use relay_cluster::instance::InstanceId;
 use relay_server::{ClusterConfig, Relay, RelayConfig};
 use serde_json::Value;
 use std::net::SocketAddr;

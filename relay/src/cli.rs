@@ -5,7 +5,7 @@
 use crate::config::{ClientIpSource, ClusterConfig, RelayConfig};
 use crate::logging::LogFormat;
 use clap::Parser;
-use relay_cluster::InstanceId;
+use relay_cluster::instance::InstanceId;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -76,7 +76,8 @@ fn parse_instance_id(text: &str) -> Result<InstanceId, String> {
 /// A lease: a whole number of seconds, at least one (the server's TTL granularity).
 fn parse_lease(text: &str) -> Result<Duration, String> {
     let lease = parse_duration(text)?;
-    relay_cluster::LeaseTiming::new(lease).map_err(|error| format!("`{text}`: {error}"))?;
+    relay_cluster::liveness::LeaseTiming::new(lease)
+        .map_err(|error| format!("`{text}`: {error}"))?;
     Ok(lease)
 }
 

@@ -22,11 +22,11 @@
 //! under that id's lock ([`locks`]), so none can interleave with another. A phone lookup reads
 //! without it: a phone that reaches a former owner is told 4404 by that owner's registry.
 
-pub mod away;
-pub mod claims;
-pub mod fence;
+pub(crate) mod away;
+pub(crate) mod claims;
+pub(crate) mod fence;
 mod locks;
-pub mod owner;
+pub(crate) mod owner;
 
 use crate::config::ClusterConfig;
 use crate::conn::endpoint::Endpoint;
@@ -34,8 +34,9 @@ use crate::conn::local::LocalConn;
 use crate::protocol::conn_ids::Side;
 use parking_lot::Mutex;
 use relay_cluster::{
-    ClusterError, ClusterMetrics, ConnectSettings, Directory, Incoming, Link, LinkSettings,
-    Liveness, Nats, Revision,
+    ClusterError, connection::ConnectSettings, connection::Nats, directory::Directory,
+    directory::Revision, link::Incoming, link::Link, link::LinkSettings, liveness::Liveness,
+    metrics::ClusterMetrics,
 };
 use relay_registry::{Counts, Registry};
 use std::collections::HashMap;
@@ -43,7 +44,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// This instance's part in a cluster. See the module docs.
-pub struct Cluster {
+pub(crate) struct Cluster {
     /// The NATS connection.
     pub nats: Nats,
     /// The lease.
@@ -71,7 +72,7 @@ impl Cluster {
     /// # Errors
     ///
     /// Any step that fails or times out (a lease that is not whole seconds included).
-    pub async fn start(config: ClusterConfig) -> Result<Cluster, ClusterError> {
+    pub(crate) async fn start(config: ClusterConfig) -> Result<Cluster, ClusterError> {
         let timeout = config.request_timeout;
         let nats = Nats::connect(
             &config.url,
@@ -106,19 +107,19 @@ impl Cluster {
 
     /// Whether this instance is part of the cluster right now: connected to NATS and holding
     /// its lease. While not, `/readyz` is 503 and every upgrade is refused 503.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.nats.is_connected() && self.liveness.holds_lease()
     }
 
     /// The requests addressed to this instance (once: the task that serves them takes them).
-    pub fn take_incoming(&self) -> Option<mpsc::Receiver<Incoming>> {
+    pub(crate) fn take_incoming(&self) -> Option<mpsc::Receiver<Incoming>> {
         self.incoming.lock().take()
     }
 
     /// This instance's own connections, from the registry's counts: its binaries (a binary is
     /// always local), its phones registered here, and its phones registered with owners
     /// elsewhere — not the phones of other instances registered here.
-    pub fn own_counts(&self, registry: Counts) -> Counts {
+    pub(crate) fn own_counts(&self, registry: Counts) -> Counts {
         let remote = usize::try_from(self.metrics.remote_phones()).unwrap_or(0);
         Counts {
             phones: registry.phones.saturating_sub(remote) + self.away.len(),
@@ -127,7 +128,7 @@ impl Cluster {
     }
 
     /// The phones connected here whose ids other instances own, now.
-    pub fn away_phones(&self) -> Vec<Arc<Endpoint>> {
+    pub(crate) fn away_phones(&self) -> Vec<Arc<Endpoint>> {
         self.away.snapshot()
     }
 
@@ -154,7 +155,11 @@ impl Cluster {
 /// are evicted `4404 binary reclaimed server-id` and the id is free. The registry ends another
 /// binary's tenure only by a takeover, so this takes it over with a placeholder conn that is
 /// never served and releases at once. False if `holder` no longer holds the id.
-pub fn end_tenure(registry: &Registry<Endpoint>, server_id: &str, holder: &Arc<Endpoint>) -> bool {
+pub(crate) fn end_tenure(
+    registry: &Registry<Endpoint>,
+    server_id: &str,
+    holder: &Arc<Endpoint>,
+) -> bool {
     let placeholder = Arc::new(Endpoint::Local(LocalConn::new(
         format!("server-{server_id}-handover"),
         Side::Binary,

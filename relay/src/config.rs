@@ -5,11 +5,11 @@
 //! `127.0.0.1:8080`, with metrics off (the command line's default turns them on at
 //! `127.0.0.1:9090`).
 
-use relay_cluster::{DEFAULT_LEASE, InstanceId};
+use relay_cluster::{instance::InstanceId, liveness::DEFAULT_LEASE};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use relay_cluster::FRAME_OVERHEAD;
+pub(crate) use relay_cluster::link::FRAME_OVERHEAD;
 
 /// Where the client IP used for rate limiting and logs comes from.
 ///

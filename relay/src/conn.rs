@@ -2,8 +2,8 @@
 //! shared half), the registry's connection type (`endpoint`), and the slow-message timer on its
 //! read side (`message_timer`).
 
-pub mod endpoint;
-pub mod local;
-pub mod message_timer;
-pub mod outbox;
-pub mod session;
+pub(crate) mod endpoint;
+pub(crate) mod local;
+pub(crate) mod message_timer;
+pub(crate) mod outbox;
+pub(crate) mod session;

@@ -2,9 +2,9 @@
 //! (`client_ip`), the gates every upgrade passes (`gates`) and the routes (`routes`); and the
 //! metrics listener (`scrape`).
 
-pub mod client_ip;
-pub mod gates;
-pub mod listen;
-pub mod proxy;
-pub mod routes;
-pub mod scrape;
+pub(crate) mod client_ip;
+pub(crate) mod gates;
+pub(crate) mod listen;
+pub(crate) mod proxy;
+pub(crate) mod routes;
+pub(crate) mod scrape;

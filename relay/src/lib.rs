@@ -27,7 +27,7 @@
 //! liveness, links, remote phones), wired in by `clustered`. The instance where a binary's claim
 //! succeeded owns its id: the binary, its grace window and every phone's registration live in
 //! that instance's registry, a phone connected elsewhere as a `Remote` endpoint
-//! (`endpoint::Endpoint::Remote`, a [`relay_cluster::RemotePhone`]) whose `send` and `close` publish
+//! (`endpoint::Endpoint::Remote`, a [`relay_cluster::remote::RemotePhone`]) whose `send` and `close` publish
 //! down its link. Without `--cluster` none of it runs: no NATS, the pipeline above unchanged.
 //!
 //! Around them: `expiry` (grace windows expire in a task of the runtime), `metrics` (every
@@ -47,6 +47,7 @@
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![deny(unreachable_pub)]
 
 pub mod cli;
 mod cluster;
@@ -59,10 +60,10 @@ mod metrics;
 mod protocol;
 mod roles;
 
-pub use config::{ClientIpSource, ClusterConfig, FRAME_OVERHEAD, RelayConfig};
+pub use config::{ClientIpSource, ClusterConfig, RelayConfig};
 pub use logging::{LogFormat, init as init_logging};
 /// The instance name [`ClusterConfig`] takes (from the cluster building blocks, `relay-cluster`).
-pub use relay_cluster::{InstanceId, InvalidInstanceId};
+pub use relay_cluster::{instance::InstanceId, instance::InvalidInstanceId};
 
 use hub::{Hub, Shutdown};
 use relay_registry::{CloseReason, Config, Conn, Registry};

@@ -14,13 +14,13 @@ use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
-use relay_cluster::ClusterMetrics;
+use relay_cluster::metrics::ClusterMetrics;
 use relay_registry::Counts;
 use std::sync::Arc;
 
 /// `endpoint` label: which WebSocket endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EndpointLabel {
+pub(crate) enum EndpointLabel {
     /// `/v1/server`, binaries.
     Server,
     /// `/v1/client`, phones.
@@ -40,7 +40,7 @@ impl EndpointLabel {
 
 /// `outcome` label of `relay_ws_upgrades_total`: how an upgrade request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Upgraded, and the claim or registration stands.
     Ok,
     /// HTTP 400: a missing or empty header, an invalid id, not a WebSocket upgrade.
@@ -91,7 +91,7 @@ impl Outcome {
 
 /// `direction` label of the forwarding counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Direction {
+pub(crate) enum Direction {
     /// A phone's frame, wrapped, to its binary.
     PhoneToBinary,
     /// A binary's frame to one of its phones.
@@ -109,7 +109,7 @@ impl Direction {
 
 /// `reason` label of `relay_frames_dropped_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DropReason {
+pub(crate) enum DropReason {
     /// A binary's frame that is not a well-formed envelope.
     BadEnvelope,
     /// An envelope for a conn-id that is not one of the binary's phones.
@@ -141,7 +141,7 @@ impl DropReason {
 /// `reason` label of `relay_requests_refused_total`: refusals that happen before a request is
 /// routed, so that no `endpoint` can be named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RefusedReason {
+pub(crate) enum RefusedReason {
     /// The request head did not arrive within the header timeout (the connection is closed).
     HeaderTimeout,
     /// HTTP 431: the request head is larger than the relay accepts.
@@ -200,7 +200,7 @@ fn code_label(code: u16) -> &'static str {
 
 /// One closed connection, for `relay_connections_closed_total`.
 #[derive(Debug, Clone, Copy)]
-pub struct Closed {
+pub(crate) struct Closed {
     /// Which endpoint it came in on.
     pub endpoint: EndpointLabel,
     /// The close code it ended with (sent, received, or 1001 for an abrupt drop).
@@ -238,7 +238,7 @@ struct Forwarded {
 
 /// The relay's metrics. See the module docs.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     binaries_connected: Gauge,
     binaries_gracing: Gauge,
@@ -262,7 +262,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Every family, registered, with every series at 0.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::default();
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
             let gauge = Gauge::default();
@@ -398,7 +398,7 @@ impl Metrics {
     /// Adds cluster mode's families (`relay_cluster_requests_total{kind, outcome}`,
     /// `relay_cluster_remote_phones`, `relay_cluster_link_losses_total`), read from `cluster`
     /// at each scrape, and the upgrades' `cluster_unavailable` outcome.
-    pub fn add_cluster(&mut self, cluster: Arc<ClusterMetrics>) {
+    pub(crate) fn add_cluster(&mut self, cluster: Arc<ClusterMetrics>) {
         self.registry
             .register_collector(Box::new(ClusterCollector(cluster)));
         for endpoint in EndpointLabel::ALL {
@@ -410,7 +410,7 @@ impl Metrics {
     }
 
     /// Counts an upgrade request's outcome.
-    pub fn upgrade(&self, endpoint: EndpointLabel, outcome: Outcome) {
+    pub(crate) fn upgrade(&self, endpoint: EndpointLabel, outcome: Outcome) {
         self.upgrades
             .get_or_create(&UpgradeLabels {
                 endpoint: endpoint.as_str(),
@@ -420,7 +420,7 @@ impl Metrics {
     }
 
     /// Counts one frame of `len` bytes forwarded in `direction`.
-    pub fn forwarded(&self, direction: Direction, len: usize) {
+    pub(crate) fn forwarded(&self, direction: Direction, len: usize) {
         let counters = match direction {
             Direction::PhoneToBinary => &self.up,
             Direction::BinaryToPhone => &self.down,
@@ -430,7 +430,7 @@ impl Metrics {
     }
 
     /// Counts one dropped frame.
-    pub fn dropped(&self, reason: DropReason) {
+    pub(crate) fn dropped(&self, reason: DropReason) {
         self.dropped
             .get_or_create(&ReasonLabels {
                 reason: reason.as_str(),
@@ -439,22 +439,22 @@ impl Metrics {
     }
 
     /// Counts one grace window that expired.
-    pub fn grace_expired(&self) {
+    pub(crate) fn grace_expired(&self) {
         self.grace_expiries.inc();
     }
 
     /// Counts one reclaim.
-    pub fn reclaimed(&self) {
+    pub(crate) fn reclaimed(&self) {
         self.reclaims.inc();
     }
 
     /// Counts one takeover.
-    pub fn took_over(&self) {
+    pub(crate) fn took_over(&self) {
         self.takeovers.inc();
     }
 
     /// Counts one closed connection.
-    pub fn closed(&self, closed: Closed) {
+    pub(crate) fn closed(&self, closed: Closed) {
         self.closed
             .get_or_create(&ClosedLabels {
                 endpoint: closed.endpoint.as_str(),
@@ -464,7 +464,7 @@ impl Metrics {
     }
 
     /// Counts one request refused before routing.
-    pub fn refused(&self, reason: RefusedReason) {
+    pub(crate) fn refused(&self, reason: RefusedReason) {
         self.refused
             .get_or_create(&ReasonLabels {
                 reason: reason.as_str(),
@@ -473,7 +473,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition, with the gauges read from `counts` now.
-    pub fn encode(&self, counts: Counts) -> String {
+    pub(crate) fn encode(&self, counts: Counts) -> String {
         self.binaries_connected.set(counts.binaries as i64);
         self.binaries_gracing.set(counts.gracing as i64);
         self.phones_connected.set(counts.phones as i64);

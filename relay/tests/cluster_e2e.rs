@@ -11,7 +11,7 @@ mod support;
 use cluster_support::PATIENCE;
 use cluster_support::instance::TEST_LEASE;
 use cluster_support::nats::NatsServer;
-use relay_cluster::InstanceId;
+use relay_cluster::instance::InstanceId;
 use relay_server::{ClusterConfig, Relay, RelayConfig};
 use serde_json::{Value, json};
 use std::net::SocketAddr;

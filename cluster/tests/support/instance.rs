@@ -4,8 +4,9 @@ use super::PATIENCE;
 use super::nats::NatsServer;
 use bytes::Bytes;
 use relay_cluster::{
-    ClusterMetrics, ConnectSettings, Directory, Inbound, Incoming, InstanceId, Link, LinkSettings,
-    Liveness, Nats,
+    connection::ConnectSettings, connection::Nats, directory::Directory, instance::InstanceId,
+    link::Inbound, link::Incoming, link::Link, link::LinkSettings, liveness::Liveness,
+    metrics::ClusterMetrics,
 };
 use std::sync::Arc;
 use std::time::Duration;

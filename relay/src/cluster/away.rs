@@ -12,7 +12,9 @@ use crate::hub::Hub;
 use crate::metrics::DropReason;
 use parking_lot::Mutex;
 use relay_cluster::wire::close_from_wire;
-use relay_cluster::{Inbound, Lookup, Outbound, Registration, RequestError};
+use relay_cluster::{
+    directory::Lookup, link::Inbound, link::Outbound, link::Registration, link::RequestError,
+};
 use relay_registry::{CloseReason, Conn, RegistryError, SendError};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,19 +23,19 @@ use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 
 /// The away phones of this instance.
 #[derive(Default)]
-pub struct AwaySet {
+pub(crate) struct AwaySet {
     phones: Mutex<HashMap<u64, Arc<Endpoint>>>,
     next: AtomicU64,
 }
 
 impl AwaySet {
     /// How many there are.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.phones.lock().len()
     }
 
     /// Every one of them, now.
-    pub fn snapshot(&self) -> Vec<Arc<Endpoint>> {
+    pub(crate) fn snapshot(&self) -> Vec<Arc<Endpoint>> {
         self.phones.lock().values().cloned().collect()
     }
 
@@ -52,7 +54,7 @@ impl AwaySet {
 /// A phone's registration with an owner elsewhere: the up direction of its link. Dropping it
 /// takes the phone out of the away set and ends the link (the owner unregisters the phone; if
 /// it was not ended with the phone's own code first, it tells the binary 1001).
-pub struct AwayPhone {
+pub(crate) struct AwayPhone {
     hub: Arc<Hub>,
     key: u64,
     /// Frames up to the owner.
@@ -69,7 +71,7 @@ impl Drop for AwayPhone {
 }
 
 /// What a phone's join found in cluster mode, beyond this instance's registry.
-pub enum Away {
+pub(crate) enum Away {
     /// Registered with the owner elsewhere.
     Joined(AwayPhone),
     /// Refused (no binary holds the id anywhere, or the owner said so: 4404, 4429).
@@ -83,7 +85,7 @@ pub enum Away {
 ///
 /// When the cluster cannot decide (directory or owner unreachable, timed out): the upgrade is
 /// refused 503.
-pub async fn join(
+pub(crate) async fn join(
     hub: &Arc<Hub>,
     cluster: &Cluster,
     server_id: &str,
@@ -148,7 +150,7 @@ fn refusal(code: u16) -> RegistryError {
 /// Where an away phone's link delivers: the binary's frames into the phone's outbox (a full one
 /// closes the phone `1011 phone backlog full`, as on one instance), the owner's close as the
 /// phone's close, a lost link as `1011 relay link lost`.
-pub struct DownSink {
+pub(crate) struct DownSink {
     hub: Arc<Hub>,
     phone: Arc<Endpoint>,
 }

@@ -16,20 +16,21 @@
 //! that cannot be deleted (NATS unreachable) stays; it names an owner that holds nothing, so
 //! the next claim anywhere probes us, and we delete it then.
 //!
-//! [`Directory::claim`]: relay_cluster::Directory::claim
+//! [`Directory::claim`]: relay_cluster::directory::Directory::claim
 
 use super::Cluster;
 use crate::conn::endpoint::Endpoint;
 use crate::hub::Hub;
 use relay_cluster::{
-    Claim, ClusterError, Owner, PeerEvent, Reply, Request, RequestError, Revision,
+    ClusterError, directory::Claim, directory::Revision, instance::Owner, link::RequestError,
+    liveness::PeerEvent, wire::Reply, wire::Request,
 };
 use relay_registry::{RegistryError, ServerClaim};
 use std::sync::Arc;
 use tokio::time::Instant;
 
 /// What a binary's claim found.
-pub enum Claiming {
+pub(crate) enum Claiming {
     /// Decided by this instance's registry (the directory entry is ours).
     Registry(Result<ServerClaim<Endpoint>, RegistryError>),
     /// A live instance owns the id: its decision is asked after the upgrade.
@@ -47,7 +48,7 @@ pub enum Claiming {
 ///
 /// When the directory cannot decide (unreachable, timed out) or this instance does not hold its
 /// lease: the upgrade is refused 503.
-pub async fn claim(
+pub(crate) async fn claim(
     hub: &Hub,
     cluster: &Cluster,
     server_id: &str,
@@ -72,7 +73,7 @@ pub async fn claim(
 
 /// What the owner of an id decided about a claim made here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Its binary answered: the claimant is refused 4409.
     Conflict,
     /// It let the id go (or its lease ended): claim again.
@@ -85,7 +86,7 @@ pub enum Decision {
 /// its binary within the probe timeout, so the request may take that long plus the request
 /// timeout. An owner that does not answer (no responder, time-out) is waited for until its
 /// lease ends, at most a lease and a quarter more.
-pub async fn ask_owner(
+pub(crate) async fn ask_owner(
     hub: &Hub,
     cluster: &Cluster,
     server_id: &str,
@@ -153,7 +154,7 @@ async fn lease_ends(cluster: &Cluster, owner: &Owner) -> bool {
 }
 
 /// Deletes our directory entry for `server_id` if the registry holds nothing for it any more.
-pub async fn release_if_free(hub: &Hub, server_id: &str) {
+pub(crate) async fn release_if_free(hub: &Hub, server_id: &str) {
     let Some(cluster) = &hub.cluster else {
         return;
     };
@@ -173,7 +174,7 @@ pub async fn release_if_free(hub: &Hub, server_id: &str) {
 }
 
 /// Runs [`release_if_free`] for `server_id` in a task of its own (in cluster mode).
-pub fn spawn_release_check(hub: &Arc<Hub>, server_id: &str) {
+pub(crate) fn spawn_release_check(hub: &Arc<Hub>, server_id: &str) {
     if hub.cluster.is_none() {
         return;
     }
@@ -186,14 +187,14 @@ pub fn spawn_release_check(hub: &Arc<Hub>, server_id: &str) {
 
 /// Checks, when dropped, whether the binary's id is free here and its entry can go (a binary
 /// task holds one from its claim on, so even a panic's unwind runs the check).
-pub struct ReleaseCheck {
+pub(crate) struct ReleaseCheck {
     hub: Arc<Hub>,
     server_id: String,
 }
 
 impl ReleaseCheck {
     /// The check for `server_id`, if in cluster mode.
-    pub fn new(hub: &Arc<Hub>, server_id: &str) -> Option<ReleaseCheck> {
+    pub(crate) fn new(hub: &Arc<Hub>, server_id: &str) -> Option<ReleaseCheck> {
         hub.cluster.as_ref().map(|_| ReleaseCheck {
             hub: hub.clone(),
             server_id: server_id.to_owned(),

@@ -15,13 +15,13 @@
 
 use super::end_tenure;
 use crate::hub::Hub;
-use relay_cluster::LeaseState;
+use relay_cluster::liveness::LeaseState;
 use relay_registry::CloseReason;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Watches the lease until the relay stops; fences on every loss.
-pub async fn watch(hub: Arc<Hub>) {
+pub(crate) async fn watch(hub: Arc<Hub>) {
     let Some(cluster) = &hub.cluster else {
         return;
     };
@@ -51,7 +51,7 @@ pub async fn watch(hub: Arc<Hub>) {
 }
 
 /// Closes everything this instance serves 1012, loses every link, ends every tenure.
-pub async fn fence(hub: &Hub) {
+pub(crate) async fn fence(hub: &Hub) {
     let Some(cluster) = &hub.cluster else {
         return;
     };
@@ -80,7 +80,7 @@ pub async fn fence(hub: &Hub) {
 }
 
 /// The end of a graceful shutdown (see the module docs); bounded by a few request timeouts.
-pub async fn stop(hub: &Hub) {
+pub(crate) async fn stop(hub: &Hub) {
     let Some(cluster) = &hub.cluster else {
         return;
     };

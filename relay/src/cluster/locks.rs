@@ -9,14 +9,14 @@ use tokio::sync::{Mutex, MutexGuard};
 const STRIPES: usize = 256;
 
 /// The locks. See the module docs.
-pub struct Locks {
+pub(super) struct Locks {
     stripes: Vec<Mutex<()>>,
     hasher: RandomState,
 }
 
 impl Locks {
     /// 256 free stripes, with a fresh hash key.
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Locks {
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             hasher: RandomState::new(),
@@ -24,7 +24,7 @@ impl Locks {
     }
 
     /// Waits for `server_id`'s lock.
-    pub async fn lock(&self, server_id: &str) -> MutexGuard<'_, ()> {
+    pub(super) async fn lock(&self, server_id: &str) -> MutexGuard<'_, ()> {
         let stripe = self.hasher.hash_one(server_id) as usize % STRIPES;
         self.stripes[stripe].lock().await
     }

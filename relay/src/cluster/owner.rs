@@ -18,7 +18,7 @@
 //! outbox is **parked** in its link's queue, and a task hands the parked frames on, in order,
 //! as room appears; frames arriving meanwhile queue behind them. Nothing is dropped and nothing
 //! is closed: the owner grants the phone's instance credit only for frames handed on
-//! ([`Outbound::grant`](relay_cluster::Outbound::grant)), so after one window (1 MiB) the
+//! ([`Outbound::grant`](relay_cluster::link::Outbound::grant)), so after one window (1 MiB) the
 //! phone's instance stops reading the phone — the backpressure a local phone gets. A parked
 //! queue is thus bounded by the window plus one frame. The phone-left notice queues behind the
 //! parked frames; when its turn comes it is tried once, and dropped and counted
@@ -30,7 +30,10 @@ use crate::conn::endpoint::Endpoint;
 use crate::hub::Hub;
 use crate::metrics::{Direction, DropReason};
 use parking_lot::Mutex;
-use relay_cluster::{Inbound, Incoming, RemotePhone, Reply, Request, Revision};
+use relay_cluster::{
+    directory::Revision, link::Inbound, link::Incoming, remote::RemotePhone, wire::Reply,
+    wire::Request,
+};
 use relay_registry::{CloseReason, Conn, PhoneTicket, SendError};
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -39,7 +42,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 
 /// Serves the requests addressed to this instance until the relay stops.
-pub async fn serve(hub: Arc<Hub>, mut incoming: mpsc::Receiver<Incoming>) {
+pub(crate) async fn serve(hub: Arc<Hub>, mut incoming: mpsc::Receiver<Incoming>) {
     while let Some(request) = incoming.recv().await {
         match &request.request {
             Request::Register { .. } => register(&hub, request).await,
@@ -176,7 +179,7 @@ async fn release(cluster: &Cluster, server_id: &str, read: Revision) {
 
 /// The owner's sink of one remote phone's link: its frames to the binary, then the notice.
 /// See the module docs.
-pub struct UpSink {
+pub(crate) struct UpSink {
     /// Itself, for the task that drains what is parked.
     me: Weak<UpSink>,
     hub: Arc<Hub>,

@@ -14,13 +14,13 @@
 
 use crate::conn::local::LocalConn;
 use crate::conn::outbox::Origin;
-use relay_cluster::RemotePhone;
+use relay_cluster::remote::RemotePhone;
 use relay_registry::{CloseReason, Conn, SendError};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// A connection the registry holds. See the module docs.
 #[derive(Debug)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     /// A WebSocket connected to this instance.
     Local(LocalConn),
     /// Cluster mode: a phone connected to another instance, registered here because this
@@ -30,7 +30,7 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// The local WebSocket, if this is one.
-    pub fn as_local(&self) -> Option<&LocalConn> {
+    pub(crate) fn as_local(&self) -> Option<&LocalConn> {
         match self {
             Endpoint::Local(local) => Some(local),
             Endpoint::Remote(_) => None,
@@ -38,7 +38,7 @@ impl Endpoint {
     }
 
     /// The remote phone, if this is one.
-    pub fn as_remote(&self) -> Option<&RemotePhone> {
+    pub(crate) fn as_remote(&self) -> Option<&RemotePhone> {
         match self {
             Endpoint::Local(_) => None,
             Endpoint::Remote(remote) => Some(remote),

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// A local WebSocket connection (see the module docs).
 #[derive(Debug)]
-pub struct LocalConn {
+pub(crate) struct LocalConn {
     id: String,
     side: Side,
     limit: usize,
@@ -31,7 +31,7 @@ pub struct LocalConn {
 
 impl LocalConn {
     /// A connection with conn-id `id` whose outbox holds at most `limit` bytes.
-    pub fn new(id: String, side: Side, limit: usize) -> Self {
+    pub(crate) fn new(id: String, side: Side, limit: usize) -> Self {
         LocalConn {
             id,
             side,
@@ -43,18 +43,18 @@ impl LocalConn {
     }
 
     /// The relay-assigned conn-id.
-    pub fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         &self.id
     }
 
     /// Binary or phone.
-    pub fn side(&self) -> Side {
+    pub(crate) fn side(&self) -> Side {
         self.side
     }
 
     /// Queues a text frame. A phone over its bound is closed `1011 phone backlog full`; a binary
     /// over its bound keeps its queue and refuses the frame with [`SendError::Full`].
-    pub fn send_text(&self, frame: Utf8Bytes) -> Result<(), SendError> {
+    pub(crate) fn send_text(&self, frame: Utf8Bytes) -> Result<(), SendError> {
         let pushed = self.outbox.lock().push(frame, self.limit);
         match pushed {
             Ok(wakeups) => {
@@ -73,7 +73,7 @@ impl LocalConn {
 
     /// Whether a frame of `len` bytes would fit in this (binary's) outbox now, or the connection
     /// is closing; otherwise the calling task is woken once there may be room.
-    pub fn poll_space(&self, len: usize, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_space(&self, len: usize, cx: &mut Context<'_>) -> Poll<()> {
         if self.outbox.lock().poll_space(len, self.limit, cx.waker()) {
             Poll::Ready(())
         } else {
@@ -82,14 +82,14 @@ impl LocalConn {
     }
 
     /// Queues a ping ahead of the data; false if the connection is closing.
-    pub fn push_ping(&self) -> bool {
+    pub(crate) fn push_ping(&self) -> bool {
         let wakeups = self.outbox.lock().ping();
         wakeups.map(Wakeups::wake).is_some()
     }
 
     /// Starts closing with `reason`, attributed to `origin`. The first close wins. Queued frames
     /// are still written before the close frame, except on a backlog overflow (they are dropped).
-    pub fn close_as(&self, reason: CloseReason, origin: Origin) {
+    pub(crate) fn close_as(&self, reason: CloseReason, origin: Origin) {
         let ending = Ending {
             code: reason.code(),
             reason: reason.reason(),
@@ -101,7 +101,7 @@ impl LocalConn {
 
     /// Records that the peer ended the connection (its close frame, or an abrupt drop): nothing
     /// more is written and no close frame is sent (tungstenite answers a close frame itself).
-    pub fn peer_ended(&self, code: u16) {
+    pub(crate) fn peer_ended(&self, code: u16) {
         let ending = Ending {
             code,
             reason: "",
@@ -121,12 +121,12 @@ impl LocalConn {
     }
 
     /// How the connection ended, once it started closing.
-    pub fn ending(&self) -> Option<Ending> {
+    pub(crate) fn ending(&self) -> Option<Ending> {
         self.outbox.lock().ending()
     }
 
     /// The next work for the connection's own task (registers its waker when there is none).
-    pub fn poll_work(&self, cx: &mut Context<'_>) -> Poll<Work> {
+    pub(crate) fn poll_work(&self, cx: &mut Context<'_>) -> Poll<Work> {
         let (work, wakeups) = self.outbox.lock().take_work(cx.waker());
         wakeups.wake();
         match work {
@@ -137,19 +137,19 @@ impl LocalConn {
 
     /// Wakes the connection's own task on the next frame, ping or ending, while it is busy
     /// writing and not asking for work.
-    pub fn watch(&self, cx: &mut Context<'_>) {
+    pub(crate) fn watch(&self, cx: &mut Context<'_>) {
         self.outbox.lock().watch(cx.waker());
     }
 
     /// Records a pong from the peer (wakes probes).
-    pub fn pong_received(&self) {
+    pub(crate) fn pong_received(&self) {
         self.pongs.fetch_add(1, Ordering::AcqRel);
         self.pong.notify_waiters();
     }
 
     /// Pings the peer and waits up to `timeout` for any pong; false if none came (or the
     /// connection is closing).
-    pub async fn probe(&self, timeout: Duration) -> bool {
+    pub(crate) async fn probe(&self, timeout: Duration) -> bool {
         let answered = async {
             let seen = self.pongs.load(Ordering::Acquire);
             let mut pinged = false;

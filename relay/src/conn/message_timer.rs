@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 /// Follows WebSocket frame boundaries in a byte stream (see the module docs).
 #[derive(Debug, Default)]
-pub struct FrameScanner {
+pub(crate) struct FrameScanner {
     header: [u8; 14],
     /// Header bytes seen of the frame being read (0 between frames).
     have: u8,
@@ -35,20 +35,20 @@ pub struct FrameScanner {
 
 impl FrameScanner {
     /// When the message in progress began, if one is.
-    pub fn message_started(&self) -> Option<Instant> {
+    pub(crate) fn message_started(&self) -> Option<Instant> {
         self.started
     }
 
     /// Restarts the clock of the message in progress, if any, at `now`: the time the relay itself
     /// spent not reading (backpressure) is not the peer's.
-    pub fn restart(&mut self, now: Instant) {
+    pub(crate) fn restart(&mut self, now: Instant) {
         if self.started.is_some() {
             self.started = Some(now);
         }
     }
 
     /// Follows `bytes`, which arrived at `now`.
-    pub fn scan(&mut self, mut bytes: &[u8], now: Instant) {
+    pub(crate) fn scan(&mut self, mut bytes: &[u8], now: Instant) {
         while !bytes.is_empty() {
             if self.payload_left > 0 {
                 let take = self.payload_left.min(bytes.len() as u64);
@@ -115,14 +115,14 @@ impl FrameScanner {
 
 /// A stream that feeds every byte it reads to a [`FrameScanner`].
 #[derive(Debug)]
-pub struct Tracked<S> {
+pub(crate) struct Tracked<S> {
     inner: S,
     scanner: FrameScanner,
 }
 
 impl<S> Tracked<S> {
     /// Wraps `inner`, at a frame boundary.
-    pub fn new(inner: S) -> Self {
+    pub(crate) fn new(inner: S) -> Self {
         Tracked {
             inner,
             scanner: FrameScanner::default(),
@@ -130,12 +130,12 @@ impl<S> Tracked<S> {
     }
 
     /// When the message being received began, if one is in progress.
-    pub fn message_started(&self) -> Option<Instant> {
+    pub(crate) fn message_started(&self) -> Option<Instant> {
         self.scanner.message_started()
     }
 
     /// See [`FrameScanner::restart`].
-    pub fn restart_clock(&mut self, now: Instant) {
+    pub(crate) fn restart_clock(&mut self, now: Instant) {
         self.scanner.restart(now);
     }
 }

@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Who ended a connection; decides whether a phone's binary is told it left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// The peer sent a close frame or dropped.
     Peer,
     /// The relay enforced a rule on this connection (bad frame, heartbeat, backlog, slow-loris,
@@ -25,7 +25,7 @@ pub enum Origin {
 
 /// How a connection ended (or is ending).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ending {
+pub(crate) struct Ending {
     /// The close code: the one sent, the one received, or 1001 for an abrupt drop.
     pub code: u16,
     /// The close reason text sent (empty when none was sent).
@@ -38,7 +38,7 @@ pub struct Ending {
 
 /// What the connection's task should write next.
 #[derive(Debug)]
-pub enum Work {
+pub(crate) enum Work {
     /// A ping first (if `ping`), then these frames, in order.
     Frames {
         /// Whether a ping goes first.
@@ -54,7 +54,7 @@ pub enum Work {
 
 /// Why [`Outbox::push`] refused a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// The connection is closing.
     Closed,
     /// The frame does not fit within the byte bound.
@@ -63,7 +63,7 @@ pub enum Refused {
 
 /// The queued state of one connection. See the module docs.
 #[derive(Debug, Default)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     queue: VecDeque<Utf8Bytes>,
     /// Bytes queued, each frame counted as its length + [`FRAME_OVERHEAD`].
     bytes: usize,
@@ -80,14 +80,14 @@ pub struct Outbox {
 /// Wakers to wake once the outbox's lock is released (never wake under a lock).
 #[derive(Debug, Default)]
 #[must_use = "wake the wakers once the lock is released"]
-pub struct Wakeups {
+pub(crate) struct Wakeups {
     task: Option<Waker>,
     space: Vec<Waker>,
 }
 
 impl Wakeups {
     /// Wakes everything collected.
-    pub fn wake(self) {
+    pub(crate) fn wake(self) {
         if let Some(task) = self.task {
             task.wake();
         }
@@ -104,7 +104,7 @@ impl Outbox {
     }
 
     /// Queues `frame` if it fits within `limit` bytes.
-    pub fn push(&mut self, frame: Utf8Bytes, limit: usize) -> Result<Wakeups, Refused> {
+    pub(crate) fn push(&mut self, frame: Utf8Bytes, limit: usize) -> Result<Wakeups, Refused> {
         if self.ending.is_some() {
             return Err(Refused::Closed);
         }
@@ -117,7 +117,7 @@ impl Outbox {
     }
 
     /// Asks for a ping ahead of the data; false if the connection is closing.
-    pub fn ping(&mut self) -> Option<Wakeups> {
+    pub(crate) fn ping(&mut self) -> Option<Wakeups> {
         if self.ending.is_some() {
             return None;
         }
@@ -127,7 +127,7 @@ impl Outbox {
 
     /// Records `ending` if the connection has none yet (the first one wins); `discard` drops the
     /// frames still queued. Returns `None` if it already had one.
-    pub fn end(&mut self, ending: Ending, discard: bool) -> Option<Wakeups> {
+    pub(crate) fn end(&mut self, ending: Ending, discard: bool) -> Option<Wakeups> {
         if self.ending.is_some() {
             return None;
         }
@@ -142,13 +142,13 @@ impl Outbox {
     }
 
     /// How the connection ended, once it started closing.
-    pub fn ending(&self) -> Option<Ending> {
+    pub(crate) fn ending(&self) -> Option<Ending> {
         self.ending
     }
 
     /// The next work for the connection's task, or `None` (with `waker` registered) if there is
     /// none yet. Taking frames frees their bytes and wakes the tasks waiting for room.
-    pub fn take_work(&mut self, waker: &Waker) -> (Option<Work>, Wakeups) {
+    pub(crate) fn take_work(&mut self, waker: &Waker) -> (Option<Work>, Wakeups) {
         if self.finished {
             return (Some(Work::Stop), Wakeups::default());
         }
@@ -177,13 +177,13 @@ impl Outbox {
 
     /// Registers the connection's task to be woken by the next frame, ping or ending (while it
     /// is not taking work, e.g. because its socket is not writable).
-    pub fn watch(&mut self, waker: &Waker) {
+    pub(crate) fn watch(&mut self, waker: &Waker) {
         register(&mut self.task, waker);
     }
 
     /// Whether a frame of `len` bytes fits now (or the connection is closing); if not, `waker`
     /// is woken once frames are taken or the connection ends.
-    pub fn poll_space(&mut self, len: usize, limit: usize, waker: &Waker) -> bool {
+    pub(crate) fn poll_space(&mut self, len: usize, limit: usize, waker: &Waker) -> bool {
         if self.ending.is_some() || self.fits(len, limit) {
             return true;
         }

@@ -35,13 +35,13 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
 
 /// A relay-side WebSocket: tungstenite over the upgraded HTTP connection, watched for slow-loris.
-pub type Ws = WebSocketStream<Tracked<TokioIo<Upgraded>>>;
+pub(crate) type Ws = WebSocketStream<Tracked<TokioIo<Upgraded>>>;
 
 /// The WebSocket settings for a relay connection: frames and messages bounded by `max_frame`, a
 /// small read buffer, frames of one batch gathered up to [`WRITE_BATCH`] bytes and written
 /// together at the batch's flush (one write per batch, not per frame), and a bounded write
 /// buffer for what the socket could not take yet.
-pub fn ws_config(max_frame: usize) -> WebSocketConfig {
+pub(crate) fn ws_config(max_frame: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(max_frame))
         .max_frame_size(Some(max_frame))
@@ -58,11 +58,11 @@ pub fn ws_config(max_frame: usize) -> WebSocketConfig {
 
 /// Bytes of queued frames gathered before tungstenite writes them out without waiting for the
 /// batch's flush. Only a connection that was sent a batch grows its buffer this far.
-pub const WRITE_BATCH: usize = 16 * 1024;
+pub(crate) const WRITE_BATCH: usize = 16 * 1024;
 
 /// What the connection's owner is told next.
 #[derive(Debug)]
-pub enum Event {
+pub(crate) enum Event {
     /// A data frame's text (binary frames are accepted if they are UTF-8).
     Frame(Utf8Bytes),
     /// The frame the owner waits to forward now fits the binary's outbox (or it is closing).
@@ -73,7 +73,7 @@ pub enum Event {
 
 /// What the owner waits for.
 #[derive(Clone, Copy)]
-pub enum Want<'a> {
+pub(crate) enum Want<'a> {
     /// The next data frame from the peer.
     Frame,
     /// Room for `len` bytes in this binary's outbox; the peer is not read meanwhile
@@ -85,7 +85,7 @@ pub enum Want<'a> {
 }
 
 /// A running WebSocket connection. See the module docs.
-pub struct Session {
+pub(crate) struct Session {
     hub: Arc<Hub>,
     conn: Arc<Endpoint>,
     /// Boxed: a `Session` is moved through several futures (the connection's run, its
@@ -111,7 +111,7 @@ pub struct Session {
 
 impl Session {
     /// Starts driving `ws` for the local connection `conn`.
-    pub fn new(hub: Arc<Hub>, conn: Arc<Endpoint>, ws: Ws) -> Session {
+    pub(crate) fn new(hub: Arc<Hub>, conn: Arc<Endpoint>, ws: Ws) -> Session {
         let next_heartbeat = Instant::now() + hub.config.heartbeat;
         Session {
             hub,
@@ -132,7 +132,7 @@ impl Session {
     }
 
     /// The connection as the registry holds it.
-    pub fn conn(&self) -> &Arc<Endpoint> {
+    pub(crate) fn conn(&self) -> &Arc<Endpoint> {
         &self.conn
     }
 
@@ -141,19 +141,19 @@ impl Session {
     }
 
     /// The next data frame, or the end of the connection.
-    pub async fn next(&mut self) -> Event {
+    pub(crate) async fn next(&mut self) -> Event {
         poll_fn(|cx| self.poll(cx, Want::Frame)).await
     }
 
     /// Waits until a frame of `len` bytes fits `binary`'s outbox, while still writing this
     /// connection's own frames; `Event::Ended` if this connection ends first.
-    pub async fn wait_for_space(&mut self, binary: &LocalConn, len: usize) -> Event {
+    pub(crate) async fn wait_for_space(&mut self, binary: &LocalConn, len: usize) -> Event {
         poll_fn(|cx| self.poll(cx, Want::Space(binary, len))).await
     }
 
     /// Waits until `ready` is ready, while still writing this connection's own frames (and
     /// without reading it); `Event::Ended` if this connection ends first.
-    pub async fn wait_until(
+    pub(crate) async fn wait_until(
         &mut self,
         ready: &(dyn Fn(&mut Context<'_>) -> Poll<()> + Sync),
     ) -> Event {
@@ -388,7 +388,7 @@ impl Session {
     /// The returned future is boxed: it runs once per connection, at its end, and boxing keeps
     /// its state (a second `Session` slot, the timeout) out of every connection task's size
     /// for the connection's whole life.
-    pub fn finish(self) -> Pin<Box<dyn Future<Output = Ending> + Send>> {
+    pub(crate) fn finish(self) -> Pin<Box<dyn Future<Output = Ending> + Send>> {
         Box::pin(self.finish_inner())
     }
 
@@ -435,7 +435,7 @@ impl Session {
 
 /// The local connection of a session's endpoint: a session only ever runs a local WebSocket
 /// (it is made from one in `routes`).
-pub fn local(conn: &Endpoint) -> &LocalConn {
+pub(crate) fn local(conn: &Endpoint) -> &LocalConn {
     conn.as_local()
         .expect("a session runs a local WebSocket, never a remote phone")
 }

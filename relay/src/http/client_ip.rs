@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 
 /// Where a connection came from, as the listener saw it.
 #[derive(Debug, Clone, Copy)]
-pub struct Origin {
+pub(crate) struct Origin {
     /// The TCP peer.
     pub peer: SocketAddr,
     /// The source address of the connection's PROXY header, if it carried one.
@@ -17,7 +17,7 @@ pub struct Origin {
 }
 
 /// The client IP of a request with `headers` on a connection from `origin`.
-pub fn client_ip(source: ClientIpSource, origin: Origin, headers: &HeaderMap) -> IpAddr {
+pub(crate) fn client_ip(source: ClientIpSource, origin: Origin, headers: &HeaderMap) -> IpAddr {
     match source {
         ClientIpSource::Peer => origin.peer.ip(),
         ClientIpSource::ProxyProtocol => origin.proxied.unwrap_or(origin.peer.ip()),

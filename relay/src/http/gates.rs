@@ -19,11 +19,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Most client keys the rate limiter tracks individually.
-pub const MAX_KEYS: usize = 100_000;
+pub(crate) const MAX_KEYS: usize = 100_000;
 
 /// Why a gate refused an upgrade request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// Over the client IP's rate limit; it may try again after this long (HTTP 429).
     RateLimited(Duration),
     /// The relay holds its maximum of connections (HTTP 503).
@@ -55,7 +55,7 @@ impl ClientKey {
 /// One live WebSocket connection's place under the cap; dropping it frees the place.
 #[derive(Debug)]
 #[must_use = "the place is freed when the permit is dropped"]
-pub struct Permit {
+pub(crate) struct Permit {
     live: Arc<AtomicUsize>,
 }
 
@@ -67,7 +67,7 @@ impl Drop for Permit {
 
 /// The rate limit and the connection cap. See the module docs.
 #[derive(Debug)]
-pub struct Gates {
+pub(crate) struct Gates {
     limiter: Option<DefaultKeyedRateLimiter<ClientKey>>,
     refill: Duration,
     max_keys: usize,
@@ -78,7 +78,7 @@ pub struct Gates {
 impl Gates {
     /// Gates with `burst` upgrades per client IP (0 disables the limit), one token back every
     /// `refill`, and at most `max_connections` live connections (0 = unlimited).
-    pub fn new(burst: u32, refill: Duration, max_connections: usize) -> Self {
+    pub(crate) fn new(burst: u32, refill: Duration, max_connections: usize) -> Self {
         let limiter = NonZeroU32::new(burst).map(|burst| {
             let period = refill.max(Duration::from_nanos(1));
             let quota = Quota::with_period(period)
@@ -100,7 +100,7 @@ impl Gates {
     /// # Errors
     ///
     /// The first gate that refused it.
-    pub fn admit(&self, ip: IpAddr) -> Result<Permit, Refusal> {
+    pub(crate) fn admit(&self, ip: IpAddr) -> Result<Permit, Refusal> {
         if let Some(limiter) = &self.limiter {
             let mut key = ClientKey::of(ip);
             if limiter.len() >= self.max_keys {
@@ -128,13 +128,13 @@ impl Gates {
     }
 
     /// Live connections holding a permit.
-    pub fn live(&self) -> usize {
+    pub(crate) fn live(&self) -> usize {
         self.live.load(Ordering::Acquire)
     }
 
     /// Forgets the clients whose buckets are full again (they would start fresh anyway) and
     /// returns the table's memory; how many clients are still tracked.
-    pub fn prune(&self) -> usize {
+    pub(crate) fn prune(&self) -> usize {
         let Some(limiter) = &self.limiter else {
             return 0;
         };
@@ -145,7 +145,7 @@ impl Gates {
 
     /// How often [`prune`](Self::prune) should run: once per refill period, at least every
     /// second and at most every minute.
-    pub fn prune_every(&self) -> Duration {
+    pub(crate) fn prune_every(&self) -> Duration {
         self.refill
             .clamp(Duration::from_secs(1), Duration::from_secs(60))
     }

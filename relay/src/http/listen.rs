@@ -35,18 +35,18 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 /// Largest request head (request line and headers) accepted; larger is answered 431.
-pub const MAX_HEAD: usize = 16 * 1024;
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
 /// Most header lines accepted.
-pub const MAX_HEADERS: usize = 48;
+pub(crate) const MAX_HEADERS: usize = 48;
 
 /// How long the accept loop waits after an `accept` error it cannot answer by refusing the
 /// pending connection (see the module docs).
-pub const BACKOFF: Duration = Duration::from_millis(50);
+pub(crate) const BACKOFF: Duration = Duration::from_millis(50);
 /// At most one log line per this long about connections refused for want of descriptors.
-pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Accepts until the relay stops, then waits for the HTTP connections it started to end.
-pub async fn serve(listener: TcpListener, hub: Arc<Hub>) {
+pub(crate) async fn serve(listener: TcpListener, hub: Arc<Hub>) {
     let connections = TaskTracker::new();
     let stopped = hub.shutdown.stopped.clone();
     let mut reserve = Reserve::open();

@@ -13,11 +13,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 /// Longest PROXY header accepted: a v2 header's 16 fixed bytes plus addresses and a few TLVs.
 /// (v1 headers are at most 107 bytes.)
-pub const MAX_HEADER: usize = 1024;
+pub(crate) const MAX_HEADER: usize = 1024;
 
 /// Why a connection's PROXY header was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     /// The connection ended or failed before a whole header arrived.
     Io,
     /// The bytes are not a valid PROXY v1 or v2 header (or it is longer than [`MAX_HEADER`]).
@@ -32,7 +32,7 @@ pub enum ProxyError {
 ///
 /// [`ProxyError`] if no valid header came; the caller drops the connection. The caller bounds
 /// the wait with the header timeout.
-pub async fn read_header<S: AsyncRead + Unpin>(
+pub(crate) async fn read_header<S: AsyncRead + Unpin>(
     mut stream: S,
 ) -> Result<(Prefixed<S>, Option<IpAddr>), ProxyError> {
     let mut buf = Vec::with_capacity(256);
@@ -83,7 +83,7 @@ fn v2_source(header: &v2::Header<'_>) -> Option<IpAddr> {
 
 /// A stream with some already-read bytes in front of it.
 #[derive(Debug)]
-pub struct Prefixed<S> {
+pub(crate) struct Prefixed<S> {
     prefix: Vec<u8>,
     read: usize,
     inner: S,
@@ -91,7 +91,7 @@ pub struct Prefixed<S> {
 
 impl<S> Prefixed<S> {
     /// `prefix` is read first, then `inner`.
-    pub fn new(prefix: Vec<u8>, inner: S) -> Self {
+    pub(crate) fn new(prefix: Vec<u8>, inner: S) -> Self {
         Prefixed {
             prefix,
             read: 0,

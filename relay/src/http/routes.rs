@@ -32,10 +32,10 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 /// A response of the public listener.
-pub type Reply = Response<Full<Bytes>>;
+pub(crate) type Reply = Response<Full<Bytes>>;
 
 /// Answers one request on a connection from `origin`.
-pub async fn handle(
+pub(crate) async fn handle(
     hub: Arc<Hub>,
     origin: Origin,
     req: Request<Incoming>,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 /// Serves `/metrics` on `listener` until the relay stops.
-pub async fn serve(listener: TcpListener, hub: Arc<Hub>) {
+pub(crate) async fn serve(listener: TcpListener, hub: Arc<Hub>) {
     let stopped = hub.shutdown.stopped.clone();
     loop {
         let (stream, _) = tokio::select! {

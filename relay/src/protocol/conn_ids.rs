@@ -2,7 +2,7 @@
 
 /// Which side of the relay a connection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
+pub(crate) enum Side {
     /// A binary, on `/v1/server`.
     Binary,
     /// A phone, on `/v1/client`.
@@ -20,7 +20,7 @@ impl Side {
 }
 
 /// A fresh conn-id for a connection of `side` to `server_id`, with 32 random bits.
-pub fn conn_id(side: Side, server_id: &str) -> String {
+pub(crate) fn conn_id(side: Side, server_id: &str) -> String {
     let bits = getrandom::u32().unwrap_or_else(|_| fallback_bits());
     format!("{}-{server_id}-{bits:08x}", side.prefix())
 }

@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 
 /// `{"conn_id":"client-…","frame":` for one phone, built once; a frame is appended, then `}`.
-pub struct Wrapper {
+pub(crate) struct Wrapper {
     /// The conn-id as a JSON string.
     id: String,
     prefix: String,
@@ -15,7 +15,7 @@ pub struct Wrapper {
 
 impl Wrapper {
     /// The wrapper for the phone `conn_id`.
-    pub fn new(conn_id: &str) -> Self {
+    pub(crate) fn new(conn_id: &str) -> Self {
         let id = serde_json::to_string(conn_id).expect("a string always serializes");
         let prefix = format!("{{\"conn_id\":{id},\"frame\":");
         Wrapper { id, prefix }
@@ -23,7 +23,7 @@ impl Wrapper {
 
     /// `frame` (already checked to be one JSON value) wrapped for the binary, verbatim except
     /// for surrounding whitespace.
-    pub fn wrap(&self, frame: &str) -> String {
+    pub(crate) fn wrap(&self, frame: &str) -> String {
         let frame = frame.trim_matches([' ', '\t', '\n', '\r']);
         let mut out = String::with_capacity(self.prefix.len() + frame.len() + 1);
         out.push_str(&self.prefix);
@@ -33,14 +33,14 @@ impl Wrapper {
     }
 
     /// The notice that this phone's connection ended with `code`: no `frame` key.
-    pub fn left(&self, code: u16) -> String {
+    pub(crate) fn left(&self, code: u16) -> String {
         format!("{{\"conn_id\":{},\"close_code\":{code}}}", self.id)
     }
 }
 
 /// What a binary sends: a frame for one of its phones, and/or a close directive for it.
 #[derive(Debug, Deserialize)]
-pub struct Envelope<'a> {
+pub(crate) struct Envelope<'a> {
     /// The phone's conn-id.
     #[serde(borrow)]
     pub conn_id: Cow<'a, str>,
@@ -55,7 +55,7 @@ pub struct Envelope<'a> {
 impl<'a> Envelope<'a> {
     /// Parses a binary's frame; `None` if it is not a well-formed envelope (including a close
     /// code a WebSocket close frame may not carry).
-    pub fn parse(text: &'a str) -> Option<Self> {
+    pub(crate) fn parse(text: &'a str) -> Option<Self> {
         let envelope: Envelope<'a> = serde_json::from_str(text).ok()?;
         match envelope.close_code {
             Some(code) if code != 0 && !sendable_close_code(code) => None,
@@ -64,7 +64,7 @@ impl<'a> Envelope<'a> {
     }
 
     /// The close the envelope asks for, if any (its code was checked by [`parse`](Self::parse)).
-    pub fn close(&self) -> Option<CloseReason> {
+    pub(crate) fn close(&self) -> Option<CloseReason> {
         let code = self.close_code.filter(|&code| code != 0)?;
         CloseReason::custom(code, "closed by server").ok()
     }

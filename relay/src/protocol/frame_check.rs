@@ -9,7 +9,7 @@
 
 /// Why a phone's frame was refused (both close it 1007).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FrameError {
+pub(crate) enum FrameError {
     /// Not exactly one valid JSON value.
     NotJson,
     /// Valid JSON nested deeper than allowed.
@@ -21,7 +21,7 @@ pub enum FrameError {
 /// # Errors
 ///
 /// [`FrameError::NotJson`] or [`FrameError::TooDeep`].
-pub fn check(text: &str, max_depth: usize) -> Result<(), FrameError> {
+pub(crate) fn check(text: &str, max_depth: usize) -> Result<(), FrameError> {
     if serde_json::from_str::<serde::de::IgnoredAny>(text).is_err() {
         return Err(FrameError::NotJson);
     }
@@ -42,7 +42,7 @@ fn few_brackets(bytes: &[u8], max: usize) -> bool {
 
 /// Whether valid JSON `bytes` nest arrays and objects more than `max` levels deep. Brackets
 /// inside strings (escapes included) do not count.
-pub fn depth_exceeds(bytes: &[u8], max: usize) -> bool {
+pub(crate) fn depth_exceeds(bytes: &[u8], max: usize) -> bool {
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;

@@ -16,7 +16,7 @@ use relay_registry::{CloseReason, Conn, PhoneTicket, RegistryError};
 use std::sync::Arc;
 
 /// A connection's first registry operation, done before its upgrade is answered.
-pub enum Joined {
+pub(crate) enum Joined {
     /// A binary's claim (a conflict is resolved after the upgrade, by probing the holder).
     Binary(Claiming),
     /// A phone's registration with this instance's registry.
@@ -27,14 +27,14 @@ pub enum Joined {
 
 /// The cluster could not decide where the connection belongs: answer 503.
 #[derive(Debug, Clone, Copy)]
-pub struct Unavailable;
+pub(crate) struct Unavailable;
 
 /// Makes the connection for a `side` upgrade to `server_id` and claims or registers it.
 ///
 /// # Errors
 ///
 /// [`Unavailable`] in cluster mode when the directory or the owner could not decide in time.
-pub async fn admit(
+pub(crate) async fn admit(
     hub: &Arc<Hub>,
     side: Side,
     server_id: &str,
@@ -85,7 +85,7 @@ pub async fn admit(
 
 /// Claims again (the holder changed while the claim was being resolved): through the directory
 /// in cluster mode. `None` if the cluster cannot decide.
-pub async fn claim_again(
+pub(crate) async fn claim_again(
     hub: &Arc<Hub>,
     server_id: &str,
     conn: &Arc<Endpoint>,

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 
 /// Runs a binary's connection until it ends; `first` is the result of its pre-upgrade claim.
-pub async fn run(hub: Arc<Hub>, mut session: Session, server_id: String, first: Claiming) {
+pub(crate) async fn run(hub: Arc<Hub>, mut session: Session, server_id: String, first: Claiming) {
     let conn = session.conn().clone();
     let draining = hub.shutdown.draining.clone();
     let claim = tokio::select! {

@@ -8,7 +8,7 @@ use crate::hub::Hub;
 use std::sync::Arc;
 
 /// Expires grace windows as they come due, until the relay stops.
-pub async fn run(hub: Arc<Hub>) {
+pub(crate) async fn run(hub: Arc<Hub>) {
     let mut changes = hub.registry.deadline_changes();
     let stopped = hub.shutdown.stopped.clone();
     loop {

@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Runs a phone's connection until it ends; `registration` is the result of its pre-upgrade
 /// registration.
-pub async fn run(
+pub(crate) async fn run(
     hub: Arc<Hub>,
     mut session: Session,
     registration: Result<PhoneTicket<Endpoint>, RegistryError>,
@@ -75,7 +75,7 @@ async fn refused(hub: &Hub, session: Session, error: RegistryError) {
 }
 
 /// Runs a phone's connection whose id another instance owns, until it ends.
-pub async fn run_away(hub: Arc<Hub>, mut session: Session, away: Away) {
+pub(crate) async fn run_away(hub: Arc<Hub>, mut session: Session, away: Away) {
     let phone = match away {
         Away::Joined(phone) => {
             hub.metrics.upgrade(EndpointLabel::Client, Outcome::Ok);
