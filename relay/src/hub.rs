@@ -1,7 +1,8 @@
 //! The shared context: what every task of the relay holds (an `Arc<Hub>`) — the registry, the
 //! settings, the metrics, the gates, the log helpers, the shutdown tokens, the sessions' tracker
 //! and (in cluster mode) the cluster's state — and the one registry step every path shares, a
-//! binary's claim in this instance's registry ([`Hub::claim`]).
+//! binary's claim in this instance's registry ([`Hub::claim`]) and the conflict policy, probe
+//! then take over ([`Hub::contest`]).
 //!
 //! Its field types are the only imports here from the layers above `conn` (`http::gates`,
 //! `cluster`): the context is built by [`start`](crate::start) and read everywhere.
@@ -12,7 +13,7 @@ use crate::conn::endpoint::Endpoint;
 use crate::http::gates::Gates;
 use crate::logging::{LogIds, RefusalLog};
 use crate::metrics::Metrics;
-use relay_registry::{Conn, Counts, Registry, RegistryError, ServerClaim};
+use relay_registry::{CloseReason, Conn, Counts, Registry, RegistryError, ServerClaim};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -62,6 +63,43 @@ impl Hub {
         }
         Ok(claim)
     }
+
+    /// The one conflict policy, for a claim on this instance and for a claimant elsewhere alike:
+    /// a claim that meets `holder` (the live binary holding the id) probes it (a ping within
+    /// the probe timeout). One that answers keeps the id ([`Contest::Alive`]); a silent one is
+    /// taken over by `take_over` (the registry's takeover here, the end of its tenure for a
+    /// claimant elsewhere; `None` if the holder changed meanwhile), then closed
+    /// `1011 heartbeat timeout` and counted. `take_over` runs only after a silent probe.
+    pub(crate) async fn contest<T>(
+        &self,
+        holder: &Endpoint,
+        take_over: impl Future<Output = Option<T>>,
+    ) -> Contest<T> {
+        let answered = match holder.as_local() {
+            Some(local) => local.probe(self.config.probe_timeout).await,
+            None => false,
+        };
+        if answered {
+            return Contest::Alive;
+        }
+        let Some(taken) = take_over.await else {
+            return Contest::Changed;
+        };
+        tracing::info!(holder = %self.logs.conn(holder.conn_id()), "takeover");
+        self.metrics.took_over();
+        holder.close(CloseReason::HeartbeatTimeout);
+        Contest::TookOver(taken)
+    }
+}
+
+/// How a [`Hub::contest`] for a held id ended.
+pub(crate) enum Contest<T> {
+    /// The holder answered: it keeps the id (the claim is refused `4409`).
+    Alive,
+    /// The holder was silent and is taken over; `T` is what the takeover returned.
+    TookOver(T),
+    /// The holder was silent but no longer held the id when taken over: look again.
+    Changed,
 }
 
 /// The two stages of shutdown, as cancellation tokens cloned into the tasks that watch them.

@@ -27,7 +27,7 @@
 
 use super::{Cluster, end_tenure};
 use crate::conn::endpoint::Endpoint;
-use crate::hub::Hub;
+use crate::hub::{Contest, Hub};
 use crate::metrics::{Direction, DropReason};
 use parking_lot::Mutex;
 use relay_cluster::{
@@ -148,20 +148,18 @@ async fn decide(hub: &Hub, server_id: &str, revision: Revision) -> Reply {
                 Some(holder) => holder,
             }
         };
-        let answered = match holder.as_local() {
-            Some(local) => local.probe(hub.config.probe_timeout).await,
-            None => false,
+        let take_over = async {
+            let lock = cluster.locks.lock(server_id).await;
+            end_tenure(&hub.registry, server_id, &holder).then_some(lock)
         };
-        if answered {
-            return Reply::Alive;
-        }
-        let _lock = cluster.locks.lock(server_id).await;
-        if end_tenure(&hub.registry, server_id, &holder) {
-            tracing::info!(holder = %hub.logs.conn(holder.conn_id()), "takeover from another instance");
-            hub.metrics.took_over();
-            holder.close(CloseReason::HeartbeatTimeout);
-            release(cluster, server_id, revision).await;
-            return Reply::Released;
+        match hub.contest(&holder, take_over).await {
+            Contest::Alive => return Reply::Alive,
+            Contest::TookOver(_lock) => {
+                tracing::info!(server = %hub.logs.server(server_id), "taken over for another instance");
+                release(cluster, server_id, revision).await;
+                return Reply::Released;
+            }
+            Contest::Changed => {}
         }
     }
     Reply::Alive

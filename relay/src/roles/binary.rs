@@ -10,7 +10,7 @@
 use crate::cluster::claims::{self, Claiming, Decision, ReleaseCheck};
 use crate::conn::endpoint::Endpoint;
 use crate::conn::session::{Event, Session};
-use crate::hub::Hub;
+use crate::hub::{Contest, Hub};
 use crate::metrics::{Direction, DropReason, EndpointLabel, Outcome};
 use crate::protocol::envelope::Envelope;
 use crate::roles::admission;
@@ -105,40 +105,32 @@ async fn acquire(
             continue;
         };
         tracing::info!(conn = %tag, holder = %hub.logs.conn(holder.conn_id()), "conflict: probing holder");
-        if probe(hub, &holder).await {
-            return refuse(hub, conn, RegistryError::ServerIdConflict);
-        }
-        match hub
-            .registry
-            .takeover_server(server_id, Some(&holder), conn.clone())
-        {
-            Ok(claim) => {
-                tracing::info!(conn = %tag, holder = %hub.logs.conn(holder.conn_id()), "takeover");
-                hub.metrics.took_over();
+        let mut failed = None;
+        let take_over = async {
+            hub.registry
+                .takeover_server(server_id, Some(&holder), conn.clone())
+                .map_err(|error| failed = Some(error))
+                .ok()
+        };
+        match hub.contest(&holder, take_over).await {
+            Contest::Alive => return refuse(hub, conn, RegistryError::ServerIdConflict),
+            Contest::TookOver(claim) => {
                 hub.metrics.upgrade(EndpointLabel::Server, Outcome::Ok);
-                holder.close(CloseReason::HeartbeatTimeout);
                 return Some(claim);
             }
-            // The holder changed meanwhile: look again.
-            Err(RegistryError::ServerIdConflict) => {
-                attempt = match admission::claim_again(hub, server_id, conn).await {
-                    Some(attempt) => attempt,
-                    None => return unreachable_cluster(hub, conn),
-                };
-            }
-            Err(error) => return refuse(hub, conn, error),
+            Contest::Changed => match failed {
+                // The holder changed meanwhile: look again.
+                None | Some(RegistryError::ServerIdConflict) => {
+                    attempt = match admission::claim_again(hub, server_id, conn).await {
+                        Some(attempt) => attempt,
+                        None => return unreachable_cluster(hub, conn),
+                    };
+                }
+                Some(error) => return refuse(hub, conn, error),
+            },
         }
     }
     refuse(hub, conn, RegistryError::ServerIdConflict)
-}
-
-/// Whether the holder of a conflicting claim answers a ping within the probe timeout (a binary
-/// is always local).
-async fn probe(hub: &Hub, holder: &Endpoint) -> bool {
-    match holder.as_local() {
-        Some(local) => local.probe(hub.config.probe_timeout).await,
-        None => false,
-    }
 }
 
 /// Cluster mode, after the upgrade: the directory could not decide a claim again.
