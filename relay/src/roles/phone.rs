@@ -15,32 +15,156 @@ use crate::hub::Hub;
 use crate::metrics::{Direction, DropReason, EndpointLabel, Outcome};
 use crate::protocol::envelope::Wrapper;
 use crate::protocol::frame_check::{self, FrameError};
+use relay_cluster::link::Outbound;
 use relay_registry::{CloseReason, Conn, PhoneTicket, RegistryError, SendError};
 use std::sync::Arc;
+use std::task::Context;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Runs a phone's connection until it ends; `registration` is the result of its pre-upgrade
-/// registration.
+/// registration with this instance's registry.
 pub(crate) async fn run(
     hub: Arc<Hub>,
-    mut session: Session,
+    session: Session,
     registration: Result<PhoneTicket<Endpoint>, RegistryError>,
 ) {
-    let conn = session.conn().clone();
-    let tag = hub.logs.conn(conn.conn_id());
-    let ticket = match registration {
-        Ok(ticket) => {
+    serve(hub, session, registration.map(Upstream::Local)).await;
+}
+
+/// Runs a phone's connection whose id another instance owns, until it ends.
+pub(crate) async fn run_away(hub: Arc<Hub>, session: Session, away: Away) {
+    let joined = match away {
+        Away::Joined(phone) => Ok(Upstream::Away(phone)),
+        Away::Refused(error) => Err(error),
+    };
+    serve(hub, session, joined).await;
+}
+
+/// Where a phone's frames go: the binary it joined, in this instance's registry, or (cluster
+/// mode) up the link to the instance that owns its id. The one phone loop ([`serve`]) sends to
+/// either.
+enum Upstream {
+    /// Registered here: dropping the ticket unregisters the phone.
+    Local(PhoneTicket<Endpoint>),
+    /// Registered with the owner elsewhere: dropping it ends the link, which unregisters the
+    /// phone there.
+    Away(AwayPhone),
+}
+
+impl Upstream {
+    /// Where the next frame goes; `None` once the phone was evicted (it is being closed).
+    fn target(&self) -> Option<Target<'_>> {
+        match self {
+            Upstream::Local(ticket) => ticket.binary().map(Target::Binary),
+            Upstream::Away(phone) => Some(Target::Link(&phone.up)),
+        }
+    }
+
+    /// The phone's connection ended (`ending`): tells the binary it joined, if it left on its
+    /// own, and unregisters it.
+    fn left(self, hub: &Hub, wrapper: &Wrapper, ending: Ending) {
+        match self {
+            Upstream::Local(ticket) => {
+                if let Some(code) = notice_code(ending) {
+                    // Only while the binary the phone joined still holds the id (the ticket is
+                    // registered).
+                    if let Some(binary) = ticket.binary() {
+                        if binary.send(Utf8Bytes::from(wrapper.left(code))) == Err(SendError::Full)
+                        {
+                            hub.metrics.dropped(DropReason::BinaryFull);
+                        }
+                    }
+                }
+                drop(ticket);
+            }
+            Upstream::Away(phone) => {
+                // The owner tells the binary (if it still holds the id) and unregisters the
+                // phone; if the owner ended the link itself (an eviction, a close directive),
+                // this does nothing.
+                phone.up.end(ending.code, "");
+                drop(phone);
+            }
+        }
+    }
+}
+
+/// Where one frame goes.
+enum Target<'a> {
+    /// The binary's connection, here.
+    Binary(Arc<Endpoint>),
+    /// The link up to the owner.
+    Link(&'a Outbound),
+}
+
+/// What waiting for room to send found.
+enum Room {
+    /// There may be room now: try again.
+    Maybe,
+    /// There will be none (a binary is always local: nothing to wait for).
+    Never,
+    /// The phone's connection ended meanwhile.
+    Ended(Ending),
+}
+
+impl Target<'_> {
+    /// Sends `frame` without waiting (a frame handed to a binary here is counted forwarded;
+    /// one sent up a link is counted by the owner once it hands it on).
+    fn try_send(&self, hub: &Hub, frame: &Utf8Bytes) -> Result<(), SendError> {
+        match self {
+            Target::Binary(binary) => {
+                let sent = binary.send(frame.clone());
+                if sent.is_ok() {
+                    hub.metrics.forwarded(Direction::PhoneToBinary, frame.len());
+                }
+                sent
+            }
+            Target::Link(up) => up.try_frame(frame.as_bytes()),
+        }
+    }
+
+    /// Waits, without reading the phone, until a frame of `len` bytes may fit: the binary's
+    /// outbox has room, or the link has credit (the same backpressure).
+    async fn wait_for_room(&self, session: &mut Session, len: usize) -> Room {
+        let event = match self {
+            Target::Binary(binary) => match binary.as_local() {
+                Some(local) => session.wait_for_space(local, len).await,
+                None => return Room::Never,
+            },
+            Target::Link(up) => {
+                let ready = |cx: &mut Context<'_>| up.poll_space(len, cx);
+                session.wait_until(&ready).await
+            }
+        };
+        match event {
+            Event::Ended(ending) => Room::Ended(ending),
+            _ => Room::Maybe,
+        }
+    }
+}
+
+/// The phone loop, local or away: forwards each frame until the connection ends, then tells the
+/// binary and unregisters.
+async fn serve(hub: Arc<Hub>, mut session: Session, joined: Result<Upstream, RegistryError>) {
+    let upstream = match joined {
+        Ok(upstream) => {
             hub.metrics.upgrade(EndpointLabel::Client, Outcome::Ok);
-            ticket
+            upstream
         }
         Err(error) => return refused(&hub, session, error).await,
     };
-    tracing::info!(conn = %tag, "phone joined");
+    let conn = session.conn().clone();
+    let tag = hub.logs.conn(conn.conn_id());
+    match &upstream {
+        Upstream::Local(_) => tracing::info!(conn = %tag, "phone joined"),
+        Upstream::Away(phone) => {
+            tracing::info!(conn = %tag, owner = %phone.up.peer(), "phone joined through another instance");
+        }
+    }
     let wrapper = Wrapper::new(conn.conn_id());
     let ending = loop {
         match session.next().await {
             Event::Frame(text) => {
-                if let Some(ending) = forward(&hub, &mut session, &ticket, &wrapper, text).await {
+                if let Some(ending) = forward(&hub, &mut session, &upstream, &wrapper, text).await {
                     break ending;
                 }
             }
@@ -48,15 +172,7 @@ pub(crate) async fn run(
             Event::Space => {}
         }
     };
-    if let Some(code) = notice_code(ending) {
-        // Only while the binary the phone joined still holds the id (the ticket is registered).
-        if let Some(binary) = ticket.binary() {
-            if binary.send(Utf8Bytes::from(wrapper.left(code))) == Err(SendError::Full) {
-                hub.metrics.dropped(DropReason::BinaryFull);
-            }
-        }
-    }
-    drop(ticket);
+    upstream.left(&hub, &wrapper, ending);
     let ending = session.finish().await;
     tracing::info!(conn = %tag, code = ending.code, "disconnect");
 }
@@ -72,38 +188,6 @@ async fn refused(hub: &Hub, session: Session, error: RegistryError) {
     tracing::info!(conn = %hub.logs.conn(session.conn().conn_id()), code = error.code(), "phone refused");
     local(session.conn()).close_as(CloseReason::from(error), Origin::Relay);
     session.finish().await;
-}
-
-/// Runs a phone's connection whose id another instance owns, until it ends.
-pub(crate) async fn run_away(hub: Arc<Hub>, mut session: Session, away: Away) {
-    let phone = match away {
-        Away::Joined(phone) => {
-            hub.metrics.upgrade(EndpointLabel::Client, Outcome::Ok);
-            phone
-        }
-        Away::Refused(error) => return refused(&hub, session, error).await,
-    };
-    let conn = session.conn().clone();
-    let tag = hub.logs.conn(conn.conn_id());
-    tracing::info!(conn = %tag, owner = %phone.up.peer(), "phone joined through another instance");
-    let wrapper = Wrapper::new(session.conn().conn_id());
-    let ending = loop {
-        match session.next().await {
-            Event::Frame(text) => {
-                if let Some(ending) = forward_up(&hub, &mut session, &phone, &wrapper, text).await {
-                    break ending;
-                }
-            }
-            Event::Ended(ending) => break ending,
-            Event::Space => {}
-        }
-    };
-    // The owner tells the binary (if it still holds the id) and unregisters the phone; if the
-    // owner ended the link itself (an eviction, a close directive), this does nothing.
-    phone.up.end(ending.code, "");
-    drop(phone);
-    let ending = session.finish().await;
-    tracing::info!(conn = %tag, code = ending.code, "disconnect");
 }
 
 /// Checks one phone frame; false (with the phone closing) if it is refused.
@@ -123,30 +207,33 @@ fn check(hub: &Hub, session: &Session, text: &Utf8Bytes) -> bool {
     false
 }
 
-/// Checks one frame of an away phone and sends it, wrapped, up its link; waits (without reading
-/// the phone) while the link has no credit. Returns the phone's ending if it ended meanwhile.
-async fn forward_up(
+/// Checks one phone frame and sends it, wrapped, upstream. Waits while there is no room
+/// (backpressure on this phone only: it is not read meanwhile). Returns the phone's ending if it
+/// ended while waiting.
+async fn forward(
     hub: &Hub,
     session: &mut Session,
-    phone: &AwayPhone,
+    upstream: &Upstream,
     wrapper: &Wrapper,
     text: Utf8Bytes,
 ) -> Option<Ending> {
     if !check(hub, session, &text) {
         return None;
     }
+    // Evicted: this phone is being closed.
+    let target = upstream.target()?;
     let wrapped = Utf8Bytes::from(wrapper.wrap(&text));
     let len = wrapped.len();
     loop {
-        match phone.up.try_frame(wrapped.as_bytes()) {
+        match target.try_send(hub, &wrapped) {
             Ok(()) => return None,
-            Err(SendError::Full) => {
-                let ready = |cx: &mut std::task::Context<'_>| phone.up.poll_space(len, cx);
-                if let Event::Ended(ending) = session.wait_until(&ready).await {
-                    return Some(ending);
-                }
-            }
-            // The link is over: the phone is being closed.
+            Err(SendError::Full) => match target.wait_for_room(session, len).await {
+                Room::Maybe => {}
+                Room::Never => return None,
+                Room::Ended(ending) => return Some(ending),
+            },
+            // The binary is gone (grace window), or the link is over (the phone is being
+            // closed): nothing more to do.
             Err(_) => return None,
         }
     }
@@ -156,42 +243,4 @@ async fn forward_up(
 /// binary's request, not by eviction, not by shutdown).
 fn notice_code(ending: Ending) -> Option<u16> {
     matches!(ending.origin, Origin::Peer | Origin::Relay).then_some(ending.code)
-}
-
-/// Checks one phone frame and forwards it, wrapped, to the phone's binary. Waits while the
-/// binary's outbox is full (backpressure on this phone only: it is not read meanwhile).
-/// Returns the phone's ending if it ended while waiting.
-async fn forward(
-    hub: &Hub,
-    session: &mut Session,
-    ticket: &PhoneTicket<Endpoint>,
-    wrapper: &Wrapper,
-    text: Utf8Bytes,
-) -> Option<Ending> {
-    if !check(hub, session, &text) {
-        return None;
-    }
-    // Evicted: this phone is being closed.
-    let binary = ticket.binary()?;
-    let wrapped = Utf8Bytes::from(wrapper.wrap(&text));
-    let len = wrapped.len();
-    loop {
-        match binary.send(wrapped.clone()) {
-            Ok(()) => {
-                hub.metrics.forwarded(Direction::PhoneToBinary, len);
-                return None;
-            }
-            Err(SendError::Full) => {
-                let Some(binary) = binary.as_local() else {
-                    return None; // a binary is always local: nothing to wait for
-                };
-                let event = session.wait_for_space(binary, len).await;
-                if let Event::Ended(ending) = event {
-                    return Some(ending);
-                }
-            }
-            // The binary is gone (grace window): nothing more to do.
-            Err(_) => return None,
-        }
-    }
 }
