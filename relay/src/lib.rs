@@ -5,35 +5,46 @@
 //! [`start`] runs it in-process (the `relay` binary, the load generator and the end-to-end tests
 //! all call it) and returns a [`Relay`] handle with the bound addresses and a graceful shutdown.
 //!
-//! # How a connection flows (one module per stage, in this order)
+//! # How a connection flows (one folder per layer, top to bottom)
 //!
-//! 1. `listen` — the accept loop; the PROXY header first if `--client-ip proxy-protocol`; hyper
-//!    serves HTTP/1.1 with its own head deadline and size limit.
-//! 2. `routes` — `/healthz`, `/readyz`, 404; for an upgrade: readiness, then `gates` (per-IP
-//!    rate limit → 429, connection cap → 503), then the header checks (→ 400).
-//! 3. `join` — the pre-upgrade decision: the binary's claim or the phone's registration, made
-//!    before the `101` (in cluster mode through the directory too; see below).
-//! 4. `session` — after `hyper::upgrade::on`, the upgraded stream (wrapped by `loris` to time
-//!    slow messages) is handed to tokio-tungstenite, and one task drives the WebSocket: reads,
-//!    the outbox's writes, heartbeat, slow-loris, bounds, the close handshake. `binary` and
-//!    `phone` hold the role logic (probe and takeover, envelopes, wrapping, notices).
-//! 5. `outbox` / `local` — what a connection still has to write, bounded in bytes, filled by other
-//!    connections through [`relay_registry::Conn::send`] on the registry's connection type
-//!    `endpoint::Endpoint` (an enum: local WebSockets today, other kinds later).
+//! Imports point one way, down this list: `lib → http → roles → cluster → conn → protocol`;
+//! any module may use `hub` (the shared context), `config`, `metrics` and `logging`.
+//!
+//! 1. `http/` — `listen`: the accept loop; the PROXY header first (`proxy`) if
+//!    `--client-ip proxy-protocol`; hyper serves HTTP/1.1 with its own head deadline and size
+//!    limit. `routes`: `/healthz`, `/readyz`, 404; for an upgrade: readiness, then `gates`
+//!    (per-IP rate limit → 429, connection cap → 503; the client IP from `client_ip`), then the
+//!    header checks (→ 400). `scrape`: `/metrics` on a listener of its own.
+//! 2. `roles/` — `admission`: the pre-upgrade decision, the binary's claim or the phone's
+//!    registration, made before the `101` (in cluster mode through the directory too). After the
+//!    upgrade `binary` (conflicts: probe the holder, take over a silent one; envelopes to its
+//!    phones; the grace window) and `phone` (frames checked, wrapped and sent to the binary here
+//!    or up a link; the phone-left notice) drive the connection; `grace` expires grace windows
+//!    in a task of the runtime.
+//! 3. `cluster/` — cluster mode (below); without `--cluster` none of it runs.
+//! 4. `conn/` — one WebSocket: `session` (after `hyper::upgrade::on`, the upgraded stream,
+//!    wrapped by `message_timer` to time slow messages, handed to tokio-tungstenite; one task
+//!    reads, writes the outbox, heartbeats and bounds it, and does the close handshake);
+//!    `outbox` (what it still has to write, bounded in bytes) behind `local`'s shared half;
+//!    `endpoint`, the registry's connection type ([`relay_registry::Conn::send`] fills an
+//!    outbox), an enum: a local WebSocket, or a phone on another instance.
+//! 5. `protocol/` — the protocol as code: `conn_ids`, `envelope` (the binary's envelope, the
+//!    phone wrapper, the notices), `frame_check` (JSON and depth of every phone frame).
 //!
 //! # Cluster mode (`RelayConfig::cluster`, `--cluster URL`)
 //!
-//! Several instances act as one relay through NATS: the [`relay_cluster`] building blocks (directory,
-//! liveness, links, remote phones), wired in by `clustered`. The instance where a binary's claim
-//! succeeded owns its id: the binary, its grace window and every phone's registration live in
-//! that instance's registry, a phone connected elsewhere as a `Remote` endpoint
-//! (`endpoint::Endpoint::Remote`, a [`relay_cluster::remote::RemotePhone`]) whose `send` and `close` publish
-//! down its link. Without `--cluster` none of it runs: no NATS, the pipeline above unchanged.
+//! Several instances act as one relay through NATS: the [`relay_cluster`] building blocks
+//! (directory, liveness, links, remote phones), wired in by `cluster/`. The instance where a
+//! binary's claim succeeded owns its id: the binary, its grace window and every phone's
+//! registration live in that instance's registry, a phone connected elsewhere as a `Remote`
+//! endpoint (`conn::endpoint::Endpoint::Remote`, a [`RemotePhone`](relay_cluster::remote::RemotePhone))
+//! whose `send` and `close` publish down its link. Without `--cluster` none of it runs: no
+//! NATS, the pipeline above unchanged.
 //!
-//! Around them: `expiry` (grace windows expire in a task of the runtime), `metrics` (every
-//! family in one place, served on its own listener), `logging` (text or JSON; ids only as short
-//! hashes at info; see [`init_logging`]), `config` and [`cli`] (one clap struct, `env` on every
-//! flag).
+//! Around them: `hub` (the context every task holds, the registry claim and the conflict
+//! policy every path shares), `metrics` (every family in one place, served by `http::scrape`),
+//! `logging` (text or JSON; ids only as short hashes at info; see [`init_logging`]), `config`
+//! and [`cli`] (one clap struct, `env` on every flag).
 //!
 //! # Shutdown
 //!

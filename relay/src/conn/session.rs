@@ -434,7 +434,7 @@ impl Session {
 }
 
 /// The local connection of a session's endpoint: a session only ever runs a local WebSocket
-/// (it is made from one in `routes`).
+/// (it is made from one in `http::routes`).
 pub(crate) fn local(conn: &Endpoint) -> &LocalConn {
     conn.as_local()
         .expect("a session runs a local WebSocket, never a remote phone")

@@ -3,7 +3,7 @@
 //! place. A refusal is told after the upgrade, as a close code.
 //!
 //! This is the one step that decides where a connection belongs. In cluster mode it asks the
-//! directory too ([`clustered::claims::claim`], [`clustered::away::join`]); when the cluster
+//! directory too ([`claims::claim`], [`away::join`]); when the cluster
 //! cannot decide, the upgrade is refused 503 ([`Unavailable`]).
 
 use crate::cluster::away::{self, Away};
