@@ -33,10 +33,11 @@
 //! its own descriptor limit) and merges their reports. `--json` prints one JSON object.
 //!
 //! Module map: `cli` (flags) → `modes` (what the coordinator asks, in order) → `workers` (the
-//! parts, here or in worker processes) → `part` (one process's connections) → `client` (one
-//! connection attempt) and `frames` (what is sent); `plan` is the coordinator–part vocabulary,
-//! `hist` the latency histogram, `report` the output, `target` the target's address, RSS and
-//! descriptor limit.
+//! parts, here or in worker processes) → `part` (one process's connections, each a task of
+//! `part::connection`) → `client` (one connection attempt) and `frames` (what is sent); `plan`
+//! is the coordinator–part vocabulary, `hist` the latency histogram, `report` the output,
+//! `target` the target's address, RSS and descriptor limit (and the relay started in this
+//! process with `--in-process`, built with the `in-process` feature).
 
 mod cli;
 mod client;
