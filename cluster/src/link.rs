@@ -59,11 +59,17 @@
 #[cfg(doc)]
 use {super::connection::Trouble, super::liveness::PeerEvent, relay_registry::SendError};
 
+mod inbound;
 mod outbound;
+mod request;
+mod settings;
 mod shared;
 mod state;
 
+pub use inbound::Inbound;
 pub use outbound::{Accepting, Outbound};
+pub use request::{Incoming, RequestError};
+pub use settings::{FRAME_OVERHEAD, LinkSettings};
 
 use shared::{Outgoing, Shared};
 use state::{Abandoned, LinkState};
@@ -74,8 +80,6 @@ use super::instance::{InstanceId, Owner, random_u64};
 use super::liveness::Liveness;
 use super::metrics::ClusterMetrics;
 use super::wire::{self, LinkId, LinkMessage, Reply, Request};
-use async_nats::Subject;
-use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -84,96 +88,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-/// What a queued frame costs beyond its bytes (protocol: "length + 64"): the relay's outboxes
-/// and the links' queues and windows count frames alike.
-pub const FRAME_OVERHEAD: usize = 64;
-
-/// What a link's receiving end does with what arrives, in order.
-///
-/// Called only from the link's dispatcher task, one call at a time, for every link of this
-/// instance, so a sink sees its link's frames, then at most one of `ended` or `lost`, in that
-/// order and never anything after. Implementations must not block (enqueue, close,
-/// unregister — as a [`Conn`](relay_registry::Conn) would): a blocked sink stalls every link
-/// of the instance, and NATS then drops messages (a slow consumer: every link is lost).
-pub trait Inbound: Send + Sync + 'static {
-    /// The next frame of this link: a text frame, its UTF-8 checked by the link.
-    fn frame(&self, frame: Bytes);
-    /// The link's last message: the other end ended it with `code` and `reason` (towards a
-    /// phone's instance: close the phone with this, see
-    /// [`close_from_wire`](super::wire::close_from_wire); towards the owner: the phone left
-    /// with `code`). Nothing follows.
-    fn ended(&self, code: u16, reason: &str);
-    /// The link is lost: close the phone `1011 relay link lost` (or unregister it). Nothing
-    /// follows.
-    fn lost(&self);
-}
-
-/// The link's settings.
-#[derive(Debug, Clone)]
-pub struct LinkSettings {
-    /// Bytes a link may have queued for publishing (each frame costs its length + 64) before
-    /// [`Outbound::try_frame`] refuses (default 4 MiB, a phone's outbox).
-    pub outbox_bytes: usize,
-    /// How long a request waits for its reply.
-    pub request_timeout: Duration,
-    /// Bytes of up frames (each costing its length + 64) a phone's instance may have sent that
-    /// the owner has not yet handed on to the binary (default 1 MiB); past it the phone waits.
-    /// Every instance of a cluster must use the same window.
-    pub window: usize,
-}
-
-impl Default for LinkSettings {
-    fn default() -> Self {
-        LinkSettings {
-            outbox_bytes: 4 * 1024 * 1024,
-            request_timeout: Duration::from_secs(5),
-            window: 1024 * 1024,
-        }
-    }
-}
-
-/// Why a request got no reply.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum RequestError {
-    /// No reply within the request timeout.
-    #[error("cluster request timed out")]
-    TimedOut,
-    /// Nobody listens on the instance's subject: it is gone.
-    #[error("no instance answers on that subject")]
-    NoResponders,
-    /// This instance does not hold its lease; it must not ask anything.
-    #[error("this instance does not hold its cluster lease")]
-    NotLeased,
-    /// NATS failed the request, or the reply was not one.
-    #[error("cluster request failed: {0}")]
-    Failed(String),
-}
-
 /// What [`Link::register`] decided.
 pub enum Registration {
     /// Registered with the owner: send the phone's frames up with this.
     Registered(Outbound),
     /// The owner refused, with this close code (4404 no server, 4429 phone cap).
     Refused(u16),
-}
-
-/// A request that arrived for this instance, to be answered with [`respond`](Self::respond).
-pub struct Incoming {
-    /// What is asked.
-    pub request: Request,
-    pub(super) reply_to: Option<Subject>,
-    pub(super) client: async_nats::Client,
-}
-
-impl Incoming {
-    /// Sends `reply` to the asker (if it still waits; a reply after its timeout is dropped by
-    /// NATS). Not answering at all lets the asker time out.
-    pub async fn respond(self, reply: Reply) {
-        if let Some(to) = self.reply_to {
-            let _ = self.client.publish(to, wire::encode_reply(&reply)).await;
-        }
-    }
 }
 
 /// This instance's end of every link, and its requests. Stopping it (drop) ends its tasks.

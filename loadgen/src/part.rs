@@ -3,11 +3,13 @@
 //! `watch` channel of [`Order`]s and they count into the shared [`Tally`].
 
 mod connection;
+mod tally;
+
+use tally::{Dir, Order, Tally};
 
 use super::client::{self, Outcome, Side};
-use super::frames::Probe;
 use super::hist::Hist;
-use super::plan::{Command, DirReport, EchoReport, Reply, SetupReport, StepReport, Target};
+use super::plan::{Command, EchoReport, Reply, SetupReport, StepReport, Target};
 
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -18,124 +20,10 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until};
 
-/// Latency histograms per direction are sharded by connection to keep their locks cold.
-const SHARDS: usize = 8;
 /// How long an open command waits for refusals (close frames right after the 101) to arrive.
 const SETTLE: Duration = Duration::from_secs(5);
 /// In setup without hellos: the open command ends once no close arrived for this long.
 const QUIET: Duration = Duration::from_millis(300);
-
-/// What every connection task is doing.
-#[derive(Debug, Clone, Copy)]
-enum Order {
-    /// Hold the connection; answer only what arrives.
-    Hold,
-    /// Send probes of `step` every `period` from `start` until `until`.
-    Send {
-        step: u32,
-        period: Duration,
-        start: Instant,
-        until: Instant,
-    },
-    /// Phones: send one echo probe (round `round`), each at its own moment in
-    /// `start .. start + spread`.
-    Echo {
-        round: u32,
-        start: Instant,
-        spread: Duration,
-    },
-    /// Close and end.
-    Quit,
-}
-
-/// One direction's counters.
-struct Dir {
-    sent: AtomicU64,
-    received: AtomicU64,
-    late: AtomicU64,
-    latency: Vec<Mutex<Hist>>,
-}
-
-impl Dir {
-    fn new() -> Dir {
-        Dir {
-            sent: AtomicU64::new(0),
-            received: AtomicU64::new(0),
-            late: AtomicU64::new(0),
-            latency: (0..SHARDS).map(|_| Mutex::new(Hist::default())).collect(),
-        }
-    }
-
-    /// Counts a received probe of `step` (sent at `sent_us` on `base`'s clock) while `current`
-    /// is the step being measured.
-    fn received(&self, probe: &Probe, current: u32, base: Instant, shard: usize) {
-        if probe.s != current {
-            self.late.fetch_add(1, Relaxed);
-            return;
-        }
-        let now = base.elapsed();
-        let latency = now.saturating_sub(Duration::from_micros(probe.t));
-        self.received.fetch_add(1, Relaxed);
-        self.latency[shard % SHARDS].lock().record(latency);
-    }
-
-    fn take(&self) -> DirReport {
-        let mut latency = Hist::default();
-        for shard in &self.latency {
-            latency.merge(&shard.lock().take());
-        }
-        DirReport {
-            sent: self.sent.swap(0, Relaxed),
-            received: self.received.swap(0, Relaxed),
-            late: self.late.swap(0, Relaxed),
-            latency,
-        }
-    }
-}
-
-/// What the connection tasks count into.
-struct Tally {
-    /// The clock every probe's send time is measured on.
-    base: Instant,
-    /// True while an open command runs: closes then are refusals.
-    opening: AtomicBool,
-    /// Connection attempts finished (progress).
-    attempts: AtomicU64,
-    /// Connections whose task is running, and how many of them are phones.
-    live: AtomicU64,
-    phones_live: AtomicU64,
-    /// Phones a binary of this part has seen say hello.
-    hellos: AtomicU64,
-    /// Closes during setup (by code), and after it.
-    refused: Mutex<BTreeMap<String, u64>>,
-    closed: Mutex<BTreeMap<String, u64>>,
-    /// When the last close arrived (for the quiet wait).
-    last_close: Mutex<Option<Instant>>,
-    /// The step being measured.
-    step: AtomicU32,
-    /// Connections still sending in the current step.
-    active: AtomicU64,
-    up: Dir,
-    down: Dir,
-    /// Phones that tried to send their echo probe, sent it, and got it back.
-    echo_tried: AtomicU64,
-    echo_sent: AtomicU64,
-    echo_received: AtomicU64,
-    echo_latency: Mutex<Hist>,
-}
-
-impl Tally {
-    fn ended(&self, code: u16) {
-        let key = format!("close {code}");
-        let map = if self.opening.load(Relaxed) {
-            &self.refused
-        } else {
-            &self.closed
-        };
-        *map.lock().entry(key).or_default() += 1;
-        *self.last_close.lock() = Some(Instant::now());
-    }
-}
 
 /// The connections of one process and the way to drive them.
 pub struct Part {

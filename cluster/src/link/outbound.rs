@@ -1,9 +1,11 @@
 //! The two halves of a link an end holds: [`Accepting`] (an owner's accepted register request,
 //! until activated) and [`Outbound`] (one direction: frames, credit, the end).
 
+use super::inbound::Inbound;
+use super::request::RequestError;
+use super::settings::FRAME_OVERHEAD;
 use super::shared::Shared;
 use super::state::LinkState;
-use super::{FRAME_OVERHEAD, Inbound, RequestError};
 use crate::instance::Owner;
 use crate::wire::{self, LinkId, LinkMessage};
 use relay_registry::SendError;

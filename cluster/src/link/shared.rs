@@ -3,8 +3,9 @@
 //! server, the publisher (one FIFO for every link's messages) and the trouble watcher (losses on
 //! connection trouble and on a peer's lost lease).
 
+use super::request::{Incoming, RequestError};
+use super::settings::LinkSettings;
 use super::state::{Abandoned, LinkState};
-use super::{Incoming, LinkSettings, RequestError};
 use crate::connection::{Nats, Trouble};
 use crate::instance::{InstanceId, Owner};
 use crate::liveness::{Liveness, PeerEvent};

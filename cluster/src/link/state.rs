@@ -1,7 +1,7 @@
 //! One link's state as both its ends at this instance see it (numbers, queue, credit window,
 //! sink), and the memory of abandoned registrations: plain state, no NATS.
 
-use super::Inbound;
+use super::inbound::Inbound;
 use crate::instance::{InstanceId, Owner};
 use crate::wire::{self, LinkId};
 use async_nats::Subject;

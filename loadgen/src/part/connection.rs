@@ -1,7 +1,7 @@
 //! One connection's task: sends and reads as its part's [`Order`]s say, and counts into the
 //! shared [`Tally`].
 
-use super::{Order, Tally};
+use super::tally::{Order, Tally};
 use crate::client::{self, Ws};
 use crate::frames::{self, HELLO, Probe, Wrapped};
 use futures_util::{SinkExt, StreamExt};
