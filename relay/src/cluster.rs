@@ -23,6 +23,7 @@
 //! without it: a phone that reaches a former owner is told 4404 by that owner's registry.
 
 pub(crate) mod away;
+mod away_set;
 pub(crate) mod claims;
 pub(crate) mod fence;
 mod locks;
@@ -32,6 +33,7 @@ use crate::config::ClusterConfig;
 use crate::conn::endpoint::Endpoint;
 use crate::conn::local::LocalConn;
 use crate::protocol::conn_ids::Side;
+use away_set::AwaySet;
 use parking_lot::Mutex;
 use relay_cluster::{
     ClusterError, connection::ConnectSettings, connection::Nats, directory::Directory,
@@ -61,7 +63,7 @@ pub(crate) struct Cluster {
     owned: Mutex<HashMap<String, Revision>>,
     locks: locks::Locks,
     /// Phones connected here whose ids other instances own.
-    away: away::AwaySet,
+    away: AwaySet,
     /// The requests addressed to this instance, until the relay's task takes them.
     incoming: Mutex<Option<mpsc::Receiver<Incoming>>>,
 }
@@ -100,7 +102,7 @@ impl Cluster {
             config,
             owned: Mutex::new(HashMap::new()),
             locks: locks::Locks::new(),
-            away: away::AwaySet::default(),
+            away: AwaySet::default(),
             incoming: Mutex::new(Some(incoming)),
         })
     }

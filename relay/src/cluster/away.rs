@@ -2,7 +2,7 @@
 //! with the owner over a link ([`join`]), their frames sent up by the phone's task, what the
 //! owner sends down pushed into their outbox ([`DownSink`]).
 //!
-//! The [`AwaySet`] holds them, so that shutdown (1001) and a fence (1012) reach them as they
+//! The [`AwaySet`](super::away_set::AwaySet) holds them, so that shutdown (1001) and a fence (1012) reach them as they
 //! reach everyone in the registry, and `/healthz` counts them as this instance's phones.
 
 use super::Cluster;
@@ -10,46 +10,13 @@ use crate::conn::endpoint::Endpoint;
 use crate::conn::outbox::Origin;
 use crate::hub::Hub;
 use crate::metrics::DropReason;
-use parking_lot::Mutex;
 use relay_cluster::wire::close_from_wire;
 use relay_cluster::{
     directory::Lookup, link::Inbound, link::Outbound, link::Registration, link::RequestError,
 };
 use relay_registry::{CloseReason, Conn, RegistryError, SendError};
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
-
-/// The away phones of this instance.
-#[derive(Default)]
-pub(crate) struct AwaySet {
-    phones: Mutex<HashMap<u64, Arc<Endpoint>>>,
-    next: AtomicU64,
-}
-
-impl AwaySet {
-    /// How many there are.
-    pub(crate) fn len(&self) -> usize {
-        self.phones.lock().len()
-    }
-
-    /// Every one of them, now.
-    pub(crate) fn snapshot(&self) -> Vec<Arc<Endpoint>> {
-        self.phones.lock().values().cloned().collect()
-    }
-
-    fn insert(&self, phone: Arc<Endpoint>) -> u64 {
-        let key = self.next.fetch_add(1, Ordering::Relaxed);
-        self.phones.lock().insert(key, phone);
-        key
-    }
-
-    fn remove(&self, key: u64) {
-        let removed = self.phones.lock().remove(&key);
-        drop(removed);
-    }
-}
 
 /// A phone's registration with an owner elsewhere: the up direction of its link. Dropping it
 /// takes the phone out of the away set and ends the link (the owner unregisters the phone; if
