@@ -3,7 +3,7 @@
 # --cluster, in cluster mode on one instance, and across two instances (HAProxy routes /v1/server
 # to one and /v1/client to another); then the sustainable rate of one instance vs three behind
 # round-robin HAProxy. Needs nats-server (NATS_SERVER or /tmp/nats-venv/bin) and haproxy; builds
-# nothing: run `cargo build --release -p relay-server --bin relay --bin relay-loadgen` first.
+# nothing: run `cargo build --release -p relay-server -p relay-loadgen --bin relay --bin relay-loadgen` first.
 # Every process it starts is on loopback and stopped on exit. `relay/benches/report.sh` runs the
 # same rows (3 rounds in turn for the latency, an interleaved search for the rates) next to their
 # targets; this script is the quick stand-alone version.

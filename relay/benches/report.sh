@@ -50,7 +50,7 @@ say() { echo "report.sh: $*" >&2; }
 started=$SECONDS
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 say "building ($profile): relay, relay-loadgen, bare_forwarder"
-nice -n 10 cargo build --quiet $profile_flag -p relay-server --bin relay --bin relay-loadgen --example bare_forwarder
+nice -n 10 cargo build --quiet $profile_flag -p relay-server -p relay-loadgen --bin relay --bin relay-loadgen --example bare_forwarder
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 relay_bin=$target_dir/$profile_dir/relay
 loadgen=$target_dir/$profile_dir/relay-loadgen

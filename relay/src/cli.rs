@@ -2,12 +2,12 @@
 //! (`RELAY_LISTEN`, `RELAY_GRACE`, …), every default the protocol's, durations in humantime
 //! (`30s`, `500ms`, `2m`, `1h 30m`). `relay --help` shows each flag with its default and variable.
 
-use crate::cluster::InstanceId;
 use crate::config::{ClientIpSource, ClusterConfig, ForwardToken, RelayConfig};
+use crate::http::tls::{AcmeConfig, LETS_ENCRYPT, TlsConfig};
 use crate::logging::LogFormat;
 use crate::push::{self, PushConfig, PushConfigError};
-use crate::tls::{AcmeConfig, LETS_ENCRYPT, TlsConfig};
 use clap::Parser;
+use relay_cluster::instance::InstanceId;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -170,7 +170,8 @@ fn parse_instance_id(text: &str) -> Result<InstanceId, String> {
 /// A lease: a whole number of seconds, at least one (the server's TTL granularity).
 fn parse_lease(text: &str) -> Result<Duration, String> {
     let lease = parse_duration(text)?;
-    crate::cluster::LeaseTiming::new(lease).map_err(|error| format!("`{text}`: {error}"))?;
+    relay_cluster::liveness::LeaseTiming::new(lease)
+        .map_err(|error| format!("`{text}`: {error}"))?;
     Ok(lease)
 }
 
@@ -407,7 +408,7 @@ mod tests {
         let tls = args.config().unwrap().tls.expect("TLS");
         assert!(matches!(
             &tls.certificates,
-            crate::tls::Certificates::Files { cert, key }
+            crate::http::tls::Certificates::Files { cert, key }
                 if cert.as_os_str() == "c.pem" && key.as_os_str() == "k.pem"
         ));
         assert_eq!(tls.domains, ["a.example", "B.example"]);
@@ -442,7 +443,7 @@ mod tests {
         .unwrap();
         let tls = args.config().unwrap().tls.expect("TLS");
         assert_eq!(tls.domains, ["relay.example.com"]);
-        let crate::tls::Certificates::Acme(acme) = tls.certificates else {
+        let crate::http::tls::Certificates::Acme(acme) = tls.certificates else {
             panic!("ACME");
         };
         assert_eq!(acme.directory, LETS_ENCRYPT);
@@ -458,7 +459,7 @@ mod tests {
             "off",
         ])
         .unwrap();
-        let Some(crate::tls::Certificates::Acme(acme)) =
+        let Some(crate::http::tls::Certificates::Acme(acme)) =
             off.config().unwrap().tls.map(|t| t.certificates)
         else {
             panic!("ACME");

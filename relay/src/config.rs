@@ -5,14 +5,13 @@
 //! `127.0.0.1:8080`, with metrics off (the command line's default turns them on at
 //! `127.0.0.1:9090`).
 
-use crate::cluster::{DEFAULT_LEASE, InstanceId};
+use crate::http::tls::TlsConfig;
 use crate::push::PushConfig;
-use crate::tls::TlsConfig;
+use relay_cluster::{instance::InstanceId, liveness::DEFAULT_LEASE};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// What a queued frame costs in an outbox beyond its bytes (protocol: "length + 64").
-pub const FRAME_OVERHEAD: usize = 64;
+pub(crate) use relay_cluster::link::FRAME_OVERHEAD;
 
 /// Where the client IP used for rate limiting and logs comes from.
 ///
@@ -183,12 +182,11 @@ impl Default for RelayConfig {
 /// # Examples
 ///
 /// ```
-/// use relay_server::ClusterConfig;
-/// use relay_server::cluster::InstanceId;
+/// use relay_server::{ClusterConfig, InstanceId};
 ///
 /// let cluster = ClusterConfig::new("nats://127.0.0.1:4222", InstanceId::new("relay-1")?);
 /// assert_eq!(cluster.lease.as_secs(), 10);
-/// # Ok::<(), relay_server::cluster::InvalidInstanceId>(())
+/// # Ok::<(), relay_server::InvalidInstanceId>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {

@@ -5,34 +5,46 @@
 //! [`start`] runs it in-process (the `relay` binary, the load generator and the end-to-end tests
 //! all call it) and returns a [`Relay`] handle with the bound addresses and a graceful shutdown.
 //!
-//! # How a connection flows (one module per stage, in this order)
+//! # How a connection flows (one folder per layer, top to bottom)
 //!
-//! 1. `listen` — the accept loop; the PROXY header first if `--client-ip proxy-protocol`; hyper
-//!    serves HTTP/1.1 with its own head deadline and size limit.
-//! 2. `routes` — `/healthz`, `/readyz`, 404; for an upgrade: readiness, then `gates` (per-IP
-//!    rate limit → 429, connection cap → 503), then the header checks (→ 400).
-//! 3. `join` — the pre-upgrade decision: the binary's claim or the phone's registration, made
-//!    before the `101` (in cluster mode through the directory too; see below).
-//! 4. `session` — after `hyper::upgrade::on`, the upgraded stream (wrapped by `loris` to time
-//!    slow messages) is handed to tokio-tungstenite, and one task drives the WebSocket: reads,
-//!    the outbox's writes, heartbeat, slow-loris, bounds, the close handshake. `binary` and
-//!    `phone` hold the role logic (probe and takeover, envelopes, wrapping, notices).
-//! 5. `outbox` / `local` — what a connection still has to write, bounded in bytes, filled by other
-//!    connections through [`relay_registry::Conn::send`] on the registry's connection type
-//!    `endpoint::Endpoint` (an enum: local WebSockets today, other kinds later).
+//! Imports point one way, down this list: `lib → http → roles → cluster → conn → protocol`;
+//! any module may use `hub` (the shared context), `config`, `metrics` and `logging`.
+//!
+//! 1. `http/` — `listen`: the accept loop; the PROXY header first (`proxy`) if
+//!    `--client-ip proxy-protocol`; hyper serves HTTP/1.1 with its own head deadline and size
+//!    limit. `routes`: `/healthz`, `/readyz`, 404; for an upgrade: readiness, then `gates`
+//!    (per-IP rate limit → 429, connection cap → 503; the client IP from `client_ip`), then the
+//!    header checks (→ 400). `scrape`: `/metrics` on a listener of its own.
+//! 2. `roles/` — `admission`: the pre-upgrade decision, the binary's claim or the phone's
+//!    registration, made before the `101` (in cluster mode through the directory too). After the
+//!    upgrade `binary` (conflicts: probe the holder, take over a silent one; envelopes to its
+//!    phones; the grace window) and `phone` (frames checked, wrapped and sent to the binary here
+//!    or up a link; the phone-left notice) drive the connection; `grace` expires grace windows
+//!    in a task of the runtime.
+//! 3. `cluster/` — cluster mode (below); without `--cluster` none of it runs.
+//! 4. `conn/` — one WebSocket: `session` (after `hyper::upgrade::on`, the upgraded stream,
+//!    wrapped by `message_timer` to time slow messages, handed to tokio-tungstenite; one task
+//!    reads, writes the outbox, heartbeats and bounds it, and does the close handshake);
+//!    `outbox` (what it still has to write, bounded in bytes) behind `local`'s shared half;
+//!    `endpoint`, the registry's connection type ([`relay_registry::Conn::send`] fills an
+//!    outbox), an enum: a local WebSocket, or a phone on another instance.
+//! 5. `protocol/` — the protocol as code: `conn_ids`, `envelope` (the binary's envelope, the
+//!    phone wrapper, the notices), `frame_check` (JSON and depth of every phone frame).
 //!
 //! # Cluster mode (`RelayConfig::cluster`, `--cluster URL`)
 //!
-//! Several instances act as one relay through NATS: the [`cluster`] building blocks (directory,
-//! liveness, links, remote phones), wired in by `clustered`. The instance where a binary's claim
-//! succeeded owns its id: the binary, its grace window and every phone's registration live in
-//! that instance's registry, a phone connected elsewhere as a `Remote` endpoint
-//! (`endpoint::Endpoint::Remote`, a [`cluster::RemotePhone`]) whose `send` and `close` publish
-//! down its link. Without `--cluster` none of it runs: no NATS, the pipeline above unchanged.
+//! Several instances act as one relay through NATS: the [`relay_cluster`] building blocks
+//! (directory, liveness, links, remote phones), wired in by `cluster/`. The instance where a
+//! binary's claim succeeded owns its id: the binary, its grace window and every phone's
+//! registration live in that instance's registry, a phone connected elsewhere as a `Remote`
+//! endpoint (`conn::endpoint::Endpoint::Remote`, a [`RemotePhone`](relay_cluster::remote::RemotePhone))
+//! whose `send` and `close` publish down its link. Without `--cluster` none of it runs: no
+//! NATS, the pipeline above unchanged.
 //!
-//! Around them: [`push`] (push wakes through FCM, asked for by binaries), `expiry` (grace
-//! windows expire in a task of the runtime), `metrics` (every family in one place, served on its
-//! own listener), `logging` (text or JSON; ids only as short hashes at info; see
+//! Around them: `hub` (the context every task holds, the registry claim and the conflict
+//! policy every path shares), `push` (push wakes through FCM, asked for by binaries), `tls` (the
+//! public listener's certificates, from files or ACME), `metrics` (every family in one place,
+//! served by `http::scrape`), `logging` (text or JSON; ids only as short hashes at info; see
 //! [`init_logging`]), `config` and [`cli`] (one clap struct, `env` on every flag).
 //!
 //! # Shutdown
@@ -47,46 +59,34 @@
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![deny(unreachable_pub)]
 
-mod binary;
 pub mod cli;
-mod client_ip;
-pub mod cluster;
-mod clustered;
+mod cluster;
 mod config;
-mod endpoint;
-mod envelope;
+mod conn;
 mod error;
-mod expiry;
-mod frame_check;
-mod gates;
-mod ids;
-mod join;
-mod listen;
-mod local;
+mod http;
+mod hub;
 mod logging;
-mod loris;
 mod metrics;
-mod outbox;
-mod phone;
-mod proxy;
-pub mod push;
-mod request_target;
-mod routes;
-mod session;
-mod tls;
+mod protocol;
+mod push;
+mod roles;
 
-pub use config::{ClientIpSource, ClusterConfig, FRAME_OVERHEAD, ForwardToken, RelayConfig};
+pub use config::{ClientIpSource, ClusterConfig, ForwardToken, RelayConfig};
 pub use error::StartError;
-pub use logging::{LogFormat, init as init_logging};
-pub use push::{PushConfig, PushConfigError};
-pub use tls::{
+pub use http::tls::{
     AcmeConfig, Certificates, ClientTlsError, FIRST_RETRY, LAST_RETRY, LETS_ENCRYPT, TlsConfig,
     TlsError, client_tls,
 };
+pub use logging::{LogFormat, init as init_logging};
+pub use push::{PushConfig, PushConfigError};
+/// The instance name [`ClusterConfig`] takes (from the cluster building blocks, `relay-cluster`).
+pub use relay_cluster::{instance::InstanceId, instance::InvalidInstanceId};
 
-use endpoint::Endpoint;
-use relay_registry::{CloseReason, Config, Conn, Counts, Registry};
+use hub::{Hub, Shutdown};
+use relay_registry::{CloseReason, Config, Conn, Registry};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -94,54 +94,6 @@ use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
-
-/// What every connection task shares.
-struct Hub {
-    registry: Registry<Endpoint>,
-    config: RelayConfig,
-    started: Instant,
-    metrics: metrics::Metrics,
-    gates: gates::Gates,
-    logs: logging::LogIds,
-    refusals: logging::RefusalLog,
-    shutdown: Shutdown,
-    /// Every WebSocket session's task (the drain waits for them).
-    sessions: TaskTracker,
-    /// Cluster mode's state (`None`: a single instance).
-    cluster: Option<clustered::Cluster>,
-    /// Push wakes (off without a service-account key).
-    push: Arc<push::Push>,
-    /// TLS on the public listener (`None`: plain TCP).
-    tls: Option<tls::Tls>,
-}
-
-impl Hub {
-    /// This instance's own connections: the registry's counts, less (in cluster mode) the
-    /// phones of other instances registered here, plus this instance's phones registered
-    /// elsewhere.
-    fn own_counts(&self) -> Counts {
-        let counts = self.registry.counts();
-        match &self.cluster {
-            Some(cluster) => cluster.own_counts(counts),
-            None => counts,
-        }
-    }
-}
-
-/// The two stages of shutdown, as cancellation tokens cloned into the tasks that watch them.
-struct Shutdown {
-    /// Shutdown began: `/readyz` 503, upgrades 503, everyone closed 1001.
-    draining: CancellationToken,
-    /// The drain is over: stop listening, end the HTTP connections and background tasks, cut
-    /// close handshakes short.
-    stopped: CancellationToken,
-}
-
-impl Shutdown {
-    fn is_draining(&self) -> bool {
-        self.draining.is_cancelled()
-    }
-}
 
 /// A running relay: its addresses, and the way to stop it.
 ///
@@ -255,24 +207,27 @@ pub async fn start(config: RelayConfig) -> Result<Relay, StartError> {
     };
     let registry =
         Registry::with_config(Config::default().with_max_phones_per_server(config.max_phones));
-    let gates = gates::Gates::new(
+    let gates = http::gates::Gates::new(
         config.rate_burst,
         config.rate_refill,
         config.max_connections,
     );
     // TLS before the cluster: a certificate that does not load stops the relay before it joins.
-    let tls = match &config.tls {
-        Some(settings) => Some(tls::Tls::new(&config, settings).await.map_err(
-            |error| match error {
-                tls::TlsError::HttpListen { addr, source } => StartError::Listen { addr, source },
-                other => StartError::Config(other.to_string()),
-            },
-        )?),
-        None => None,
-    };
+    let tls =
+        match &config.tls {
+            Some(settings) => Some(http::tls::Tls::new(&config, settings).await.map_err(
+                |error| match error {
+                    http::tls::TlsError::HttpListen { addr, source } => {
+                        StartError::Listen { addr, source }
+                    }
+                    other => StartError::Config(other.to_string()),
+                },
+            )?),
+            None => None,
+        };
     let cluster = match &config.cluster {
         Some(settings) => Some(
-            clustered::Cluster::start(settings.clone())
+            cluster::Cluster::start(settings.clone())
                 .await
                 .map_err(|error| StartError::Cluster(error.to_string()))?,
         ),
@@ -315,24 +270,25 @@ pub async fn start(config: RelayConfig) -> Result<Relay, StartError> {
 
 /// Serves until shutdown begins, then drains and stops.
 async fn run(listener: TcpListener, metrics_listener: Option<TcpListener>, hub: Arc<Hub>) {
-    let _expiry = AbortOnDropHandle::new(tokio::spawn(expiry::run(hub.clone())));
+    let _expiry = AbortOnDropHandle::new(tokio::spawn(roles::grace::run(hub.clone())));
     let _pruning = AbortOnDropHandle::new(tokio::spawn(prune(hub.clone())));
     let _push_pruning = AbortOnDropHandle::new(tokio::spawn(hub.push.clone().prune()));
     let _metrics = metrics_listener.map(|listener| {
-        AbortOnDropHandle::new(tokio::spawn(metrics::serve(listener, hub.clone())))
+        AbortOnDropHandle::new(tokio::spawn(http::scrape::serve(listener, hub.clone())))
     });
     let _cluster = hub.cluster.as_ref().map(|cluster| {
         let requests = cluster
             .take_incoming()
-            .map(|incoming| tokio::spawn(clustered::owner::serve(hub.clone(), incoming)));
-        let fence = tokio::spawn(clustered::fence::watch(hub.clone()));
+            .map(|incoming| tokio::spawn(cluster::owner::serve(hub.clone(), incoming)));
+        let fence = tokio::spawn(cluster::fence::watch(hub.clone()));
         (
             requests.map(AbortOnDropHandle::new),
             AbortOnDropHandle::new(fence),
         )
     });
-    let _tls = tls::Tls::spawn(&hub);
-    let accepting = AbortOnDropHandle::new(tokio::spawn(listen::serve(listener, hub.clone())));
+    let _tls = http::tls::Tls::spawn(&hub);
+    let accepting =
+        AbortOnDropHandle::new(tokio::spawn(http::listen::serve(listener, hub.clone())));
 
     hub.shutdown.draining.cancelled().await;
     let deadline = tokio::time::Instant::now() + hub.config.drain;
@@ -363,7 +319,7 @@ async fn run(listener: TcpListener, metrics_listener: Option<TcpListener>, hub: 
     let _ =
         tokio::time::timeout_at(deadline.max(tokio::time::Instant::now()) + slack, accepting).await;
     let _ = tokio::time::timeout(slack, hub.sessions.wait()).await;
-    clustered::fence::stop(&hub).await;
+    cluster::fence::stop(&hub).await;
     tracing::info!("stopped");
 }
 

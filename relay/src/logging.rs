@@ -76,23 +76,23 @@ pub fn init(format: LogFormat) {
 
 /// Makes the short tags ids are logged as (see the module docs).
 #[derive(Debug, Default)]
-pub struct LogIds {
+pub(crate) struct LogIds {
     key: RandomState,
 }
 
 impl LogIds {
     /// A fresh random key.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         LogIds::default()
     }
 
     /// The tag of `server_id`.
-    pub fn server(&self, server_id: &str) -> ServerTag {
+    pub(crate) fn server(&self, server_id: &str) -> ServerTag {
         ServerTag(self.key.hash_one(server_id) as u32)
     }
 
     /// The tag of the conn-id `conn_id` (`<side>-<server-id>-<suffix>`).
-    pub fn conn<'a>(&self, conn_id: &'a str) -> ConnTag<'a> {
+    pub(crate) fn conn<'a>(&self, conn_id: &'a str) -> ConnTag<'a> {
         let (side, rest) = conn_id.split_once('-').unwrap_or(("conn", conn_id));
         let (server_id, suffix) = rest.rsplit_once('-').unwrap_or((rest, ""));
         ConnTag {
@@ -105,7 +105,7 @@ impl LogIds {
 
 /// A server-id as logged at info level and above: 8 hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServerTag(u32);
+pub(crate) struct ServerTag(u32);
 
 impl fmt::Display for ServerTag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -115,7 +115,7 @@ impl fmt::Display for ServerTag {
 
 /// A conn-id as logged at info level and above: `<side>-<server tag>-<suffix>`.
 #[derive(Debug, Clone, Copy)]
-pub struct ConnTag<'a> {
+pub(crate) struct ConnTag<'a> {
     side: &'a str,
     server: ServerTag,
     suffix: &'a str,
@@ -146,7 +146,7 @@ fn ascii_or_mark(s: &str) -> &str {
 /// Logs refused requests: each at debug, and at info a few per second with the count of the
 /// ones the limit left out.
 #[derive(Debug)]
-pub struct RefusalLog {
+pub(crate) struct RefusalLog {
     limiter: DefaultDirectRateLimiter,
     suppressed: AtomicU64,
 }
@@ -159,7 +159,7 @@ impl Default for RefusalLog {
 
 impl RefusalLog {
     /// At most 5 info lines per second (in bursts of 10).
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let quota = Quota::per_second(NonZeroU32::new(5).expect("non-zero"))
             .allow_burst(NonZeroU32::new(10).expect("non-zero"));
         RefusalLog {
@@ -170,7 +170,7 @@ impl RefusalLog {
 
     /// Logs one refusal: `status` (an HTTP status, or 0 for a dropped connection), `what`
     /// (a fixed description) and the client IP.
-    pub fn refused(&self, status: u16, what: &'static str, ip: std::net::IpAddr) {
+    pub(crate) fn refused(&self, status: u16, what: &'static str, ip: std::net::IpAddr) {
         tracing::debug!(status, %ip, what, "request refused");
         if self.limiter.check().is_ok() {
             let suppressed = self.suppressed.swap(0, Ordering::Relaxed);

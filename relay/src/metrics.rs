@@ -1,20 +1,13 @@
 //! Every metric the relay exports, in one place: names, help texts and label sets. Call sites
 //! only increment. Served as Prometheus text at `/metrics` on the metrics listener (never the
-//! public one) by [`serve`]; no label ever carries a server-id, conn-id, token or IP.
+//! public one) by `http::scrape`; no label ever carries a server-id, conn-id, token or IP.
 //!
 //! prometheus-client adds `_total` to counter names when it encodes them, so the names below are
 //! registered without it. Every series of every family is created at start, so a scrape shows
 //! each one from 0. The hot-path counters (frames forwarded) are handles made once: an increment
 //! is one atomic add, no label lookup.
 
-use crate::Hub;
-use crate::cluster::ClusterMetrics;
-use crate::tls::{TlsCollector, TlsMetrics};
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use crate::http::tls::{TlsCollector, TlsMetrics};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -22,14 +15,13 @@ use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
+use relay_cluster::metrics::ClusterMetrics;
 use relay_registry::Counts;
-use std::convert::Infallible;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 
 /// `endpoint` label: which WebSocket endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EndpointLabel {
+pub(crate) enum EndpointLabel {
     /// `/v1/server`, binaries.
     Server,
     /// `/v1/client`, phones.
@@ -49,7 +41,7 @@ impl EndpointLabel {
 
 /// `outcome` label of `relay_ws_upgrades_total`: how an upgrade request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Upgraded, and the claim or registration stands.
     Ok,
     /// HTTP 400: a missing or empty header, an invalid id, not a WebSocket upgrade.
@@ -100,7 +92,7 @@ impl Outcome {
 
 /// `direction` label of the forwarding counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Direction {
+pub(crate) enum Direction {
     /// A phone's frame, wrapped, to its binary.
     PhoneToBinary,
     /// A binary's frame to one of its phones.
@@ -118,7 +110,7 @@ impl Direction {
 
 /// `reason` label of `relay_frames_dropped_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DropReason {
+pub(crate) enum DropReason {
     /// A binary's frame that is not a well-formed envelope.
     BadEnvelope,
     /// An envelope for a conn-id that is not one of the binary's phones.
@@ -152,7 +144,7 @@ impl DropReason {
 /// `reason` label of `relay_requests_refused_total`: refusals that happen before a request is
 /// routed, so that no `endpoint` can be named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RefusedReason {
+pub(crate) enum RefusedReason {
     /// The request head did not arrive within the header timeout (the connection is closed).
     HeaderTimeout,
     /// HTTP 431: the request head is larger than the relay accepts.
@@ -163,7 +155,7 @@ pub enum RefusedReason {
     /// dropped).
     ProxyHeader,
     /// The process (or system) had no file descriptor left for a new connection: it was
-    /// accepted on the reserve descriptor and closed at once (see [`listen`](crate::listen)).
+    /// accepted on the reserve descriptor and closed at once (see [`listen`](crate::http::listen)).
     NoDescriptors,
 }
 
@@ -189,7 +181,7 @@ impl RefusedReason {
 
 /// `outcome` label of `relay_push_wakes_total`: what became of a binary's push wake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum WakeOutcome {
+pub(crate) enum WakeOutcome {
     /// FCM accepted the message.
     Sent,
     /// FCM answered 404 or `UNREGISTERED`: the phone's token is stale.
@@ -221,7 +213,7 @@ impl WakeOutcome {
     ];
 
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             WakeOutcome::Sent => "sent",
             WakeOutcome::Unregistered => "unregistered",
@@ -238,11 +230,11 @@ impl WakeOutcome {
 /// `relay_push_wakes_total`, shared with the push service's send tasks (which outlive the
 /// connection that asked for them).
 #[derive(Debug, Clone)]
-pub struct WakeCounter(Family<OutcomeLabels, Counter>);
+pub(crate) struct WakeCounter(Family<OutcomeLabels, Counter>);
 
 impl WakeCounter {
     /// Counts one wake's outcome.
-    pub fn count(&self, outcome: WakeOutcome) {
+    pub(crate) fn count(&self, outcome: WakeOutcome) {
         self.0
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.as_str(),
@@ -275,7 +267,7 @@ fn code_label(code: u16) -> &'static str {
 
 /// One closed connection, for `relay_connections_closed_total`.
 #[derive(Debug, Clone, Copy)]
-pub struct Closed {
+pub(crate) struct Closed {
     /// Which endpoint it came in on.
     pub endpoint: EndpointLabel,
     /// The close code it ended with (sent, received, or 1001 for an abrupt drop).
@@ -318,7 +310,7 @@ struct Forwarded {
 
 /// The relay's metrics. See the module docs.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     binaries_connected: Gauge,
     binaries_gracing: Gauge,
@@ -343,7 +335,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Every family, registered, with every series at 0.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::default();
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
             let gauge = Gauge::default();
@@ -489,14 +481,14 @@ impl Metrics {
     }
 
     /// `relay_push_wakes_total`, for the push service.
-    pub fn wakes(&self) -> WakeCounter {
+    pub(crate) fn wakes(&self) -> WakeCounter {
         self.wakes.clone()
     }
 
     /// Adds cluster mode's families (`relay_cluster_requests_total{kind, outcome}`,
     /// `relay_cluster_remote_phones`, `relay_cluster_link_losses_total`), read from `cluster`
     /// at each scrape, and the upgrades' `cluster_unavailable` outcome.
-    pub fn add_cluster(&mut self, cluster: Arc<ClusterMetrics>) {
+    pub(crate) fn add_cluster(&mut self, cluster: Arc<ClusterMetrics>) {
         self.registry
             .register_collector(Box::new(ClusterCollector(cluster)));
         for endpoint in EndpointLabel::ALL {
@@ -508,13 +500,13 @@ impl Metrics {
     }
 
     /// Adds the TLS families (see the `tls::metrics` module), read from `tls` at each scrape.
-    pub fn add_tls(&mut self, tls: Arc<TlsMetrics>) {
+    pub(crate) fn add_tls(&mut self, tls: Arc<TlsMetrics>) {
         self.registry
             .register_collector(Box::new(TlsCollector(tls)));
     }
 
     /// Counts an upgrade request's outcome.
-    pub fn upgrade(&self, endpoint: EndpointLabel, outcome: Outcome) {
+    pub(crate) fn upgrade(&self, endpoint: EndpointLabel, outcome: Outcome) {
         self.upgrades
             .get_or_create(&UpgradeLabels {
                 endpoint: endpoint.as_str(),
@@ -524,7 +516,7 @@ impl Metrics {
     }
 
     /// Counts one frame of `len` bytes forwarded in `direction`.
-    pub fn forwarded(&self, direction: Direction, len: usize) {
+    pub(crate) fn forwarded(&self, direction: Direction, len: usize) {
         let counters = match direction {
             Direction::PhoneToBinary => &self.up,
             Direction::BinaryToPhone => &self.down,
@@ -534,7 +526,7 @@ impl Metrics {
     }
 
     /// Counts one dropped frame.
-    pub fn dropped(&self, reason: DropReason) {
+    pub(crate) fn dropped(&self, reason: DropReason) {
         self.dropped
             .get_or_create(&ReasonLabels {
                 reason: reason.as_str(),
@@ -543,22 +535,22 @@ impl Metrics {
     }
 
     /// Counts one grace window that expired.
-    pub fn grace_expired(&self) {
+    pub(crate) fn grace_expired(&self) {
         self.grace_expiries.inc();
     }
 
     /// Counts one reclaim.
-    pub fn reclaimed(&self) {
+    pub(crate) fn reclaimed(&self) {
         self.reclaims.inc();
     }
 
     /// Counts one takeover.
-    pub fn took_over(&self) {
+    pub(crate) fn took_over(&self) {
         self.takeovers.inc();
     }
 
     /// Counts one closed connection.
-    pub fn closed(&self, closed: Closed) {
+    pub(crate) fn closed(&self, closed: Closed) {
         self.closed
             .get_or_create(&ClosedLabels {
                 endpoint: closed.endpoint.as_str(),
@@ -568,7 +560,7 @@ impl Metrics {
     }
 
     /// Counts one request refused before routing.
-    pub fn refused(&self, reason: RefusedReason) {
+    pub(crate) fn refused(&self, reason: RefusedReason) {
         self.refused
             .get_or_create(&ReasonLabels {
                 reason: reason.as_str(),
@@ -577,7 +569,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition, with the gauges read from `counts` now.
-    pub fn encode(&self, counts: Counts) -> String {
+    pub(crate) fn encode(&self, counts: Counts) -> String {
         self.binaries_connected.set(counts.binaries as i64);
         self.binaries_gracing.set(counts.gracing as i64);
         self.phones_connected.set(counts.phones as i64);
@@ -633,52 +625,6 @@ impl Collector for ClusterCollector {
         ConstCounter::new(self.0.link_losses()).encode(losses)?;
         Ok(())
     }
-}
-
-/// Serves `/metrics` on `listener` until the relay stops.
-pub async fn serve(listener: TcpListener, hub: Arc<Hub>) {
-    let stopped = hub.shutdown.stopped.clone();
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "metrics listener: accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stopped.cancelled() => return,
-        };
-        let hub = hub.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| scrape(hub.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(5))
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
-}
-
-async fn scrape(
-    hub: Arc<Hub>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let response = if req.uri().path() == "/metrics" {
-        Response::builder()
-            .header(
-                hyper::header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )
-            .body(Full::new(Bytes::from(hub.metrics.encode(hub.own_counts()))))
-    } else {
-        Response::builder()
-            .status(StatusCode::NOT_FOUND)
-            .body(Full::new(Bytes::from_static(b"not found\n")))
-    };
-    Ok(response.expect("a valid response"))
 }
 
 #[cfg(test)]

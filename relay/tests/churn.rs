@@ -15,13 +15,14 @@
 //! a time, a third closing with 1000, a third with a TCP reset, a third sending one frame and then
 //! a FIN without a close frame. `RELAY_CHURN_PHONES` sets how many (default 2,000).
 
+#[path = "../../cluster/tests/support/mod.rs"]
 mod cluster_support;
 mod support;
 
 use cluster_support::instance::TEST_LEASE;
 use cluster_support::nats::NatsServer;
 use futures_util::{SinkExt, StreamExt, stream};
-use relay_server::cluster::InstanceId;
+use relay_server::InstanceId;
 use relay_server::{ClusterConfig, Relay, RelayConfig};
 use serde_json::Value;
 use std::collections::HashMap;

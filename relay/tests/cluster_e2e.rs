@@ -4,13 +4,14 @@
 //! holds across instances as on one. Skipped loudly without `nats-server` (failed instead with
 //! `RELAY_CLUSTER_TESTS=required`).
 
+#[path = "../../cluster/tests/support/mod.rs"]
 mod cluster_support;
 mod support;
 
 use cluster_support::PATIENCE;
 use cluster_support::instance::TEST_LEASE;
 use cluster_support::nats::NatsServer;
-use relay_server::cluster::InstanceId;
+use relay_cluster::instance::InstanceId;
 use relay_server::{ClusterConfig, Relay, RelayConfig};
 use serde_json::{Value, json};
 use std::net::SocketAddr;

@@ -1,15 +1,15 @@
 //! Cluster mode with the `relay` binary as child processes on a real `nats-server -js`: an
-//! instance SIGKILLed while its binary's phones on other instances are mid-stream, and the load
-//! generator through a real `haproxy` in plain round-robin in front of three instances. Each
+//! instance SIGKILLed while its binary's phones on other instances are mid-stream (the load
+//! generator through `haproxy` in front of three instances is `loadgen/tests/cluster.rs`). Each
 //! child is started by its test on loopback and stopped by it (kill and reap on drop). Skipped
-//! loudly without `nats-server` / `haproxy` (failed instead with `RELAY_CLUSTER_TESTS=required`).
+//! loudly without `nats-server` (failed instead with `RELAY_CLUSTER_TESTS=required`).
 
+#[path = "../../cluster/tests/support/mod.rs"]
 mod cluster_support;
 mod support;
 
-use cluster_support::haproxy::Haproxy;
 use cluster_support::nats::NatsServer;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -115,40 +115,4 @@ async fn an_instance_killed_mid_stream_ends_its_phones_elsewhere_1011_within_the
         .send(json!({"conn_id": phone_id, "frame": "after"}).to_string())
         .await;
     assert_eq!(phone.text().await, "\"after\"");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn haproxy_round_robin_over_three_instances_serves_the_load_generator_without_loss() {
-    let Some(server) = NatsServer::start("haproxy_round_robin_over_three_instances") else {
-        return;
-    };
-    let instances = [
-        Instance::start(&server, "relay-lb-a"),
-        Instance::start(&server, "relay-lb-b"),
-        Instance::start(&server, "relay-lb-c"),
-    ];
-    let backends: Vec<SocketAddr> = instances.iter().map(|i| i.addr).collect();
-    let Some(haproxy) = Haproxy::round_robin("haproxy_round_robin_over_three_instances", &backends)
-    else {
-        return;
-    };
-    let url = format!("ws://{}", haproxy.addr());
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_relay-loadgen"))
-            .args(["--url", &url, "--binaries", "8", "--phones", "4"])
-            .args(["--rate", "400", "--duration", "10s", "--json", "--strict"])
-            .output()
-            .expect("run relay-loadgen")
-    })
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "relay-loadgen failed: {stderr}");
-    let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
-    let step = &report["step"];
-    assert_eq!(step["up"]["lost"], 0, "{report}");
-    assert_eq!(step["down"]["lost"], 0, "{report}");
-    assert!(step["up"]["sent"].as_u64().unwrap() > 0, "{report}");
-    assert_eq!(report["phones_setup"]["accepted"], 32, "{report}");
-    drop(instances);
 }

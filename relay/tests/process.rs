@@ -408,7 +408,12 @@ fn an_invalid_configuration_exits_2_with_one_line() {
         ],
         &["--instance-id", "a.b", "--cluster", "nats://127.0.0.1:4222"],
         &["--max-phones", "-1"],
-        &["--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"],
+        &[
+            "--tls-cert",
+            "/nonexistent/cert.pem",
+            "--tls-key",
+            "/nonexistent/key.pem",
+        ],
         &["--tls-cert", "/etc/hostname", "--tls-key", "/etc/hostname"],
         &["--fcm-credentials", "/nonexistent/service-account.json"],
     ] {

@@ -388,46 +388,6 @@ async fn relay_client_speaks_wss_trusting_its_ca_file() {
     relay.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn relay_loadgen_loads_a_wss_relay_from_worker_processes_trusting_its_ca_file() {
-    let ca = Ca::new();
-    let files = Files::new(&ca.leaf());
-    let relay = relay(tls_config(&files)).await;
-    let ca_file = files.dir.path().join("ca.pem");
-    std::fs::write(&ca_file, &ca.pem).unwrap();
-    let url = format!("wss://localhost:{}", relay.local_addr().port());
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_relay-loadgen"))
-            .args([
-                "--url",
-                &url,
-                "--procs",
-                "2",
-                "--binaries",
-                "2",
-                "--phones",
-                "1",
-            ])
-            .args(["--rate", "40", "--duration", "500ms", "--json", "--ca-file"])
-            .arg(&ca_file)
-            .output()
-            .expect("relay-loadgen runs")
-    })
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stderr}");
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
-    assert_eq!(json["binaries_setup"]["accepted"], 2, "{json}");
-    assert_eq!(json["phones_setup"]["accepted"], 2, "{json}");
-    for direction in ["up", "down"] {
-        let d = &json["step"][direction];
-        assert!(d["sent"].as_u64().unwrap() > 0, "{json}");
-        assert_eq!(d["received"], d["sent"], "{json}");
-    }
-    relay.shutdown().await;
-}
-
 /// The relay's open descriptors and resident set (KiB).
 fn fds_and_rss(pid: u32) -> (usize, u64) {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 /// What became of a send, with what a log line may say about it.
 #[derive(Debug)]
-pub struct Sent {
+pub(super) struct Sent {
     /// The outcome counted.
     pub outcome: WakeOutcome,
     /// Why, for the log (a status, a timeout, hyper's error): never a token.
@@ -24,7 +24,7 @@ pub struct Sent {
 
 /// The log's view of a send's end.
 #[derive(Debug)]
-pub enum Detail {
+pub(super) enum Detail {
     /// FCM answered with this status.
     Status(u16),
     /// FCM gave no answer.
@@ -44,7 +44,7 @@ impl fmt::Display for Detail {
 }
 
 /// Sends wakes for one service account.
-pub struct Fcm {
+pub(super) struct Fcm {
     https: Https,
     account: ServiceAccount,
     send: Uri,
@@ -54,7 +54,7 @@ pub struct Fcm {
 impl Fcm {
     /// The sender posting to `send` (`{endpoint}/v1/projects/{project_id}/messages:send`, see
     /// [`send_uri`]).
-    pub fn new(https: Https, account: ServiceAccount, send: Uri) -> Fcm {
+    pub(super) fn new(https: Https, account: ServiceAccount, send: Uri) -> Fcm {
         Fcm {
             https,
             account,
@@ -64,7 +64,7 @@ impl Fcm {
     }
 
     /// Sends one wake to the phone whose FCM registration token is `token`.
-    pub async fn send(&self, token: &str) -> Sent {
+    pub(super) async fn send(&self, token: &str) -> Sent {
         let body = Bytes::from(
             serde_json::json!({"message": {"token": token, "android": {"priority": "HIGH"}}})
                 .to_string(),
@@ -116,7 +116,7 @@ impl Fcm {
 
 /// `{endpoint}/v1/projects/{project_id}/messages:send`; `Err` if that is not a URL (an
 /// endpoint with a query or fragment).
-pub fn send_uri(endpoint: &Uri, project_id: &str) -> Result<Uri, &'static str> {
+pub(super) fn send_uri(endpoint: &Uri, project_id: &str) -> Result<Uri, &'static str> {
     if endpoint.query().is_some() {
         return Err("it has a query");
     }
@@ -132,7 +132,7 @@ pub fn send_uri(endpoint: &Uri, project_id: &str) -> Result<Uri, &'static str> {
 /// FCM's reply as an outcome: 2xx sent; 404 or an `UNREGISTERED` error code unregistered
 /// (the token is stale: the app was uninstalled or its token rotated); other 4xx rejected; 5xx
 /// (and a redirect, never followed) send_failed.
-pub fn classify(reply: &Reply) -> WakeOutcome {
+pub(super) fn classify(reply: &Reply) -> WakeOutcome {
     let status = reply.status;
     if status.is_success() {
         WakeOutcome::Sent

@@ -22,10 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Most bytes of a reply body read (the rest is never read).
-pub const MAX_REPLY: usize = 4 * 1024;
+pub(super) const MAX_REPLY: usize = 4 * 1024;
 
 /// An `https://` URL with a host, parsed; `Err` says what is wrong (never the URL itself).
-pub fn https_uri(text: &str) -> Result<Uri, &'static str> {
+pub(super) fn https_uri(text: &str) -> Result<Uri, &'static str> {
     let uri: Uri = text.parse().map_err(|_| "not a URL")?;
     match uri.scheme_str() {
         Some("https") => {}
@@ -40,7 +40,7 @@ pub fn https_uri(text: &str) -> Result<Uri, &'static str> {
 
 /// Why a call got no reply.
 #[derive(Debug)]
-pub enum CallError {
+pub(super) enum CallError {
     /// No reply within the call's time bound.
     Timeout,
     /// Connecting, TLS, or the exchange failed (the message is hyper's, with its causes).
@@ -58,7 +58,7 @@ impl fmt::Display for CallError {
 
 /// A reply: its status and the first [`MAX_REPLY`] bytes of its body.
 #[derive(Debug)]
-pub struct Reply {
+pub(super) struct Reply {
     /// The HTTP status.
     pub status: StatusCode,
     /// At most [`MAX_REPLY`] bytes of the body.
@@ -67,7 +67,7 @@ pub struct Reply {
 
 /// The client. Cloning it shares the connection pool.
 #[derive(Clone, Debug)]
-pub struct Https {
+pub(super) struct Https {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
 }
@@ -75,7 +75,7 @@ pub struct Https {
 impl Https {
     /// A client trusting the system's roots plus `extra`, each call bounded by `timeout`.
     /// Returns it with the number of roots it trusts.
-    pub fn new(extra: &[CertificateDer<'static>], timeout: Duration) -> (Https, usize) {
+    pub(super) fn new(extra: &[CertificateDer<'static>], timeout: Duration) -> (Https, usize) {
         let mut roots = rustls::RootCertStore::empty();
         let native = rustls_native_certs::load_native_certs();
         for error in &native.errors {
@@ -112,7 +112,7 @@ impl Https {
     /// # Errors
     ///
     /// No reply in time, or the connection, TLS or exchange failed.
-    pub async fn call(&self, request: Request<Full<Bytes>>) -> Result<Reply, CallError> {
+    pub(super) async fn call(&self, request: Request<Full<Bytes>>) -> Result<Reply, CallError> {
         let exchange = async {
             let response = self
                 .client

@@ -14,7 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Why a wake was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
+pub(super) enum Refused {
     /// Its server-id's bucket is empty.
     RateLimited,
     /// The relay has its maximum of sends in flight.
@@ -23,7 +23,7 @@ pub enum Refused {
 
 /// The per-id buckets and the in-flight cap.
 #[derive(Debug)]
-pub struct Limits {
+pub(super) struct Limits {
     buckets: DefaultKeyedRateLimiter<String>,
     in_flight: Arc<Semaphore>,
     refill: Duration,
@@ -32,7 +32,7 @@ pub struct Limits {
 impl Limits {
     /// Buckets of `burst` wakes per server-id, one back every `refill`; at most `max_in_flight`
     /// sends at once.
-    pub fn new(burst: NonZeroU32, refill: Duration, max_in_flight: usize) -> Limits {
+    pub(super) fn new(burst: NonZeroU32, refill: Duration, max_in_flight: usize) -> Limits {
         let refill = refill.max(Duration::from_nanos(1));
         let quota = Quota::with_period(refill)
             .expect("a non-zero period")
@@ -49,7 +49,7 @@ impl Limits {
     /// # Errors
     ///
     /// The id's bucket is empty (checked first), or no place is free.
-    pub fn admit(&self, server_id: &str) -> Result<OwnedSemaphorePermit, Refused> {
+    pub(super) fn admit(&self, server_id: &str) -> Result<OwnedSemaphorePermit, Refused> {
         self.buckets
             .check_key(&server_id.to_owned())
             .map_err(|_| Refused::RateLimited)?;
@@ -60,13 +60,13 @@ impl Limits {
     }
 
     /// Forgets the buckets that are full again (they behave as new ones).
-    pub fn prune(&self) {
+    pub(super) fn prune(&self) {
         self.buckets.retain_recent();
         self.buckets.shrink_to_fit();
     }
 
     /// How often [`prune`](Self::prune) is worth calling.
-    pub fn prune_every(&self) -> Duration {
+    pub(super) fn prune_every(&self) -> Duration {
         self.refill
             .clamp(Duration::from_secs(1), Duration::from_secs(60))
     }

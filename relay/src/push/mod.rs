@@ -26,7 +26,7 @@
 //! configuration (so a bad file stops the relay before it starts) and again in
 //! [`start`](crate::start), which refuses a bad one with the same error.
 
-pub mod credentials;
+pub(crate) mod credentials;
 mod fcm;
 mod https;
 mod limits;
@@ -44,13 +44,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use oauth::SCOPE;
-
 /// Where FCM's HTTP v1 API is by default.
-pub const DEFAULT_ENDPOINT: &str = "https://fcm.googleapis.com";
+pub(crate) const DEFAULT_ENDPOINT: &str = "https://fcm.googleapis.com";
 
 /// Longest FCM registration token accepted (protocol: 4 KiB).
-pub const MAX_TOKEN: usize = 4 * 1024;
+pub(crate) const MAX_TOKEN: usize = 4 * 1024;
 
 /// Push wakes' settings: `--fcm-credentials`, `--fcm-endpoint`, `--fcm-ca-file`, and the
 /// protocol's limits.
@@ -180,7 +178,7 @@ pub enum PushConfigError {
 }
 
 /// The push service of a running relay. See the module docs.
-pub struct Push {
+pub(crate) struct Push {
     counter: WakeCounter,
     /// `None`: push is off.
     on: Option<On>,
@@ -193,7 +191,7 @@ struct On {
 
 impl Push {
     /// The service for `config` (`None`: push off), counting into `counter`.
-    pub fn new(config: Option<(&PushConfig, Loaded)>, counter: WakeCounter) -> Push {
+    pub(crate) fn new(config: Option<(&PushConfig, Loaded)>, counter: WakeCounter) -> Push {
         let on = config.map(|(config, loaded)| {
             let (https, roots) = https::Https::new(&loaded.extra, config.timeout);
             if roots == 0 {
@@ -215,7 +213,7 @@ impl Push {
     /// Takes one wake from `server_id`'s binary (`tag` names the id in logs) for the phone with
     /// FCM registration token `token` (already checked: non-empty, at most [`MAX_TOKEN`]).
     /// Returns at once: an admitted wake is sent by a task of its own.
-    pub fn wake(&self, server_id: &str, tag: ServerTag, token: &str) {
+    pub(crate) fn wake(&self, server_id: &str, tag: ServerTag, token: &str) {
         let token_tag = fingerprint(token);
         let Some(on) = &self.on else {
             tracing::debug!(server = %tag, token = %token_tag, "push wake dropped: push is off");
@@ -260,7 +258,7 @@ impl Push {
     }
 
     /// Prunes the per-id buckets every refill period, until dropped (a task of the relay).
-    pub async fn prune(self: Arc<Self>) {
+    pub(crate) async fn prune(self: Arc<Self>) {
         let Some(on) = &self.on else {
             return;
         };
@@ -273,17 +271,21 @@ impl Push {
     }
 }
 
-/// How a log line names an FCM token: the first 8 hex digits of its SHA-256.
-///
-/// # Examples
-///
-/// ```
-/// assert_eq!(relay_server::push::fingerprint("abc"), "ba7816bf");
-/// ```
-pub fn fingerprint(token: &str) -> String {
+/// How a log line names an FCM token: the first 8 hex digits of its SHA-256 (`"abc"` →
+/// `ba7816bf`, checked by the unit test below).
+pub(crate) fn fingerprint(token: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
     digest.as_ref()[..4]
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect()
+}
+
+#[cfg(test)]
+mod fingerprint_tests {
+    #[test]
+    fn the_fingerprint_is_the_first_8_hex_digits_of_the_sha256() {
+        // SHA-256("abc") = ba7816bf 8f01cfea ... (FIPS 180-2's example).
+        assert_eq!(super::fingerprint("abc"), "ba7816bf");
+    }
 }

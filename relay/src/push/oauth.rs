@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 /// The scope FCM's HTTP v1 API requires.
-pub const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
+pub(crate) const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
 
 /// How long a signed assertion is valid (the most Google accepts).
 const LIFETIME: Duration = Duration::from_secs(3600);
@@ -34,7 +34,7 @@ const MARGIN: Duration = Duration::from_secs(60);
 
 /// Why no access token could be had.
 #[derive(Debug)]
-pub enum FetchError {
+pub(super) enum FetchError {
     /// The assertion could not be signed (ring refused).
     Sign,
     /// The token endpoint gave no reply.
@@ -77,13 +77,13 @@ struct State {
 /// the first fetches while holding the lock, the others wait for it and take its token, or its
 /// failure (a caller that began waiting before a fetch failed does not try again at once, so
 /// an unreachable token endpoint costs one time-out, not one per waiting send).
-pub struct Tokens {
+pub(super) struct Tokens {
     state: tokio::sync::Mutex<State>,
 }
 
 impl Tokens {
     /// An empty cache.
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Tokens {
             state: tokio::sync::Mutex::new(State::default()),
         }
@@ -95,7 +95,7 @@ impl Tokens {
     ///
     /// The fetch failed, or one that ended while this caller waited for it failed (nothing is
     /// cached then; a later caller tries again).
-    pub async fn get(
+    pub(super) async fn get(
         &self,
         https: &Https,
         account: &ServiceAccount,
@@ -132,7 +132,7 @@ impl Tokens {
 
     /// Forgets `used` if it is still the cached token (FCM refused it with 401): the next
     /// [`get`](Self::get) fetches a new one, once, however many sends saw the 401.
-    pub async fn forget(&self, used: &Arc<str>) {
+    pub(super) async fn forget(&self, used: &Arc<str>) {
         let mut state = self.state.lock().await;
         if state
             .cached
@@ -183,7 +183,7 @@ async fn fetch(https: &Https, account: &ServiceAccount) -> Result<(String, Durat
 
 /// The signed JWT (`header.claims.signature`, each base64url) for a grant made at `now`
 /// (seconds since the epoch).
-pub fn assertion(account: &ServiceAccount, now: u64) -> Result<String, FetchError> {
+pub(super) fn assertion(account: &ServiceAccount, now: u64) -> Result<String, FetchError> {
     let header = serde_json::json!({"alg": "RS256", "typ": "JWT"});
     let claims = serde_json::json!({
         "iss": account.client_email,

@@ -1,0 +1,234 @@
+//! Liveness leases against a real `nats-server`: others learn of a crash within the lease plus
+//! one refresh and of a shutdown at once; an instance cut off from NATS fences itself before
+//! anyone can see its lease end; a fenced instance comes back under a new incarnation and its old
+//! entries stay free.
+
+mod support;
+
+use relay_cluster::{
+    ClusterError, connection::ConnectSettings, directory::Claim, directory::Lookup,
+    instance::Owner, link::LinkSettings, liveness::LeaseState, liveness::PeerEvent,
+};
+use std::time::Duration;
+use support::instance::{TEST_LEASE, instance, instance_with};
+use support::nats::NatsServer;
+use support::proxy::Partition;
+use support::{PATIENCE, eventually};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+/// Waits up to `bound` for `Lost(owner)`, skipping other events; the instant it came.
+async fn lost(
+    peers: &mut broadcast::Receiver<PeerEvent>,
+    owner: &Owner,
+    bound: Duration,
+) -> Instant {
+    let wait = async {
+        loop {
+            match peers.recv().await.expect("the watch runs") {
+                PeerEvent::Lost(gone) if &gone == owner => return Instant::now(),
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(bound, wait)
+        .await
+        .unwrap_or_else(|_| panic!("{owner} not seen lost within {bound:?}"))
+}
+
+#[tokio::test]
+async fn instances_see_each_other_alive() {
+    let Some(server) = NatsServer::start("instances_see_each_other_alive") else {
+        return;
+    };
+    let a = instance(&server, "relay-a", TEST_LEASE).await;
+    let mut peers = a.liveness.peers();
+    let b = instance(&server, "relay-b", TEST_LEASE).await;
+    let owner_b = b.liveness.owner().expect("b holds its lease");
+    let event = tokio::time::timeout(PATIENCE, peers.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(event, PeerEvent::Alive(owner_b.clone()));
+    assert_eq!(a.liveness.live_peers(), vec![owner_b.clone()]);
+    assert_eq!(a.liveness.is_alive(&owner_b).await, Ok(true));
+    assert_eq!(b.liveness.live_peers(), vec![a.liveness.owner().unwrap()]);
+    // Refreshes (several per lease) are not news.
+    tokio::time::sleep(TEST_LEASE).await;
+    assert!(peers.try_recv().is_err());
+    assert!(b.liveness.holds_lease());
+}
+
+#[tokio::test]
+async fn a_crashed_instance_is_seen_lost_within_the_lease_plus_one_refresh() {
+    let Some(server) = NatsServer::start("a_crashed_instance_is_seen_lost") else {
+        return;
+    };
+    let a = instance(&server, "relay-a", TEST_LEASE).await;
+    let b = instance(&server, "relay-b", TEST_LEASE).await;
+    let mut peers = a.liveness.peers();
+    let owner_b = b.liveness.owner().unwrap();
+    drop(b); // no shutdown: it stops refreshing, as a crashed process does
+    let timing = a.liveness.timing();
+    let bound = timing.lease + timing.refresh + Duration::from_millis(500);
+    lost(&mut peers, &owner_b, bound).await;
+    assert_eq!(a.liveness.is_alive(&owner_b).await, Ok(false));
+    assert!(a.liveness.live_peers().is_empty());
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_is_seen_at_once_not_after_the_lease() {
+    let Some(server) = NatsServer::start("a_graceful_shutdown_is_seen_at_once") else {
+        return;
+    };
+    let a = instance(&server, "relay-a", TEST_LEASE).await;
+    let b = instance(&server, "relay-b", TEST_LEASE).await;
+    let mut peers = a.liveness.peers();
+    let owner_b = b.liveness.owner().unwrap();
+    b.liveness.shutdown().await.expect("the entry is deleted");
+    assert!(!b.liveness.holds_lease());
+    // Well before the TTL could have expired the entry.
+    lost(&mut peers, &owner_b, TEST_LEASE / 2).await;
+    assert_eq!(a.liveness.is_alive(&owner_b).await, Ok(false));
+}
+
+#[tokio::test]
+async fn an_instance_whose_entry_was_replaced_fences_itself_at_its_next_refresh() {
+    let Some(server) = NatsServer::start("an_instance_whose_entry_was_replaced") else {
+        return;
+    };
+    let lease = Duration::from_secs(4);
+    let first = instance(&server, "relay-a", lease).await;
+    let mut state = first.liveness.state();
+    let original = first.liveness.owner().unwrap();
+    // A second process with the same name (a misconfiguration) announces itself over it.
+    let second = instance(&server, "relay-a", lease).await;
+    // The first one's next refresh (within 1 s) is refused: it fences at once instead of at its
+    // deadline (3.2 s after its last refresh), then announces itself anew.
+    let replaced = state.wait_for(|state| *state != LeaseState::Held(original.clone()));
+    tokio::time::timeout(lease / 2, replaced)
+        .await
+        .expect("fenced at the refresh after the takeover, before the deadline")
+        .unwrap();
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_instance_fences_itself_before_anyone_sees_its_lease_end() {
+    let Some(server) = NatsServer::start("a_partitioned_instance_fences_itself") else {
+        return;
+    };
+    let target = server.url().trim_start_matches("nats://").parse().unwrap();
+    let partition = Partition::start(target).await;
+    // Pings far apart, so the cut is noticed by the failing refreshes, not as a disconnect.
+    let quiet = ConnectSettings {
+        ping_interval: Duration::from_secs(60),
+        ..ConnectSettings::default()
+    };
+    let a = instance_with(
+        &partition.url(),
+        "relay-a",
+        TEST_LEASE,
+        quiet,
+        LinkSettings::default(),
+    )
+    .await;
+    let b = instance(&server, "relay-b", TEST_LEASE).await;
+    let Claim::Claimed(_) = a.directory.claim("srv").await.unwrap() else {
+        panic!("claimed");
+    };
+    let old = a.liveness.owner().unwrap();
+    let mut peers = b.liveness.peers();
+    let mut state = a.liveness.state();
+    state.borrow_and_update();
+
+    partition.cut();
+    // Both waits run at once, each noting the instant its event came.
+    let bound = TEST_LEASE + Duration::from_secs(1);
+    let fencing = async {
+        tokio::time::timeout(bound, state.wait_for(|state| *state == LeaseState::Fenced))
+            .await
+            .expect("fenced within the lease")
+            .unwrap();
+        Instant::now()
+    };
+    let (fenced, seen) = tokio::join!(fencing, lost(&mut peers, &old, bound + bound));
+    assert!(
+        fenced < seen,
+        "a was told it lost its lease only after b saw it gone"
+    );
+    assert!(!a.liveness.holds_lease());
+    assert_eq!(a.liveness.owner(), None);
+    assert_eq!(
+        a.directory.claim("other").await,
+        Err(ClusterError::NoLease),
+        "a fenced instance claims nothing"
+    );
+    assert_eq!(b.directory.lookup("srv").await, Ok(Lookup::Free));
+
+    // Healed: a comes back under a new incarnation; what it owned before stays free.
+    partition.heal();
+    let held = tokio::time::timeout(
+        PATIENCE,
+        state.wait_for(|s| matches!(s, LeaseState::Held(_))),
+    )
+    .await
+    .expect("held again once NATS answers")
+    .unwrap()
+    .clone();
+    let LeaseState::Held(new) = held else {
+        unreachable!()
+    };
+    assert_eq!(new.instance, old.instance);
+    assert_ne!(new.incarnation, old.incarnation);
+    assert!(a.liveness.holds_lease());
+    assert_eq!(b.directory.lookup("srv").await, Ok(Lookup::Free));
+    assert!(matches!(
+        b.directory.claim("srv").await,
+        Ok(Claim::Claimed(_))
+    ));
+    assert!(matches!(
+        a.directory.claim("srv").await,
+        Ok(Claim::HeldBy { .. })
+    ));
+}
+
+#[tokio::test]
+async fn nats_restarting_instances_reconnect_hold_leases_and_the_watch_goes_on() {
+    let Some(mut server) = NatsServer::start("nats_restarting_and_the_watch_goes_on") else {
+        return;
+    };
+    let lease = Duration::from_secs(4);
+    let a = instance(&server, "relay-a", lease).await;
+    let b = instance(&server, "relay-b", lease).await;
+    server.stop();
+    assert!(
+        eventually(PATIENCE, || !a.nats.is_connected()
+            && !b.nats.is_connected())
+        .await
+    );
+    server.start_again();
+    // Both reconnect on their own, and JetStream answers them again.
+    assert!(eventually(PATIENCE, || a.nats.is_connected() && b.nats.is_connected()).await);
+    let deadline = Instant::now() + PATIENCE;
+    while !matches!(
+        b.directory.claim("after-restart").await,
+        Ok(Claim::Claimed(_))
+    ) {
+        assert!(
+            Instant::now() < deadline,
+            "the directory answers again after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        eventually(PATIENCE, || a.liveness.holds_lease()
+            && b.liveness.holds_lease())
+        .await
+    );
+    // The watch still works: b's shutdown is seen by a.
+    let mut peers = a.liveness.peers();
+    let current_b = b.liveness.owner().unwrap();
+    b.liveness.shutdown().await.expect("deleted");
+    lost(&mut peers, &current_b, PATIENCE).await;
+}

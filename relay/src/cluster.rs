@@ -1,0 +1,177 @@
+//! The relay in cluster mode: where the [`cluster`](relay_cluster) building blocks are wired
+//! into the relay's pipeline, so that several instances act as one relay.
+//!
+//! - [`Cluster`] (held by the hub when `--cluster` is given): the NATS connection, the lease,
+//!   the directory and the link, plus what this instance owns (`owned`: each id it holds, with
+//!   the revision of its directory entry) and the phones it serves for owners elsewhere
+//!   ([`away`]).
+//! - [`claims`]: a binary's claim — the directory before the `101`, a remote owner's decision
+//!   after it — and the release of an entry once the registry lets the id go.
+//! - [`away`]: a phone whose id another instance owns: registered there over the link, its
+//!   frames sent up (credit-limited), what comes down pushed into its outbox.
+//! - [`owner`]: the requests other instances send to this one (register a phone, probe a
+//!   binary) and the remote phones' frames, handed to the binary.
+//! - [`fence`]: the lease lost — every connection closed 1012, every link lost, every tenure
+//!   ended — and the graceful stop.
+//!
+//! # The invariant the locks keep
+//!
+//! If this instance's registry holds an id (live or gracing), the directory entry for it names
+//! this instance (in its current incarnation). Every step that changes either side for one id
+//! — a claim here, the release of an entry, ending a tenure for a claimant elsewhere — runs
+//! under that id's lock ([`locks`]), so none can interleave with another. A phone lookup reads
+//! without it: a phone that reaches a former owner is told 4404 by that owner's registry.
+
+pub(crate) mod away;
+mod away_set;
+pub(crate) mod claims;
+pub(crate) mod fence;
+mod locks;
+pub(crate) mod owner;
+
+use crate::config::ClusterConfig;
+use crate::conn::endpoint::Endpoint;
+use crate::conn::local::LocalConn;
+use crate::protocol::conn_ids::Side;
+use away_set::AwaySet;
+use parking_lot::Mutex;
+use relay_cluster::{
+    ClusterError, connection::ConnectSettings, connection::Nats, directory::Directory,
+    directory::Revision, link::Incoming, link::Link, link::LinkSettings, liveness::Liveness,
+    metrics::ClusterMetrics,
+};
+use relay_registry::{Counts, Registry};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// This instance's part in a cluster. See the module docs.
+pub(crate) struct Cluster {
+    /// The NATS connection.
+    pub nats: Nats,
+    /// The lease.
+    pub liveness: Arc<Liveness>,
+    /// Id → owner.
+    pub directory: Directory,
+    /// Links and requests to other instances.
+    pub link: Link,
+    /// The cluster's counters (exported by `metrics`).
+    pub metrics: Arc<ClusterMetrics>,
+    /// The settings it was started with.
+    pub config: ClusterConfig,
+    /// Every id this instance holds, with its entry's revision.
+    owned: Mutex<HashMap<String, Revision>>,
+    locks: locks::Locks,
+    /// Phones connected here whose ids other instances own.
+    away: AwaySet,
+    /// The requests addressed to this instance, until the relay's task takes them.
+    incoming: Mutex<Option<mpsc::Receiver<Incoming>>>,
+}
+
+impl Cluster {
+    /// Connects to NATS, takes the lease, opens the directory and starts the link.
+    ///
+    /// # Errors
+    ///
+    /// Any step that fails or times out (a lease that is not whole seconds included).
+    pub(crate) async fn start(config: ClusterConfig) -> Result<Cluster, ClusterError> {
+        let timeout = config.request_timeout;
+        let nats = Nats::connect(
+            &config.url,
+            &config.instance,
+            timeout,
+            ConnectSettings::default(),
+        )
+        .await?;
+        let metrics = Arc::new(ClusterMetrics::default());
+        let liveness =
+            Arc::new(Liveness::start(&nats, config.instance.clone(), config.lease).await?);
+        let directory = Directory::open(&nats, liveness.clone(), timeout, metrics.clone()).await?;
+        let settings = LinkSettings {
+            request_timeout: timeout,
+            ..LinkSettings::default()
+        };
+        let (link, incoming) =
+            Link::start(&nats, liveness.clone(), settings, metrics.clone()).await?;
+        Ok(Cluster {
+            nats,
+            liveness,
+            directory,
+            link,
+            metrics,
+            config,
+            owned: Mutex::new(HashMap::new()),
+            locks: locks::Locks::new(),
+            away: AwaySet::default(),
+            incoming: Mutex::new(Some(incoming)),
+        })
+    }
+
+    /// Whether this instance is part of the cluster right now: connected to NATS and holding
+    /// its lease. While not, `/readyz` is 503 and every upgrade is refused 503.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.nats.is_connected() && self.liveness.holds_lease()
+    }
+
+    /// The requests addressed to this instance (once: the task that serves them takes them).
+    pub(crate) fn take_incoming(&self) -> Option<mpsc::Receiver<Incoming>> {
+        self.incoming.lock().take()
+    }
+
+    /// This instance's own connections, from the registry's counts: its binaries (a binary is
+    /// always local), its phones registered here, and its phones registered with owners
+    /// elsewhere — not the phones of other instances registered here.
+    pub(crate) fn own_counts(&self, registry: Counts) -> Counts {
+        let remote = usize::try_from(self.metrics.remote_phones()).unwrap_or(0);
+        Counts {
+            phones: registry.phones.saturating_sub(remote) + self.away.len(),
+            ..registry
+        }
+    }
+
+    /// The phones connected here whose ids other instances own, now.
+    pub(crate) fn away_phones(&self) -> Vec<Arc<Endpoint>> {
+        self.away.snapshot()
+    }
+
+    /// Remembers that this instance holds `server_id` under the entry at `revision`.
+    fn own(&self, server_id: &str, revision: Revision) {
+        self.owned.lock().insert(server_id.to_owned(), revision);
+    }
+
+    /// The revision of our entry for `server_id`, if we hold it.
+    fn owned_revision(&self, server_id: &str) -> Option<Revision> {
+        self.owned.lock().get(server_id).copied()
+    }
+
+    /// Forgets `server_id` (if still at `revision`, when given).
+    fn disown(&self, server_id: &str, revision: Option<Revision>) {
+        let mut owned = self.owned.lock();
+        if revision.is_none() || owned.get(server_id).copied() == revision {
+            owned.remove(server_id);
+        }
+    }
+}
+
+/// Ends the tenure of `holder` over `server_id` in `registry`, without a successor: its phones
+/// are evicted `4404 binary reclaimed server-id` and the id is free. The registry ends another
+/// binary's tenure only by a takeover, so this takes it over with a placeholder conn that is
+/// never served and releases at once. False if `holder` no longer holds the id.
+pub(crate) fn end_tenure(
+    registry: &Registry<Endpoint>,
+    server_id: &str,
+    holder: &Arc<Endpoint>,
+) -> bool {
+    let placeholder = Arc::new(Endpoint::Local(LocalConn::new(
+        format!("server-{server_id}-handover"),
+        Side::Binary,
+        0,
+    )));
+    match registry.takeover_server(server_id, Some(holder), placeholder) {
+        Ok(claim) => {
+            drop(claim);
+            true
+        }
+        Err(_) => false,
+    }
+}
