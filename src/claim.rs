@@ -19,22 +19,21 @@ use std::time::Duration;
 /// generational key plus an epoch, so it is `Send + Sync + 'static`, may be kept across `.await`
 /// in a connection task, and may be dropped on any thread, including during a panic unwind.
 ///
-/// A held claim goes *stale* in exactly one way: another binary [takes the id
-/// over](crate::Registry::takeover_server) (a reclaim during a grace window cannot make a held
-/// claim stale — the claim was consumed by [`release_after`](Self::release_after) to open the
+/// A held claim goes *stale* in exactly two ways: another binary [takes the id
+/// over](crate::Registry::takeover_server), or its tenure is [ended by
+/// name](crate::Registry::end_tenure) (a reclaim during a grace window cannot make a held claim
+/// stale — the claim was consumed by [`release_after`](Self::release_after) to open the
 /// window). A stale claim is inert: [`is_current`](Self::is_current) is false, and dropping or
 /// releasing it changes nothing, whatever holds the id (or its slot) now.
 ///
 /// It is neither `Clone` nor `Copy`: one claim, one release.
 ///
 /// ```compile_fail
-/// # use relay_registry::{CloseReason, Conn, SendError, Registry};
+/// # use relay_registry::{CloseReason, Conn, Registry};
 /// # use std::sync::Arc;
 /// # struct Ws;
 /// # impl Conn for Ws {
 /// #     fn conn_id(&self) -> &str { "ws" }
-/// #     type Frame = String;
-/// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
 /// #     fn close(&self, _: CloseReason) {}
 /// # }
 /// let registry = Registry::new();
@@ -73,12 +72,10 @@ impl<C: Conn> ServerClaim<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws;
     /// # impl Conn for Ws {
     /// #     fn conn_id(&self) -> &str { "ws" }
-    /// #     type Frame = String;
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::Registry;
@@ -100,12 +97,10 @@ impl<C: Conn> ServerClaim<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// let registry = relay_registry::Registry::new();
@@ -122,12 +117,10 @@ impl<C: Conn> ServerClaim<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use std::sync::Arc;
@@ -142,8 +135,9 @@ impl<C: Conn> ServerClaim<C> {
         &self.tenure.binary
     }
 
-    /// Whether this claim still holds its id: false once another binary took it over (the only way
-    /// a held claim goes stale).
+    /// Whether this claim still holds its id: false once another binary took it over or its
+    /// tenure was ended by [`Registry::end_tenure`](crate::Registry::end_tenure) (the only ways a
+    /// held claim goes stale).
     ///
     /// Lock-free (one atomic load, acquire), and ordered with every registry operation: after a
     /// takeover returns, this is false on every thread.
@@ -151,12 +145,10 @@ impl<C: Conn> ServerClaim<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use std::sync::Arc;
@@ -185,12 +177,10 @@ impl<C: Conn> ServerClaim<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use std::sync::Arc;
@@ -214,12 +204,10 @@ impl<C: Conn> ServerClaim<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use std::sync::Arc;
@@ -253,12 +241,10 @@ impl<C: Conn> ServerClaim<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use std::sync::Arc;
@@ -301,12 +287,10 @@ impl<C: Conn> ServerClaim<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::{Config, Counts, ManualClock, Registry};

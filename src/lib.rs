@@ -28,15 +28,17 @@
 //!   tests use a [`ManualClock`] instead.
 //! - **Takeover**: when the holder stops answering heartbeats, [`Registry::takeover_server`]
 //!   replaces exactly that holder (compared by `Arc` identity), and fails if it changed meanwhile.
+//!   [`Registry::end_tenure`] ends exactly that holder's tenure with no successor (its phones
+//!   evicted as on a takeover), for a relay that learns another way that the tenure is over.
 //! - **Stale guards are inert.** Guards hold a typed generational slotmap key *and* a
-//!   registry-wide `u64` epoch of the tenure or registration. A claim that was taken over (the
-//!   only way a held claim goes stale), and a ticket whose phone was evicted, match neither any
+//!   registry-wide `u64` epoch of the tenure or registration. A claim that was taken over or
+//!   whose tenure was ended (the only ways a held claim goes stale), and a ticket whose phone was evicted, match neither any
 //!   more, so dropping them can never touch what now occupies the id or the slot. (slotmap versions alone wrap after 2^31 reuses of
 //!   a slot, and its LIFO free list makes one churning client reuse one slot; the epoch never
 //!   repeats.)
 //!
 //! ```
-//! use relay_registry::{CloseReason, Config, Conn, Counts, ManualClock, Registry, SendError};
+//! use relay_registry::{CloseReason, Config, Conn, Counts, ManualClock, Registry};
 //! use std::sync::{Arc, Mutex};
 //! use std::time::Duration;
 //!
@@ -47,8 +49,6 @@
 //! }
 //! impl Conn for Ws {
 //!     fn conn_id(&self) -> &str { &self.id }
-//!     type Frame = String;
-//!     fn send(&self, _frame: String) -> Result<(), SendError> { Ok(()) }
 //!     fn close(&self, reason: CloseReason) { *self.closed.lock().unwrap() = Some(reason); }
 //! }
 //!
@@ -218,7 +218,7 @@ pub use changes::{Changed, DeadlineChanges};
 pub use claim::ServerClaim;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::Config;
-pub use conn::{CloseReason, Conn, CustomClose, InvalidCloseReason, SendError};
+pub use conn::{CloseReason, Conn, CustomClose, InvalidCloseReason, Refusal};
 pub use counts::Counts;
 pub use error::RegistryError;
 pub use expiry::{Expired, Expiries};
@@ -237,10 +237,6 @@ mod assertions {
     impl Conn for AnyConn {
         fn conn_id(&self) -> &str {
             ""
-        }
-        type Frame = String;
-        fn send(&self, _: String) -> Result<(), SendError> {
-            Ok(())
         }
         fn close(&self, _: CloseReason) {}
     }

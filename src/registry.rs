@@ -27,12 +27,10 @@ use std::time::Instant;
 /// # Examples
 ///
 /// ```
-/// # use relay_registry::{CloseReason, Conn, SendError};
+/// # use relay_registry::{CloseReason, Conn};
 /// # struct Ws(&'static str);
 /// # impl Conn for Ws {
 /// #     fn conn_id(&self) -> &str { self.0 }
-/// #     type Frame = String;
-/// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
 /// #     fn close(&self, _: CloseReason) {}
 /// # }
 /// use relay_registry::{Counts, Registry, RegistryError};
@@ -61,12 +59,10 @@ impl<C: Conn> Registry<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::{Counts, Registry};
@@ -83,12 +79,10 @@ impl<C: Conn> Registry<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::{Config, Registry, RegistryError};
@@ -114,12 +108,10 @@ impl<C: Conn> Registry<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::{Config, Registry};
@@ -155,12 +147,10 @@ impl<C: Conn> Registry<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws;
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { "ws" }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::{Registry, RegistryError};
@@ -198,12 +188,10 @@ impl<C: Conn> Registry<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::Registry;
@@ -213,7 +201,7 @@ impl<C: Conn> Registry<C> {
     /// let claim = registry.claim_server("srv", Arc::new(Ws("bin")))?;
     /// // First claim wins; a refusal is closed after the upgrade with the error's code.
     /// let refused = registry.claim_server("srv", Arc::new(Ws("other"))).unwrap_err();
-    /// assert_eq!(CloseReason::from(refused).code(), 4409);
+    /// assert_eq!(CloseReason::try_from(refused).map(|close| close.code()), Ok(4409));
     /// // Released into a grace window, the id can be reclaimed.
     /// claim.release_after(std::time::Duration::from_secs(30));
     /// let reclaim = registry.claim_server("srv", Arc::new(Ws("bin-again")))?;
@@ -254,12 +242,10 @@ impl<C: Conn> Registry<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws;
     /// # impl Conn for Ws {
     /// #     fn conn_id(&self) -> &str { "ws" }
-    /// #     type Frame = String;
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::Registry;
@@ -281,6 +267,61 @@ impl<C: Conn> Registry<C> {
         conn: Arc<C>,
     ) -> Result<ServerClaim<C>, RegistryError> {
         self.install(server_id, conn, Claimant::Incumbent(incumbent))
+    }
+
+    /// Ends the tenure of exactly `holder` over `server_id`, with no successor: as a takeover
+    /// would, it evicts every phone of the id (closed with
+    /// [`CloseReason::Reclaimed`](crate::CloseReason::Reclaimed) on this thread, before it
+    /// returns), cancels the grace window if the tenure was in one, and makes the holder's claim
+    /// stale; and the id is free at once. `holder` is compared by `Arc` identity
+    /// ([`Arc::ptr_eq`]), as [`takeover_server`](Self::takeover_server) compares its incumbent.
+    ///
+    /// For a relay that learns another way that a binary's tenure is over — e.g. in a cluster,
+    /// when the id's ownership moved to another instance — and must not leave its phones behind.
+    ///
+    /// Returns true if it ended the tenure; false (and nothing changes) if `holder` does not hold
+    /// `server_id` (another binary does, no one does, or the id is invalid).
+    ///
+    /// # Panics
+    ///
+    /// Only by resuming a panic of user code it ran — a phone's [`Conn::close`], the `Drop` of a
+    /// conn it let go of — once the tenure is ended and every close ran (printed to stderr
+    /// instead while this thread is already panicking).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::{Counts, Registry};
+    /// use std::sync::Arc;
+    ///
+    /// let registry = Registry::new();
+    /// let binary = Arc::new(Ws("bin"));
+    /// let claim = registry.claim_server("srv", binary.clone())?;
+    /// let ticket = registry.register_phone("srv", Arc::new(Ws("phone")))?;
+    /// // Only the named holder's tenure is ended:
+    /// assert!(!registry.end_tenure("srv", &Arc::new(Ws("bin"))));
+    /// assert!(registry.end_tenure("srv", &binary));
+    /// assert!(!ticket.is_registered()); // evicted, and closed `Reclaimed`
+    /// assert!(!claim.is_current()); // stale: dropping it changes nothing
+    /// assert_eq!(registry.counts(), Counts::default());
+    /// assert!(!registry.end_tenure("srv", &binary)); // already over
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
+    pub fn end_tenure(&self, server_id: &str, holder: &Arc<C>) -> bool {
+        if self.check_server_id(server_id).is_err() {
+            return false;
+        }
+        let (ended, caught) = self
+            .shared
+            .mutate(|state, out| state.end_holder(server_id, holder, out));
+        caught.resume();
+        ended
     }
 
     fn install(
@@ -350,12 +391,10 @@ impl<C: Conn> Registry<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::{Registry, RegistryError};
@@ -396,12 +435,10 @@ impl<C: Conn> Registry<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::Registry;
@@ -425,12 +462,10 @@ impl<C: Conn> Registry<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::Registry;
@@ -466,12 +501,10 @@ impl<C: Conn> Registry<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::Registry;
@@ -480,9 +513,10 @@ impl<C: Conn> Registry<C> {
     /// let registry = Registry::new();
     /// let _claim = registry.claim_server("srv", Arc::new(Ws("bin")))?;
     /// let _ticket = registry.register_phone("srv", Arc::new(Ws("phone")))?;
-    /// // E.g. on shutdown: close every connection (after taking the snapshot, with no lock held).
+    /// // E.g. on shutdown: close every connection (after taking the snapshot, with no lock held;
+    /// // a relay closes with its own "shutting down" reason, here an application code).
     /// for conn in registry.snapshot() {
-    ///     conn.close(CloseReason::ShuttingDown);
+    ///     conn.close(CloseReason::custom(1000, "shutting down").unwrap());
     /// }
     /// assert_eq!(registry.snapshot().len(), 2);
     /// # Ok::<(), relay_registry::RegistryError>(())
@@ -497,12 +531,10 @@ impl<C: Conn> Registry<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::{Counts, Registry};
@@ -558,12 +590,10 @@ impl<C: Conn> Registry<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::{Clock, Config, ManualClock, Registry};
@@ -591,12 +621,10 @@ impl<C: Conn> Registry<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// // With `relay-registry = { version = "...", features = ["test-util"] }` in
@@ -653,12 +681,10 @@ impl Reaper {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws;
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { "ws" }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::{Reaper, Registry};
@@ -685,12 +711,10 @@ impl Reaper {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws;
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { "ws" }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::{Reaper, Registry};

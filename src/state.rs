@@ -221,6 +221,25 @@ impl<C: Conn> State<C> {
         true
     }
 
+    /// Ends the tenure of exactly `holder` (live or gracing) over `server_id` and frees the id,
+    /// evicting its phones as a takeover does; false (and nothing changes) if `holder` does not
+    /// hold it.
+    pub(crate) fn end_holder(
+        &mut self,
+        server_id: &str,
+        holder: &Arc<C>,
+        out: &mut Aftermath<C>,
+    ) -> bool {
+        let Some(&key) = self.index.get(server_id.as_bytes()) else {
+            return false;
+        };
+        if !Arc::ptr_eq(holder, &self.servers[key].tenure.binary) {
+            return false;
+        }
+        self.remove_server(key, CloseReason::Reclaimed, out);
+        true
+    }
+
     /// Opens a grace window until `deadline` for the claim `(key, epoch)`. `None` if the claim is
     /// stale; otherwise whether the window is now the earliest one.
     pub(crate) fn release_after(

@@ -11,9 +11,7 @@
 #![cfg(loom)]
 
 use loom::thread;
-use relay_registry::{
-    CloseReason, Config, Conn, Counts, ManualClock, Registry, RegistryError, SendError,
-};
+use relay_registry::{CloseReason, Config, Conn, Counts, ManualClock, Registry, RegistryError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,11 +39,6 @@ impl LoomConn {
 impl Conn for LoomConn {
     fn conn_id(&self) -> &str {
         self.id
-    }
-
-    type Frame = String;
-    fn send(&self, _frame: String) -> Result<(), SendError> {
-        Ok(())
     }
 
     fn close(&self, reason: CloseReason) {

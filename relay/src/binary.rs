@@ -8,13 +8,15 @@
 //! directory entry once the registry lets the id go.
 
 use crate::Hub;
+use crate::close::CloseReason;
 use crate::clustered::claims::{self, Claiming, Decision, ReleaseCheck};
 use crate::endpoint::Endpoint;
 use crate::envelope::Envelope;
 use crate::join;
 use crate::metrics::{Direction, DropReason, EndpointLabel, Outcome};
+use crate::send_error::SendError;
 use crate::session::{Event, Session};
-use relay_registry::{CloseReason, Conn, RegistryError, SendError, ServerClaim};
+use relay_registry::{Conn, RegistryError, ServerClaim};
 use std::sync::Arc;
 use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 

@@ -7,12 +7,13 @@
 //! cannot decide, the upgrade is refused 503 ([`Unavailable`]).
 
 use crate::Hub;
+use crate::close::CloseReason;
 use crate::clustered::away::{self, Away};
 use crate::clustered::claims::{self, Claiming};
 use crate::endpoint::Endpoint;
 use crate::ids::{self, Side};
 use crate::local::LocalConn;
-use relay_registry::{CloseReason, Conn, PhoneTicket, RegistryError, ServerClaim};
+use relay_registry::{Conn, PhoneTicket, RegistryError, ServerClaim};
 use std::sync::Arc;
 
 /// A connection's first registry operation, done before its upgrade is answered.

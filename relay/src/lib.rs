@@ -51,6 +51,7 @@
 mod binary;
 pub mod cli;
 mod client_ip;
+mod close;
 pub mod cluster;
 mod clustered;
 mod config;
@@ -70,13 +71,16 @@ mod outbox;
 mod phone;
 mod proxy;
 mod routes;
+mod send_error;
 mod session;
 
+pub use close::CloseReason;
 pub use config::{ClientIpSource, ClusterConfig, FRAME_OVERHEAD, RelayConfig};
 pub use logging::{LogFormat, init as init_logging};
+pub use send_error::SendError;
 
 use endpoint::Endpoint;
-use relay_registry::{CloseReason, Config, Conn, Counts, Registry};
+use relay_registry::{Config, Counts, Registry};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;

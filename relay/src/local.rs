@@ -7,10 +7,11 @@
 //! onto the binary's read loop). The connection's own task (see [`session`](crate::session))
 //! drains the outbox; nothing here touches the socket.
 
+use crate::close::CloseReason;
 use crate::ids::Side;
 use crate::outbox::{Ending, Origin, Outbox, Refused, Wakeups, Work};
+use crate::send_error::SendError;
 use parking_lot::Mutex;
-use relay_registry::{CloseReason, SendError};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;

@@ -8,14 +8,16 @@
 //! dropping it ends the link, which unregisters the phone at the owner.
 
 use crate::Hub;
+use crate::close::CloseReason;
 use crate::clustered::away::{Away, AwayPhone};
 use crate::endpoint::Endpoint;
 use crate::envelope::Wrapper;
 use crate::frame_check::{self, FrameError};
 use crate::metrics::{Direction, DropReason, EndpointLabel, Outcome};
 use crate::outbox::{Ending, Origin};
+use crate::send_error::SendError;
 use crate::session::{Event, Session, local};
-use relay_registry::{CloseReason, Conn, PhoneTicket, RegistryError, SendError};
+use relay_registry::{Conn, PhoneTicket, RegistryError};
 use std::sync::Arc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 

@@ -13,6 +13,7 @@
 //! control-frame bound (a peer over a bound is closed `1008 policy violation`).
 
 use crate::Hub;
+use crate::close::CloseReason;
 use crate::endpoint::Endpoint;
 use crate::local::LocalConn;
 use crate::loris::Tracked;
@@ -21,7 +22,6 @@ use crate::outbox::{Ending, Origin, Work};
 use futures_util::{Sink, Stream};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use relay_registry::CloseReason;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;

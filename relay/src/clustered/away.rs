@@ -7,13 +7,15 @@
 
 use super::Cluster;
 use crate::Hub;
+use crate::close::CloseReason;
 use crate::cluster::wire::close_from_wire;
 use crate::cluster::{Inbound, Lookup, Outbound, Registration, RequestError};
 use crate::endpoint::Endpoint;
 use crate::metrics::DropReason;
 use crate::outbox::Origin;
+use crate::send_error::SendError;
 use parking_lot::Mutex;
-use relay_registry::{CloseReason, Conn, RegistryError, SendError};
+use relay_registry::{Conn, RegistryError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -141,7 +143,7 @@ fn refusal(code: u16) -> RegistryError {
         RegistryError::InvalidServerId,
     ]
     .into_iter()
-    .find(|error| error.code() == code)
+    .find(|&error| CloseReason::from(error).code() == code)
     .unwrap_or(RegistryError::NoServer)
 }
 

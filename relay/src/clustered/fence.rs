@@ -15,8 +15,8 @@
 
 use super::end_tenure;
 use crate::Hub;
+use crate::close::CloseReason;
 use crate::cluster::LeaseState;
-use relay_registry::CloseReason;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,7 +66,7 @@ pub async fn fence(hub: &Hub) {
         }
     }
     for phone in cluster.away.snapshot() {
-        relay_registry::Conn::close(&*phone, CloseReason::ClusterConnectionLost);
+        phone.close(CloseReason::ClusterConnectionLost);
     }
     cluster.link.lose_all();
     let ids: Vec<String> = cluster.owned.lock().keys().cloned().collect();

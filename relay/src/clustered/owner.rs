@@ -27,11 +27,13 @@
 
 use super::{Cluster, end_tenure};
 use crate::Hub;
+use crate::close::CloseReason;
 use crate::cluster::{Inbound, Incoming, RemotePhone, Reply, Request, Revision};
 use crate::endpoint::Endpoint;
 use crate::metrics::{Direction, DropReason};
+use crate::send_error::SendError;
 use parking_lot::Mutex;
-use relay_registry::{CloseReason, Conn, PhoneTicket, SendError};
+use relay_registry::{Conn, PhoneTicket};
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::{Arc, Weak};
@@ -79,7 +81,9 @@ async fn register(hub: &Arc<Hub>, incoming: Incoming) {
             // The unactivated outbound ends without a word when `remote` drops.
             drop(remote);
             incoming
-                .respond(Reply::Refused { code: error.code() })
+                .respond(Reply::Refused {
+                    code: CloseReason::from(error).code(),
+                })
                 .await;
             return;
         }
