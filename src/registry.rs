@@ -8,7 +8,6 @@ use crate::counts::Counts;
 use crate::error::RegistryError;
 use crate::expiry::Expiries;
 use crate::phones::Phones;
-use crate::reaper::{Reaper, report_panics};
 use crate::shared::Shared;
 use crate::state::{Claimant, State};
 use crate::tenure::Tenure;
@@ -49,7 +48,7 @@ use std::time::Instant;
 /// # Ok::<(), RegistryError>(())
 /// ```
 pub struct Registry<C: Conn> {
-    shared: Arc<Shared<C>>,
+    pub(crate) shared: Arc<Shared<C>>,
 }
 
 impl<C: Conn> Registry<C> {
@@ -660,86 +659,5 @@ impl<C: Conn> fmt::Debug for Registry<C> {
             .field("counts", &self.counts())
             .field("config", &self.shared.config)
             .finish()
-    }
-}
-
-// The reaper's constructors live here, with the handle whose shared state they watch: the reaper
-// itself (reaper.rs) works on that shared state alone, so imports point one way
-// (registry → reaper → shared) and no crate-private door into `Registry` is needed.
-impl Reaper {
-    /// Starts a reaper thread for `registry`. The panics that expiry caught (of `Conn::close`
-    /// calls, or of the clock) are printed to stderr; use [`spawn_with`](Self::spawn_with) to
-    /// handle them, and the expired ids, yourself.
-    ///
-    /// Keep the returned `Reaper`: dropping it stops the thread (the compiler warns if the value
-    /// is dropped on the spot).
-    ///
-    /// # Panics
-    ///
-    /// If the operating system cannot create a thread.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use relay_registry::{CloseReason, Conn};
-    /// # struct Ws;
-    /// # impl Conn for Ws {
-    /// #     fn conn_id(&self) -> &str { "ws" }
-    /// #     fn close(&self, _: CloseReason) {}
-    /// # }
-    /// use relay_registry::{Reaper, Registry};
-    ///
-    /// let registry = Registry::<Ws>::new();
-    /// let _reaper = Reaper::spawn(&registry); // lives until the end of the scope
-    /// ```
-    pub fn spawn<C: Conn>(registry: &Registry<C>) -> Reaper {
-        Reaper::start(&registry.shared, report_panics)
-    }
-
-    /// Starts a reaper thread for `registry` that hands each non-empty [`Expiries`] to
-    /// `on_expiry`, on the reaper's thread: to log and count expired server-ids (ids without
-    /// phones included), and to surface the panics that [`expire_due`](Registry::expire_due)
-    /// caught in [`Expiries::panics`].
-    ///
-    /// `on_expiry` runs outside any async runtime (see [`Reaper`]: which thread runs what). A
-    /// panic in it is caught and printed to stderr, and the reaper keeps running.
-    ///
-    /// # Panics
-    ///
-    /// If the operating system cannot create a thread.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use relay_registry::{CloseReason, Conn};
-    /// # struct Ws;
-    /// # impl Conn for Ws {
-    /// #     fn conn_id(&self) -> &str { "ws" }
-    /// #     fn close(&self, _: CloseReason) {}
-    /// # }
-    /// use relay_registry::{Reaper, Registry};
-    /// use std::sync::{Arc, mpsc};
-    /// use std::time::Duration;
-    ///
-    /// let registry = Registry::<Ws>::new();
-    /// let (expired_tx, expired_rx) = mpsc::channel();
-    /// let reaper = Reaper::spawn_with(&registry, move |expiries| {
-    ///     for message in expiries.panics() {
-    ///         eprintln!("a close panicked during expiry: {message}");
-    ///     }
-    ///     for expired in &expiries {
-    ///         expired_tx.send(expired.server_id().to_owned()).ok();
-    ///     }
-    /// });
-    /// registry.claim_server("srv", Arc::new(Ws))?.release_after(Duration::from_millis(5));
-    /// assert_eq!(expired_rx.recv_timeout(Duration::from_secs(10)).unwrap(), "srv");
-    /// drop(reaper);
-    /// # Ok::<(), relay_registry::RegistryError>(())
-    /// ```
-    pub fn spawn_with<C: Conn>(
-        registry: &Registry<C>,
-        on_expiry: impl FnMut(Expiries<C>) + Send + 'static,
-    ) -> Reaper {
-        Reaper::start(&registry.shared, on_expiry)
     }
 }
