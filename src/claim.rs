@@ -166,10 +166,12 @@ impl<C: Conn> ServerClaim<C> {
     }
 
     /// The phone of this binary with the conn-id `conn_id`, as
-    /// [`Registry::phone_for`](crate::Registry::phone_for) but without hashing the server-id (the
-    /// claim knows its slot). Allocates nothing; `None` once the claim is stale. This is the
+    /// [`Registry::phone_for`](crate::Registry::phone_for) but without hashing the server-id and
+    /// without the registry's lock: the claim reads its own tenure's phone table under that
+    /// table's lock, which only changes to this id's phones also take, so binaries routing at
+    /// once do not contend. Allocates nothing; `None` once the claim is stale. This is the
     /// binary→phone route: a binary's task finds the phone a frame is addressed to, then calls
-    /// its [`Conn::send`].
+    /// its connection type's own send.
     ///
     /// During a grace window the claim was consumed by `release_after`, so there is no claim to
     /// ask; `Registry::phone_for` still answers.
@@ -193,12 +195,12 @@ impl<C: Conn> ServerClaim<C> {
     /// # Ok::<(), relay_registry::RegistryError>(())
     /// ```
     pub fn phone(&self, conn_id: &str) -> Option<Arc<C>> {
-        self.shared
-            .locked(|state| state.phone_of(self.key, self.epoch, conn_id))
+        self.tenure.phone(conn_id)
     }
 
     /// A snapshot of this binary's phones, as
-    /// [`Registry::phones_for`](crate::Registry::phones_for) but without hashing the server-id;
+    /// [`Registry::phones_for`](crate::Registry::phones_for) but without hashing the server-id
+    /// and without the registry's lock (as [`phone`](Self::phone));
     /// empty once the claim is stale. Phones are in the order [`Phones`] describes.
     ///
     /// # Examples
@@ -221,8 +223,7 @@ impl<C: Conn> ServerClaim<C> {
     /// # Ok::<(), relay_registry::RegistryError>(())
     /// ```
     pub fn phones(&self) -> Phones<C> {
-        self.shared
-            .locked(|state| state.phones_of(self.key, self.epoch))
+        self.tenure.snapshot()
     }
 
     /// Releases the id now, exactly as dropping the claim does: the binary and every phone of the

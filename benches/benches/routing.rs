@@ -1,6 +1,9 @@
 //! The two per-frame routes under contention: many binaries finding the phone a frame is
-//! addressed to (`ServerClaim::phone`, binary → phone) against many phones finding their binary
-//! (`PhoneTicket::binary`, phone → binary), each from 1, 2 and 4 threads at once.
+//! addressed to (`ServerClaim::phone`, binary → phone, under its tenure's own lock) against many
+//! phones finding their binary (`PhoneTicket::binary`, phone → binary, one atomic load), each
+//! from 1, 2 and 4 threads at once; and, as the baseline that takes the registry's one lock, the
+//! same binary → phone lookups through `Registry::phone_for` (`binary_to_phone_by_id`, which also
+//! hashes the id).
 //!
 //! Every thread routes for its own binaries (and their phones), as a relay's connection tasks
 //! do; none shares an id with another. A measured iteration is one lookup on *every* thread at
@@ -28,6 +31,8 @@ struct Share {
     tickets: Vec<PhoneTicket<BenchConn>>,
     /// (index into `claims`, conn-id) of every phone, in routing order.
     routes: Vec<(usize, String)>,
+    /// The server-id of each claim.
+    ids: Vec<String>,
 }
 
 fn populate(registry: &Registry<BenchConn>, threads: usize) -> Vec<Share> {
@@ -37,6 +42,7 @@ fn populate(registry: &Registry<BenchConn>, threads: usize) -> Vec<Share> {
                 claims: Vec::new(),
                 tickets: Vec::new(),
                 routes: Vec::new(),
+                ids: Vec::new(),
             };
             for b in 0..BINARIES {
                 let n = t * BINARIES + b;
@@ -44,6 +50,7 @@ fn populate(registry: &Registry<BenchConn>, threads: usize) -> Vec<Share> {
                 share
                     .claims
                     .push(registry.claim_server(&id, binary_conn(&id, n)).unwrap());
+                share.ids.push(id.clone());
                 for p in 0..PHONES {
                     let phone = phone_conn(&id, p);
                     share.routes.push((b, phone.id().to_owned()));
@@ -100,6 +107,17 @@ fn routing(c: &mut Criterion) {
                     on_every_thread(&shares, iters, |share, i| {
                         let (claim, conn_id) = &share.routes[i % share.routes.len()];
                         black_box(share.claims[*claim].phone(conn_id));
+                    })
+                })
+            },
+        );
+        group.bench_function(
+            BenchmarkId::new("binary_to_phone_by_id", format!("{threads}_threads")),
+            |b| {
+                b.iter_custom(|iters| {
+                    on_every_thread(&shares, iters, |share, i| {
+                        let (claim, conn_id) = &share.routes[i % share.routes.len()];
+                        black_box(registry.phone_for(&share.ids[*claim], conn_id));
                     })
                 })
             },
