@@ -201,6 +201,14 @@
 )]
 #![doc(test(attr(deny(warnings))))]
 
+// Inside, imports point one way, down these layers (none back up, no cycle):
+// - guards and handles: `registry` (Registry), `claim` (ServerClaim), `ticket` (PhoneTicket),
+//   `reaper` (Reaper), `changes` (DeadlineChanges);
+// - shared state: `shared` (the one registry lock, the config, the expiry signal) over `state`
+//   (every operation, run under that lock);
+// - storage: `tenure` (a binary's tenure and its locked phone table), `phone_list`, `deadlines`,
+//   `expiry`, `aftermath` (what runs after the lock), `phones`, `keys`;
+// - vocabulary: `conn`, `error`, `config`, `clock`, `counts`, `signal`, `sync`.
 mod aftermath;
 mod changes;
 mod claim;
