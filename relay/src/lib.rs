@@ -18,7 +18,7 @@
 //!    the outbox's writes, heartbeat, slow-loris, bounds, the close handshake. `binary` and
 //!    `phone` hold the role logic (probe and takeover, envelopes, wrapping, notices).
 //! 5. `outbox` / `local` — what a connection still has to write, bounded in bytes, filled by other
-//!    connections through [`relay_registry::Conn::send`] on the registry's connection type
+//!    connections through `Endpoint::send` on the registry's connection type
 //!    `endpoint::Endpoint` (an enum: local WebSockets today, other kinds later).
 //!
 //! # Cluster mode (`RelayConfig::cluster`, `--cluster URL`)

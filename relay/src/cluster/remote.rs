@@ -1,5 +1,5 @@
-//! [`RemotePhone`]: the registry's connection for a phone connected to *another* instance (an
-//! [`Endpoint::Remote`](crate::endpoint::Endpoint::Remote)).
+//! [`RemotePhone`]: the registry's connection for a phone connected to *another* instance (the
+//! relay's `Endpoint::Remote`).
 //!
 //! The owner of a server-id registers every phone of that id in its own registry, wherever the
 //! phone's socket is — this is why the registry is generic over its connection type. A local
