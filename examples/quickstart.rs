@@ -1,7 +1,7 @@
 //! A short walk through the registry: claim, phones, grace, reclaim, expiry — printing the counts
 //! at each step. Run with `cargo run --example quickstart`.
 
-use relay_registry::{CloseReason, Config, Conn, ManualClock, Registry, SendError};
+use relay_registry::{CloseReason, Config, Conn, ManualClock, Registry};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -21,15 +21,16 @@ impl Socket {
     }
 }
 
+impl Socket {
+    /// Sending is the connection type's own method: the registry never sends.
+    fn send(&self, frame: &str) {
+        println!("    {} <- {}", self.id, frame);
+    }
+}
+
 impl Conn for Socket {
     fn conn_id(&self) -> &str {
         &self.id
-    }
-
-    type Frame = String;
-    fn send(&self, frame: String) -> Result<(), SendError> {
-        println!("    {} <- {}", self.id, frame);
-        Ok(())
     }
 
     fn close(&self, reason: CloseReason) {
@@ -56,7 +57,10 @@ fn main() -> Result<(), relay_registry::RegistryError> {
     let claim = registry.claim_server("desk-1", Socket::new("server-desk-1-a"))?;
     show("   claimed");
     match registry.claim_server("desk-1", Socket::new("server-desk-1-b")) {
-        Err(e) => println!("   a second binary is refused: {} {}", e.code(), e.reason()),
+        Err(e) => match CloseReason::try_from(e) {
+            Ok(close) => println!("   a second binary is refused: {close}"),
+            Err(e) => println!("   a second binary is refused: {e}"),
+        },
         Ok(_) => unreachable!("first claim wins"),
     }
 
@@ -66,11 +70,11 @@ fn main() -> Result<(), relay_registry::RegistryError> {
     show("   phones joined");
     // phone -> binary: through the ticket (no lock, no hashing)
     if let Some(binary) = phone_a.binary() {
-        let _ = binary.send(r#"{"conn_id":"client-desk-1-a","frame":{"hello":1}}"#.into());
+        binary.send(r#"{"conn_id":"client-desk-1-a","frame":{"hello":1}}"#);
     }
     // binary -> phone: through the claim, among its own phones only
     if let Some(phone) = claim.phone("client-desk-1-b") {
-        let _ = phone.send(r#"{"hi":"b"}"#.into());
+        phone.send(r#"{"hi":"b"}"#);
     }
     drop(phone_b);
     show("   phone b left (unregistered, not closed)");

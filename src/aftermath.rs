@@ -1,7 +1,6 @@
 //! What an operation must do after the lock is released: close evicted phones, drop removed conns.
 
 use crate::conn::{CloseReason, Conn};
-use crate::tenure::Tenure;
 use smallvec::SmallVec;
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -21,8 +20,9 @@ pub(crate) struct Aftermath<C: Conn> {
 pub(crate) enum Garbage<C> {
     /// A conn the registry held or was offered.
     Conn(Arc<C>),
-    /// A tenure that ended, or an index key of one (it owns the binary's conn).
-    Tenure(Arc<Tenure<C>>),
+    /// A tenure that ended, or an index key of one (it owns the binary's conn). Type-erased:
+    /// this module sits below the tenure, whose phone list schedules its drops through here.
+    Tenure(Arc<dyn Send + Sync>),
     /// An outdated phone snapshot (it owns phone conns).
     Snapshot(Arc<[Arc<C>]>),
 }

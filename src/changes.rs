@@ -36,12 +36,10 @@ use std::task::{Context, Poll};
 /// Without a runtime, the future can still be polled by hand:
 ///
 /// ```
-/// # use relay_registry::{CloseReason, Conn, SendError};
+/// # use relay_registry::{CloseReason, Conn};
 /// # struct Ws;
 /// # impl Conn for Ws {
-/// #     type Frame = String;
 /// #     fn conn_id(&self) -> &str { "ws" }
-/// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
 /// #     fn close(&self, _: CloseReason) {}
 /// # }
 /// use relay_registry::Registry;
@@ -81,12 +79,10 @@ impl DeadlineChanges {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws;
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { "ws" }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// let registry = relay_registry::Registry::<Ws>::new();

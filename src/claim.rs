@@ -19,22 +19,21 @@ use std::time::Duration;
 /// generational key plus an epoch, so it is `Send + Sync + 'static`, may be kept across `.await`
 /// in a connection task, and may be dropped on any thread, including during a panic unwind.
 ///
-/// A held claim goes *stale* in exactly one way: another binary [takes the id
-/// over](crate::Registry::takeover_server) (a reclaim during a grace window cannot make a held
-/// claim stale — the claim was consumed by [`release_after`](Self::release_after) to open the
+/// A held claim goes *stale* in exactly two ways: another binary [takes the id
+/// over](crate::Registry::takeover_server), or its tenure is [ended by
+/// name](crate::Registry::end_tenure) (a reclaim during a grace window cannot make a held claim
+/// stale — the claim was consumed by [`release_after`](Self::release_after) to open the
 /// window). A stale claim is inert: [`is_current`](Self::is_current) is false, and dropping or
 /// releasing it changes nothing, whatever holds the id (or its slot) now.
 ///
 /// It is neither `Clone` nor `Copy`: one claim, one release.
 ///
 /// ```compile_fail
-/// # use relay_registry::{CloseReason, Conn, SendError, Registry};
+/// # use relay_registry::{CloseReason, Conn, Registry};
 /// # use std::sync::Arc;
 /// # struct Ws;
 /// # impl Conn for Ws {
 /// #     fn conn_id(&self) -> &str { "ws" }
-/// #     type Frame = String;
-/// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
 /// #     fn close(&self, _: CloseReason) {}
 /// # }
 /// let registry = Registry::new();
@@ -73,12 +72,10 @@ impl<C: Conn> ServerClaim<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws;
     /// # impl Conn for Ws {
     /// #     fn conn_id(&self) -> &str { "ws" }
-    /// #     type Frame = String;
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::Registry;
@@ -100,12 +97,10 @@ impl<C: Conn> ServerClaim<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// let registry = relay_registry::Registry::new();
@@ -122,12 +117,10 @@ impl<C: Conn> ServerClaim<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use std::sync::Arc;
@@ -142,8 +135,9 @@ impl<C: Conn> ServerClaim<C> {
         &self.tenure.binary
     }
 
-    /// Whether this claim still holds its id: false once another binary took it over (the only way
-    /// a held claim goes stale).
+    /// Whether this claim still holds its id: false once another binary took it over or its
+    /// tenure was ended by [`Registry::end_tenure`](crate::Registry::end_tenure) (the only ways a
+    /// held claim goes stale).
     ///
     /// Lock-free (one atomic load, acquire), and ordered with every registry operation: after a
     /// takeover returns, this is false on every thread.
@@ -151,12 +145,10 @@ impl<C: Conn> ServerClaim<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use std::sync::Arc;
@@ -174,10 +166,12 @@ impl<C: Conn> ServerClaim<C> {
     }
 
     /// The phone of this binary with the conn-id `conn_id`, as
-    /// [`Registry::phone_for`](crate::Registry::phone_for) but without hashing the server-id (the
-    /// claim knows its slot). Allocates nothing; `None` once the claim is stale. This is the
+    /// [`Registry::phone_for`](crate::Registry::phone_for) but without hashing the server-id and
+    /// without the registry's lock: the claim reads its own tenure's phone table under that
+    /// table's lock, which only changes to this id's phones also take, so binaries routing at
+    /// once do not contend. Allocates nothing; `None` once the claim is stale. This is the
     /// binary→phone route: a binary's task finds the phone a frame is addressed to, then calls
-    /// its [`Conn::send`].
+    /// its connection type's own send.
     ///
     /// During a grace window the claim was consumed by `release_after`, so there is no claim to
     /// ask; `Registry::phone_for` still answers.
@@ -185,12 +179,10 @@ impl<C: Conn> ServerClaim<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use std::sync::Arc;
@@ -203,23 +195,21 @@ impl<C: Conn> ServerClaim<C> {
     /// # Ok::<(), relay_registry::RegistryError>(())
     /// ```
     pub fn phone(&self, conn_id: &str) -> Option<Arc<C>> {
-        self.shared
-            .locked(|state| state.phone_of(self.key, self.epoch, conn_id))
+        self.tenure.phone(conn_id)
     }
 
     /// A snapshot of this binary's phones, as
-    /// [`Registry::phones_for`](crate::Registry::phones_for) but without hashing the server-id;
+    /// [`Registry::phones_for`](crate::Registry::phones_for) but without hashing the server-id
+    /// and without the registry's lock (as [`phone`](Self::phone));
     /// empty once the claim is stale. Phones are in the order [`Phones`] describes.
     ///
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use std::sync::Arc;
@@ -233,8 +223,7 @@ impl<C: Conn> ServerClaim<C> {
     /// # Ok::<(), relay_registry::RegistryError>(())
     /// ```
     pub fn phones(&self) -> Phones<C> {
-        self.shared
-            .locked(|state| state.phones_of(self.key, self.epoch))
+        self.tenure.snapshot()
     }
 
     /// Releases the id now, exactly as dropping the claim does: the binary and every phone of the
@@ -253,12 +242,10 @@ impl<C: Conn> ServerClaim<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use std::sync::Arc;
@@ -301,12 +288,10 @@ impl<C: Conn> ServerClaim<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::{Config, Counts, ManualClock, Registry};

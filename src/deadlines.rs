@@ -15,8 +15,9 @@ pub(crate) struct Window {
 }
 
 /// A min-heap of windows. Cancelled windows are not searched for and removed (that would be O(n));
-/// they stay until they reach the top, where [`State`](crate::state::State) discards them, or until
-/// the heap holds more dead entries than live ones, when it is compacted (amortised O(1)).
+/// they stay until they reach the top, where the registry's state discards them, or until the heap
+/// holds more dead entries than live ones, when it is compacted (amortised O(1)). (Storage: it
+/// knows nothing of the state that owns it.)
 #[derive(Default)]
 pub(crate) struct Deadlines {
     heap: BinaryHeap<Reverse<Window>>,

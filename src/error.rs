@@ -2,7 +2,7 @@
 
 /// Why a claim, takeover or phone registration was refused. Nothing changed in the registry, and
 /// the conn that was offered was not closed: the caller decides what to tell it — for the refusals
-/// that are close codes, [`CloseReason::from`](crate::CloseReason#impl-From<RegistryError>-for-CloseReason)
+/// that are closes, [`CloseReason::try_from`](crate::CloseReason#impl-TryFrom<RegistryError>-for-CloseReason)
 /// gives the close to send after the upgrade.
 ///
 /// Its [`Display`](std::fmt::Display) text is its [`reason`](Self::reason): one spelling each.
@@ -12,7 +12,7 @@
 /// ```
 /// use relay_registry::RegistryError;
 ///
-/// assert_eq!(RegistryError::ServerIdConflict.code(), 4409);
+/// assert_eq!(RegistryError::ServerIdConflict.code(), Some(4409));
 /// assert_eq!(RegistryError::PhonesAtCap.reason(), "too many phones for server-id");
 /// assert_eq!(RegistryError::NoServer.to_string(), RegistryError::NoServer.reason());
 /// ```
@@ -32,33 +32,33 @@ pub enum RegistryError {
     ///
     /// This is a bad request, not a close: a relay checks the id before the WebSocket upgrade
     /// ([`Registry::check_server_id`](crate::Registry::check_server_id)) and answers HTTP 400
-    /// without upgrading. Its [`code`](Self::code) 4400 is used by no protocol; it exists so that
-    /// every error has one.
+    /// without upgrading, so it has no close [`code`](Self::code).
     InvalidServerId,
 }
 
 impl RegistryError {
-    /// The WebSocket close code for this error (for an invalid id, the HTTP-flavoured 4400; see
-    /// [`InvalidServerId`](Self::InvalidServerId)).
+    /// The WebSocket close code a relay closes the refused conn with; `None` for
+    /// [`InvalidServerId`](Self::InvalidServerId), a bad request answered before any upgrade.
     ///
     /// # Examples
     ///
     /// ```
     /// use relay_registry::RegistryError;
     ///
-    /// assert_eq!(RegistryError::NoServer.code(), 4404);
+    /// assert_eq!(RegistryError::NoServer.code(), Some(4404));
+    /// assert_eq!(RegistryError::InvalidServerId.code(), None);
     /// ```
-    pub fn code(&self) -> u16 {
+    pub fn code(&self) -> Option<u16> {
         match self {
-            RegistryError::ServerIdConflict => 4409,
-            RegistryError::NoServer => 4404,
-            RegistryError::PhonesAtCap => 4429,
-            RegistryError::InvalidServerId => 4400,
+            RegistryError::ServerIdConflict => Some(4409),
+            RegistryError::NoServer => Some(4404),
+            RegistryError::PhonesAtCap => Some(4429),
+            RegistryError::InvalidServerId => None,
         }
     }
 
-    /// The close reason text for this error, as the relay protocol spells it; also its
-    /// `Display` text.
+    /// The close reason text for this error, as the relay protocol spells it (for an invalid id,
+    /// the text of the HTTP 400); also its `Display` text.
     ///
     /// # Examples
     ///

@@ -15,12 +15,10 @@ use std::sync::Arc;
 /// # Examples
 ///
 /// ```
-/// # use relay_registry::{CloseReason, Conn, SendError};
+/// # use relay_registry::{CloseReason, Conn};
 /// # struct Ws(&'static str);
 /// # impl Conn for Ws {
-/// #     type Frame = String;
 /// #     fn conn_id(&self) -> &str { self.0 }
-/// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
 /// #     fn close(&self, _: CloseReason) {}
 /// # }
 /// use relay_registry::{Config, ManualClock, Registry};
@@ -57,12 +55,10 @@ impl<C: Conn> Expiries<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws;
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { "ws" }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// let registry = relay_registry::Registry::<Ws>::new();
@@ -77,12 +73,10 @@ impl<C: Conn> Expiries<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws;
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { "ws" }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// let registry = relay_registry::Registry::<Ws>::new();
@@ -108,12 +102,10 @@ impl<C: Conn> Expiries<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws;
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { "ws" }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// let registry = relay_registry::Registry::<Ws>::new();

@@ -28,15 +28,17 @@
 //!   tests use a [`ManualClock`] instead.
 //! - **Takeover**: when the holder stops answering heartbeats, [`Registry::takeover_server`]
 //!   replaces exactly that holder (compared by `Arc` identity), and fails if it changed meanwhile.
+//!   [`Registry::end_tenure`] ends exactly that holder's tenure with no successor (its phones
+//!   evicted as on a takeover), for a relay that learns another way that the tenure is over.
 //! - **Stale guards are inert.** Guards hold a typed generational slotmap key *and* a
-//!   registry-wide `u64` epoch of the tenure or registration. A claim that was taken over (the
-//!   only way a held claim goes stale), and a ticket whose phone was evicted, match neither any
+//!   registry-wide `u64` epoch of the tenure or registration. A claim that was taken over or
+//!   whose tenure was ended (the only ways a held claim goes stale), and a ticket whose phone was evicted, match neither any
 //!   more, so dropping them can never touch what now occupies the id or the slot. (slotmap versions alone wrap after 2^31 reuses of
 //!   a slot, and its LIFO free list makes one churning client reuse one slot; the epoch never
 //!   repeats.)
 //!
 //! ```
-//! use relay_registry::{CloseReason, Config, Conn, Counts, ManualClock, Registry, SendError};
+//! use relay_registry::{CloseReason, Config, Conn, Counts, ManualClock, Registry};
 //! use std::sync::{Arc, Mutex};
 //! use std::time::Duration;
 //!
@@ -47,8 +49,6 @@
 //! }
 //! impl Conn for Ws {
 //!     fn conn_id(&self) -> &str { &self.id }
-//!     type Frame = String;
-//!     fn send(&self, _frame: String) -> Result<(), SendError> { Ok(()) }
 //!     fn close(&self, reason: CloseReason) { *self.closed.lock().unwrap() = Some(reason); }
 //! }
 //!
@@ -82,7 +82,8 @@
 //!
 //! # Locking and re-entrancy
 //!
-//! A registry has one internal lock. Every operation takes it once, for a short critical section
+//! A registry has one internal lock. Every operation takes it once (but the per-frame routes, see
+//! below and [Trade-offs](#trade-offs)), for a short critical section
 //! that only reads and relinks the registry's own data (hashing the id, slotmap indexing, moving
 //! `Arc`s). **No user code runs while the lock is held**: no [`Conn`] method, no [`Clock::now`],
 //! no `Drop` of an `Arc<C>` the registry removed, no [`Waker`](std::task::Waker). Conn-ids and
@@ -90,7 +91,12 @@
 //! it; wakers are woken after it. In debug builds the lock enforces this: a registry called from
 //! a thread that already holds a registry's lock panics at once instead of deadlocking.
 //!
-//! So a [`Conn`] may call back into the registry from `conn_id`, `send`, `close` or its `Drop`,
+//! Below it, each tenure has a lock of its own over its phone table: every change to the table
+//! takes it inside the registry's critical section, and the binary→phone route
+//! ([`ServerClaim::phone`], [`ServerClaim::phones`]) takes it alone, never the registry's. Nothing
+//! runs under it either but reading and relinking the table.
+//!
+//! So a [`Conn`] may call back into the registry from `conn_id`, `close` or its `Drop`,
 //! and a guard may be dropped from inside `close`: nothing deadlocks. Evicted phones are closed on
 //! the thread whose call (or guard drop) evicted them, after the registry's state is final and
 //! before that call returns; the [`Reaper`]'s expiries close on the reaper's thread.
@@ -154,8 +160,13 @@
 //!
 //! # Trade-offs
 //!
-//! - One lock, not one per id: every operation is linearizable with one short critical section,
-//!   and [`Counts`] are exact. The per-frame phone→binary route avoids the lock entirely.
+//! - One registry lock, not one per id: every operation is linearizable with one short critical
+//!   section, and [`Counts`] are exact. The per-frame routes avoid it: phone→binary
+//!   ([`PhoneTicket::binary`]) is one atomic load, binary→phone ([`ServerClaim::phone`]) takes
+//!   only its own tenure's phone-table lock, which no other binary's route touches, so many
+//!   binaries routing at once do not serialise on one lock. That lock costs 8 bytes per held id
+//!   (16 in the tenure, 8 fewer in the slot) and one more lock acquisition (uncontended: an
+//!   atomic compare-and-swap) in each change to an id's phones.
 //! - [`Registry::phone_for`] scans the phones of one id (comparing stored conn-ids), which beats
 //!   hashing for the handful of phones an id has; unregister is O(1) regardless. A phone keeps
 //!   its position in the list while registered and a vacated position is reused by the next
@@ -172,10 +183,10 @@
 //!
 //! # Memory per entry
 //!
-//! A held id costs a 24-byte server slot (the tenure's pointer, the phone list's pointer, the
-//! epoch), a 16-byte index entry (the tenure, whose id it hashes, and the slot key), and two
-//! allocations: the tenure (the binary, its phase, the id's pointer and length: 48 bytes with
-//! the reference counts) and the id's bytes. An id's phones share one list allocation
+//! A held id costs a 16-byte server slot (the tenure's pointer, the epoch), a 16-byte index entry
+//! (the tenure, whose id it hashes, and the slot key), and two allocations: the tenure (the
+//! binary, its phase, the id's pointer and length, the locked pointer to its phone list: 64 bytes
+//! with the reference counts) and the id's bytes. An id's phones share one list allocation
 //! (counters, cached snapshot, and the first four phones inline). A phone costs a 32-byte entry
 //! (its conn, its epoch, its conn-id's pointer and length) and its conn-id's bytes. There is no
 //! registry-wide phone map: a ticket names its phone by server slot and position.
@@ -190,6 +201,14 @@
 )]
 #![doc(test(attr(deny(warnings))))]
 
+// Inside, imports point one way, down these layers (none back up, no cycle):
+// - guards and handles: `registry` (Registry), `claim` (ServerClaim), `ticket` (PhoneTicket),
+//   `reaper` (Reaper), `changes` (DeadlineChanges);
+// - shared state: `shared` (the one registry lock, the config, the expiry signal) over `state`
+//   (every operation, run under that lock);
+// - storage: `tenure` (a binary's tenure and its locked phone table), `phone_list`, `deadlines`,
+//   `expiry`, `aftermath` (what runs after the lock), `phones`, `keys`;
+// - vocabulary: `conn`, `error`, `config`, `clock`, `counts`, `signal`, `sync`.
 mod aftermath;
 mod changes;
 mod claim;
@@ -218,7 +237,7 @@ pub use changes::{Changed, DeadlineChanges};
 pub use claim::ServerClaim;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::Config;
-pub use conn::{CloseReason, Conn, CustomClose, InvalidCloseReason, SendError};
+pub use conn::{CloseReason, Conn, CustomClose, InvalidCloseReason, Refusal};
 pub use counts::Counts;
 pub use error::RegistryError;
 pub use expiry::{Expired, Expiries};
@@ -237,10 +256,6 @@ mod assertions {
     impl Conn for AnyConn {
         fn conn_id(&self) -> &str {
             ""
-        }
-        type Frame = String;
-        fn send(&self, _: String) -> Result<(), SendError> {
-            Ok(())
         }
         fn close(&self, _: CloseReason) {}
     }

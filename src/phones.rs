@@ -17,13 +17,11 @@ use std::sync::Arc;
 /// # Examples
 ///
 /// ```
-/// # use relay_registry::{CloseReason, Conn, Registry, SendError};
+/// # use relay_registry::{CloseReason, Conn, Registry};
 /// # use std::sync::Arc;
 /// # struct Mock(String);
 /// # impl Conn for Mock {
 /// #     fn conn_id(&self) -> &str { &self.0 }
-/// #     type Frame = String;
-/// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
 /// #     fn close(&self, _: CloseReason) {}
 /// # }
 /// let registry = Registry::new();

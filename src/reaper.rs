@@ -1,12 +1,13 @@
 //! `Reaper`: a thread that runs `expire_due` when each grace deadline arrives.
 //!
-//! Its public constructors, [`Reaper::spawn`] and [`Reaper::spawn_with`], live in `registry.rs`
-//! beside the handle whose shared state they watch: the reaper works on [`Shared`] alone and never
-//! needs to see inside a `Registry`.
+//! Its constructors, [`Reaper::spawn`] and [`Reaper::spawn_with`], take the [`Registry`] handle
+//! and keep only a `Weak` of its [`Shared`] state: the reaper is a guard-level type like the
+//! handle itself, and imports point down (reaper → registry, shared).
 
 use crate::aftermath::panic_message;
 use crate::conn::Conn;
 use crate::expiry::Expiries;
+use crate::registry::Registry;
 use crate::shared::Shared;
 use crate::signal::Signal;
 use crate::sync::{Ordering, PlainAtomicBool};
@@ -57,12 +58,10 @@ const CLOCK_RETRY: Duration = Duration::from_millis(250);
 /// # Examples
 ///
 /// ```
-/// # use relay_registry::{CloseReason, Conn, SendError};
+/// # use relay_registry::{CloseReason, Conn};
 /// # struct Ws;
 /// # impl Conn for Ws {
 /// #     fn conn_id(&self) -> &str { "ws" }
-/// #     type Frame = String;
-/// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
 /// #     fn close(&self, _: CloseReason) {}
 /// # }
 /// use relay_registry::{Reaper, Registry};
@@ -86,6 +85,82 @@ pub struct Reaper {
 }
 
 impl Reaper {
+    /// Starts a reaper thread for `registry`. The panics that expiry caught (of `Conn::close`
+    /// calls, or of the clock) are printed to stderr; use [`spawn_with`](Self::spawn_with) to
+    /// handle them, and the expired ids, yourself.
+    ///
+    /// Keep the returned `Reaper`: dropping it stops the thread (the compiler warns if the value
+    /// is dropped on the spot).
+    ///
+    /// # Panics
+    ///
+    /// If the operating system cannot create a thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn};
+    /// # struct Ws;
+    /// # impl Conn for Ws {
+    /// #     fn conn_id(&self) -> &str { "ws" }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::{Reaper, Registry};
+    ///
+    /// let registry = Registry::<Ws>::new();
+    /// let _reaper = Reaper::spawn(&registry); // lives until the end of the scope
+    /// ```
+    pub fn spawn<C: Conn>(registry: &Registry<C>) -> Reaper {
+        Reaper::start(&registry.shared, report_panics)
+    }
+
+    /// Starts a reaper thread for `registry` that hands each non-empty [`Expiries`] to
+    /// `on_expiry`, on the reaper's thread: to log and count expired server-ids (ids without
+    /// phones included), and to surface the panics that [`expire_due`](Registry::expire_due)
+    /// caught in [`Expiries::panics`].
+    ///
+    /// `on_expiry` runs outside any async runtime (see [`Reaper`]: which thread runs what). A
+    /// panic in it is caught and printed to stderr, and the reaper keeps running.
+    ///
+    /// # Panics
+    ///
+    /// If the operating system cannot create a thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn};
+    /// # struct Ws;
+    /// # impl Conn for Ws {
+    /// #     fn conn_id(&self) -> &str { "ws" }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::{Reaper, Registry};
+    /// use std::sync::{Arc, mpsc};
+    /// use std::time::Duration;
+    ///
+    /// let registry = Registry::<Ws>::new();
+    /// let (expired_tx, expired_rx) = mpsc::channel();
+    /// let reaper = Reaper::spawn_with(&registry, move |expiries| {
+    ///     for message in expiries.panics() {
+    ///         eprintln!("a close panicked during expiry: {message}");
+    ///     }
+    ///     for expired in &expiries {
+    ///         expired_tx.send(expired.server_id().to_owned()).ok();
+    ///     }
+    /// });
+    /// registry.claim_server("srv", Arc::new(Ws))?.release_after(Duration::from_millis(5));
+    /// assert_eq!(expired_rx.recv_timeout(Duration::from_secs(10)).unwrap(), "srv");
+    /// drop(reaper);
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
+    pub fn spawn_with<C: Conn>(
+        registry: &Registry<C>,
+        on_expiry: impl FnMut(Expiries<C>) + Send + 'static,
+    ) -> Reaper {
+        Reaper::start(&registry.shared, on_expiry)
+    }
+
     /// Starts the reaper thread of `shared`, handing each non-empty report to `on_expiry`.
     ///
     /// # Panics

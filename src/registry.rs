@@ -8,7 +8,6 @@ use crate::counts::Counts;
 use crate::error::RegistryError;
 use crate::expiry::Expiries;
 use crate::phones::Phones;
-use crate::reaper::{Reaper, report_panics};
 use crate::shared::Shared;
 use crate::state::{Claimant, State};
 use crate::tenure::Tenure;
@@ -27,12 +26,10 @@ use std::time::Instant;
 /// # Examples
 ///
 /// ```
-/// # use relay_registry::{CloseReason, Conn, SendError};
+/// # use relay_registry::{CloseReason, Conn};
 /// # struct Ws(&'static str);
 /// # impl Conn for Ws {
 /// #     fn conn_id(&self) -> &str { self.0 }
-/// #     type Frame = String;
-/// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
 /// #     fn close(&self, _: CloseReason) {}
 /// # }
 /// use relay_registry::{Counts, Registry, RegistryError};
@@ -51,7 +48,7 @@ use std::time::Instant;
 /// # Ok::<(), RegistryError>(())
 /// ```
 pub struct Registry<C: Conn> {
-    shared: Arc<Shared<C>>,
+    pub(crate) shared: Arc<Shared<C>>,
 }
 
 impl<C: Conn> Registry<C> {
@@ -61,12 +58,10 @@ impl<C: Conn> Registry<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::{Counts, Registry};
@@ -83,12 +78,10 @@ impl<C: Conn> Registry<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::{Config, Registry, RegistryError};
@@ -114,12 +107,10 @@ impl<C: Conn> Registry<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::{Config, Registry};
@@ -155,12 +146,10 @@ impl<C: Conn> Registry<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws;
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { "ws" }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::{Registry, RegistryError};
@@ -198,12 +187,10 @@ impl<C: Conn> Registry<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::Registry;
@@ -213,7 +200,7 @@ impl<C: Conn> Registry<C> {
     /// let claim = registry.claim_server("srv", Arc::new(Ws("bin")))?;
     /// // First claim wins; a refusal is closed after the upgrade with the error's code.
     /// let refused = registry.claim_server("srv", Arc::new(Ws("other"))).unwrap_err();
-    /// assert_eq!(CloseReason::from(refused).code(), 4409);
+    /// assert_eq!(CloseReason::try_from(refused).map(|close| close.code()), Ok(4409));
     /// // Released into a grace window, the id can be reclaimed.
     /// claim.release_after(std::time::Duration::from_secs(30));
     /// let reclaim = registry.claim_server("srv", Arc::new(Ws("bin-again")))?;
@@ -254,12 +241,10 @@ impl<C: Conn> Registry<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws;
     /// # impl Conn for Ws {
     /// #     fn conn_id(&self) -> &str { "ws" }
-    /// #     type Frame = String;
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::Registry;
@@ -281,6 +266,61 @@ impl<C: Conn> Registry<C> {
         conn: Arc<C>,
     ) -> Result<ServerClaim<C>, RegistryError> {
         self.install(server_id, conn, Claimant::Incumbent(incumbent))
+    }
+
+    /// Ends the tenure of exactly `holder` over `server_id`, with no successor: as a takeover
+    /// would, it evicts every phone of the id (closed with
+    /// [`CloseReason::Reclaimed`](crate::CloseReason::Reclaimed) on this thread, before it
+    /// returns), cancels the grace window if the tenure was in one, and makes the holder's claim
+    /// stale; and the id is free at once. `holder` is compared by `Arc` identity
+    /// ([`Arc::ptr_eq`]), as [`takeover_server`](Self::takeover_server) compares its incumbent.
+    ///
+    /// For a relay that learns another way that a binary's tenure is over — e.g. in a cluster,
+    /// when the id's ownership moved to another instance — and must not leave its phones behind.
+    ///
+    /// Returns true if it ended the tenure; false (and nothing changes) if `holder` does not hold
+    /// `server_id` (another binary does, no one does, or the id is invalid).
+    ///
+    /// # Panics
+    ///
+    /// Only by resuming a panic of user code it ran — a phone's [`Conn::close`], the `Drop` of a
+    /// conn it let go of — once the tenure is ended and every close ran (printed to stderr
+    /// instead while this thread is already panicking).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use relay_registry::{CloseReason, Conn};
+    /// # struct Ws(&'static str);
+    /// # impl Conn for Ws {
+    /// #     fn conn_id(&self) -> &str { self.0 }
+    /// #     fn close(&self, _: CloseReason) {}
+    /// # }
+    /// use relay_registry::{Counts, Registry};
+    /// use std::sync::Arc;
+    ///
+    /// let registry = Registry::new();
+    /// let binary = Arc::new(Ws("bin"));
+    /// let claim = registry.claim_server("srv", binary.clone())?;
+    /// let ticket = registry.register_phone("srv", Arc::new(Ws("phone")))?;
+    /// // Only the named holder's tenure is ended:
+    /// assert!(!registry.end_tenure("srv", &Arc::new(Ws("bin"))));
+    /// assert!(registry.end_tenure("srv", &binary));
+    /// assert!(!ticket.is_registered()); // evicted, and closed `Reclaimed`
+    /// assert!(!claim.is_current()); // stale: dropping it changes nothing
+    /// assert_eq!(registry.counts(), Counts::default());
+    /// assert!(!registry.end_tenure("srv", &binary)); // already over
+    /// # Ok::<(), relay_registry::RegistryError>(())
+    /// ```
+    pub fn end_tenure(&self, server_id: &str, holder: &Arc<C>) -> bool {
+        if self.check_server_id(server_id).is_err() {
+            return false;
+        }
+        let (ended, caught) = self
+            .shared
+            .mutate(|state, out| state.end_holder(server_id, holder, out));
+        caught.resume();
+        ended
     }
 
     fn install(
@@ -350,12 +390,10 @@ impl<C: Conn> Registry<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::{Registry, RegistryError};
@@ -396,12 +434,10 @@ impl<C: Conn> Registry<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::Registry;
@@ -425,12 +461,10 @@ impl<C: Conn> Registry<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::Registry;
@@ -466,12 +500,10 @@ impl<C: Conn> Registry<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::Registry;
@@ -480,9 +512,10 @@ impl<C: Conn> Registry<C> {
     /// let registry = Registry::new();
     /// let _claim = registry.claim_server("srv", Arc::new(Ws("bin")))?;
     /// let _ticket = registry.register_phone("srv", Arc::new(Ws("phone")))?;
-    /// // E.g. on shutdown: close every connection (after taking the snapshot, with no lock held).
+    /// // E.g. on shutdown: close every connection (after taking the snapshot, with no lock held;
+    /// // a relay closes with its own "shutting down" reason, here an application code).
     /// for conn in registry.snapshot() {
-    ///     conn.close(CloseReason::ShuttingDown);
+    ///     conn.close(CloseReason::custom(1000, "shutting down").unwrap());
     /// }
     /// assert_eq!(registry.snapshot().len(), 2);
     /// # Ok::<(), relay_registry::RegistryError>(())
@@ -497,12 +530,10 @@ impl<C: Conn> Registry<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::{Counts, Registry};
@@ -558,12 +589,10 @@ impl<C: Conn> Registry<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use relay_registry::{Clock, Config, ManualClock, Registry};
@@ -591,12 +620,10 @@ impl<C: Conn> Registry<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// // With `relay-registry = { version = "...", features = ["test-util"] }` in
@@ -632,90 +659,5 @@ impl<C: Conn> fmt::Debug for Registry<C> {
             .field("counts", &self.counts())
             .field("config", &self.shared.config)
             .finish()
-    }
-}
-
-// The reaper's constructors live here, with the handle whose shared state they watch: the reaper
-// itself (reaper.rs) works on that shared state alone, so imports point one way
-// (registry → reaper → shared) and no crate-private door into `Registry` is needed.
-impl Reaper {
-    /// Starts a reaper thread for `registry`. The panics that expiry caught (of `Conn::close`
-    /// calls, or of the clock) are printed to stderr; use [`spawn_with`](Self::spawn_with) to
-    /// handle them, and the expired ids, yourself.
-    ///
-    /// Keep the returned `Reaper`: dropping it stops the thread (the compiler warns if the value
-    /// is dropped on the spot).
-    ///
-    /// # Panics
-    ///
-    /// If the operating system cannot create a thread.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
-    /// # struct Ws;
-    /// # impl Conn for Ws {
-    /// #     type Frame = String;
-    /// #     fn conn_id(&self) -> &str { "ws" }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
-    /// #     fn close(&self, _: CloseReason) {}
-    /// # }
-    /// use relay_registry::{Reaper, Registry};
-    ///
-    /// let registry = Registry::<Ws>::new();
-    /// let _reaper = Reaper::spawn(&registry); // lives until the end of the scope
-    /// ```
-    pub fn spawn<C: Conn>(registry: &Registry<C>) -> Reaper {
-        Reaper::start(&registry.shared, report_panics)
-    }
-
-    /// Starts a reaper thread for `registry` that hands each non-empty [`Expiries`] to
-    /// `on_expiry`, on the reaper's thread: to log and count expired server-ids (ids without
-    /// phones included), and to surface the panics that [`expire_due`](Registry::expire_due)
-    /// caught in [`Expiries::panics`].
-    ///
-    /// `on_expiry` runs outside any async runtime (see [`Reaper`]: which thread runs what). A
-    /// panic in it is caught and printed to stderr, and the reaper keeps running.
-    ///
-    /// # Panics
-    ///
-    /// If the operating system cannot create a thread.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
-    /// # struct Ws;
-    /// # impl Conn for Ws {
-    /// #     type Frame = String;
-    /// #     fn conn_id(&self) -> &str { "ws" }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
-    /// #     fn close(&self, _: CloseReason) {}
-    /// # }
-    /// use relay_registry::{Reaper, Registry};
-    /// use std::sync::{Arc, mpsc};
-    /// use std::time::Duration;
-    ///
-    /// let registry = Registry::<Ws>::new();
-    /// let (expired_tx, expired_rx) = mpsc::channel();
-    /// let reaper = Reaper::spawn_with(&registry, move |expiries| {
-    ///     for message in expiries.panics() {
-    ///         eprintln!("a close panicked during expiry: {message}");
-    ///     }
-    ///     for expired in &expiries {
-    ///         expired_tx.send(expired.server_id().to_owned()).ok();
-    ///     }
-    /// });
-    /// registry.claim_server("srv", Arc::new(Ws))?.release_after(Duration::from_millis(5));
-    /// assert_eq!(expired_rx.recv_timeout(Duration::from_secs(10)).unwrap(), "srv");
-    /// drop(reaper);
-    /// # Ok::<(), relay_registry::RegistryError>(())
-    /// ```
-    pub fn spawn_with<C: Conn>(
-        registry: &Registry<C>,
-        on_expiry: impl FnMut(Expiries<C>) + Send + 'static,
-    ) -> Reaper {
-        Reaper::start(&registry.shared, on_expiry)
     }
 }

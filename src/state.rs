@@ -21,8 +21,8 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The whole registry: the id index, the server slots (each with its phone list), the grace
-/// deadlines, the counters.
+/// The whole registry: the id index, the server slots (each with its tenure, which holds its phone
+/// list), the grace deadlines, the counters.
 pub(crate) struct State<C: Conn> {
     /// server-id → its slot. std's `RandomState` (SipHash, seeded per process): ids are
     /// attacker-chosen, so the index must not be a fast unkeyed hash. The key is the current
@@ -38,12 +38,10 @@ pub(crate) struct State<C: Conn> {
     phones: usize,
 }
 
-/// One held server-id: 24 bytes.
+/// One held server-id: 16 bytes.
 struct ServerSlot<C> {
-    /// The current tenure (live or gracing).
+    /// The current tenure (live or gracing), with its phones.
     tenure: Arc<Tenure<C>>,
-    /// The phones of the current tenure; `None` while it has none.
-    phones: Option<Box<PhoneList<C>>>,
     /// The current tenure's epoch: a claim acts only if its epoch matches.
     epoch: u64,
 }
@@ -123,7 +121,6 @@ impl<C: Conn> State<C> {
                 let epoch = next_epoch(&mut self.epoch);
                 let key = self.servers.insert(ServerSlot {
                     tenure: tenure.clone(),
-                    phones: None,
                     epoch,
                 });
                 entry.insert(key);
@@ -190,12 +187,11 @@ impl<C: Conn> State<C> {
     /// Ends the tenure in slot `key`: it goes stale, its window (if any) is cancelled, and every
     /// phone is removed and scheduled to be closed with `reason`. The slot itself stays.
     fn end_tenure(&mut self, key: ServerKey, reason: CloseReason, out: &mut Aftermath<C>) {
-        let slot = &mut self.servers[key];
+        let slot = &self.servers[key];
         if slot.tenure.is_gracing() {
             self.gracing -= 1;
         }
-        slot.tenure.end();
-        if let Some(phones) = slot.phones.take() {
+        if let Some(phones) = slot.tenure.end() {
             self.phones -= phones.len();
             phones.evict(reason, out);
         }
@@ -218,6 +214,25 @@ impl<C: Conn> State<C> {
             return false;
         }
         self.remove_server(key, CloseReason::Released, out);
+        true
+    }
+
+    /// Ends the tenure of exactly `holder` (live or gracing) over `server_id` and frees the id,
+    /// evicting its phones as a takeover does; false (and nothing changes) if `holder` does not
+    /// hold it.
+    pub(crate) fn end_holder(
+        &mut self,
+        server_id: &str,
+        holder: &Arc<C>,
+        out: &mut Aftermath<C>,
+    ) -> bool {
+        let Some(&key) = self.index.get(server_id.as_bytes()) else {
+            return false;
+        };
+        if !Arc::ptr_eq(holder, &self.servers[key].tenure.binary) {
+            return false;
+        }
+        self.remove_server(key, CloseReason::Reclaimed, out);
         true
     }
 
@@ -255,7 +270,7 @@ impl<C: Conn> State<C> {
             self.deadlines.pop();
             if window_open(&self.servers, &window) {
                 let slot = &self.servers[window.key];
-                let phones = slot.phones.as_ref().map_or(0, |p| p.len());
+                let phones = slot.tenure.phone_count();
                 expired.push(Expired::new(slot.tenure.clone(), phones));
                 self.remove_server(window.key, CloseReason::GraceExpired, out);
             }
@@ -287,18 +302,19 @@ impl<C: Conn> State<C> {
             out.drop_later(Garbage::Conn(conn));
             return Err(RegistryError::NoServer);
         };
-        let slot = &mut self.servers[server];
-        let count = slot.phones.as_ref().map_or(0, |p| p.len());
+        let slot = &self.servers[server];
+        let mut phones = slot.tenure.phones.lock();
+        let count = phones.as_ref().map_or(0, |p| p.len());
         if cap != 0 && count >= cap {
             out.drop_later(Garbage::Conn(conn));
             return Err(RegistryError::PhonesAtCap);
         }
         let epoch = next_epoch(&mut self.epoch);
         self.phones += 1;
-        let pos = slot
-            .phones
+        let pos = phones
             .get_or_insert_with(|| Box::new(PhoneList::new()))
             .insert(conn, conn_id, epoch, out);
+        drop(phones);
         Ok(Seat {
             key: PhoneKey { server, pos },
             epoch,
@@ -309,10 +325,11 @@ impl<C: Conn> State<C> {
 
     /// Unregisters the phone `(key, epoch)` in O(1); false (and nothing changes) if it is stale.
     pub(crate) fn unregister(&mut self, key: PhoneKey, epoch: u64, out: &mut Aftermath<C>) -> bool {
-        let Some(slot) = self.servers.get_mut(key.server) else {
+        let Some(slot) = self.servers.get(key.server) else {
             return false;
         };
-        let Some(phones) = slot.phones.as_mut() else {
+        let mut table = slot.tenure.phones.lock();
+        let Some(phones) = table.as_mut() else {
             return false;
         };
         if !phones.remove(key.pos, epoch, out) {
@@ -321,7 +338,7 @@ impl<C: Conn> State<C> {
         self.phones -= 1;
         if phones.len() == 0 {
             // Holds no conn and no snapshot any more: dropping it here runs no user code.
-            slot.phones = None;
+            *table = None;
         }
         true
     }
@@ -333,26 +350,13 @@ impl<C: Conn> State<C> {
 
     pub(crate) fn phone_for(&self, server_id: &str, conn_id: &str) -> Option<Arc<C>> {
         let key = *self.index.get(server_id.as_bytes())?;
-        find_phone(&self.servers[key], conn_id)
+        self.servers[key].tenure.phone(conn_id)
     }
 
-    /// `phone_for` through a claim: no id hashing, and `None` once the claim is stale.
-    pub(crate) fn phone_of(&self, key: ServerKey, epoch: u64, conn_id: &str) -> Option<Arc<C>> {
-        find_phone(self.current(key, epoch)?, conn_id)
-    }
-
-    pub(crate) fn phones_for(&mut self, server_id: &str) -> Phones<C> {
+    pub(crate) fn phones_for(&self, server_id: &str) -> Phones<C> {
         match self.index.get(server_id.as_bytes()) {
-            Some(&key) => snapshot_of(&mut self.servers[key]),
+            Some(&key) => self.servers[key].tenure.snapshot(),
             None => Phones::empty(),
-        }
-    }
-
-    /// `phones_for` through a claim: no id hashing, and empty once the claim is stale.
-    pub(crate) fn phones_of(&mut self, key: ServerKey, epoch: u64) -> Phones<C> {
-        match self.servers.get_mut(key) {
-            Some(slot) if slot.epoch == epoch => snapshot_of(slot),
-            _ => Phones::empty(),
         }
     }
 
@@ -361,7 +365,7 @@ impl<C: Conn> State<C> {
         let mut all = Vec::with_capacity(self.servers.len() + self.phones);
         for slot in self.servers.values() {
             all.push(slot.tenure.binary.clone());
-            if let Some(phones) = &slot.phones {
+            if let Some(phones) = &*slot.tenure.phones.lock() {
                 all.extend(phones.conns().cloned());
             }
         }
@@ -419,7 +423,7 @@ impl<C: Conn> State<C> {
                     return Err(format!("grace window of {id:?} is not armed"));
                 }
             }
-            if let Some(list) = &slot.phones {
+            if let Some(list) = &*slot.tenure.phones.lock() {
                 if cap != 0 && list.len() > cap {
                     return Err(format!("{id:?} has {} phones, cap {cap}", list.len()));
                 }
@@ -458,19 +462,8 @@ fn window_open<C: Conn>(servers: &SlotMap<ServerKey, ServerSlot<C>>, window: &Wi
         .is_some_and(|s| s.epoch == window.epoch && s.tenure.is_gracing())
 }
 
-fn find_phone<C: Conn>(slot: &ServerSlot<C>, conn_id: &str) -> Option<Arc<C>> {
-    slot.phones.as_ref()?.find(conn_id).cloned()
-}
-
-fn snapshot_of<C: Conn>(slot: &mut ServerSlot<C>) -> Phones<C> {
-    match &mut slot.phones {
-        Some(phones) => phones.snapshot(),
-        None => Phones::empty(),
-    }
-}
-
-// The per-id footprint depends on this staying three words.
-static_assertions::assert_eq_size!(ServerSlot<()>, [u64; 3]);
+// The per-id footprint depends on this staying two words.
+static_assertions::assert_eq_size!(ServerSlot<()>, [u64; 2]);
 
 #[cfg(test)]
 mod tests {

@@ -2,8 +2,8 @@
 //!
 //! Everything else in the crate takes its locks and atomics from here, so a model checker can swap
 //! them in one place: under `RUSTFLAGS="--cfg loom"` (tests/loom.rs) the registry's lock
-//! ([`Lock`]) and the tenures' phase ([`AtomicU8`]) are loom's, so loom explores every
-//! interleaving of them. The rest — the expiry signal ([`PlainMutex`], [`Condvar`]), a reaper's
+//! ([`Lock`]), each tenure's phone table lock ([`InnerLock`]) and the tenures' phase
+//! ([`AtomicU8`]) are loom's, so loom explores every interleaving of them. The rest — the expiry signal ([`PlainMutex`], [`Condvar`]), a reaper's
 //! stop flag ([`PlainAtomicBool`]) and `ManualClock`'s time — is not part of the loom models and
 //! always uses parking_lot and std.
 //!
@@ -28,6 +28,12 @@ use parking_lot::{Mutex as RawMutex, MutexGuard as RawGuard};
 
 #[cfg(loom)]
 use loom_shim::{Mutex as RawMutex, MutexGuard as RawGuard};
+
+/// A lock below the registry's: a tenure's phone table. Taken either under the registry's lock (by
+/// every change to the table) or alone (by the binary→phone route, which never takes the
+/// registry's lock), never the other way round, and nothing runs under it but reads and relinks
+/// of the table. So it has no "lock held" flag: taking it under the registry's lock is the point.
+pub(crate) type InnerLock<T> = RawMutex<T>;
 
 /// The registry's lock: a mutex (parking_lot's, or loom's under `--cfg loom`) that, in debug
 /// builds, panics on a re-entrant acquisition by the same thread instead of deadlocking.
@@ -67,16 +73,16 @@ impl<T> Lock<T> {
 /// loom's mutex with parking_lot's shape: `lock()` returns the guard.
 #[cfg(loom)]
 mod loom_shim {
-    pub(super) use loom::sync::MutexGuard;
+    pub(crate) use loom::sync::MutexGuard;
 
-    pub(super) struct Mutex<T>(loom::sync::Mutex<T>);
+    pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
 
     impl<T> Mutex<T> {
-        pub(super) fn new(value: T) -> Self {
+        pub(crate) fn new(value: T) -> Self {
             Mutex(loom::sync::Mutex::new(value))
         }
 
-        pub(super) fn lock(&self) -> MutexGuard<'_, T> {
+        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
             // No user code runs under the lock, so it is never poisoned by a panic there.
             self.0
                 .lock()

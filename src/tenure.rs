@@ -1,35 +1,43 @@
 //! `Tenure`: one binary's hold on one server-id, shared by its claim, its phones' tickets and the
-//! id index.
+//! id index, and the table of its phones.
 
 use crate::conn::Conn;
-use crate::sync::{AtomicU8, Ordering};
+use crate::phone_list::PhoneList;
+use crate::phones::Phones;
+use crate::sync::{AtomicU8, InnerLock, Ordering};
 use std::sync::Arc;
 
 /// The tenure is current and its binary connected.
 const LIVE: u8 = 0;
 /// The tenure is current, in a grace window.
 const GRACING: u8 = 1;
-/// The tenure ended (release, reclaim, takeover or expiry).
+/// The tenure ended (release, reclaim, takeover, an ended tenure or expiry).
 const ENDED: u8 = 2;
 
 /// One claim's tenure: from the claim (or reclaim, or takeover) that installed a binary to the
 /// release, reclaim, takeover or expiry that ended it. It goes live → (gracing →) ended, once.
 ///
-/// Every phone registered under the id during the tenure belongs to it, and every way a tenure
-/// ends evicts all of them, so "this phone is registered" is exactly "its tenure has not ended"
-/// (a phone can otherwise leave only through its own ticket). That lets
-/// [`PhoneTicket::binary`] and [`ServerClaim::is_current`] answer from one atomic load, without
-/// the registry's lock.
+/// Every phone registered under the id during the tenure belongs to it (in its [`phones`]
+/// table), and every way a tenure ends evicts all of them, so "this phone is registered" is
+/// exactly "its tenure has not ended" (a phone can otherwise leave only through its own ticket).
+/// That lets [`PhoneTicket::binary`] and [`ServerClaim::is_current`] answer from one atomic load,
+/// without the registry's lock.
 ///
 /// The phase is written only under the registry's lock (release), in the critical section that
 /// changes it, so a lock-free reader (acquire) is ordered with every locked operation.
 ///
+/// [`phones`]: Tenure::phones
 /// [`PhoneTicket::binary`]: crate::PhoneTicket::binary
 /// [`ServerClaim::is_current`]: crate::ServerClaim::is_current
 pub(crate) struct Tenure<C> {
     /// The server-id: the id index hashes it from here, the guards read it from here.
     pub(crate) server_id: Box<str>,
     pub(crate) binary: Arc<C>,
+    /// The phones registered during this tenure: `None` while it has none, and from its end on.
+    /// Changed only under the registry's lock (then this one); read under this lock alone by the
+    /// binary→phone route ([`ServerClaim::phone`](crate::ServerClaim::phone)), so binaries
+    /// routing to their phones never contend on the registry's lock, nor on each other's.
+    pub(crate) phones: InnerLock<Option<Box<PhoneList<C>>>>,
     phase: AtomicU8,
 }
 
@@ -38,6 +46,7 @@ impl<C: Conn> Tenure<C> {
         Tenure {
             server_id: server_id.into(),
             binary,
+            phones: InnerLock::new(None),
             phase: AtomicU8::new(LIVE),
         }
     }
@@ -64,8 +73,31 @@ impl<C: Conn> Tenure<C> {
         self.phase.store(GRACING, Ordering::Release);
     }
 
-    /// Ends the tenure. Call only under the registry's lock.
-    pub(crate) fn end(&self) {
+    /// Ends the tenure and takes its phones out (for the caller to evict), in one critical
+    /// section of the phone table: a route that finds a phone found it before the end. Call only
+    /// under the registry's lock.
+    pub(crate) fn end(&self) -> Option<Box<PhoneList<C>>> {
+        let mut phones = self.phones.lock();
         self.phase.store(ENDED, Ordering::Release);
+        phones.take()
+    }
+
+    /// The first phone (by position) whose conn-id is `conn_id`, under this tenure's lock alone;
+    /// `None` once the tenure ended.
+    pub(crate) fn phone(&self, conn_id: &str) -> Option<Arc<C>> {
+        self.phones.lock().as_ref()?.find(conn_id).cloned()
+    }
+
+    /// A snapshot of the phones, under this tenure's lock alone; empty once the tenure ended.
+    pub(crate) fn snapshot(&self) -> Phones<C> {
+        match &mut *self.phones.lock() {
+            Some(phones) => phones.snapshot(),
+            None => Phones::empty(),
+        }
+    }
+
+    /// The number of phones in the table.
+    pub(crate) fn phone_count(&self) -> usize {
+        self.phones.lock().as_ref().map_or(0, |p| p.len())
     }
 }

@@ -1,6 +1,6 @@
 //! A minimal `Conn` for the crate's unit tests.
 
-use crate::conn::{CloseReason, Conn, SendError};
+use crate::conn::{CloseReason, Conn};
 use std::sync::{Arc, Mutex};
 
 pub(crate) struct TestConn {
@@ -20,11 +20,6 @@ impl TestConn {
 impl Conn for TestConn {
     fn conn_id(&self) -> &str {
         &self.id
-    }
-
-    type Frame = String;
-    fn send(&self, _frame: String) -> Result<(), SendError> {
-        Ok(())
     }
 
     fn close(&self, reason: CloseReason) {

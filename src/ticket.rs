@@ -24,13 +24,11 @@ use std::sync::Arc;
 /// It is neither `Clone` nor `Copy`.
 ///
 /// ```compile_fail
-/// # use relay_registry::{CloseReason, Conn, SendError, Registry};
+/// # use relay_registry::{CloseReason, Conn, Registry};
 /// # use std::sync::Arc;
 /// # struct Ws;
 /// # impl Conn for Ws {
 /// #     fn conn_id(&self) -> &str { "ws" }
-/// #     type Frame = String;
-/// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
 /// #     fn close(&self, _: CloseReason) {}
 /// # }
 /// let registry = Registry::new();
@@ -67,12 +65,10 @@ impl<C: Conn> PhoneTicket<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use std::sync::Arc;
@@ -93,12 +89,10 @@ impl<C: Conn> PhoneTicket<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use std::sync::Arc;
@@ -124,12 +118,10 @@ impl<C: Conn> PhoneTicket<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use std::sync::Arc;
@@ -157,22 +149,21 @@ impl<C: Conn> PhoneTicket<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
+    /// # impl Ws { fn send(&self, _frame: &str) {} }
     /// use std::sync::Arc;
     ///
     /// let registry = relay_registry::Registry::new();
     /// let claim = registry.claim_server("srv", Arc::new(Ws("bin")))?;
     /// let ticket = registry.register_phone("srv", Arc::new(Ws("phone")))?;
-    /// // A phone's task routes each frame it reads to its binary:
+    /// // A phone's task routes each frame it reads to its binary (with the conn type's own send):
     /// if let Some(binary) = ticket.binary() {
-    ///     binary.send(r#"{"conn_id":"phone","frame":{}}"#.to_owned()).ok();
+    ///     binary.send(r#"{"conn_id":"phone","frame":{}}"#);
     /// }
     /// drop(claim);
     /// assert!(ticket.binary().is_none());
@@ -194,12 +185,10 @@ impl<C: Conn> PhoneTicket<C> {
     /// # Examples
     ///
     /// ```
-    /// # use relay_registry::{CloseReason, Conn, SendError};
+    /// # use relay_registry::{CloseReason, Conn};
     /// # struct Ws(&'static str);
     /// # impl Conn for Ws {
-    /// #     type Frame = String;
     /// #     fn conn_id(&self) -> &str { self.0 }
-    /// #     fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     /// #     fn close(&self, _: CloseReason) {}
     /// # }
     /// use std::sync::Arc;

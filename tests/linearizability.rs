@@ -194,6 +194,13 @@ impl Thread<'_> {
                     Call::BinaryFor { id: id.into() }
                 };
             }
+            14..=16 if self.last_seen.contains_key(id) => {
+                // The holder this thread last saw: current, or ended meanwhile.
+                return Call::EndTenure {
+                    id: id.into(),
+                    holder: self.last_seen[id],
+                };
+            }
             14..=19 => {
                 let incumbent = match self.rng.below(4) {
                     0 => None,

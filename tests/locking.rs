@@ -9,7 +9,7 @@
 mod common;
 
 use common::check;
-use relay_registry::{CloseReason, Config, Conn, Counts, ManualClock, Registry, SendError};
+use relay_registry::{CloseReason, Config, Conn, Counts, ManualClock, Registry};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -61,11 +61,6 @@ impl Conn for Reentrant {
     fn conn_id(&self) -> &str {
         self.poke("conn_id");
         &self.id
-    }
-
-    type Frame = String;
-    fn send(&self, _frame: String) -> Result<(), SendError> {
-        Ok(())
     }
 
     fn close(&self, reason: CloseReason) {
@@ -120,10 +115,6 @@ fn guard_dropped_from_inside_close_does_not_deadlock() {
         fn conn_id(&self) -> &str {
             "p"
         }
-        type Frame = String;
-        fn send(&self, _: String) -> Result<(), SendError> {
-            Ok(())
-        }
         fn close(&self, _: CloseReason) {
             // The phone's own task reacts to the close by dropping its (now stale) ticket.
             drop(self.ticket.lock().unwrap().take());
@@ -160,10 +151,6 @@ fn removed_conns_are_dropped_after_the_lock_is_released() {
     impl Conn for ReentersOnDrop {
         fn conn_id(&self) -> &str {
             "c"
-        }
-        type Frame = String;
-        fn send(&self, _: String) -> Result<(), SendError> {
-            Ok(())
         }
         fn close(&self, _: CloseReason) {}
     }

@@ -11,9 +11,7 @@
 #![cfg(loom)]
 
 use loom::thread;
-use relay_registry::{
-    CloseReason, Config, Conn, Counts, ManualClock, Registry, RegistryError, SendError,
-};
+use relay_registry::{CloseReason, Config, Conn, Counts, ManualClock, Registry, RegistryError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,11 +39,6 @@ impl LoomConn {
 impl Conn for LoomConn {
     fn conn_id(&self) -> &str {
         self.id
-    }
-
-    type Frame = String;
-    fn send(&self, _frame: String) -> Result<(), SendError> {
-        Ok(())
     }
 
     fn close(&self, reason: CloseReason) {
@@ -252,6 +245,50 @@ fn cap_check_racing_two_registers_at_cap_minus_one() {
             other => panic!("exactly one register must fit under the cap: {other:?}"),
         }
         assert_eq!(registry.counts().phones, 2);
+        registry.check_invariants().unwrap();
+    });
+}
+
+/// The binary→phone route reads its tenure's phone table without the registry's lock: racing an
+/// eviction (here `end_tenure`) and a new registration, it finds a phone only while the phone is
+/// registered, and never one of another tenure.
+#[test]
+fn claim_phone_without_the_registry_lock_racing_an_eviction_and_a_registration() {
+    model(|| {
+        let registry: Registry<LoomConn> = Registry::new();
+        let binary = conn("bin");
+        let claim = registry.claim_server("srv", binary.clone()).unwrap();
+        let phone = conn("p");
+        let ticket = registry.register_phone("srv", phone.clone()).unwrap();
+        let router = thread::spawn(move || {
+            let found = claim.phone("p");
+            let late = claim.phone("q");
+            (claim, found, late)
+        });
+        let ender = {
+            let registry = registry.clone();
+            thread::spawn(move || {
+                let ended = registry.end_tenure("srv", &binary);
+                let q = registry
+                    .claim_server("srv", conn("next"))
+                    .ok()
+                    .map(|next| (next, registry.register_phone("srv", conn("q")).unwrap()));
+                (ended, q)
+            })
+        };
+        let (claim, found, late) = router.join().unwrap();
+        let (ended, next) = ender.join().unwrap();
+        assert!(ended);
+        // Found only before the end (and then it was the phone itself), never "q" of the next
+        // tenure; the stale claim now finds nothing.
+        if let Some(found) = found {
+            assert!(Arc::ptr_eq(&found, &phone));
+        }
+        assert!(late.is_none());
+        assert!(claim.phone("p").is_none() && !claim.is_current());
+        assert!(!ticket.is_registered());
+        assert_eq!(phone.closes(), [CloseReason::Reclaimed]);
+        assert!(next.is_some());
         registry.check_invariants().unwrap();
     });
 }

@@ -30,9 +30,7 @@
 mod common;
 
 use common::tally;
-use relay_registry::{
-    Clock, CloseReason, Config, Conn, Counts, ManualClock, Reaper, Registry, SendError,
-};
+use relay_registry::{Clock, CloseReason, Config, Conn, Counts, ManualClock, Reaper, Registry};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -68,15 +66,9 @@ impl Trapped {
 }
 
 impl Conn for Trapped {
-    type Frame = String;
-
     fn conn_id(&self) -> &str {
         self.fire(Trap::ConnId);
         &self.id
-    }
-
-    fn send(&self, _frame: String) -> Result<(), SendError> {
-        Ok(())
     }
 
     fn close(&self, reason: CloseReason) {

@@ -1,7 +1,7 @@
 //! `phone_for` and `ClaimServer::phone` allocate nothing; an unchanged `phones_for` snapshot is
 //! shared, not rebuilt. Checked with a counting global allocator, in its own test binary.
 
-use relay_registry::{CloseReason, Conn, Registry, SendError};
+use relay_registry::{CloseReason, Conn, Registry};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::Arc;
@@ -46,10 +46,6 @@ struct Phone(String);
 impl Conn for Phone {
     fn conn_id(&self) -> &str {
         &self.0
-    }
-    type Frame = String;
-    fn send(&self, _: String) -> Result<(), SendError> {
-        Ok(())
     }
     fn close(&self, _: CloseReason) {}
 }

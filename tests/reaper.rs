@@ -80,15 +80,11 @@ fn reaper_ignores_a_window_cancelled_by_a_reclaim() {
 
 #[test]
 fn reaper_survives_a_panicking_close() {
-    use relay_registry::{Conn, SendError};
+    use relay_registry::Conn;
     struct Panics;
     impl Conn for Panics {
         fn conn_id(&self) -> &str {
             "panics"
-        }
-        type Frame = String;
-        fn send(&self, _: String) -> Result<(), SendError> {
-            Ok(())
         }
         fn close(&self, _: CloseReason) {
             panic!("close panicked on the reaper thread");

@@ -7,7 +7,6 @@ mod common;
 use common::{Mock, mock, registry};
 use relay_registry::{
     CloseReason, Config, Counts, InvalidCloseReason, ManualClock, Reaper, Registry, RegistryError,
-    SendError,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,16 +71,20 @@ fn registry_errors_carry_the_protocols_codes_and_texts() {
     let table = [
         (
             RegistryError::ServerIdConflict,
-            4409,
+            Some(4409),
             "server-id already claimed",
         ),
-        (RegistryError::NoServer, 4404, "no server with that id"),
+        (
+            RegistryError::NoServer,
+            Some(4404),
+            "no server with that id",
+        ),
         (
             RegistryError::PhonesAtCap,
-            4429,
+            Some(4429),
             "too many phones for server-id",
         ),
-        (RegistryError::InvalidServerId, 4400, "invalid server-id"),
+        (RegistryError::InvalidServerId, None, "invalid server-id"),
     ];
     for (error, code, reason) in table {
         assert_eq!((error.code(), error.reason()), (code, reason), "{error:?}");
@@ -96,24 +99,32 @@ fn a_refusal_converts_into_the_close_that_carries_its_code() {
         RegistryError::ServerIdConflict,
         RegistryError::NoServer,
         RegistryError::PhonesAtCap,
-        RegistryError::InvalidServerId,
     ] {
-        let close = CloseReason::from(error);
-        assert_eq!(close, CloseReason::Refused(error));
+        let close = CloseReason::try_from(error).unwrap();
+        let CloseReason::Refused(refusal) = close else {
+            panic!("{close:?} is no refusal")
+        };
+        assert_eq!(refusal.error(), error);
         assert_eq!(
-            (close.code(), close.reason()),
+            (Some(close.code()), close.reason()),
             (error.code(), error.reason())
         );
         assert_eq!(
             close.to_string(),
-            format!("{} {}", error.code(), error.reason())
+            format!("{} {}", close.code(), error.reason())
         );
     }
+    // An invalid server-id is a bad request (HTTP 400 before the upgrade), not a close.
+    assert_eq!(
+        CloseReason::try_from(RegistryError::InvalidServerId),
+        Err(RegistryError::InvalidServerId)
+    );
     // What a relay does with a refused claim, after the upgrade.
     let (reg, _) = registry();
     let _held = reg.claim_server("srv", mock("first")).unwrap();
     let refused = mock("second");
-    let close: CloseReason = reg.claim_server("srv", refused.clone()).unwrap_err().into();
+    let close =
+        CloseReason::try_from(reg.claim_server("srv", refused.clone()).unwrap_err()).unwrap();
     assert_eq!(
         (close.code(), close.reason()),
         (4409, "server-id already claimed")
@@ -128,21 +139,6 @@ fn every_close_reason_has_the_protocols_code_and_text() {
         (CloseReason::Reclaimed, 4404, "binary reclaimed server-id"),
         (CloseReason::Released, 4404, "binary released server-id"),
         (CloseReason::GraceExpired, 1011, "binary did not reconnect"),
-        (CloseReason::HeartbeatTimeout, 1011, "heartbeat timeout"),
-        (CloseReason::BacklogFull, 1011, "phone backlog full"),
-        (CloseReason::ShuttingDown, 1001, "shutting down"),
-        (CloseReason::InvalidJson, 1007, "invalid JSON"),
-        (CloseReason::JsonTooDeep, 1007, "JSON nested too deep"),
-        (CloseReason::PolicyViolation, 1008, "policy violation"),
-        (CloseReason::MessageTooSlow, 1008, "message too slow"),
-        (CloseReason::MessageTooBig, 1009, "message too big"),
-        (CloseReason::ProtocolError, 1002, "protocol error"),
-        (CloseReason::LinkLost, 1011, "relay link lost"),
-        (
-            CloseReason::ClusterConnectionLost,
-            1012,
-            "cluster connection lost",
-        ),
     ];
     for (close, code, reason) in table {
         assert_eq!((close.code(), close.reason()), (code, reason), "{close:?}");
@@ -200,13 +196,6 @@ fn custom_closes_accept_exactly_1000_and_3000_to_4999() {
         InvalidCloseReason::ReasonTooLong(124).to_string(),
         "close reason of 124 bytes is longer than 123 bytes"
     );
-}
-
-#[test]
-fn send_errors_say_what_went_wrong() {
-    assert_eq!(SendError::Closed.to_string(), "connection closed");
-    assert_eq!(SendError::Full.to_string(), "connection outbox full");
-    assert_eq!(SendError::TooLarge.to_string(), "frame too large");
 }
 
 // ---- Config -----------------------------------------------------------------------------------

@@ -128,3 +128,72 @@ fn takeover_compares_identity_not_conn_id() {
     );
     check(&reg);
 }
+
+// ---- end_tenure: a named holder's tenure ends with no successor ---------------------------------
+
+#[test]
+fn end_tenure_of_the_holder_evicts_its_phones_and_frees_the_id() {
+    let (reg, _) = registry();
+    let bin = mock("bin");
+    let claim = reg.claim_server("srv", bin.clone()).unwrap();
+    let phone = mock("p");
+    let ticket = reg.register_phone("srv", phone.clone()).unwrap();
+    let _other = reg.claim_server("other", mock("other")).unwrap();
+    assert!(reg.end_tenure("srv", &bin));
+    check(&reg);
+    assert_eq!(
+        phone.closes(),
+        vec![CloseReason::Reclaimed],
+        "as on a takeover"
+    );
+    assert!(!ticket.is_registered());
+    assert!(!claim.is_current());
+    assert!(!bin.is_closed(), "the registry does not close the holder");
+    assert!(reg.binary_for("srv").is_none());
+    assert_eq!(reg.counts(), tally(1, 0, 0));
+    // The stale claim's drop does not touch whoever claims the id next.
+    let next = reg.claim_server("srv", mock("next")).unwrap();
+    drop(claim);
+    assert!(next.is_current());
+    assert!(!reg.end_tenure("srv", &bin), "no longer the holder");
+    check(&reg);
+}
+
+#[test]
+fn end_tenure_compares_identity_and_changes_nothing_for_anyone_else() {
+    let (reg, _) = registry();
+    let bin = mock("bin");
+    let claim = reg.claim_server("srv", bin.clone()).unwrap();
+    let phone = mock("p");
+    let ticket = reg.register_phone("srv", phone.clone()).unwrap();
+    assert!(
+        !reg.end_tenure("srv", &mock("bin")),
+        "same conn-id, another conn"
+    );
+    assert!(!reg.end_tenure("free", &bin));
+    assert!(!reg.end_tenure("", &bin), "an invalid id");
+    check(&reg);
+    assert!(claim.is_current() && ticket.is_registered());
+    assert!(phone.closes().is_empty());
+    assert_eq!(reg.counts(), tally(1, 0, 1));
+}
+
+#[test]
+fn end_tenure_of_a_gracing_holder_cancels_its_window() {
+    let (reg, clock) = registry();
+    let bin = mock("bin");
+    reg.claim_server("srv", bin.clone())
+        .unwrap()
+        .release_after(Duration::from_secs(30));
+    let phone = mock("p");
+    let _ticket = reg.register_phone("srv", phone.clone()).unwrap();
+    assert!(reg.end_tenure("srv", &bin));
+    check(&reg);
+    assert_eq!(phone.closes(), vec![CloseReason::Reclaimed]);
+    assert_eq!(reg.counts(), tally(0, 0, 0));
+    assert_eq!(reg.next_deadline(), None);
+    let next = reg.claim_server("srv", mock("next")).unwrap();
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(reg.expire_due().len(), 0, "the old window is gone");
+    assert!(next.is_current());
+}

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use relay_registry::{CloseReason, Conn, SendError};
+use relay_registry::{CloseReason, Conn};
 use std::sync::Arc;
 
 /// A connection with a relay-shaped conn-id and no-op `send`/`close`.
@@ -25,10 +25,6 @@ impl BenchConn {
 impl Conn for BenchConn {
     fn conn_id(&self) -> &str {
         &self.id
-    }
-    type Frame = String;
-    fn send(&self, _frame: String) -> Result<(), SendError> {
-        Ok(())
     }
     fn close(&self, _reason: CloseReason) {}
 }

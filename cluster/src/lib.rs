@@ -5,8 +5,8 @@
 //!
 //! - **One owner per held id.** The instance where a binary's claim succeeded owns the id: the
 //!   binary, its grace window and *all* its phones' registrations live in that instance's
-//!   `Registry`. A phone connected elsewhere is registered there as a [`RemotePhone`], a second
-//!   [`Conn`](relay_registry::Conn) implementation whose `send` and `close` publish to the
+//!   `Registry`. A phone connected elsewhere is registered there as a [`RemotePhone`] (the
+//!   second kind of the relay's connection type), whose `send` and `close` publish to the
 //!   phone's instance.
 //! - **The [`Directory`]** (a JetStream KV bucket) maps each held id to its owner: a fresh
 //!   claim is an atomic create, a takeover or reclaim a compare-and-set on the revision, a

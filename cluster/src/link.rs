@@ -28,7 +28,7 @@
 //!
 //! # Sending never blocks
 //!
-//! [`Outbound::try_frame`] is what a registry [`Conn`](relay_registry::Conn) may call: it
+//! [`Outbound::try_frame`] is what a connection's `send` may call: it
 //! enqueues into one FIFO drained by this instance's publisher task, or refuses at once. Each
 //! link's queued bytes are bounded (each frame costs its length + 64, like a phone's outbox);
 //! over the bound it returns [`SendError::Full`]. [`Outbound::frame`] instead waits for room
@@ -57,7 +57,7 @@
 
 // The module docs name these as the code does.
 #[cfg(doc)]
-use {super::connection::Trouble, super::liveness::PeerEvent, relay_registry::SendError};
+use {super::connection::Trouble, super::liveness::PeerEvent, relay_protocol::SendError};
 
 mod inbound;
 mod outbound;

@@ -1,4 +1,5 @@
-//! [`RemotePhone`]: the registry's [`Conn`] for a phone connected to *another* instance.
+//! [`RemotePhone`]: the registry's connection for a phone connected to *another* instance (the
+//! relay's `Endpoint::Remote`).
 //!
 //! The owner of a server-id registers every phone of that id in its own registry, wherever the
 //! phone's socket is — this is why the registry is generic over its connection type. A local
@@ -9,14 +10,14 @@
 use super::link::Outbound;
 use super::metrics::ClusterMetrics;
 use bytes::Bytes;
-use relay_registry::{CloseReason, Conn, SendError};
+use relay_protocol::{CloseReason, SendError};
 use std::sync::Arc;
 
 /// A phone on another instance, as the owner's registry holds it.
 ///
 /// # Non-blocking, bounded
 ///
-/// [`send`](Conn::send) enqueues into the link's publisher without waiting. The link's queue is
+/// [`send`](Self::send) enqueues into the link's publisher without waiting. The link's queue is
 /// bounded by bytes like a local phone's outbox (4 MiB by default, each frame costing its length
 /// plus 64); when it is over the bound the phone is treated exactly as a local phone whose outbox
 /// overflowed: it is closed `1011 phone backlog full` (the close goes down the link, after the
@@ -64,16 +65,20 @@ impl std::fmt::Debug for RemotePhone {
     }
 }
 
-impl Conn for RemotePhone {
-    fn conn_id(&self) -> &str {
+impl RemotePhone {
+    /// The phone's conn-id.
+    pub fn conn_id(&self) -> &str {
         &self.conn_id
     }
 
-    /// A text frame's bytes (the relay's `Utf8Bytes` converts without a copy); it goes on to
-    /// the link without a copy of its own.
-    type Frame = Bytes;
-
-    fn send(&self, frame: Bytes) -> Result<(), SendError> {
+    /// Enqueues a frame (a text frame's bytes: the relay's `Utf8Bytes` converts without a copy)
+    /// down the link, without a copy of its own; never blocks.
+    ///
+    /// # Errors
+    ///
+    /// See [`RemotePhone`]: [`SendError::Full`] over the link's bound, [`SendError::Closed`] once
+    /// the link is ended or lost.
+    pub fn send(&self, frame: Bytes) -> Result<(), SendError> {
         let sent = self.outbound.try_frame(&frame);
         if sent == Err(SendError::Full) {
             tracing::warn!(conn_id = %self.conn_id, "remote phone backlog full");
@@ -82,7 +87,8 @@ impl Conn for RemotePhone {
         sent
     }
 
-    fn close(&self, reason: CloseReason) {
+    /// Sends the close down the link, after the frames already queued.
+    pub fn close(&self, reason: CloseReason) {
         self.outbound.end(reason.code(), reason.reason());
     }
 }

@@ -24,7 +24,7 @@
 //! receiver hands it on as a slice of the received buffer, without a copy.
 
 use bytes::{Bytes, BytesMut};
-use relay_registry::{CloseReason, RegistryError};
+use relay_protocol::CloseReason;
 use serde::{Deserialize, Serialize};
 
 /// The subject of `instance`'s link streams.
@@ -205,29 +205,6 @@ fn exactly<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Malformed> {
     }
 }
 
-/// The closes that cross the wire by their code and text, mapped back to the same
-/// [`CloseReason`] on the other side.
-const KNOWN_CLOSES: [CloseReason; 18] = [
-    CloseReason::Reclaimed,
-    CloseReason::Released,
-    CloseReason::GraceExpired,
-    CloseReason::Refused(RegistryError::ServerIdConflict),
-    CloseReason::Refused(RegistryError::NoServer),
-    CloseReason::Refused(RegistryError::PhonesAtCap),
-    CloseReason::Refused(RegistryError::InvalidServerId),
-    CloseReason::HeartbeatTimeout,
-    CloseReason::BacklogFull,
-    CloseReason::ShuttingDown,
-    CloseReason::InvalidJson,
-    CloseReason::JsonTooDeep,
-    CloseReason::PolicyViolation,
-    CloseReason::MessageTooSlow,
-    CloseReason::MessageTooBig,
-    CloseReason::ProtocolError,
-    CloseReason::LinkLost,
-    CloseReason::ClusterConnectionLost,
-];
-
 /// The text of a binary's close directive (the relay's only application close).
 const DIRECTIVE_REASON: &str = "closed by server";
 
@@ -238,16 +215,19 @@ const DIRECTIVE_REASON: &str = "closed by server";
 /// # Examples
 ///
 /// ```
-/// use relay_registry::CloseReason;
 /// use relay_cluster::wire::close_from_wire;
+/// use relay_protocol::CloseReason;
 ///
-/// assert_eq!(close_from_wire(4404, "binary reclaimed server-id"), CloseReason::Reclaimed);
+/// assert_eq!(
+///     close_from_wire(4404, "binary reclaimed server-id"),
+///     CloseReason::Registry(relay_registry::CloseReason::Reclaimed),
+/// );
 /// assert_eq!(close_from_wire(4000, "closed by server").code(), 4000);
 /// assert_eq!(close_from_wire(1006, "abnormal"), CloseReason::LinkLost);
 /// ```
 pub fn close_from_wire(code: u16, reason: &str) -> CloseReason {
-    KNOWN_CLOSES
-        .into_iter()
+    // The closes that cross the wire by their code and text, mapped back to the same close.
+    CloseReason::known()
         .find(|close| close.code() == code && close.reason() == reason)
         .or_else(|| CloseReason::custom(code, DIRECTIVE_REASON).ok())
         .unwrap_or(CloseReason::LinkLost)
@@ -318,7 +298,7 @@ mod tests {
 
     #[test]
     fn every_known_close_crosses_the_wire_as_itself() {
-        for close in KNOWN_CLOSES {
+        for close in CloseReason::known() {
             assert_eq!(close_from_wire(close.code(), close.reason()), close);
         }
         let directive = CloseReason::custom(4000, DIRECTIVE_REASON).unwrap();

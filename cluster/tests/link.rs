@@ -11,7 +11,8 @@ use relay_cluster::{
     link::Outbound, link::Registration, link::RequestError, metrics::RequestKind,
     metrics::RequestOutcome, remote::RemotePhone, wire::Reply, wire::Request,
 };
-use relay_registry::{CloseReason, Conn, Registry, SendError};
+use relay_protocol::{CloseReason, SendError};
+use relay_registry::{Conn, Registry};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -605,22 +606,23 @@ async fn a_remote_phone_is_a_registry_conn_and_its_eviction_closes_it_over_the_l
         Remote(RemotePhone),
     }
     impl Conn for Endpoint {
-        type Frame = Bytes;
         fn conn_id(&self) -> &str {
             match self {
                 Endpoint::Local(id) => id,
                 Endpoint::Remote(phone) => phone.conn_id(),
             }
         }
+        fn close(&self, reason: relay_registry::CloseReason) {
+            if let Endpoint::Remote(phone) = self {
+                phone.close(reason.into());
+            }
+        }
+    }
+    impl Endpoint {
         fn send(&self, frame: Bytes) -> Result<(), SendError> {
             match self {
                 Endpoint::Local(_) => Ok(()),
                 Endpoint::Remote(phone) => phone.send(frame),
-            }
-        }
-        fn close(&self, reason: CloseReason) {
-            if let Endpoint::Remote(phone) = self {
-                phone.close(reason);
             }
         }
     }
@@ -647,7 +649,10 @@ async fn a_remote_phone_is_a_registry_conn_and_its_eviction_closes_it_over_the_l
     let Seen::Ended(code, reason) = next(&mut link.at_phone).await else {
         panic!("ended");
     };
-    assert_eq!(close_from_wire(code, &reason), CloseReason::Released);
+    assert_eq!(
+        close_from_wire(code, &reason),
+        CloseReason::Registry(relay_registry::CloseReason::Released)
+    );
     assert!(!ticket.is_registered());
     drop(ticket);
     assert_eq!(a.metrics.remote_phones(), 0);

@@ -92,6 +92,10 @@ impl Actor {
                 let result = self.registry.takeover_server(id, incumbent.as_ref(), conn);
                 Value::Res(self.keep_claim(result))
             }
+            EndTenure { id, holder } => {
+                let holder = self.known_binary(*holder);
+                Value::Bool(self.registry.end_tenure(id, &holder))
+            }
             Release { claim, .. } => Value::Bool(self.take_claim(*claim).release()),
             DropClaim { claim, .. } => {
                 drop(self.take_claim(*claim));

@@ -94,6 +94,11 @@ pub enum Call {
         incumbent: Option<u32>,
         conn: u32,
     },
+    /// `Registry::end_tenure(id, holder)`.
+    EndTenure {
+        id: String,
+        holder: u32,
+    },
     Release {
         id: String,
         claim: u32,
@@ -169,6 +174,7 @@ impl Call {
         match self {
             Claim { id, .. }
             | Takeover { id, .. }
+            | EndTenure { id, .. }
             | Release { id, .. }
             | DropClaim { id, .. }
             | ReleaseAfter { id, .. }
@@ -257,6 +263,7 @@ impl Model {
                 incumbent,
                 conn,
             } => self.claim(id, Some(*incumbent), *conn),
+            EndTenure { id, holder } => self.end_tenure(id, *holder),
             Release { claim, .. } => self.release(*claim, Value::Bool),
             DropClaim { claim, .. } => self.release(*claim, |_| Value::Unit),
             ReleaseAfter { claim, grace, .. } => {
@@ -374,6 +381,25 @@ impl Model {
         }
         Outcome {
             value: Value::Res(Ok(())),
+            closes,
+        }
+    }
+
+    /// `end_tenure`: ends `holder`'s tenure (live or gracing) over `id`, evicting its phones as a
+    /// takeover does; false if `holder` does not hold `id`.
+    fn end_tenure(&mut self, id: &str, holder: u32) -> Outcome {
+        if self.servers.get(id).is_none_or(|s| s.binary != holder) {
+            return Outcome::of(Value::Bool(false));
+        }
+        let old = self.servers.remove(id).expect("held");
+        let closes = evict(old, CloseReason::Reclaimed);
+        Outcome {
+            // Every close ran and the tenure is over; then the first panic propagated.
+            value: if self.panicking(&closes) > 0 {
+                Value::Panicked
+            } else {
+                Value::Bool(true)
+            },
             closes,
         }
     }

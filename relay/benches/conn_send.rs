@@ -1,4 +1,4 @@
-//! The `Conn::send` decision, measured: for 1 KiB text frames that the relay already holds as
+//! The owned-frame `send` decision (`Endpoint::send`, once the registry's `Conn::send`), measured: for 1 KiB text frames that the relay already holds as
 //! tokio-tungstenite's `Utf8Bytes` (as every frame it forwards arrives), the old signature
 //! `send(&[u8])` — the conn must check UTF-8 again and copy into a new `Utf8Bytes` — against the
 //! new `send(Utf8Bytes)` — the frame is moved in (here: a reference-count increment of a frame the

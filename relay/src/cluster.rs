@@ -31,8 +31,6 @@ pub(crate) mod owner;
 
 use crate::config::ClusterConfig;
 use crate::conn::endpoint::Endpoint;
-use crate::conn::local::LocalConn;
-use crate::protocol::conn_ids::Side;
 use away_set::AwaySet;
 use parking_lot::Mutex;
 use relay_cluster::{
@@ -154,24 +152,12 @@ impl Cluster {
 }
 
 /// Ends the tenure of `holder` over `server_id` in `registry`, without a successor: its phones
-/// are evicted `4404 binary reclaimed server-id` and the id is free. The registry ends another
-/// binary's tenure only by a takeover, so this takes it over with a placeholder conn that is
-/// never served and releases at once. False if `holder` no longer holds the id.
+/// are evicted `4404 binary reclaimed server-id` and the id is free
+/// ([`Registry::end_tenure`]). False if `holder` no longer holds the id.
 pub(crate) fn end_tenure(
     registry: &Registry<Endpoint>,
     server_id: &str,
     holder: &Arc<Endpoint>,
 ) -> bool {
-    let placeholder = Arc::new(Endpoint::Local(LocalConn::new(
-        format!("server-{server_id}-handover"),
-        Side::Binary,
-        0,
-    )));
-    match registry.takeover_server(server_id, Some(holder), placeholder) {
-        Ok(claim) => {
-            drop(claim);
-            true
-        }
-        Err(_) => false,
-    }
+    registry.end_tenure(server_id, holder)
 }

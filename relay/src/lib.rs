@@ -26,7 +26,7 @@
 //!    wrapped by `message_timer` to time slow messages, handed to tokio-tungstenite; one task
 //!    reads, writes the outbox, heartbeats and bounds it, and does the close handshake);
 //!    `outbox` (what it still has to write, bounded in bytes) behind `local`'s shared half;
-//!    `endpoint`, the registry's connection type ([`relay_registry::Conn::send`] fills an
+//!    `endpoint`, the registry's connection type (its own `send` fills an
 //!    outbox), an enum: a local WebSocket, or a phone on another instance.
 //! 5. `protocol/` — the protocol as code: `conn_ids`, `envelope` (the binary's envelope, the
 //!    phone wrapper, the notices), `frame_check` (JSON and depth of every phone frame).
@@ -86,7 +86,8 @@ pub use push::{PushConfig, PushConfigError};
 pub use relay_cluster::{instance::InstanceId, instance::InvalidInstanceId};
 
 use hub::{Hub, Shutdown};
-use relay_registry::{CloseReason, Config, Conn, Registry};
+use relay_protocol::CloseReason;
+use relay_registry::{Config, Registry};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Shared test fixtures: a recording mock `Conn` and registries on a manual clock.
 #![allow(dead_code)]
 
-use relay_registry::{CloseReason, Config, Conn, Counts, ManualClock, Registry, SendError};
+use relay_registry::{CloseReason, Config, Conn, Counts, ManualClock, Registry};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
@@ -56,15 +56,6 @@ impl Conn for Mock {
     fn conn_id(&self) -> &str {
         self.conn_id_calls.fetch_add(1, Ordering::SeqCst);
         &self.id
-    }
-
-    type Frame = String;
-    fn send(&self, _frame: String) -> Result<(), SendError> {
-        if self.is_closed() {
-            Err(SendError::Closed)
-        } else {
-            Ok(())
-        }
     }
 
     fn close(&self, reason: CloseReason) {

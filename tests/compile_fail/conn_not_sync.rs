@@ -1,23 +1,18 @@
-use relay_registry::{CloseReason, Conn, Registry, SendError};
+use relay_registry::{CloseReason, Conn, Registry};
 use std::cell::Cell;
 use std::sync::Arc;
 
 /// Interior mutability without synchronisation: `Send` but not `Sync`.
 struct NotSync {
-    sent: Cell<usize>,
+    closes: Cell<usize>,
 }
 
 impl Conn for NotSync {
     fn conn_id(&self) -> &str { "not-sync" }
-    type Frame = String;
-    fn send(&self, _: String) -> Result<(), SendError> {
-        self.sent.set(self.sent.get() + 1);
-        Ok(())
-    }
-    fn close(&self, _: CloseReason) {}
+    fn close(&self, _: CloseReason) { self.closes.set(self.closes.get() + 1); }
 }
 
 fn main() {
     let registry = Registry::new();
-    let _claim = registry.claim_server("srv", Arc::new(NotSync { sent: Cell::new(0) }));
+    let _claim = registry.claim_server("srv", Arc::new(NotSync { closes: Cell::new(0) }));
 }

@@ -2,17 +2,13 @@
 // expire): the compiler must say so. Relays deny the lint, as here.
 #![deny(unused_must_use)]
 
-use relay_registry::{CloseReason, Conn, Reaper, Registry, SendError};
+use relay_registry::{CloseReason, Conn, Reaper, Registry};
 
 struct Ws;
 
 impl Conn for Ws {
-    type Frame = String;
     fn conn_id(&self) -> &str {
         "ws"
-    }
-    fn send(&self, _frame: String) -> Result<(), SendError> {
-        Ok(())
     }
     fn close(&self, _reason: CloseReason) {}
 }

@@ -1,12 +1,10 @@
-use relay_registry::{CloseReason, Conn, Registry, SendError};
+use relay_registry::{CloseReason, Conn, Registry};
 use std::sync::Arc;
 use std::time::Duration;
 
 struct Ws;
 impl Conn for Ws {
     fn conn_id(&self) -> &str { "ws" }
-    type Frame = String;
-    fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     fn close(&self, _: CloseReason) {}
 }
 

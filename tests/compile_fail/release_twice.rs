@@ -1,11 +1,9 @@
-use relay_registry::{CloseReason, Conn, Registry, SendError};
+use relay_registry::{CloseReason, Conn, Registry};
 use std::sync::Arc;
 
 struct Ws;
 impl Conn for Ws {
     fn conn_id(&self) -> &str { "ws" }
-    type Frame = String;
-    fn send(&self, _: String) -> Result<(), SendError> { Ok(()) }
     fn close(&self, _: CloseReason) {}
 }
 

@@ -8,7 +8,7 @@ use super::shared::Shared;
 use super::state::LinkState;
 use crate::instance::Owner;
 use crate::wire::{self, LinkId, LinkMessage};
-use relay_registry::SendError;
+use relay_protocol::SendError;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};

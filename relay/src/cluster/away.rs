@@ -14,7 +14,8 @@ use relay_cluster::wire::close_from_wire;
 use relay_cluster::{
     directory::Lookup, link::Inbound, link::Outbound, link::Registration, link::RequestError,
 };
-use relay_registry::{CloseReason, Conn, RegistryError, SendError};
+use relay_protocol::{CloseReason, SendError};
+use relay_registry::{Conn, RegistryError};
 use std::sync::Arc;
 use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 
@@ -110,7 +111,7 @@ fn refusal(code: u16) -> RegistryError {
         RegistryError::InvalidServerId,
     ]
     .into_iter()
-    .find(|error| error.code() == code)
+    .find(|&error| CloseReason::from(error).code() == code)
     .unwrap_or(RegistryError::NoServer)
 }
 

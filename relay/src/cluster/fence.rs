@@ -16,7 +16,7 @@
 use super::end_tenure;
 use crate::hub::Hub;
 use relay_cluster::liveness::LeaseState;
-use relay_registry::CloseReason;
+use relay_protocol::CloseReason;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,7 +66,7 @@ pub(crate) async fn fence(hub: &Hub) {
         }
     }
     for phone in cluster.away.snapshot() {
-        relay_registry::Conn::close(&*phone, CloseReason::ClusterConnectionLost);
+        phone.close(CloseReason::ClusterConnectionLost);
     }
     cluster.link.lose_all();
     let ids: Vec<String> = cluster.owned.lock().keys().cloned().collect();

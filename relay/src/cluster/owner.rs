@@ -33,7 +33,8 @@ use relay_cluster::{
     directory::Revision, link::Inbound, link::Incoming, remote::RemotePhone, wire::Reply,
     wire::Request,
 };
-use relay_registry::{CloseReason, Conn, PhoneTicket, SendError};
+use relay_protocol::{CloseReason, SendError};
+use relay_registry::{Conn, PhoneTicket};
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::{Arc, Weak};
@@ -81,7 +82,9 @@ async fn register(hub: &Arc<Hub>, incoming: Incoming) {
             // The unactivated outbound ends without a word when `remote` drops.
             drop(remote);
             incoming
-                .respond(Reply::Refused { code: error.code() })
+                .respond(Reply::Refused {
+                    code: CloseReason::from(error).code(),
+                })
                 .await;
             return;
         }

@@ -10,7 +10,7 @@
 use crate::conn::outbox::{Ending, Origin, Outbox, Refused, Wakeups, Work};
 use crate::protocol::conn_ids::Side;
 use parking_lot::Mutex;
-use relay_registry::{CloseReason, SendError};
+use relay_protocol::{CloseReason, SendError};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;

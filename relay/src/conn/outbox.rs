@@ -18,8 +18,8 @@ pub(crate) enum Origin {
     /// The relay enforced a rule on this connection (bad frame, heartbeat, backlog, slow-loris,
     /// a bound, a refusal).
     Relay,
-    /// Someone asked for it through [`Conn::close`](relay_registry::Conn::close): the registry
-    /// evicting a phone, the binary's close directive, or shutdown.
+    /// Someone asked for it through `Endpoint::close`: the registry evicting a phone (through
+    /// [`Conn::close`](relay_registry::Conn::close)), the binary's close directive, or shutdown.
     Requested,
 }
 

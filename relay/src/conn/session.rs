@@ -21,7 +21,7 @@ use crate::metrics::Closed;
 use futures_util::{Sink, Stream};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use relay_registry::CloseReason;
+use relay_protocol::CloseReason;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;

@@ -1,7 +1,7 @@
 //! The JSON the relay writes and reads around frames: a phone's frame wrapped for its binary, the
 //! phone-left notice, and the binary's envelope addressed to a phone.
 
-use relay_registry::CloseReason;
+use relay_protocol::CloseReason;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;

@@ -12,7 +12,8 @@ use crate::conn::endpoint::Endpoint;
 use crate::conn::local::LocalConn;
 use crate::hub::Hub;
 use crate::protocol::conn_ids::{self, Side};
-use relay_registry::{CloseReason, Conn, PhoneTicket, RegistryError};
+use relay_protocol::CloseReason;
+use relay_registry::{PhoneTicket, RegistryError};
 use std::sync::Arc;
 
 /// A connection's first registry operation, done before its upgrade is answered.

@@ -14,7 +14,8 @@ use crate::hub::{Contest, Hub};
 use crate::metrics::{Direction, DropReason, EndpointLabel, Outcome};
 use crate::protocol::envelope::{Envelope, PushWake};
 use crate::roles::admission;
-use relay_registry::{CloseReason, Conn, RegistryError, SendError, ServerClaim};
+use relay_protocol::{CloseReason, SendError};
+use relay_registry::{Conn, RegistryError, ServerClaim};
 use std::sync::Arc;
 use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
 
