@@ -2,10 +2,11 @@
 //! (`RELAY_LISTEN`, `RELAY_GRACE`, …), every default the protocol's, durations in humantime
 //! (`30s`, `500ms`, `2m`, `1h 30m`). `relay --help` shows each flag with its default and variable.
 
+use crate::config::PushConfig;
+use crate::config::{AcmeConfig, LETS_ENCRYPT, TlsConfig};
 use crate::config::{ClientIpSource, ClusterConfig, ForwardToken, RelayConfig};
-use crate::http::tls::{AcmeConfig, LETS_ENCRYPT, TlsConfig};
 use crate::logging::LogFormat;
-use crate::push::{self, PushConfig, PushConfigError};
+use crate::push::PushConfigError;
 use clap::Parser;
 use relay_cluster::instance::InstanceId;
 use std::net::SocketAddr;
@@ -80,7 +81,7 @@ pub struct Args {
     #[arg(long, env = "RELAY_FCM_CREDENTIALS", value_name = "FILE")]
     pub fcm_credentials: Option<PathBuf>,
     /// Push wakes: FCM's base URL (https:// only).
-    #[arg(long, env = "RELAY_FCM_ENDPOINT", value_name = "URL", default_value = push::DEFAULT_ENDPOINT)]
+    #[arg(long, env = "RELAY_FCM_ENDPOINT", value_name = "URL", default_value = crate::config::DEFAULT_ENDPOINT)]
     pub fcm_endpoint: String,
     /// Push wakes: PEM certificates trusted besides the system's roots, for FCM and the token
     /// endpoint (a private gateway, tests).
@@ -408,7 +409,7 @@ mod tests {
         let tls = args.config().unwrap().tls.expect("TLS");
         assert!(matches!(
             &tls.certificates,
-            crate::http::tls::Certificates::Files { cert, key }
+            crate::config::Certificates::Files { cert, key }
                 if cert.as_os_str() == "c.pem" && key.as_os_str() == "k.pem"
         ));
         assert_eq!(tls.domains, ["a.example", "B.example"]);
@@ -443,7 +444,7 @@ mod tests {
         .unwrap();
         let tls = args.config().unwrap().tls.expect("TLS");
         assert_eq!(tls.domains, ["relay.example.com"]);
-        let crate::http::tls::Certificates::Acme(acme) = tls.certificates else {
+        let crate::config::Certificates::Acme(acme) = tls.certificates else {
             panic!("ACME");
         };
         assert_eq!(acme.directory, LETS_ENCRYPT);
@@ -459,7 +460,7 @@ mod tests {
             "off",
         ])
         .unwrap();
-        let Some(crate::http::tls::Certificates::Acme(acme)) =
+        let Some(crate::config::Certificates::Acme(acme)) =
             off.config().unwrap().tls.map(|t| t.certificates)
         else {
             panic!("ACME");

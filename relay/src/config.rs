@@ -5,11 +5,15 @@
 //! `127.0.0.1:8080`, with metrics off (the command line's default turns them on at
 //! `127.0.0.1:9090`).
 
-use crate::http::tls::TlsConfig;
-use crate::push::PushConfig;
+mod push;
+mod tls;
+
+pub(crate) use push::DEFAULT_ENDPOINT;
+pub use push::PushConfig;
 use relay_cluster::{instance::InstanceId, liveness::DEFAULT_LEASE};
 use std::net::SocketAddr;
 use std::time::Duration;
+pub use tls::{AcmeConfig, Certificates, FIRST_RETRY, LAST_RETRY, LETS_ENCRYPT, TlsConfig};
 
 pub(crate) use relay_cluster::link::FRAME_OVERHEAD;
 

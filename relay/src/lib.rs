@@ -74,14 +74,14 @@ mod protocol;
 mod push;
 mod roles;
 
-pub use config::{ClientIpSource, ClusterConfig, ForwardToken, RelayConfig};
-pub use error::StartError;
-pub use http::tls::{
-    AcmeConfig, Certificates, ClientTlsError, FIRST_RETRY, LAST_RETRY, LETS_ENCRYPT, TlsConfig,
-    TlsError, client_tls,
+pub use config::{
+    AcmeConfig, Certificates, ClientIpSource, ClusterConfig, FIRST_RETRY, ForwardToken, LAST_RETRY,
+    LETS_ENCRYPT, PushConfig, RelayConfig, TlsConfig,
 };
+pub use error::StartError;
+pub use http::tls::{ClientTlsError, TlsError, client_tls};
 pub use logging::{LogFormat, init as init_logging};
-pub use push::{PushConfig, PushConfigError};
+pub use push::PushConfigError;
 /// The instance name [`ClusterConfig`] takes (from the cluster building blocks, `relay-cluster`).
 pub use relay_cluster::{instance::InstanceId, instance::InvalidInstanceId};
 

@@ -7,7 +7,8 @@
 //! each one from 0. The hot-path counters (frames forwarded) are handles made once: an increment
 //! is one atomic add, no label lookup.
 
-use crate::http::tls::{TlsCollector, TlsMetrics};
+pub(crate) mod tls;
+
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -18,6 +19,7 @@ use prometheus_client::registry::Registry;
 use relay_cluster::metrics::ClusterMetrics;
 use relay_registry::Counts;
 use std::sync::Arc;
+use tls::{TlsCollector, TlsMetrics};
 
 /// `endpoint` label: which WebSocket endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -20,82 +20,28 @@
 
 use super::challenge::{self, Challenges};
 use super::files::{Pair, unix_time};
-use super::metrics::{OrderOutcome, TlsMetrics};
 use super::{Resolver, TlsError};
+use crate::config::{AcmeConfig, LAST_RETRY};
+use crate::metrics::tls::{OrderOutcome, TlsMetrics};
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeType,
     Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
 use parking_lot::Mutex;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-/// Let's Encrypt's production directory, the default `--acme-directory`.
-pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
-/// The first wait after a failed order.
-pub const FIRST_RETRY: Duration = Duration::from_secs(10);
-/// The longest wait between failed orders.
-pub const LAST_RETRY: Duration = Duration::from_secs(3600);
 /// The longest the issuer sleeps before it looks at the renewal time again.
 const LONGEST_SLEEP: Duration = Duration::from_secs(6 * 3600);
 
 const ACCOUNT: &str = "account.json";
 const CERT: &str = "certificate.pem";
 const KEY: &str = "certificate-key.pem";
-
-/// ACME settings (`--acme-*`, `--http-listen`).
-///
-/// # Examples
-///
-/// ```
-/// use relay_server::{AcmeConfig, LETS_ENCRYPT};
-///
-/// let acme = AcmeConfig::new(["relay.example.com"], "/var/lib/relay/acme");
-/// assert_eq!(acme.directory, LETS_ENCRYPT);
-/// assert_eq!(acme.http_listen, Some(([0, 0, 0, 0], 80).into()));
-/// ```
-#[derive(Debug, Clone)]
-pub struct AcmeConfig {
-    /// The names the certificate is for (each must resolve to this relay).
-    pub domains: Vec<String>,
-    /// The cache directory (see the module docs).
-    pub cache: PathBuf,
-    /// The ACME server's directory URL.
-    pub directory: String,
-    /// Contact URLs for the account (`mailto:ops@example.com`).
-    pub contact: Vec<String>,
-    /// A PEM CA certificate to trust for the ACME server's own HTTPS (a private ACME server);
-    /// `None`: the platform's roots.
-    pub ca_file: Option<PathBuf>,
-    /// Where http-01 challenges are answered; `None`: tls-alpn-01 on the TLS listener instead.
-    pub http_listen: Option<SocketAddr>,
-    /// The wait after a first failed order (it doubles after each further failure, up to
-    /// [`LAST_RETRY`]); [`FIRST_RETRY`] by default.
-    pub first_retry: Duration,
-}
-
-impl AcmeConfig {
-    /// Let's Encrypt for `domains`, cached in `cache`, http-01 on `0.0.0.0:80`.
-    pub fn new<S: Into<String>>(
-        domains: impl IntoIterator<Item = S>,
-        cache: impl Into<PathBuf>,
-    ) -> AcmeConfig {
-        AcmeConfig {
-            domains: domains.into_iter().map(Into::into).collect(),
-            cache: cache.into(),
-            directory: LETS_ENCRYPT.to_owned(),
-            contact: Vec::new(),
-            ca_file: None,
-            http_listen: Some(SocketAddr::from(([0, 0, 0, 0], 80))),
-            first_retry: FIRST_RETRY,
-        }
-    }
-}
 
 /// The ACME side of the TLS listener, between start-up and [`spawn`](Issuer::spawn).
 pub(super) struct Issuer {

@@ -14,8 +14,8 @@
 //! `relay_tls_certificate_loads_total{outcome="refused"}` — and the old certificate stays; the
 //! next change is tried again.
 
-use super::metrics::{LoadOutcome, TlsMetrics};
 use super::{FILE_POLL, Resolver, TlsError, provider};
+use crate::metrics::tls::{LoadOutcome, TlsMetrics};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};

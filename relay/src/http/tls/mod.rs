@@ -33,16 +33,15 @@ mod challenge;
 mod client;
 mod files;
 pub(crate) mod host;
-mod metrics;
 
-pub use acme::{AcmeConfig, FIRST_RETRY, LAST_RETRY, LETS_ENCRYPT};
+use crate::config::{Certificates, TlsConfig};
+use crate::metrics::tls::TlsMetrics;
 pub use client::{ClientTlsError, client_tls};
-pub(crate) use metrics::{TlsCollector, TlsMetrics};
 
 use crate::http::client_ip::Origin;
 use crate::http::gates::Refusal;
 use crate::hub::Hub;
-use metrics::HandshakeFailure;
+use crate::metrics::tls::HandshakeFailure;
 use parking_lot::RwLock;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
@@ -63,69 +62,6 @@ pub(crate) const HTTP_1_1: &[u8] = b"http/1.1";
 pub(crate) const ACME_TLS_1: &[u8] = b"acme-tls/1";
 /// How often the certificate files are read to see whether they changed.
 pub(crate) const FILE_POLL: Duration = Duration::from_secs(1);
-
-/// TLS on the public listener (`RelayConfig::tls`).
-///
-/// # Examples
-///
-/// ```
-/// use relay_server::{Certificates, TlsConfig};
-///
-/// let tls = TlsConfig::files("/etc/relay/cert.pem", "/etc/relay/key.pem")
-///     .with_domains(["relay.example.com"]);
-/// assert!(matches!(tls.certificates, Certificates::Files { .. }));
-/// assert_eq!(tls.domains, ["relay.example.com"]);
-/// ```
-#[derive(Debug, Clone)]
-pub struct TlsConfig {
-    /// Where the certificates come from.
-    pub certificates: Certificates,
-    /// The names the Host check accepts (case-insensitive, port ignored); empty: no check. In
-    /// certificate-file mode the command line sets them from `--domain`.
-    pub domains: Vec<String>,
-}
-
-/// Where the TLS listener's certificates come from.
-#[derive(Debug, Clone)]
-pub enum Certificates {
-    /// A PEM certificate chain and its PEM private key (PKCS#8, PKCS#1 or SEC1), reloaded on
-    /// `SIGHUP` and when either file's contents change (read every second).
-    Files {
-        /// The certificate chain, leaf first.
-        cert: PathBuf,
-        /// The leaf's private key.
-        key: PathBuf,
-    },
-    /// Obtained and renewed by ACME.
-    Acme(AcmeConfig),
-}
-
-impl TlsConfig {
-    /// TLS from certificate files, with no Host check.
-    pub fn files(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> TlsConfig {
-        TlsConfig {
-            certificates: Certificates::Files {
-                cert: cert.into(),
-                key: key.into(),
-            },
-            domains: Vec::new(),
-        }
-    }
-
-    /// TLS from ACME, the Host check accepting the ACME domains.
-    pub fn acme(acme: AcmeConfig) -> TlsConfig {
-        TlsConfig {
-            domains: acme.domains.clone(),
-            certificates: Certificates::Acme(acme),
-        }
-    }
-
-    /// The same, with the Host check accepting `domains`.
-    pub fn with_domains<S: Into<String>>(mut self, domains: impl IntoIterator<Item = S>) -> Self {
-        self.domains = domains.into_iter().map(Into::into).collect();
-        self
-    }
-}
 
 /// A TLS configuration the relay cannot start with. Its `Display` is the message for the
 /// operator (the `relay` binary prints `relay: error: <message>` and exits 2).
