@@ -539,3 +539,73 @@ async fn an_instance_cut_off_from_nats_closes_everything_1012_before_others_take
     phone.send("1").await;
     stop([cut, other]).await;
 }
+
+/// Expects `path`'s upgrade to be refused with HTTP 503.
+async fn refused_503(addr: SocketAddr, path: &str, headers: &[(&'static str, String)]) {
+    match connect(addr, path, headers).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503, "{path}");
+        }
+        Err(other) => panic!("{path}: expected HTTP 503, got {other}"),
+        Ok(_) => panic!("{path}: expected HTTP 503, got an upgrade"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_started_before_nats_answer_503_until_it_is_up_then_serve() {
+    let Some(mut server) = NatsServer::unstarted("instances_started_before_nats") else {
+        return;
+    };
+    // Nothing listens on the server's port yet: both instances start anyway.
+    let a = relay(clustered(&server, "relay-early-a")).await;
+    let b = relay(clustered(&server, "relay-early-b")).await;
+    for relay in [&a, &b] {
+        let addr = relay.local_addr();
+        let readyz = http(
+            addr,
+            "GET /readyz HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(readyz.starts_with("HTTP/1.1 503"), "{readyz}");
+        assert!(readyz.contains("cluster unavailable"), "{readyz}");
+        // Never served as a single instance meanwhile: both sides refused 503.
+        refused_503(addr, "/v1/server", &binary_headers("srv-e")).await;
+        refused_503(addr, "/v1/client", &phone_headers("srv-e")).await;
+        let health = health_json(addr).await;
+        assert_eq!(
+            (&health["status"], &health["cluster"]),
+            (&json!("ok"), &json!(false))
+        );
+    }
+    server.start_again();
+    for relay in [&a, &b] {
+        let addr = relay.local_addr();
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while health_json(addr).await["cluster"] != true {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{addr} joins once NATS is up"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let readyz = http(
+        a.local_addr(),
+        "GET /readyz HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(readyz.starts_with("HTTP/1.1 200"), "{readyz}");
+    // A binary on one instance and a phone on the other exchange frames.
+    let mut binary = Peer::binary(a.local_addr(), "srv-e").await;
+    let (mut phone, phone_id) = join(b.local_addr(), "srv-e", &mut binary).await;
+    binary
+        .send(json!({"conn_id": phone_id, "frame": "down"}).to_string())
+        .await;
+    assert_eq!(phone.text().await, "\"down\"");
+    phone.send("{\"up\":1}").await;
+    assert_eq!(
+        binary.text().await,
+        format!("{{\"conn_id\":\"{phone_id}\",\"frame\":{{\"up\":1}}}}")
+    );
+    stop([a, b]).await;
+}

@@ -26,19 +26,25 @@ impl NatsServer {
     ///
     /// If the server is required but missing, or does not come up within [`PATIENCE`].
     pub fn start(test: &str) -> Option<NatsServer> {
+        let mut server = NatsServer::unstarted(test)?;
+        server.spawn();
+        Some(server)
+    }
+
+    /// A server for `test` on a free port that is not running yet (nothing listens there):
+    /// [`start_again`](Self::start_again) starts it. `None` as for [`start`](Self::start).
+    pub fn unstarted(test: &str) -> Option<NatsServer> {
         let Some(binary) = find_tool("NATS_SERVER", "nats-server") else {
             skip(test, "nats-server", "NATS_SERVER");
             return None;
         };
-        let mut server = NatsServer {
+        Some(NatsServer {
             binary,
             port: free_port(),
             dir: tempfile::tempdir().expect("a temporary directory"),
             child: None,
             starts: 0,
-        };
-        server.spawn();
-        Some(server)
+        })
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -66,7 +72,8 @@ impl NatsServer {
         let _ = child.wait();
     }
 
-    /// Starts the server again on the same port with the same store (after [`stop`](Self::stop)).
+    /// Starts the server again on the same port with the same store (after [`stop`](Self::stop)),
+    /// or for the first time (after [`unstarted`](Self::unstarted)).
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "stop the server first");
         self.spawn();
