@@ -41,6 +41,12 @@ pub struct ConnectSettings {
     /// Messages buffered per subscription before the client drops them as a slow consumer
     /// (default 65,536, async-nats's own default).
     pub subscription_capacity: usize,
+    /// How many replicas every JetStream bucket opened through this connection has (the
+    /// directory's and the liveness's; default 1). With a NATS cluster of three or more nodes,
+    /// 3 keeps the buckets writable when any one node is lost. An existing bucket with other
+    /// settings is updated to these where JetStream allows it (replicas can change), else
+    /// opening it fails saying what differs.
+    pub bucket_replicas: usize,
 }
 
 impl Default for ConnectSettings {
@@ -49,6 +55,7 @@ impl Default for ConnectSettings {
             connect_timeout: Duration::from_secs(5),
             ping_interval: Duration::from_secs(2),
             subscription_capacity: 65_536,
+            bucket_replicas: 1,
         }
     }
 }
@@ -65,6 +72,7 @@ pub struct Nats {
     jetstream: jetstream::Context,
     state: watch::Receiver<ConnectionState>,
     trouble: broadcast::Sender<Trouble>,
+    bucket_replicas: usize,
 }
 
 /// The servers of a comma-separated list of NATS URLs (`nats://a:4222,nats://b:4222`; spaces
@@ -118,6 +126,7 @@ impl Nats {
         settings: ConnectSettings,
     ) -> Result<Nats, ClusterError> {
         let servers = servers(urls)?;
+        let bucket_replicas = settings.bucket_replicas;
         let (state_tx, state) = watch::channel(ConnectionState::Connected);
         let (trouble, _) = broadcast::channel(64);
         let events = trouble.clone();
@@ -161,7 +170,14 @@ impl Nats {
             jetstream,
             state,
             trouble,
+            bucket_replicas,
         })
+    }
+
+    /// The replicas of every bucket opened through this connection
+    /// ([`ConnectSettings::bucket_replicas`]).
+    pub fn bucket_replicas(&self) -> usize {
+        self.bucket_replicas
     }
 
     /// The core NATS client.

@@ -111,13 +111,16 @@ pub struct Directory {
 const ATTEMPTS: usize = 4;
 
 impl Directory {
-    /// Opens (or creates) the directory bucket. Ownership is decided with `liveness`: its
+    /// Opens (or creates) the directory bucket, with [`Nats::bucket_replicas`] replicas (an
+    /// existing bucket with other settings is updated where JetStream allows it). Ownership is decided with `liveness`: its
     /// [`owner`](Liveness::owner) is what claims write, its [`is_alive`](Liveness::is_alive)
     /// decides whether an entry is free. Every call is bounded by `timeout`.
     ///
     /// # Errors
     ///
-    /// [`ClusterError::TimedOut`] or a NATS error if the bucket cannot be opened.
+    /// [`ClusterError::TimedOut`] or a NATS error if the bucket cannot be opened;
+    /// [`ClusterError::Config`] if it exists with settings JetStream cannot change (the message
+    /// says which).
     pub async fn open(
         nats: &Nats,
         liveness: Arc<Liveness>,

@@ -168,19 +168,87 @@ struct Shared {
     wake: Notify,
 }
 
-/// Opens (or creates) a bucket with the configuration every instance uses.
+/// Opens (or creates) a bucket with the configuration every instance uses, its replicas
+/// [`Nats::bucket_replicas`]. An existing bucket whose settings differ is updated to it where
+/// JetStream allows (a stream's replicas can change: the new replicas catch up in the
+/// background); where it does not, [`ClusterError::Config`] says what differs.
 pub(crate) async fn open_bucket(nats: &Nats, bucket: &str) -> Result<kv::Store, ClusterError> {
     let config = kv::Config {
         bucket: bucket.to_owned(),
         history: 1,
         storage: StorageType::File,
         limit_markers: Some(MARKER_TTL),
+        num_replicas: nats.bucket_replicas(),
         ..Default::default()
     };
-    nats.jetstream()
-        .create_key_value(config)
-        .await
-        .map_err(ClusterError::nats)
+    let jetstream = nats.jetstream();
+    // Not found (or not answered): create it; a create racing another instance's with the same
+    // configuration succeeds for both.
+    let Ok(stream) = jetstream.get_stream(format!("KV_{bucket}")).await else {
+        return jetstream
+            .create_key_value(config)
+            .await
+            .map_err(ClusterError::nats);
+    };
+    let differs = differences(&stream.cached_info().config, &config);
+    if differs.is_empty() {
+        return jetstream
+            .get_key_value(bucket)
+            .await
+            .map_err(ClusterError::nats);
+    }
+    match jetstream.update_key_value(config).await {
+        Ok(store) => {
+            tracing::info!(bucket, differed = %differs, "bucket updated to this instance's settings");
+            Ok(store)
+        }
+        Err(error) => Err(ClusterError::Config(format!(
+            "bucket {bucket} exists with other settings ({differs}) and JetStream refuses to \
+             change them: {error}"
+        ))),
+    }
+}
+
+/// What differs between an existing bucket's stream settings and `want`, as
+/// `setting: has X, want Y` items (empty if nothing this crate relies on differs).
+fn differences(has: &async_nats::jetstream::stream::Config, want: &kv::Config) -> String {
+    let mut differs = Vec::new();
+    if has.num_replicas.max(1) != want.num_replicas.max(1) {
+        differs.push(format!(
+            "replicas: has {}, want {}",
+            has.num_replicas.max(1),
+            want.num_replicas.max(1)
+        ));
+    }
+    if has.max_messages_per_subject != want.history {
+        differs.push(format!(
+            "history: has {}, want {}",
+            has.max_messages_per_subject, want.history
+        ));
+    }
+    if has.storage != want.storage {
+        let show = |storage: StorageType| match storage {
+            StorageType::File => "file",
+            StorageType::Memory => "memory",
+        };
+        differs.push(format!(
+            "storage: has {}, want {}",
+            show(has.storage),
+            show(want.storage)
+        ));
+    }
+    if has.subject_delete_marker_ttl != want.limit_markers {
+        let show = |ttl: Option<Duration>| match ttl {
+            Some(ttl) => format!("{}s", ttl.as_secs()),
+            None => "none".to_owned(),
+        };
+        differs.push(format!(
+            "limit markers: has {}, want {}",
+            show(has.subject_delete_marker_ttl),
+            show(want.limit_markers)
+        ));
+    }
+    differs.join("; ")
 }
 
 impl Liveness {
@@ -193,7 +261,9 @@ impl Liveness {
     ///
     /// [`ClusterError::Config`] for an unusable `lease` (see [`LeaseTiming::new`]); a NATS error
     /// or [`ClusterError::TimedOut`] (after one refresh interval) if the bucket cannot be
-    /// opened or the announcement is not acknowledged.
+    /// opened or the announcement is not acknowledged; [`ClusterError::Config`] if the bucket
+    /// exists with settings JetStream cannot change (the message says which; settings it can
+    /// change, replicas included, are updated to [`Nats::bucket_replicas`] and this crate's).
     pub async fn start(nats: &Nats, me: InstanceId, lease: Duration) -> Result<Self, ClusterError> {
         let timing = LeaseTiming::new(lease)?;
         let store = bounded(timing.lease, open_bucket(nats, LIVENESS_BUCKET)).await?;

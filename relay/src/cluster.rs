@@ -88,7 +88,10 @@ impl Cluster {
             &config.url,
             &config.instance,
             timeout,
-            ConnectSettings::default(),
+            ConnectSettings {
+                bucket_replicas: config.replicas,
+                ..ConnectSettings::default()
+            },
         )
         .await?;
         let liveness =

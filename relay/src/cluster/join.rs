@@ -61,6 +61,12 @@ impl ClusterSlot {
     pub(crate) fn new(config: Option<ClusterConfig>) -> Result<ClusterSlot, ClusterError> {
         if let Some(config) = &config {
             relay_cluster::liveness::LeaseTiming::new(config.lease)?;
+            if !(1..=5).contains(&config.replicas) {
+                return Err(ClusterError::Config(format!(
+                    "bucket replicas: 1 to 5, got {}",
+                    config.replicas
+                )));
+            }
             relay_cluster::connection::servers(&config.url)?;
         }
         Ok(ClusterSlot {
