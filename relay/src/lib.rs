@@ -39,7 +39,9 @@
 //! registration live in that instance's registry, a phone connected elsewhere as a `Remote`
 //! endpoint (`conn::endpoint::Endpoint::Remote`, a [`RemotePhone`](relay_cluster::remote::RemotePhone))
 //! whose `send` and `close` publish down its link. Without `--cluster` none of it runs: no
-//! NATS, the pipeline above unchanged.
+//! NATS, the pipeline above unchanged. An instance that cannot reach NATS at start serves
+//! anyway — `/readyz` and every upgrade 503 — and joins once it can (`cluster/join`).
+//! `--cluster` may list several NATS nodes, and `--cluster-replicas` replicates the buckets.
 //!
 //! Around them: `hub` (the context every task holds, the registry claim and the conflict
 //! policy every path shares), `push` (push wakes through FCM, asked for by binaries), `tls` (the

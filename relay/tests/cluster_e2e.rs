@@ -700,3 +700,38 @@ async fn on_a_three_node_nats_cluster_the_buckets_have_three_replicas_and_instan
     stop([a, b]).await;
     drop(nats);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_whose_settings_jetstream_cannot_change_stops_the_relay_at_start_saying_what_differs()
+ {
+    let Some(server) = NatsServer::start("a_bucket_jetstream_cannot_change") else {
+        return;
+    };
+    // The liveness bucket made by someone else, in memory: JetStream cannot move it to a file.
+    let nats = relay_cluster::connection::Nats::connect(
+        &server.url(),
+        &InstanceId::new("operator").unwrap(),
+        Duration::from_secs(2),
+        Default::default(),
+    )
+    .await
+    .expect("connect");
+    nats.jetstream()
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: relay_cluster::liveness::LIVENESS_BUCKET.to_owned(),
+            storage: async_nats::jetstream::stream::StorageType::Memory,
+            ..Default::default()
+        })
+        .await
+        .expect("create the bucket");
+    let refused = relay_server::start(clustered(&server, "relay-a")).await;
+    let Err(error) = refused else {
+        panic!("the relay started on a bucket it cannot use");
+    };
+    assert!(error.is_config(), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("storage: has memory, want file"),
+        "{message}"
+    );
+}
