@@ -202,10 +202,31 @@ pub(crate) async fn open_bucket(nats: &Nats, bucket: &str) -> Result<kv::Store, 
             tracing::info!(bucket, differed = %differs, "bucket updated to this instance's settings");
             Ok(store)
         }
-        Err(error) => Err(ClusterError::Config(format!(
+        Err(error) if refused(&error) => Err(ClusterError::Config(format!(
             "bucket {bucket} exists with other settings ({differs}) and JetStream refuses to \
              change them: {error}"
         ))),
+        // Not answered (no leader yet, a timeout): not a verdict, the caller may try again.
+        Err(error) => Err(ClusterError::Nats(format!(
+            "bucket {bucket} exists with other settings ({differs}) and could not be updated \
+             now: {error}"
+        ))),
+    }
+}
+
+/// Whether a failed bucket update was JetStream's answer about the settings (an API error
+/// other than 503 "unavailable"), rather than no answer (a timeout, no responders while a
+/// leader is elected), which may pass.
+fn refused(error: &async_nats::jetstream::context::UpdateKeyValueError) -> bool {
+    use async_nats::jetstream::context::UpdateStreamError;
+    use async_nats::jetstream::context::UpdateStreamErrorKind;
+    let source = std::error::Error::source(error);
+    match source.and_then(|source| source.downcast_ref::<UpdateStreamError>()) {
+        Some(update) => match update.kind() {
+            UpdateStreamErrorKind::JetStream(api) => api.code() != 503,
+            _ => false,
+        },
+        None => false,
     }
 }
 
