@@ -23,11 +23,12 @@
 //! free, so they cost storage, not correctness). A released entry leaves a purge marker that the
 //! server removes after a minute.
 
+use super::bucket::{MARKER_TTL, open_bucket};
 use super::connection::Nats;
 use super::error::{ClusterError, bounded};
 use super::instance::Owner;
 use super::keys::key_of;
-use super::liveness::{Liveness, MARKER_TTL, open_bucket};
+use super::liveness::Liveness;
 use super::metrics::{ClusterMetrics, RequestKind, RequestOutcome};
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
 use futures_util::StreamExt;

@@ -107,6 +107,7 @@
 #![deny(missing_docs)]
 #![deny(unreachable_pub)]
 
+mod bucket;
 pub mod connection;
 pub mod directory;
 mod error;
