@@ -7,7 +7,7 @@
 
 use super::error::ClusterError;
 use super::instance::InstanceId;
-use async_nats::{Client, ConnectOptions, Event, jetstream};
+use async_nats::{Client, ConnectOptions, Event, ServerAddr, jetstream};
 use futures_util::StreamExt;
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
@@ -41,6 +41,12 @@ pub struct ConnectSettings {
     /// Messages buffered per subscription before the client drops them as a slow consumer
     /// (default 65,536, async-nats's own default).
     pub subscription_capacity: usize,
+    /// How many replicas every JetStream bucket opened through this connection has (the
+    /// directory's and the liveness's; default 1). With a NATS cluster of three or more nodes,
+    /// 3 keeps the buckets writable when any one node is lost. An existing bucket with other
+    /// settings is updated to these where JetStream allows it (replicas can change), else
+    /// opening it fails saying what differs.
+    pub bucket_replicas: usize,
 }
 
 impl Default for ConnectSettings {
@@ -49,6 +55,7 @@ impl Default for ConnectSettings {
             connect_timeout: Duration::from_secs(5),
             ping_interval: Duration::from_secs(2),
             subscription_capacity: 65_536,
+            bucket_replicas: 1,
         }
     }
 }
@@ -65,21 +72,61 @@ pub struct Nats {
     jetstream: jetstream::Context,
     state: watch::Receiver<ConnectionState>,
     trouble: broadcast::Sender<Trouble>,
+    bucket_replicas: usize,
+}
+
+/// The servers of a comma-separated list of NATS URLs (`nats://a:4222,nats://b:4222`; spaces
+/// around each are ignored): the nodes of one NATS cluster, any of which the client may use.
+///
+/// # Errors
+///
+/// [`ClusterError::Config`] for an empty list or a URL that cannot be parsed (naming it).
+///
+/// # Examples
+///
+/// ```
+/// use relay_cluster::connection::servers;
+///
+/// assert_eq!(servers("nats://a:4222, nats://b:4222")?.len(), 2);
+/// assert!(servers("nats://a:4222,nats://b:x").is_err());
+/// assert!(servers(" ").is_err());
+/// # Ok::<(), relay_cluster::ClusterError>(())
+/// ```
+pub fn servers(urls: &str) -> Result<Vec<ServerAddr>, ClusterError> {
+    let servers = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| {
+            url.parse::<ServerAddr>()
+                .map_err(|error| ClusterError::Config(format!("NATS URL `{url}`: {error}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if servers.is_empty() {
+        return Err(ClusterError::Config("no NATS URL given".into()));
+    }
+    Ok(servers)
 }
 
 impl Nats {
-    /// Connects to `url` (e.g. `nats://127.0.0.1:4222`) as `instance` (the connection name the
-    /// server shows). JetStream requests are bounded by `request_timeout`.
+    /// Connects to `urls` (one NATS URL, e.g. `nats://127.0.0.1:4222`, or a comma-separated
+    /// list of a NATS cluster's nodes: see [`servers`]) as `instance` (the connection name the
+    /// server shows). The first connection tries every listed server; later the client
+    /// reconnects across them (and the nodes the servers announce). JetStream requests are
+    /// bounded by `request_timeout`.
     ///
     /// # Errors
     ///
-    /// [`ClusterError::TimedOut`] or [`ClusterError::Nats`] if the first connection fails.
+    /// [`ClusterError::Config`] if `urls` cannot be parsed; [`ClusterError::TimedOut`] or
+    /// [`ClusterError::Nats`] if the first connection fails.
     pub async fn connect(
-        url: &str,
+        urls: &str,
         instance: &InstanceId,
         request_timeout: Duration,
         settings: ConnectSettings,
     ) -> Result<Nats, ClusterError> {
+        let servers = servers(urls)?;
+        let bucket_replicas = settings.bucket_replicas;
         let (state_tx, state) = watch::channel(ConnectionState::Connected);
         let (trouble, _) = broadcast::channel(64);
         let events = trouble.clone();
@@ -111,7 +158,7 @@ impl Nats {
                     }
                 }
             });
-        let connecting = async_nats::connect_with_options(url, options);
+        let connecting = async_nats::connect_with_options(servers, options);
         let client = tokio::time::timeout(settings.connect_timeout, connecting)
             .await
             .map_err(|_| ClusterError::TimedOut)?
@@ -123,7 +170,14 @@ impl Nats {
             jetstream,
             state,
             trouble,
+            bucket_replicas,
         })
+    }
+
+    /// The replicas of every bucket opened through this connection
+    /// ([`ConnectSettings::bucket_replicas`]).
+    pub fn bucket_replicas(&self) -> usize {
+        self.bucket_replicas
     }
 
     /// The core NATS client.

@@ -23,11 +23,12 @@
 //! free, so they cost storage, not correctness). A released entry leaves a purge marker that the
 //! server removes after a minute.
 
+use super::bucket::{MARKER_TTL, open_bucket};
 use super::connection::Nats;
 use super::error::{ClusterError, bounded};
 use super::instance::Owner;
 use super::keys::key_of;
-use super::liveness::{Liveness, MARKER_TTL, open_bucket};
+use super::liveness::Liveness;
 use super::metrics::{ClusterMetrics, RequestKind, RequestOutcome};
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
 use futures_util::StreamExt;
@@ -111,13 +112,16 @@ pub struct Directory {
 const ATTEMPTS: usize = 4;
 
 impl Directory {
-    /// Opens (or creates) the directory bucket. Ownership is decided with `liveness`: its
+    /// Opens (or creates) the directory bucket, with [`Nats::bucket_replicas`] replicas (an
+    /// existing bucket with other settings is updated where JetStream allows it). Ownership is decided with `liveness`: its
     /// [`owner`](Liveness::owner) is what claims write, its [`is_alive`](Liveness::is_alive)
     /// decides whether an entry is free. Every call is bounded by `timeout`.
     ///
     /// # Errors
     ///
-    /// [`ClusterError::TimedOut`] or a NATS error if the bucket cannot be opened.
+    /// [`ClusterError::TimedOut`] or a NATS error if the bucket cannot be opened;
+    /// [`ClusterError::Config`] if it exists with settings JetStream cannot change (the message
+    /// says which).
     pub async fn open(
         nats: &Nats,
         liveness: Arc<Liveness>,

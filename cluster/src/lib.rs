@@ -68,8 +68,11 @@
 //! # }
 //! ```
 //!
-//! Start-up (`--cluster URL`): [`Nats::connect`], [`Liveness::start`], [`Directory::open`],
-//! [`Link::start`]; serve the [`Incoming`] requests in a task. The relay's wiring (its
+//! Start-up (`--cluster URL[,URL…]`): [`Nats::connect`] (with
+//! [`ConnectSettings::bucket_replicas`] for `--cluster-replicas`), [`Liveness::start`],
+//! [`Directory::open`], [`Link::start`]; serve the [`Incoming`] requests in a task. Any step
+//! may fail while NATS is unreachable or JetStream has no leader yet: the relay tries again
+//! with backoff, serving 503 meanwhile. The relay's wiring (its
 //! `cluster` module) does the rest:
 //!
 //! - **A binary's claim on instance A, before the 101.** [`Directory::claim`]:
@@ -104,6 +107,7 @@
 #![deny(missing_docs)]
 #![deny(unreachable_pub)]
 
+mod bucket;
 pub mod connection;
 pub mod directory;
 mod error;

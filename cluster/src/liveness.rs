@@ -50,13 +50,13 @@
 //! death (12.5 s by default), each one is told [`PeerEvent::Lost`] and closes the links it had
 //! with the dead instance.
 
+use super::bucket::open_bucket;
 use super::connection::Nats;
 use super::error::{ClusterError, bounded};
 use super::instance::{Incarnation, InstanceId, Owner};
 use async_nats::header::{NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_MESSAGE_TTL};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::kv::{self, Operation};
-use async_nats::jetstream::stream::StorageType;
 use async_nats::{HeaderMap, HeaderValue};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
@@ -69,11 +69,6 @@ use tokio::time::Instant;
 
 /// The bucket holding one liveness entry per instance.
 pub const LIVENESS_BUCKET: &str = "relay_liveness";
-
-/// How long the marker of an expired or purged entry stays in a bucket (so a watcher that
-/// reconnects meanwhile still sees it). Part of the buckets' configuration, which every instance
-/// must create identically: a constant, not a setting.
-pub(crate) const MARKER_TTL: Duration = Duration::from_secs(60);
 
 /// The default lease (`--cluster-lease`).
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
@@ -168,21 +163,6 @@ struct Shared {
     wake: Notify,
 }
 
-/// Opens (or creates) a bucket with the configuration every instance uses.
-pub(crate) async fn open_bucket(nats: &Nats, bucket: &str) -> Result<kv::Store, ClusterError> {
-    let config = kv::Config {
-        bucket: bucket.to_owned(),
-        history: 1,
-        storage: StorageType::File,
-        limit_markers: Some(MARKER_TTL),
-        ..Default::default()
-    };
-    nats.jetstream()
-        .create_key_value(config)
-        .await
-        .map_err(ClusterError::nats)
-}
-
 impl Liveness {
     /// Announces `me` with a fresh incarnation and starts refreshing and watching.
     ///
@@ -193,7 +173,9 @@ impl Liveness {
     ///
     /// [`ClusterError::Config`] for an unusable `lease` (see [`LeaseTiming::new`]); a NATS error
     /// or [`ClusterError::TimedOut`] (after one refresh interval) if the bucket cannot be
-    /// opened or the announcement is not acknowledged.
+    /// opened or the announcement is not acknowledged; [`ClusterError::Config`] if the bucket
+    /// exists with settings JetStream cannot change (the message says which; settings it can
+    /// change, replicas included, are updated to [`Nats::bucket_replicas`] and this crate's).
     pub async fn start(nats: &Nats, me: InstanceId, lease: Duration) -> Result<Self, ClusterError> {
         let timing = LeaseTiming::new(lease)?;
         let store = bounded(timing.lease, open_bucket(nats, LIVENESS_BUCKET)).await?;

@@ -6,8 +6,9 @@
 mod support;
 
 use relay_cluster::{
-    ClusterError, connection::ConnectSettings, directory::Claim, directory::Lookup,
-    instance::Owner, link::LinkSettings, liveness::LeaseState, liveness::PeerEvent,
+    ClusterError, connection::ConnectSettings, connection::Nats, directory::Claim,
+    directory::Lookup, instance::InstanceId, instance::Owner, link::LinkSettings,
+    liveness::LIVENESS_BUCKET, liveness::LeaseState, liveness::Liveness, liveness::PeerEvent,
 };
 use std::time::Duration;
 use support::instance::{TEST_LEASE, instance, instance_with};
@@ -231,4 +232,82 @@ async fn nats_restarting_instances_reconnect_hold_leases_and_the_watch_goes_on()
     let current_b = b.liveness.owner().unwrap();
     b.liveness.shutdown().await.expect("deleted");
     lost(&mut peers, &current_b, PATIENCE).await;
+}
+
+/// Creates the liveness bucket as an operator (or an older relay) might have: `config` with the
+/// bucket's name.
+async fn precreate(server: &NatsServer, config: async_nats::jetstream::kv::Config) -> Nats {
+    let nats = Nats::connect(
+        &server.url(),
+        &InstanceId::new("operator").unwrap(),
+        Duration::from_secs(2),
+        ConnectSettings::default(),
+    )
+    .await
+    .expect("connect");
+    nats.jetstream()
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: LIVENESS_BUCKET.to_owned(),
+            ..config
+        })
+        .await
+        .expect("create the bucket");
+    nats
+}
+
+#[tokio::test]
+async fn an_existing_bucket_with_other_settings_jetstream_can_change_is_updated() {
+    let Some(server) = NatsServer::start("existing_bucket_updated") else {
+        return;
+    };
+    let nats = precreate(
+        &server,
+        async_nats::jetstream::kv::Config {
+            history: 5,
+            ..Default::default()
+        },
+    )
+    .await;
+    let a = instance(&server, "relay-a", TEST_LEASE).await;
+    assert!(a.liveness.holds_lease());
+    let mut stream = nats
+        .jetstream()
+        .get_stream(format!("KV_{LIVENESS_BUCKET}"))
+        .await
+        .unwrap();
+    let config = stream.info().await.unwrap().config.clone();
+    assert_eq!(config.max_messages_per_subject, 1, "history updated to 1");
+    assert!(
+        config.subject_delete_marker_ttl.is_some(),
+        "limit markers on"
+    );
+}
+
+#[tokio::test]
+async fn an_existing_bucket_whose_settings_jetstream_cannot_change_is_refused_saying_what_differs()
+{
+    let Some(server) = NatsServer::start("existing_bucket_refused") else {
+        return;
+    };
+    let nats = precreate(
+        &server,
+        async_nats::jetstream::kv::Config {
+            history: 1,
+            storage: async_nats::jetstream::stream::StorageType::Memory,
+            ..Default::default()
+        },
+    )
+    .await;
+    let refused = Liveness::start(&nats, InstanceId::new("relay-a").unwrap(), TEST_LEASE).await;
+    match refused {
+        Err(ClusterError::Config(message)) => {
+            assert!(
+                message.contains("storage: has memory, want file"),
+                "{message}"
+            );
+            assert!(message.contains(LIVENESS_BUCKET), "{message}");
+        }
+        Err(other) => panic!("expected a configuration error, got {other}"),
+        Ok(_) => panic!("a memory bucket was accepted"),
+    }
 }

@@ -64,9 +64,14 @@ pub struct Args {
     #[arg(long, env = "RELAY_FORWARD_TOKEN", value_enum, default_value_t = ForwardToken::FirstFrame)]
     pub forward_token: ForwardToken,
     /// Cluster mode: the NATS server (JetStream on) through which several instances act as one,
-    /// e.g. nats://127.0.0.1:4222. Absent: a single instance, in memory, no NATS.
-    #[arg(long, env = "RELAY_CLUSTER", value_name = "URL")]
+    /// e.g. nats://127.0.0.1:4222, or a NATS cluster's nodes, comma-separated
+    /// (nats://n1:4222,nats://n2:4222,nats://n3:4222). Absent: a single instance, no NATS.
+    #[arg(long, env = "RELAY_CLUSTER", value_name = "URL[,URL...]")]
     pub cluster: Option<String>,
+    /// Cluster mode: the replicas of the JetStream buckets the relay uses (1 to 5); 3 on a
+    /// three-node NATS cluster survives the loss of any node. Existing buckets are updated.
+    #[arg(long, env = "RELAY_CLUSTER_REPLICAS", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub cluster_replicas: u8,
     /// Cluster mode: this instance's name, unique in the cluster (letters, digits, '-', '_';
     /// default: the host name plus a random suffix).
     #[arg(long, env = "RELAY_INSTANCE_ID", value_name = "NAME", value_parser = parse_instance_id, requires = "cluster")]
@@ -271,6 +276,7 @@ impl Args {
             forward_token: self.forward_token,
             cluster: self.cluster.as_ref().map(|url| ClusterConfig {
                 lease: self.cluster_lease,
+                replicas: usize::from(self.cluster_replicas),
                 ..ClusterConfig::new(url.clone(), self.instance())
             }),
             push,
@@ -363,6 +369,21 @@ mod tests {
         let cluster = args.config().unwrap().cluster.expect("cluster mode");
         assert_eq!(cluster.url, "nats://127.0.0.1:4222");
         assert_eq!(cluster.lease, Duration::from_secs(4));
+        assert_eq!(cluster.replicas, 1, "one replica unless --cluster-replicas");
+        let replicated = Args::try_parse_from([
+            "relay",
+            "--cluster",
+            "nats://a:4222,nats://b:4222,nats://c:4222",
+            "--cluster-replicas",
+            "3",
+        ])
+        .unwrap()
+        .config()
+        .unwrap()
+        .cluster
+        .expect("cluster mode");
+        assert_eq!(replicated.replicas, 3);
+        assert_eq!(replicated.url, "nats://a:4222,nats://b:4222,nats://c:4222");
         let host = InstanceId::generate(&gethostname::gethostname().to_string_lossy());
         let prefix = &host.as_str()[..host.as_str().len() - 8];
         assert!(
@@ -387,6 +408,20 @@ mod tests {
                 "1500ms",
             ],
             &["relay", "--instance-id", "web-1"],
+            &[
+                "relay",
+                "--cluster",
+                "nats://x:1",
+                "--cluster-replicas",
+                "0",
+            ],
+            &[
+                "relay",
+                "--cluster",
+                "nats://x:1",
+                "--cluster-replicas",
+                "6",
+            ],
         ] {
             assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");
         }

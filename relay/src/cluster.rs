@@ -1,7 +1,10 @@
 //! The relay in cluster mode: where the [`cluster`](relay_cluster) building blocks are wired
 //! into the relay's pipeline, so that several instances act as one relay.
 //!
-//! - [`Cluster`] (held by the hub when `--cluster` is given): the NATS connection, the lease,
+//! - [`join`]: joining at start, retried with backoff for as long as NATS is unreachable; the
+//!   hub's [`ClusterSlot`](join::ClusterSlot) is single-instance, joining (not ready: 503) or
+//!   joined.
+//! - [`Cluster`] (in the hub's slot once joined): the NATS connection, the lease,
 //!   the directory and the link, plus what this instance owns (`owned`: each id it holds, with
 //!   the revision of its directory entry) and the phones it serves for owners elsewhere
 //!   ([`away`]).
@@ -26,6 +29,7 @@ pub(crate) mod away;
 mod away_set;
 pub(crate) mod claims;
 pub(crate) mod fence;
+pub(crate) mod join;
 mod locks;
 pub(crate) mod owner;
 
@@ -67,21 +71,27 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    /// Connects to NATS, takes the lease, opens the directory and starts the link.
+    /// Connects to NATS, takes the lease, opens the directory and starts the link, counting in
+    /// `metrics`.
     ///
     /// # Errors
     ///
     /// Any step that fails or times out (a lease that is not whole seconds included).
-    pub(crate) async fn start(config: ClusterConfig) -> Result<Cluster, ClusterError> {
+    pub(crate) async fn start(
+        config: ClusterConfig,
+        metrics: Arc<ClusterMetrics>,
+    ) -> Result<Cluster, ClusterError> {
         let timeout = config.request_timeout;
         let nats = Nats::connect(
             &config.url,
             &config.instance,
             timeout,
-            ConnectSettings::default(),
+            ConnectSettings {
+                bucket_replicas: config.replicas,
+                ..ConnectSettings::default()
+            },
         )
         .await?;
-        let metrics = Arc::new(ClusterMetrics::default());
         let liveness =
             Arc::new(Liveness::start(&nats, config.instance.clone(), config.lease).await?);
         let directory = Directory::open(&nats, liveness.clone(), timeout, metrics.clone()).await?;

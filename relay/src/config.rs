@@ -181,7 +181,8 @@ impl Default for RelayConfig {
     }
 }
 
-/// How an instance joins a cluster (`--cluster`, `--instance-id`, `--cluster-lease`).
+/// How an instance joins a cluster (`--cluster`, `--instance-id`, `--cluster-lease`,
+/// `--cluster-replicas`).
 ///
 /// # Examples
 ///
@@ -190,11 +191,19 @@ impl Default for RelayConfig {
 ///
 /// let cluster = ClusterConfig::new("nats://127.0.0.1:4222", InstanceId::new("relay-1")?);
 /// assert_eq!(cluster.lease.as_secs(), 10);
+/// assert_eq!(cluster.replicas, 1);
+/// // A three-node NATS cluster, its buckets on every node:
+/// let replicated = ClusterConfig {
+///     replicas: 3,
+///     ..ClusterConfig::new("nats://n1:4222,nats://n2:4222,nats://n3:4222", InstanceId::new("relay-1")?)
+/// };
 /// # Ok::<(), relay_server::InvalidInstanceId>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
-    /// The NATS server (JetStream on), e.g. `nats://127.0.0.1:4222`.
+    /// The NATS server (JetStream on), e.g. `nats://127.0.0.1:4222`, or a comma-separated list
+    /// of a NATS cluster's nodes (`nats://n1:4222,nats://n2:4222,nats://n3:4222`): the first
+    /// connection tries each, and the client reconnects across them.
     pub url: String,
     /// This instance's name, unique among running instances.
     pub instance: InstanceId,
@@ -205,6 +214,10 @@ pub struct ClusterConfig {
     /// How long one directory operation or request to another instance may take before it
     /// counts as unanswered (an upgrade then gets 503).
     pub request_timeout: Duration,
+    /// How many replicas the JetStream buckets this instance uses (directory, liveness) have,
+    /// at least 1 (default), at most 5 (JetStream's limit); 3 on a three-node NATS cluster
+    /// keeps them writable when any one node is lost. An existing bucket is updated to it.
+    pub replicas: usize,
 }
 
 impl ClusterConfig {
@@ -216,6 +229,7 @@ impl ClusterConfig {
             instance,
             lease: DEFAULT_LEASE,
             request_timeout: Duration::from_secs(2),
+            replicas: 1,
         }
     }
 }

@@ -49,14 +49,12 @@ pub enum StartError {
         /// The operating system's reason.
         source: io::Error,
     },
-    /// Cluster mode: the cluster could not be joined.
-    #[error("cannot join the cluster: {0}")]
-    Cluster(String),
 }
 
 impl StartError {
     /// True if the configuration itself is at fault (the `relay` binary exits 2), false for a
-    /// failure of the moment (an address in use, NATS unreachable: exit 1).
+    /// failure of the moment (an address in use: exit 1). NATS being unreachable is neither: the
+    /// relay starts and joins the cluster once it can.
     pub fn is_config(&self) -> bool {
         matches!(self, StartError::Config(_))
     }
@@ -70,7 +68,6 @@ impl From<StartError> for io::Error {
                 source.kind()
             }
             StartError::Config(_) => io::ErrorKind::InvalidInput,
-            StartError::Cluster(_) => io::ErrorKind::Other,
         };
         io::Error::new(kind, error.to_string())
     }

@@ -7,7 +7,7 @@
 //! Its field types are the only imports here from the layers above `conn` (`http::gates`,
 //! `cluster`): the context is built by [`start`](crate::start) and read everywhere.
 
-use crate::cluster::Cluster;
+use crate::cluster::join::ClusterSlot;
 use crate::config::RelayConfig;
 use crate::conn::endpoint::Endpoint;
 use crate::http::gates::Gates;
@@ -32,8 +32,8 @@ pub(crate) struct Hub {
     pub(crate) shutdown: Shutdown,
     /// Every WebSocket session's task (the drain waits for them).
     pub(crate) sessions: TaskTracker,
-    /// Cluster mode's state (`None`: a single instance).
-    pub(crate) cluster: Option<Cluster>,
+    /// Cluster mode's state: a single instance, or configured and (once) joined.
+    pub(crate) cluster: ClusterSlot,
     /// Push wakes (off without a service-account key).
     pub(crate) push: Arc<crate::push::Push>,
     /// TLS on the public listener (`None`: plain TCP).
@@ -46,7 +46,7 @@ impl Hub {
     /// elsewhere.
     pub(crate) fn own_counts(&self) -> Counts {
         let counts = self.registry.counts();
-        match &self.cluster {
+        match self.cluster.joined() {
             Some(cluster) => cluster.own_counts(counts),
             None => counts,
         }

@@ -39,7 +39,9 @@
 //! registration live in that instance's registry, a phone connected elsewhere as a `Remote`
 //! endpoint (`conn::endpoint::Endpoint::Remote`, a [`RemotePhone`](relay_cluster::remote::RemotePhone))
 //! whose `send` and `close` publish down its link. Without `--cluster` none of it runs: no
-//! NATS, the pipeline above unchanged.
+//! NATS, the pipeline above unchanged. An instance that cannot reach NATS at start serves
+//! anyway — `/readyz` and every upgrade 503 — and joins once it can (`cluster/join`).
+//! `--cluster` may list several NATS nodes, and `--cluster-replicas` replicates the buckets.
 //!
 //! Around them: `hub` (the context every task holds, the registry claim and the conflict
 //! policy every path shares), `push` (push wakes through FCM, asked for by binaries), `tls` (the
@@ -157,14 +159,16 @@ impl Relay {
 }
 
 /// Binds `config.listen` (and `config.metrics_listen`) and starts serving in the background; in
-/// cluster mode it first joins the cluster (connects to NATS, takes its lease, opens the
-/// directory, starts its link).
+/// cluster mode it joins the cluster in the background (connects to NATS, takes its lease, opens
+/// the directory, starts its link), retrying with backoff for as long as NATS is unreachable:
+/// until it has joined, `/readyz` and every upgrade get 503.
 ///
 /// # Errors
 ///
-/// [`StartError`]: the push or TLS configuration is refused ([`StartError::Config`], with the
-/// [`PushConfigError`]'s or [`TlsError`]'s message: a certificate that does not load, say), an
-/// address cannot be bound, or (cluster mode) the cluster cannot be joined.
+/// [`StartError`]: the push, TLS or cluster configuration is refused ([`StartError::Config`],
+/// with the [`PushConfigError`]'s or [`TlsError`]'s message — a certificate that does not load,
+/// say — or a NATS URL that cannot be parsed), or an address cannot be bound. NATS being
+/// unreachable is not an error.
 ///
 /// # Examples
 ///
@@ -226,22 +230,17 @@ pub async fn start(config: RelayConfig) -> Result<Relay, StartError> {
             )?),
             None => None,
         };
-    let cluster = match &config.cluster {
-        Some(settings) => Some(
-            cluster::Cluster::start(settings.clone())
-                .await
-                .map_err(|error| StartError::Cluster(error.to_string()))?,
-        ),
-        None => None,
-    };
+    // Joined in the background (`run`): an instance that cannot reach NATS serves 503 meanwhile.
+    let cluster = cluster::join::ClusterSlot::new(config.cluster.clone())
+        .map_err(|error| StartError::Config(error.to_string()))?;
     let mut metrics = metrics::Metrics::new();
     if let Some(tls) = &tls {
         metrics.add_tls(tls.metrics());
     }
-    if let Some(cluster) = &cluster {
-        metrics.add_cluster(cluster.metrics.clone());
-        tracing::info!(instance = %cluster.config.instance, "joined the cluster");
+    if cluster.config().is_some() {
+        metrics.add_cluster(cluster.metrics());
     }
+    let cluster_first_try = cluster.config().is_some();
     let push = push::Push::new(config.push.as_ref().zip(push_loaded), metrics.wakes());
     let hub = Arc::new(Hub {
         push: Arc::new(push),
@@ -260,6 +259,15 @@ pub async fn start(config: RelayConfig) -> Result<Relay, StartError> {
         cluster,
         tls,
     });
+    // The first attempt to join, here: an instance that can join serves joined from the start;
+    // one that cannot reach NATS starts anyway and keeps trying (`run`).
+    if cluster_first_try {
+        if let Err(error @ relay_cluster::ClusterError::Config(_)) =
+            cluster::join::attempt(&hub, cluster::join::FIRST_RETRY).await
+        {
+            return Err(StartError::Config(format!("cluster: {error}")));
+        }
+    }
     let task = AbortOnDropHandle::new(tokio::spawn(run(listener, metrics_listener, hub.clone())));
     Ok(Relay {
         addr,
@@ -277,16 +285,7 @@ async fn run(listener: TcpListener, metrics_listener: Option<TcpListener>, hub: 
     let _metrics = metrics_listener.map(|listener| {
         AbortOnDropHandle::new(tokio::spawn(http::scrape::serve(listener, hub.clone())))
     });
-    let _cluster = hub.cluster.as_ref().map(|cluster| {
-        let requests = cluster
-            .take_incoming()
-            .map(|incoming| tokio::spawn(cluster::owner::serve(hub.clone(), incoming)));
-        let fence = tokio::spawn(cluster::fence::watch(hub.clone()));
-        (
-            requests.map(AbortOnDropHandle::new),
-            AbortOnDropHandle::new(fence),
-        )
-    });
+    let _cluster = AbortOnDropHandle::new(tokio::spawn(cluster::join::run(hub.clone())));
     let _tls = http::tls::Tls::spawn(&hub);
     let accepting =
         AbortOnDropHandle::new(tokio::spawn(http::listen::serve(listener, hub.clone())));
@@ -300,7 +299,7 @@ async fn run(listener: TcpListener, metrics_listener: Option<TcpListener>, hub: 
     for conn in hub.registry.snapshot() {
         conn.close(CloseReason::ShuttingDown);
     }
-    if let Some(cluster) = &hub.cluster {
+    if let Some(cluster) = hub.cluster.joined() {
         for phone in cluster.away_phones() {
             phone.close(CloseReason::ShuttingDown);
         }

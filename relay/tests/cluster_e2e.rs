@@ -10,7 +10,7 @@ mod support;
 
 use cluster_support::PATIENCE;
 use cluster_support::instance::TEST_LEASE;
-use cluster_support::nats::NatsServer;
+use cluster_support::nats::{NatsCluster, NatsServer};
 use relay_cluster::instance::InstanceId;
 use relay_server::{ClusterConfig, Relay, RelayConfig};
 use serde_json::{Value, json};
@@ -538,4 +538,200 @@ async fn an_instance_cut_off_from_nats_closes_everything_1012_before_others_take
     let (mut phone, _) = join(cut.local_addr(), "srv-p", &mut taker).await;
     phone.send("1").await;
     stop([cut, other]).await;
+}
+
+/// Expects `path`'s upgrade to be refused with HTTP 503.
+async fn refused_503(addr: SocketAddr, path: &str, headers: &[(&'static str, String)]) {
+    match connect(addr, path, headers).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503, "{path}");
+        }
+        Err(other) => panic!("{path}: expected HTTP 503, got {other}"),
+        Ok(_) => panic!("{path}: expected HTTP 503, got an upgrade"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_started_before_nats_answer_503_until_it_is_up_then_serve() {
+    let Some(mut server) = NatsServer::unstarted("instances_started_before_nats") else {
+        return;
+    };
+    // Nothing listens on the server's port yet: both instances start anyway.
+    let a = relay(clustered(&server, "relay-early-a")).await;
+    let b = relay(clustered(&server, "relay-early-b")).await;
+    for relay in [&a, &b] {
+        let addr = relay.local_addr();
+        let readyz = http(
+            addr,
+            "GET /readyz HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(readyz.starts_with("HTTP/1.1 503"), "{readyz}");
+        assert!(readyz.contains("cluster unavailable"), "{readyz}");
+        // Never served as a single instance meanwhile: both sides refused 503.
+        refused_503(addr, "/v1/server", &binary_headers("srv-e")).await;
+        refused_503(addr, "/v1/client", &phone_headers("srv-e")).await;
+        let health = health_json(addr).await;
+        assert_eq!(
+            (&health["status"], &health["cluster"]),
+            (&json!("ok"), &json!(false))
+        );
+    }
+    server.start_again();
+    for relay in [&a, &b] {
+        let addr = relay.local_addr();
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while health_json(addr).await["cluster"] != true {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{addr} joins once NATS is up"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let readyz = http(
+        a.local_addr(),
+        "GET /readyz HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(readyz.starts_with("HTTP/1.1 200"), "{readyz}");
+    // A binary on one instance and a phone on the other exchange frames.
+    let mut binary = Peer::binary(a.local_addr(), "srv-e").await;
+    let (mut phone, phone_id) = join(b.local_addr(), "srv-e", &mut binary).await;
+    binary
+        .send(json!({"conn_id": phone_id, "frame": "down"}).to_string())
+        .await;
+    assert_eq!(phone.text().await, "\"down\"");
+    phone.send("{\"up\":1}").await;
+    assert_eq!(
+        binary.text().await,
+        format!("{{\"conn_id\":\"{phone_id}\",\"frame\":{{\"up\":1}}}}")
+    );
+    stop([a, b]).await;
+}
+
+/// Waits until `addr`'s `/healthz` says it is part of the cluster.
+async fn await_joined(addr: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while health_json(addr).await["cluster"] != true {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{addr} joins the cluster"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_three_node_nats_cluster_the_buckets_have_three_replicas_and_instances_relay() {
+    let Some(nats) = NatsCluster::start("three_node_nats_cluster") else {
+        return;
+    };
+    let with_replicas = |name: &str, urls: String, replicas: usize| RelayConfig {
+        cluster: Some(ClusterConfig {
+            lease: TEST_LEASE,
+            request_timeout: Duration::from_secs(1),
+            replicas,
+            ..ClusterConfig::new(urls, InstanceId::new(name).unwrap())
+        }),
+        ..config()
+    };
+    let replicated = |name: &str, urls: String| with_replicas(name, urls, 3);
+    let nats_client = relay_cluster::connection::Nats::connect(
+        &nats.urls(),
+        &InstanceId::new("checker").unwrap(),
+        Duration::from_secs(2),
+        Default::default(),
+    )
+    .await
+    .expect("connect to the NATS cluster");
+    let replicas = |bucket: &'static str| {
+        let jetstream = nats_client.jetstream().clone();
+        async move {
+            let mut stream = jetstream
+                .get_stream(format!("KV_{bucket}"))
+                .await
+                .expect("the bucket's stream");
+            stream
+                .info()
+                .await
+                .expect("stream info")
+                .config
+                .num_replicas
+        }
+    };
+    let buckets = [
+        relay_cluster::directory::DIRECTORY_BUCKET,
+        relay_cluster::liveness::LIVENESS_BUCKET,
+    ];
+    // An earlier deployment made the buckets with one replica.
+    let early = relay(with_replicas("relay-r0", nats.urls(), 1)).await;
+    await_joined(early.local_addr()).await;
+    for bucket in buckets {
+        assert_eq!(replicas(bucket).await, 1, "{bucket}");
+    }
+    early.shutdown().await;
+    // One instance given all three nodes; one given a list whose first URL is dead (nothing
+    // listens there) and one live node.
+    let a = relay(replicated("relay-r1", nats.urls())).await;
+    let dead = format!("nats://127.0.0.1:{}", cluster_support::free_port());
+    let live = nats.urls().split(',').nth(1).unwrap().to_owned();
+    let b = relay(replicated("relay-r2", format!("{dead},{live}"))).await;
+    // Right after the nodes start, JetStream may not have elected its leaders yet: the
+    // instances join once it has.
+    await_joined(a.local_addr()).await;
+    await_joined(b.local_addr()).await;
+    // Both buckets are now replicated on the three nodes (updated by the first of them).
+    for bucket in buckets {
+        assert_eq!(replicas(bucket).await, 3, "{bucket}");
+    }
+    // A binary on one instance and a phone on the other exchange frames.
+    let mut binary = Peer::binary(a.local_addr(), "srv-r").await;
+    let (mut phone, phone_id) = join(b.local_addr(), "srv-r", &mut binary).await;
+    binary
+        .send(json!({"conn_id": phone_id, "frame": "down"}).to_string())
+        .await;
+    assert_eq!(phone.text().await, "\"down\"");
+    phone.send("[1]").await;
+    assert_eq!(
+        binary.text().await,
+        format!("{{\"conn_id\":\"{phone_id}\",\"frame\":[1]}}")
+    );
+    stop([a, b]).await;
+    drop(nats);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_whose_settings_jetstream_cannot_change_stops_the_relay_at_start_saying_what_differs()
+ {
+    let Some(server) = NatsServer::start("a_bucket_jetstream_cannot_change") else {
+        return;
+    };
+    // The liveness bucket made by someone else, in memory: JetStream cannot move it to a file.
+    let nats = relay_cluster::connection::Nats::connect(
+        &server.url(),
+        &InstanceId::new("operator").unwrap(),
+        Duration::from_secs(2),
+        Default::default(),
+    )
+    .await
+    .expect("connect");
+    nats.jetstream()
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: relay_cluster::liveness::LIVENESS_BUCKET.to_owned(),
+            storage: async_nats::jetstream::stream::StorageType::Memory,
+            ..Default::default()
+        })
+        .await
+        .expect("create the bucket");
+    let refused = relay_server::start(clustered(&server, "relay-a")).await;
+    let Err(error) = refused else {
+        panic!("the relay started on a bucket it cannot use");
+    };
+    assert!(error.is_config(), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("storage: has memory, want file"),
+        "{message}"
+    );
 }

@@ -407,6 +407,9 @@ fn an_invalid_configuration_exits_2_with_one_line() {
             "nats://127.0.0.1:4222",
         ],
         &["--instance-id", "a.b", "--cluster", "nats://127.0.0.1:4222"],
+        // A NATS URL that cannot be parsed, alone or in a list.
+        &["--cluster", "nats://127.0.0.1:4222,nats://127.0.0.1:port"],
+        &["--cluster", " , "],
         &["--max-phones", "-1"],
         &[
             "--tls-cert",
@@ -436,20 +439,85 @@ fn a_failure_at_run_time_exits_1_with_one_line() {
         stderr.contains(&format!("cannot listen on {addr}: ")),
         "{stderr}"
     );
-    // NATS unreachable at start (a refused port) and a list of URLs it cannot parse.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_nats_unreachable_at_start_it_keeps_running_answers_503_and_drains_on_sigterm() {
+    use std::io::BufRead;
+    // A refused port: NATS is not there.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("nats://{}", closed.local_addr().unwrap());
     drop(closed);
-    let args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--metrics-listen",
-        "off",
-        "--cluster",
-        url.as_str(),
-    ];
-    let (code, stderr) = relay_fails(&args);
-    assert_eq!(code, Some(1), "{stderr}");
-    assert_one_error_line(&stderr, &args);
-    assert!(stderr.contains("cannot join the cluster: "), "{stderr}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off"])
+        .args(["--cluster", &url, "--instance-id", "relay-early"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start relay");
+    // It prints its address although it cannot join.
+    let addr = printed_address(&printed_lines(&mut child, 1)[0], "ws://");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stderr = std::io::BufReader::new(child.stderr.take().expect("stderr is piped"));
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut child = Reaped(child);
+    // Two failed attempts, each logged with its reason: after the first one the relay used to
+    // exit 1.
+    for attempt in 1..=2 {
+        let line = lines
+            .recv_timeout(PATIENCE)
+            .unwrap_or_else(|_| panic!("attempt {attempt} to join logged"));
+        assert!(line.contains("cannot join the cluster"), "{line}");
+        assert!(line.contains("WARN"), "{line}");
+    }
+    assert!(child.0.try_wait().unwrap().is_none(), "it keeps running");
+    let readyz = http(
+        addr,
+        "GET /readyz HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(readyz.starts_with("HTTP/1.1 503"), "{readyz}");
+    let upgrade = http(
+        addr,
+        "GET /v1/server HTTP/1.1\r\nHost: relay\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nX-Pyrycode-Server: srv-early\r\n\r\n",
+    )
+    .await;
+    assert!(upgrade.starts_with("HTTP/1.1 503"), "{upgrade}");
+    // SIGTERM drains it as usual: exit 0.
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("sh")
+            .args(["-c", &format!("kill -TERM {pid}")])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(12),
+            "exits after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+/// Kills and reaps the child when the test ends, whichever way.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -16,6 +16,8 @@ pub struct NatsServer {
     child: Option<Child>,
     /// How many times it was started (each start logs "Server is ready" once).
     starts: usize,
+    /// Arguments after the usual ones (a cluster node's name, cluster port and routes).
+    extra: Vec<String>,
 }
 
 impl NatsServer {
@@ -26,19 +28,26 @@ impl NatsServer {
     ///
     /// If the server is required but missing, or does not come up within [`PATIENCE`].
     pub fn start(test: &str) -> Option<NatsServer> {
+        let mut server = NatsServer::unstarted(test)?;
+        server.spawn();
+        Some(server)
+    }
+
+    /// A server for `test` on a free port that is not running yet (nothing listens there):
+    /// [`start_again`](Self::start_again) starts it. `None` as for [`start`](Self::start).
+    pub fn unstarted(test: &str) -> Option<NatsServer> {
         let Some(binary) = find_tool("NATS_SERVER", "nats-server") else {
             skip(test, "nats-server", "NATS_SERVER");
             return None;
         };
-        let mut server = NatsServer {
+        Some(NatsServer {
             binary,
             port: free_port(),
             dir: tempfile::tempdir().expect("a temporary directory"),
             child: None,
             starts: 0,
-        };
-        server.spawn();
-        Some(server)
+            extra: Vec::new(),
+        })
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -66,7 +75,8 @@ impl NatsServer {
         let _ = child.wait();
     }
 
-    /// Starts the server again on the same port with the same store (after [`stop`](Self::stop)).
+    /// Starts the server again on the same port with the same store (after [`stop`](Self::stop)),
+    /// or for the first time (after [`unstarted`](Self::unstarted)).
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "stop the server first");
         self.spawn();
@@ -93,6 +103,7 @@ impl NatsServer {
                 "-sd",
             ])
             .arg(&store)
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))
             .stderr(log)
@@ -143,5 +154,62 @@ impl Drop for NatsServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// A NATS cluster of three `nats-server -js` nodes (`n1`, `n2`, `n3`, cluster `relay-test`) on
+/// free loopback ports, routed to each other, each with its own store; stopped on drop.
+pub struct NatsCluster {
+    nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts the three nodes for `test` (each answers when this returns; JetStream elects its
+    /// meta leader shortly after). `None` as for [`NatsServer::start`].
+    ///
+    /// # Panics
+    ///
+    /// As [`NatsServer::start`].
+    pub fn start(test: &str) -> Option<NatsCluster> {
+        let mut nodes = (0..3)
+            .map(|_| NatsServer::unstarted(test))
+            .collect::<Option<Vec<_>>>()?;
+        let cluster_ports: Vec<u16> = nodes.iter().map(|_| free_port()).collect();
+        let routes = cluster_ports
+            .iter()
+            .map(|port| format!("nats://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        for (i, node) in nodes.iter_mut().enumerate() {
+            node.extra = vec![
+                "--server_name".into(),
+                format!("n{}", i + 1),
+                "--cluster_name".into(),
+                "relay-test".into(),
+                "--cluster".into(),
+                format!("nats://127.0.0.1:{}", cluster_ports[i]),
+                "--routes".into(),
+                routes.clone(),
+            ];
+        }
+        // Started together: a node waits for its routes before JetStream is up.
+        for node in &mut nodes {
+            node.start_again();
+        }
+        Some(NatsCluster { nodes })
+    }
+
+    /// Every node's URL, comma-separated (as `--cluster` takes them).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Node `i` (0, 1 or 2).
+    pub fn node(&mut self, i: usize) -> &mut NatsServer {
+        &mut self.nodes[i]
     }
 }

@@ -9,8 +9,9 @@
 //! within the drain time.
 //!
 //! Errors are one line on stderr, `relay: error: …`, never a `Debug` dump: an invalid
-//! configuration (a flag, a value, a file) exits 2 before anything starts, a failure at run time
-//! (an address in use, NATS unreachable) exits 1.
+//! configuration (a flag, a value, a file, a NATS URL that cannot be parsed) exits 2 before
+//! anything starts, a failure at run time (an address in use) exits 1. NATS unreachable is
+//! not a failure: the relay serves 503 until it has joined the cluster.
 
 use clap::Parser;
 use clap::error::ErrorKind;

@@ -32,7 +32,7 @@ pub(crate) struct AwayPhone {
 impl Drop for AwayPhone {
     fn drop(&mut self) {
         self.up.end(1001, "");
-        if let Some(cluster) = &self.hub.cluster {
+        if let Some(cluster) = self.hub.cluster.joined() {
             cluster.away.remove(self.key);
         }
     }

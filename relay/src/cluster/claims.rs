@@ -155,7 +155,7 @@ async fn lease_ends(cluster: &Cluster, owner: &Owner) -> bool {
 
 /// Deletes our directory entry for `server_id` if the registry holds nothing for it any more.
 pub(crate) async fn release_if_free(hub: &Hub, server_id: &str) {
-    let Some(cluster) = &hub.cluster else {
+    let Some(cluster) = hub.cluster.joined() else {
         return;
     };
     let _lock = cluster.locks.lock(server_id).await;
@@ -175,7 +175,7 @@ pub(crate) async fn release_if_free(hub: &Hub, server_id: &str) {
 
 /// Runs [`release_if_free`] for `server_id` in a task of its own (in cluster mode).
 pub(crate) fn spawn_release_check(hub: &Arc<Hub>, server_id: &str) {
-    if hub.cluster.is_none() {
+    if hub.cluster.joined().is_none() {
         return;
     }
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -195,7 +195,7 @@ pub(crate) struct ReleaseCheck {
 impl ReleaseCheck {
     /// The check for `server_id`, if in cluster mode.
     pub(crate) fn new(hub: &Arc<Hub>, server_id: &str) -> Option<ReleaseCheck> {
-        hub.cluster.as_ref().map(|_| ReleaseCheck {
+        hub.cluster.joined().map(|_| ReleaseCheck {
             hub: hub.clone(),
             server_id: server_id.to_owned(),
         })

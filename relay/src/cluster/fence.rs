@@ -22,7 +22,7 @@ use std::time::Duration;
 
 /// Watches the lease until the relay stops; fences on every loss.
 pub(crate) async fn watch(hub: Arc<Hub>) {
-    let Some(cluster) = &hub.cluster else {
+    let Some(cluster) = hub.cluster.joined() else {
         return;
     };
     let mut state = cluster.liveness.state();
@@ -52,7 +52,7 @@ pub(crate) async fn watch(hub: Arc<Hub>) {
 
 /// Closes everything this instance serves 1012, loses every link, ends every tenure.
 pub(crate) async fn fence(hub: &Hub) {
-    let Some(cluster) = &hub.cluster else {
+    let Some(cluster) = hub.cluster.joined() else {
         return;
     };
     tracing::warn!("cluster lease lost: closing every connection 1012 cluster connection lost");
@@ -81,7 +81,7 @@ pub(crate) async fn fence(hub: &Hub) {
 
 /// The end of a graceful shutdown (see the module docs); bounded by a few request timeouts.
 pub(crate) async fn stop(hub: &Hub) {
-    let Some(cluster) = &hub.cluster else {
+    let Some(cluster) = hub.cluster.joined() else {
         return;
     };
     let limit = cluster.config.request_timeout;

@@ -55,7 +55,7 @@ pub(crate) async fn serve(hub: Arc<Hub>, mut incoming: mpsc::Receiver<Incoming>)
 }
 
 async fn register(hub: &Arc<Hub>, incoming: Incoming) {
-    let Some(cluster) = &hub.cluster else {
+    let Some(cluster) = hub.cluster.joined() else {
         return;
     };
     let Request::Register {
@@ -126,7 +126,7 @@ async fn probe(hub: Arc<Hub>, incoming: Incoming) {
 
 /// Decides another instance's claim of `server_id`, as for a local conflicting claim.
 async fn decide(hub: &Hub, server_id: &str, revision: Revision) -> Reply {
-    let Some(cluster) = &hub.cluster else {
+    let Some(cluster) = hub.cluster.joined() else {
         return Reply::Alive;
     };
     for _ in 0..3 {

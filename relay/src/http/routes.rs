@@ -97,9 +97,9 @@ fn health(hub: &Hub) -> Reply {
         "connected_phones": counts.phones,
         "uptime_seconds": hub.started.elapsed().as_secs(),
     });
-    if let (Some(cluster), Some(fields)) = (&hub.cluster, body.as_object_mut()) {
-        fields.insert("instance".into(), cluster.config.instance.as_str().into());
-        fields.insert("cluster".into(), cluster.is_ready().into());
+    if let (Some(config), Some(fields)) = (hub.cluster.config(), body.as_object_mut()) {
+        fields.insert("instance".into(), config.instance.as_str().into());
+        fields.insert("cluster".into(), hub.cluster.is_ready().into());
     }
     Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
@@ -113,11 +113,7 @@ fn health(hub: &Hub) -> Reply {
 fn ready(hub: &Hub) -> Reply {
     let mut reply = if hub.shutdown.is_draining() {
         plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
-    } else if hub
-        .cluster
-        .as_ref()
-        .is_some_and(|cluster| !cluster.is_ready())
-    {
+    } else if !hub.cluster.is_ready() {
         plain(StatusCode::SERVICE_UNAVAILABLE, "cluster unavailable")
     } else if hub.tls.as_ref().is_some_and(|tls| !tls.ready()) {
         plain(StatusCode::SERVICE_UNAVAILABLE, "no TLS certificate yet")
@@ -241,11 +237,7 @@ async fn upgrade(
         Ok(permit) => permit,
         Err(refusal) => return refuse(&hub, side, ip, Refused::Gate(refusal)),
     };
-    if hub
-        .cluster
-        .as_ref()
-        .is_some_and(|cluster| !cluster.is_ready())
-    {
+    if !hub.cluster.is_ready() {
         return refuse(&hub, side, ip, Refused::Cluster);
     }
     let mut checked = match check(&hub, side, token, &req) {

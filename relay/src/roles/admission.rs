@@ -8,6 +8,7 @@
 
 use crate::cluster::away::{self, Away};
 use crate::cluster::claims::{self, Claiming};
+use crate::cluster::join::Mode;
 use crate::conn::endpoint::Endpoint;
 use crate::conn::local::LocalConn;
 use crate::hub::Hub;
@@ -34,7 +35,8 @@ pub(crate) struct Unavailable;
 ///
 /// # Errors
 ///
-/// [`Unavailable`] in cluster mode when the directory or the owner could not decide in time.
+/// [`Unavailable`] in cluster mode when the directory or the owner could not decide in time,
+/// or the instance has not joined the cluster yet.
 pub(crate) async fn admit(
     hub: &Arc<Hub>,
     side: Side,
@@ -49,10 +51,14 @@ pub(crate) async fn admit(
         side,
         limit,
     )));
-    let joined = match (side, &hub.cluster) {
-        (Side::Binary, None) => Joined::Binary(Claiming::Registry(hub.claim(server_id, &conn))),
-        (Side::Phone, None) => Joined::Phone(register(hub, server_id, &conn).await),
-        (Side::Binary, Some(cluster)) => Joined::Binary(
+    let joined = match (side, hub.cluster.mode()) {
+        // Configured but not joined: never a single instance.
+        (_, Mode::Joining) => return Err(Unavailable),
+        (Side::Binary, Mode::Single) => {
+            Joined::Binary(Claiming::Registry(hub.claim(server_id, &conn)))
+        }
+        (Side::Phone, Mode::Single) => Joined::Phone(register(hub, server_id, &conn).await),
+        (Side::Binary, Mode::Joined(cluster)) => Joined::Binary(
             claims::claim(hub, cluster, server_id, &conn)
                 .await
                 .map_err(|error| {
@@ -60,7 +66,7 @@ pub(crate) async fn admit(
                     Unavailable
                 })?,
         ),
-        (Side::Phone, Some(cluster)) => {
+        (Side::Phone, Mode::Joined(cluster)) => {
             // The id held here: this registry decides, no round trip.
             match hub.registry.register_phone(server_id, conn.clone()) {
                 Err(RegistryError::NoServer) => {
@@ -118,8 +124,9 @@ pub(crate) async fn claim_again(
     server_id: &str,
     conn: &Arc<Endpoint>,
 ) -> Option<Claiming> {
-    match &hub.cluster {
-        None => Some(Claiming::Registry(hub.claim(server_id, conn))),
-        Some(cluster) => claims::claim(hub, cluster, server_id, conn).await.ok(),
+    match hub.cluster.mode() {
+        Mode::Single => Some(Claiming::Registry(hub.claim(server_id, conn))),
+        Mode::Joining => None,
+        Mode::Joined(cluster) => claims::claim(hub, cluster, server_id, conn).await.ok(),
     }
 }

@@ -46,7 +46,7 @@ pub(crate) async fn run(hub: Arc<Hub>, mut session: Session, server_id: String, 
     tracing::info!(conn = %tag, code = ending.code, "disconnect");
     let fenced = hub
         .cluster
-        .as_ref()
+        .joined()
         .is_some_and(|cluster| !cluster.liveness.holds_lease());
     if hub.shutdown.is_draining() || fenced {
         drop(claim); // its phones were already closed 1001 (1012): release now, no grace
@@ -75,7 +75,7 @@ async fn acquire(
             }
             Claiming::Registry(Err(error)) => error,
             Claiming::Elsewhere { owner, revision } => {
-                let Some(cluster) = hub.cluster.as_ref() else {
+                let Some(cluster) = hub.cluster.joined() else {
                     return unreachable_cluster(hub, conn);
                 };
                 tracing::info!(conn = %tag, owner = %owner, "conflict: asking the owning instance");
