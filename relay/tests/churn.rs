@@ -426,34 +426,9 @@ async fn a_remote_phones_notice_for_a_full_binary_waits_for_room_and_arrives() {
     let id = "srv-full-away";
     // A binary that does not read for now; a filler on the other instance fills its outbox.
     let mut binary = raw_binary(owner.local_addr(), id).await;
-    let mut filler = Peer::phone(away.local_addr(), id).await;
+    // A filler on the other instance fills its outbox.
     const FILL: usize = 200;
-    let chunk = format!("\"{}\"", "f".repeat(32 * 1024));
-    let fill = tokio::spawn(async move {
-        for _ in 0..FILL {
-            filler.feed(chunk.clone()).await;
-        }
-        filler.flush().await;
-        filler
-    });
-    // Until the outbox is full for good: the filler's frames stop being queued (the count is
-    // the same over 200 ms; the filler has far more to send).
-    let up = "relay_frames_forwarded_total{direction=\"phone_to_binary\"}";
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let mut queued = metric(&owner, up).await;
-    loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let now = metric(&owner, up).await;
-        if now == queued {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the outbox never filled"
-        );
-        queued = now;
-    }
-    assert!(queued < FILL as u64, "the binary's outbox is full");
+    let fill = fill_binary_outbox(&owner, away.local_addr(), id, FILL).await;
     const LEAVERS: usize = 5;
     for _ in 0..LEAVERS {
         let mut leaver = Peer::phone(away.local_addr(), id).await;

@@ -189,36 +189,9 @@ async fn a_phone_left_notice_for_a_full_binary_waits_for_room_and_arrives() {
     let addr = relay.local_addr();
     // A binary that does not read for now: its outbox fills with the filler's frames.
     let mut binary = raw_binary(addr, "srv-full").await;
-    let mut filler = Peer::phone(addr, "srv-full").await;
-    // 32 MiB: more than the binary's outbox and the sockets' buffers together. The filler's
-    // sends block on backpressure, so feed them from a task.
+    // 32 MiB: more than the binary's outbox and the sockets' buffers together.
     const FILL: usize = 1_000;
-    let chunk = format!("\"{}\"", "f".repeat(32 * 1024));
-    let fill = tokio::spawn(async move {
-        for _ in 0..FILL {
-            filler.feed(chunk.clone()).await;
-        }
-        filler.flush().await;
-        filler
-    });
-    // Until the outbox is full for good: the filler's frames stop being queued (the count is
-    // the same over 200 ms; the filler has far more to send).
-    let up = "relay_frames_forwarded_total{direction=\"phone_to_binary\"}";
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let mut queued = metric(&relay, up).await;
-    loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let now = metric(&relay, up).await;
-        if now == queued {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the outbox never filled"
-        );
-        queued = now;
-    }
-    assert!(queued < FILL as u64, "the binary's outbox is full");
+    let fill = fill_binary_outbox(&relay, addr, "srv-full", FILL).await;
     // Phones join and leave on their own meanwhile: each one's close handshake completes while
     // its notice waits.
     const LEAVERS: usize = 10;

@@ -571,3 +571,42 @@ pub fn collect_stderr(child: &mut std::process::Child) -> std::thread::JoinHandl
         text
     })
 }
+
+/// Fills the outbox of `id`'s binary, which must not be reading: a new phone of `id` on
+/// `phones_at` feeds `frames` frames of 32 KiB from a task (its sends block on backpressure)
+/// until `counted` (the instance that hands the frames to the binary) stops queuing them — the
+/// forwarded count the same over 200 ms while the filler has far more to send. Returns the
+/// filler's task (it ends once the binary reads again).
+pub async fn fill_binary_outbox(
+    counted: &Relay,
+    phones_at: SocketAddr,
+    id: &str,
+    frames: usize,
+) -> tokio::task::JoinHandle<Peer> {
+    let mut filler = Peer::phone(phones_at, id).await;
+    let chunk = format!("\"{}\"", "f".repeat(32 * 1024));
+    let fill = tokio::spawn(async move {
+        for _ in 0..frames {
+            filler.feed(chunk.clone()).await;
+        }
+        filler.flush().await;
+        filler
+    });
+    let up = "relay_frames_forwarded_total{direction=\"phone_to_binary\"}";
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut queued = metric(counted, up).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = metric(counted, up).await;
+        if now == queued {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outbox never filled"
+        );
+        queued = now;
+    }
+    assert!(queued < frames as u64, "the binary's outbox is full");
+    fill
+}
