@@ -2,7 +2,7 @@
 //! instances, compare-and-set moves and releases, dead owners' entries are free, every call is
 //! bounded.
 
-mod support;
+use relay_cluster_testkit as support;
 
 use proptest::prelude::*;
 use relay_cluster::keys::{key_of, server_id_of};

@@ -2,7 +2,7 @@
 //! lost connection loses the link (1011) at both ends and is counted, requests are bounded, no
 //! registration is left half-made, and a remote phone is a registry `Conn` like any other.
 
-mod support;
+use relay_cluster_testkit as support;
 
 use bytes::Bytes;
 use relay_cluster::wire::{self, LinkId, LinkMessage, close_from_wire};

@@ -3,7 +3,7 @@
 //! anyone can see its lease end; a fenced instance comes back under a new incarnation and its old
 //! entries stay free.
 
-mod support;
+use relay_cluster_testkit as support;
 
 use relay_cluster::{
     ClusterError, connection::ConnectSettings, connection::Nats, directory::Claim,

@@ -4,8 +4,7 @@
 //! loopback and stopped by it. Skipped loudly without `nats-server` / `haproxy` (failed instead
 //! with `RELAY_CLUSTER_TESTS=required`).
 
-#[path = "../../cluster/tests/support/mod.rs"]
-mod cluster_support;
+use relay_cluster_testkit as cluster_support;
 
 use cluster_support::haproxy::Haproxy;
 use cluster_support::nats::NatsServer;

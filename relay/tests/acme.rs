@@ -7,8 +7,7 @@
 //! Without `pebble` (or `PEBBLE`/`PEBBLE_CHALLTESTSRV`) the tests print a notice and pass, unless
 //! `RELAY_CLUSTER_TESTS=required` (as CI sets) makes them fail.
 
-#[path = "../../cluster/tests/support/mod.rs"]
-mod cluster_support;
+use relay_cluster_testkit as cluster_support;
 mod support;
 mod tls_support;
 

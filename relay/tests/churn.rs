@@ -15,8 +15,7 @@
 //! a time, a third closing with 1000, a third with a TCP reset, a third sending one frame and then
 //! a FIN without a close frame. `RELAY_CHURN_PHONES` sets how many (default 2,000).
 
-#[path = "../../cluster/tests/support/mod.rs"]
-mod cluster_support;
+use relay_cluster_testkit as cluster_support;
 mod support;
 
 use cluster_support::instance::TEST_LEASE;

@@ -4,8 +4,7 @@
 //! holds across instances as on one. Skipped loudly without `nats-server` (failed instead with
 //! `RELAY_CLUSTER_TESTS=required`).
 
-#[path = "../../cluster/tests/support/mod.rs"]
-mod cluster_support;
+use relay_cluster_testkit as cluster_support;
 mod support;
 
 use cluster_support::PATIENCE;

@@ -1,8 +1,7 @@
 //! The cluster tests' own harness: the round-robin HAProxy configuration the end-to-end cluster
 //! tests will put in front of three instances really alternates between its backends.
 
-#[path = "../../cluster/tests/support/mod.rs"]
-mod cluster_support;
+use relay_cluster_testkit as cluster_support;
 
 use cluster_support::haproxy::Haproxy;
 use std::io::{Read, Write};

@@ -4,8 +4,7 @@
 //! child is started by its test on loopback and stopped by it (kill and reap on drop). Skipped
 //! loudly without `nats-server` (failed instead with `RELAY_CLUSTER_TESTS=required`).
 
-#[path = "../../cluster/tests/support/mod.rs"]
-mod cluster_support;
+use relay_cluster_testkit as cluster_support;
 mod support;
 
 use cluster_support::nats::NatsServer;

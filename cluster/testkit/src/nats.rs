@@ -1,6 +1,6 @@
 //! A real `nats-server -js` on a free loopback port with a temporary store directory.
 
-use super::{PATIENCE, find_tool, free_port, skip};
+use crate::{PATIENCE, find_tool, free_port, skip};
 use std::fs::File;
 use std::io::Read;
 use std::net::TcpStream;

@@ -7,8 +7,8 @@
 //! binary). Nothing waits on a clock: the stand-ins count, and a stalled FCM is released by the
 //! test.
 
+#[path = "push/standin.rs"]
 mod standin;
-#[path = "../support/mod.rs"]
 mod support;
 
 use relay_server::{PushConfig, Relay, RelayConfig};

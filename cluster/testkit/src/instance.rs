@@ -1,7 +1,7 @@
 //! In-process cluster instances on a test's NATS server, and a recording link sink.
 
-use super::PATIENCE;
-use super::nats::NatsServer;
+use crate::PATIENCE;
+use crate::nats::NatsServer;
 use bytes::Bytes;
 use relay_cluster::{
     connection::ConnectSettings, connection::Nats, directory::Directory, instance::InstanceId,

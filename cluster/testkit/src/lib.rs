@@ -51,9 +51,8 @@ pub fn find_tool(variable: &str, name: &str) -> Option<PathBuf> {
 
 /// Says loudly that a test is skipped because `tool` is missing — or fails it when required.
 pub fn skip(test: &str, tool: &str, variable: &str) {
-    let why = format!(
-        "`{tool}` was not found (set {variable} or put it on PATH; see cluster/tests/support)"
-    );
+    let why =
+        format!("`{tool}` was not found (set {variable} or put it on PATH; see cluster/testkit)");
     if required() {
         panic!("{test}: RELAY_CLUSTER_TESTS=required, but {why}");
     }

@@ -1,6 +1,6 @@
 //! A real `haproxy` in plain round-robin in front of a set of backends.
 
-use super::{PATIENCE, find_tool, free_port, skip};
+use crate::{PATIENCE, find_tool, free_port, skip};
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
