@@ -425,7 +425,6 @@ async fn a_remote_phones_notice_for_a_full_binary_waits_for_room_and_arrives() {
     let id = "srv-full-away";
     // A binary that does not read for now; a filler on the other instance fills its outbox.
     let mut binary = raw_binary(owner.local_addr(), id).await;
-    // A filler on the other instance fills its outbox.
     const FILL: usize = 200;
     let fill = fill_binary_outbox(&owner, away.local_addr(), id, FILL).await;
     const LEAVERS: usize = 5;
@@ -435,21 +434,7 @@ async fn a_remote_phones_notice_for_a_full_binary_waits_for_room_and_arrives() {
         leaver.ended().await;
     }
     // The binary reads again: every frame, and every leaver's notice.
-    let (mut frames, mut notices) = (0, 0);
-    while frames < FILL || notices < LEAVERS {
-        let message = tokio::time::timeout(PATIENCE, binary.next())
-            .await
-            .expect("a message in time")
-            .expect("open")
-            .expect("a message");
-        let text = message.into_text().expect("text");
-        if text.contains("\"frame\"") {
-            frames += 1;
-        } else {
-            assert!(text.ends_with(",\"close_code\":4000}"), "{text}");
-            notices += 1;
-        }
-    }
+    read_frames_and_notices(&mut binary, FILL, LEAVERS, 4000).await;
     let dropped = "relay_frames_dropped_total{reason=\"binary_full\"}";
     assert_eq!(metric(&owner, dropped).await, 0);
     drop(fill.await.expect("the filler's frames all went"));

@@ -201,22 +201,7 @@ async fn a_phone_left_notice_for_a_full_binary_waits_for_room_and_arrives() {
         leaver.ended().await;
     }
     // The binary reads again: every frame, and every leaver's notice.
-    use futures_util::StreamExt;
-    let (mut frames, mut notices) = (0, 0);
-    while frames < FILL || notices < LEAVERS {
-        let message = tokio::time::timeout(PATIENCE, binary.next())
-            .await
-            .expect("a message in time")
-            .expect("open")
-            .expect("a message");
-        let text = message.into_text().expect("text");
-        if text.contains("\"frame\"") {
-            frames += 1;
-        } else {
-            assert!(text.ends_with(",\"close_code\":4000}"), "{text}");
-            notices += 1;
-        }
-    }
+    read_frames_and_notices(&mut binary, FILL, LEAVERS, 4000).await;
     let s = "relay_frames_dropped_total{reason=\"binary_full\"}";
     assert_eq!(metric(&relay, s).await, 0);
     drop(fill.await.expect("the filler's frames all went"));

@@ -610,3 +610,26 @@ pub async fn fill_binary_outbox(
     assert!(queued < frames as u64, "the binary's outbox is full");
     fill
 }
+
+/// Reads `binary` (a raw socket) until it has received `frames` wrapped frames and `notices`
+/// phone-left notices, each notice with `code`; fails on anything else or after [`PATIENCE`]
+/// without a message.
+pub async fn read_frames_and_notices(binary: &mut Ws, frames: usize, notices: usize, code: u16) {
+    use futures_util::StreamExt;
+    let ending = format!(",\"close_code\":{code}}}");
+    let (mut seen_frames, mut seen_notices) = (0, 0);
+    while seen_frames < frames || seen_notices < notices {
+        let message = tokio::time::timeout(PATIENCE, binary.next())
+            .await
+            .expect("a message in time")
+            .expect("open")
+            .expect("a message");
+        let text = message.into_text().expect("text");
+        if text.contains("\"frame\"") {
+            seen_frames += 1;
+        } else {
+            assert!(text.ends_with(&ending), "{text}");
+            seen_notices += 1;
+        }
+    }
+}
