@@ -75,6 +75,21 @@ impl NatsServer {
         let _ = child.wait();
     }
 
+    /// Kills the server with SIGKILL (no goodbye to clients or routes, as a crashed or
+    /// powered-off node) and reaps it. Its store directory stays, for
+    /// [`start_again`](Self::start_again).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the server process is running (started and neither stopped nor killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Starts the server again on the same port with the same store (after [`stop`](Self::stop)),
     /// or for the first time (after [`unstarted`](Self::unstarted)).
     pub fn start_again(&mut self) {
