@@ -17,7 +17,15 @@
 //! - a **release** deletes the entry only if it is still at our revision.
 //!
 //! Every call is bounded by the directory's timeout, and [`ClusterError::TimedOut`] is an
-//! answer (the relay refuses the upgrade with 503) — never a hang.
+//! answer (the relay refuses the upgrade with 503) — never a hang. Within it, a call that NATS
+//! failed is tried again (after 100 ms, doubling up to 500 ms): while JetStream elects a
+//! bucket's stream leader (4–15 s measured when the node leading it dies) a request is told
+//! "no responders" at once or times out, and while the client moves to another node it is not
+//! sent at all; neither is a verdict. Each retry is safe even when the failed attempt was
+//! stored after all (its acknowledgement lost): a create finds the entry, which names us
+//! ([`Claim::Ours`]); a move or a release finds the revision moved on ([`Move::Stale`],
+//! [`Release::NotOurs`]), and the caller reads the entry again. An election longer than the
+//! timeout is answered [`ClusterError::TimedOut`] (503: the client tries again later).
 //!
 //! Entries left by an instance that crashed stay until their id is claimed again (they count as
 //! free, so they cost storage, not correctness). A released entry leaves a purge marker that the
@@ -107,6 +115,28 @@ pub struct Directory {
     metrics: Arc<ClusterMetrics>,
 }
 
+/// Runs `operation` again while NATS fails it ([`ClusterError::Nats`]: no responders while a
+/// stream leader is elected, a request timed out, the client between nodes), 100 ms after the
+/// first failure, the wait doubling up to 500 ms; any other result is returned. The caller
+/// bounds the whole (see the module docs on why a retry is safe).
+async fn retrying<T, F, Fut>(mut operation: F) -> Result<T, ClusterError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ClusterError>>,
+{
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match operation().await {
+            Err(ClusterError::Nats(error)) => {
+                tracing::debug!(%error, "directory operation not answered: trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_millis(500));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// How often [`Directory::claim`] re-reads an entry that changed under it before answering
 /// with what it read last.
 const ATTEMPTS: usize = 4;
@@ -149,7 +179,7 @@ impl Directory {
     /// [`ClusterError::NoLease`] when this instance does not hold its lease (it must not claim
     /// anything then), a NATS error otherwise.
     pub async fn claim(&self, server_id: &str) -> Result<Claim, ClusterError> {
-        let result = bounded(self.timeout, self.claim_now(server_id)).await;
+        let result = bounded(self.timeout, retrying(|| self.claim_now(server_id))).await;
         self.count(RequestKind::Claim, &result);
         result
     }
@@ -209,7 +239,7 @@ impl Directory {
         server_id: &str,
         expected: Revision,
     ) -> Result<Move, ClusterError> {
-        let operation = async {
+        let operation = || async {
             let me = self.liveness.owner().ok_or(ClusterError::TimedOut)?;
             let key = key_of(server_id);
             match self
@@ -222,7 +252,7 @@ impl Directory {
                 Err(error) => Err(ClusterError::nats(error)),
             }
         };
-        let result = bounded(self.timeout, operation).await;
+        let result = bounded(self.timeout, retrying(operation)).await;
         self.count(RequestKind::Move, &result);
         result
     }
@@ -236,7 +266,7 @@ impl Directory {
     /// this instance's lease ends — or is taken by the next claim on any instance, since we
     /// answer "not held" to its probe.
     pub async fn release(&self, server_id: &str, ours: Revision) -> Result<Release, ClusterError> {
-        let operation = async {
+        let operation = || async {
             let key = key_of(server_id);
             let purge = self
                 .store
@@ -250,7 +280,7 @@ impl Directory {
                 Err(error) => Err(ClusterError::nats(error)),
             }
         };
-        let result = bounded(self.timeout, operation).await;
+        let result = bounded(self.timeout, retrying(operation)).await;
         self.count(RequestKind::Release, &result);
         result
     }
@@ -279,7 +309,7 @@ impl Directory {
     ///
     /// [`ClusterError::TimedOut`] or a NATS error.
     pub async fn lookup(&self, server_id: &str) -> Result<Lookup, ClusterError> {
-        let operation = async {
+        let operation = || async {
             let key = key_of(server_id);
             let Some((Some(owner), revision)) = self.read(&key).await? else {
                 return Ok(Lookup::Free);
@@ -293,7 +323,7 @@ impl Directory {
                 Ok(Lookup::Free)
             }
         };
-        let result = bounded(self.timeout, operation).await;
+        let result = bounded(self.timeout, retrying(operation)).await;
         self.count(RequestKind::Lookup, &result);
         result
     }

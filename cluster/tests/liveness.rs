@@ -114,6 +114,35 @@ async fn an_instance_whose_entry_was_replaced_fences_itself_at_its_next_refresh(
     drop(second);
 }
 
+#[tokio::test]
+async fn a_refresh_stored_without_its_acknowledgement_does_not_fence_the_instance() {
+    let Some(server) = NatsServer::start("a_refresh_stored_without_ack") else {
+        return;
+    };
+    let lease = Duration::from_secs(4);
+    let a = instance(&server, "relay-a", lease).await;
+    let mut state = a.liveness.state();
+    let original = a.liveness.owner().unwrap();
+    // What a refresh whose acknowledgement was lost (a timeout during a JetStream election)
+    // leaves behind: our own value, stored at a revision this instance never learnt.
+    let store = a
+        .nats
+        .jetstream()
+        .get_key_value(LIVENESS_BUCKET)
+        .await
+        .expect("the bucket");
+    store
+        .put("relay-a", original.encode().into())
+        .await
+        .expect("the write");
+    // The next refresh's compare-and-set is refused (10071); the entry is still ours, so the
+    // refresh goes on from its revision instead of fencing. Past the fence deadline (3.2 s
+    // after the last acknowledged refresh), the lease is still held, in the same incarnation.
+    let changed = tokio::time::timeout(lease, state.changed()).await;
+    assert!(changed.is_err(), "the lease changed: {:?}", *state.borrow());
+    assert_eq!(a.liveness.owner(), Some(original));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_instance_fences_itself_before_anyone_sees_its_lease_end() {
     let Some(server) = NatsServer::start("a_partitioned_instance_fences_itself") else {

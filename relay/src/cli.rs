@@ -76,9 +76,11 @@ pub struct Args {
     /// default: the host name plus a random suffix).
     #[arg(long, env = "RELAY_INSTANCE_ID", value_name = "NAME", value_parser = parse_instance_id, requires = "cluster")]
     pub instance_id: Option<InstanceId>,
-    /// Cluster mode: the liveness lease, whole seconds. An instance that dies is noticed within
-    /// the lease plus a quarter; one cut off from NATS closes everything 1012 before then.
-    #[arg(long, env = "RELAY_CLUSTER_LEASE", default_value = "10s", value_parser = parse_lease)]
+    /// Cluster mode: the liveness lease, whole seconds (default 30 s: a JetStream leader
+    /// election, up to 15 s measured, never fences an instance). An instance that dies is
+    /// noticed within the lease plus its refresh interval (min(lease/4, 5 s)); one cut off from
+    /// NATS closes everything 1012 before then.
+    #[arg(long, env = "RELAY_CLUSTER_LEASE", default_value = "30s", value_parser = parse_lease)]
     pub cluster_lease: Duration,
     /// Push wakes: the Google service-account key (JSON) with which the relay sends FCM
     /// messages for binaries' `push_wake`s. Absent: push is off (wakes counted `disabled`).

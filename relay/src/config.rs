@@ -190,7 +190,7 @@ impl Default for RelayConfig {
 /// use relay_server::{ClusterConfig, InstanceId};
 ///
 /// let cluster = ClusterConfig::new("nats://127.0.0.1:4222", InstanceId::new("relay-1")?);
-/// assert_eq!(cluster.lease.as_secs(), 10);
+/// assert_eq!(cluster.lease.as_secs(), 30);
 /// assert_eq!(cluster.replicas, 1);
 /// // A three-node NATS cluster, its buckets on every node:
 /// let replicated = ClusterConfig {
@@ -207,8 +207,10 @@ pub struct ClusterConfig {
     pub url: String,
     /// This instance's name, unique among running instances.
     pub instance: InstanceId,
-    /// The liveness lease: a whole number of seconds, at least 1. An instance that dies is
-    /// noticed by the others within one lease plus a quarter; one that cannot renew it closes
+    /// The liveness lease: a whole number of seconds, at least 1 (default 30 s, sized so that a
+    /// JetStream leader election never fences an instance: see
+    /// [`relay_cluster::liveness`]). An instance that dies is noticed by the others within one
+    /// lease plus one refresh interval (`min(lease/4, 5 s)`); one that cannot renew it closes
     /// everything it holds before anyone may take its ids.
     pub lease: Duration,
     /// How long one directory operation or request to another instance may take before it
@@ -221,7 +223,7 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
-    /// Joining the cluster at `url` as `instance`, with the default lease (10 s) and a 2 s
+    /// Joining the cluster at `url` as `instance`, with the default lease (30 s) and a 2 s
     /// request timeout.
     pub fn new(url: impl Into<String>, instance: InstanceId) -> Self {
         ClusterConfig {

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 pub struct NatsServer {
     binary: PathBuf,
     port: u16,
+    /// The HTTP monitoring port (`/jsz`, `/connz`, ...).
+    monitor_port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
     /// How many times it was started (each start logs "Server is ready" once).
@@ -43,6 +45,7 @@ impl NatsServer {
         Some(NatsServer {
             binary,
             port: free_port(),
+            monitor_port: free_port(),
             dir: tempfile::tempdir().expect("a temporary directory"),
             child: None,
             starts: 0,
@@ -53,6 +56,12 @@ impl NatsServer {
     /// `nats://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The loopback address of its HTTP monitoring endpoint (`/jsz` names the JetStream meta
+    /// leader, `/connz` the clients connected to this node, by connection name).
+    pub fn monitor_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.monitor_port))
     }
 
     /// Stops the server (SIGTERM, then SIGKILL if it has not exited within [`PATIENCE`]) and
@@ -115,6 +124,8 @@ impl NatsServer {
                 "127.0.0.1",
                 "-p",
                 &self.port.to_string(),
+                "-m",
+                &self.monitor_port.to_string(),
                 "-sd",
             ])
             .arg(&store)

@@ -8,8 +8,9 @@
 //! for a claim of its own, answers [`Reply::Alive`] (the claimant is closed 4409) or ends the
 //! tenure and deletes its entry ([`Reply::Released`]: the claimant claims again, and creates it).
 //! An owner that does not answer is waited for until its lease ends (then the entry counts as
-//! free), at most a lease and a quarter; after that the claimant is closed `1011 relay link
-//! lost`.
+//! free), at most a lease plus one refresh interval plus a request timeout (37 s with the
+//! defaults: a dead owner's entry expires within a lease and a refresh of its death); after
+//! that the claimant is closed `1011 relay link lost`.
 //!
 //! When the registry lets an id go (a release, an expired grace window), [`release_if_free`]
 //! deletes the entry if the id is still free here and the entry still at our revision. One
@@ -85,7 +86,7 @@ pub(crate) enum Decision {
 /// Asks `owner` to decide a claim of `server_id` (whose entry we read at `revision`): it pings
 /// its binary within the probe timeout, so the request may take that long plus the request
 /// timeout. An owner that does not answer (no responder, time-out) is waited for until its
-/// lease ends, at most a lease and a quarter more.
+/// lease ends, at most a lease plus a refresh interval plus a request timeout more.
 pub(crate) async fn ask_owner(
     hub: &Hub,
     cluster: &Cluster,
@@ -124,8 +125,10 @@ pub(crate) async fn ask_owner(
     }
 }
 
-/// Waits until `owner`'s lease has ended (true), for at most a lease and a quarter plus a
-/// request timeout (false).
+/// Waits until `owner`'s lease has ended (true), for at most a lease plus a refresh interval
+/// plus a request timeout (false): an owner that died refreshed at most a refresh interval
+/// before, so its entry expires within that. A liveness read that fails (NATS electing the
+/// bucket's leader) is not an answer: the wait goes on, still bounded.
 async fn lease_ends(cluster: &Cluster, owner: &Owner) -> bool {
     let timing = cluster.liveness.timing();
     let deadline = Instant::now() + timing.lease + timing.refresh + cluster.config.request_timeout;

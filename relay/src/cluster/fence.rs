@@ -1,7 +1,8 @@
 //! Losing the lease, and stopping for good.
 //!
 //! **Fenced** ([`watch`]): the lease turned [`LeaseState::Fenced`] (NATS unreachable for
-//! `L − L/5` since the last acknowledged refresh, or the entry gone), or its incarnation changed
+//! `L − M` since the last acknowledged refresh, `M = min(L/5, 2 s)`: 28 s with the default
+//! lease, or the entry gone), or its incarnation changed
 //! (it was lost in between). Others may take this instance's ids once its entry expires, so
 //! before then: every connection this instance serves is closed `1012 cluster connection
 //! lost` (its binaries and local phones, its away phones), every link is lost (the owners'
