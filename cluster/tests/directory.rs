@@ -1,6 +1,7 @@
 //! The cluster directory against a real `nats-server`: keys for any id, first claim wins across
 //! instances, compare-and-set moves and releases, dead owners' entries are free, every call is
-//! bounded.
+//! bounded, and a call made while JetStream elects the bucket's leader (a three-node NATS
+//! cluster, the leader's node killed) is answered once it has one.
 
 use relay_cluster_testkit as support;
 
@@ -365,4 +366,77 @@ async fn every_call_is_bounded_and_a_timeout_is_an_answer() {
         + a.metrics
             .requests(RequestKind::Claim, RequestOutcome::Failed);
     assert_eq!(unanswered, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_made_while_the_directory_leader_is_elected_is_answered_once_it_is() {
+    use relay_cluster::{
+        connection::ConnectSettings, connection::Nats, directory::DIRECTORY_BUCKET,
+        directory::Directory, instance::InstanceId, liveness::DEFAULT_LEASE, liveness::Liveness,
+        metrics::ClusterMetrics,
+    };
+    use std::sync::Arc;
+    let Some(mut nats) = support::nats::NatsCluster::start("a_claim_during_an_election") else {
+        return;
+    };
+    let replicated = ConnectSettings {
+        bucket_replicas: 3,
+        ..ConnectSettings::default()
+    };
+    let id = InstanceId::new("relay-a").unwrap();
+    let client = Nats::connect(&nats.urls(), &id, Duration::from_secs(2), replicated)
+        .await
+        .expect("connect");
+    // Right after the nodes start, JetStream may have no meta leader yet.
+    let deadline = tokio::time::Instant::now() + PATIENCE * 3;
+    let liveness = loop {
+        match Liveness::start(&client, id.clone(), DEFAULT_LEASE).await {
+            Ok(liveness) => break Arc::new(liveness),
+            Err(error) => assert!(tokio::time::Instant::now() < deadline, "{error}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // A timeout long enough for an election (4-15 s measured).
+    let timeout = Duration::from_secs(40);
+    let directory = Directory::open(
+        &client,
+        liveness,
+        timeout,
+        Arc::new(ClusterMetrics::default()),
+    )
+    .await
+    .expect("the directory opens");
+    assert!(matches!(
+        directory.claim("srv-before").await,
+        Ok(Claim::Claimed(_))
+    ));
+    let mut stream = client
+        .jetstream()
+        .get_stream(format!("KV_{DIRECTORY_BUCKET}"))
+        .await
+        .expect("the directory's stream");
+    let leader = stream
+        .info()
+        .await
+        .expect("stream info")
+        .cluster
+        .clone()
+        .and_then(|cluster| cluster.leader)
+        .expect("a leader");
+    let node: usize = leader[1..].parse::<usize>().expect("n1, n2 or n3") - 1;
+    // Killed: until a new leader is elected, every request to the stream is told "no
+    // responders" at once or times out; the claim is tried again until it is answered.
+    nats.node(node).kill();
+    let claim = tokio::time::timeout(timeout, directory.claim("srv-during")).await;
+    assert!(
+        matches!(claim, Ok(Ok(Claim::Claimed(_)))),
+        "{claim:?} after killing {leader}"
+    );
+    assert_eq!(
+        directory.lookup("srv-during").await,
+        Ok(Lookup::Ours(match claim {
+            Ok(Ok(Claim::Claimed(revision))) => revision,
+            _ => unreachable!(),
+        }))
+    );
 }
