@@ -666,6 +666,57 @@ async fn a_silent_owners_id_is_claimed_before_the_101_once_its_lease_ends_or_ref
     stop([owner, quick, patient]).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_owner_is_cut_off_is_decided_when_its_lease_ends_not_when_the_probe_gives_up()
+{
+    let Some(server) = NatsServer::start("a_claim_whose_owner_is_cut_off") else {
+        return;
+    };
+    let forwarder = cluster_support::proxy::Partition::start(
+        format!("127.0.0.1:{}", server.url().rsplit(':').next().unwrap())
+            .parse()
+            .unwrap(),
+    )
+    .await;
+    let mut owner_config = clustered(&server, "relay-cut-owner");
+    if let Some(cluster) = &mut owner_config.cluster {
+        cluster.url = forwarder.url();
+        cluster.lease = Duration::from_secs(4);
+    }
+    let owner = relay(owner_config).await;
+    // The claimant's probe may take a minute: far longer than the test waits for an upgrade.
+    let claimant = relay(RelayConfig {
+        probe_timeout: Duration::from_secs(60),
+        ..clustered(&server, "relay-claimant")
+    })
+    .await;
+    let mut old = Peer::binary(owner.local_addr(), "srv-cut-owner").await;
+    // A black hole: NATS still routes the probe to the owner's connection, nothing comes back.
+    forwarder.cut();
+    // A phone meanwhile: the owner does not answer its registration, its lease holds: 503 with
+    // Retry-After.
+    let retry = refused_503_retry_after(
+        claimant.local_addr(),
+        "/v1/client",
+        &phone_headers("srv-cut-owner"),
+    )
+    .await;
+    assert!(retry >= 1, "{retry}");
+    // The unanswered probe is settled by the owner's lease ending (within 4 s), not by its own
+    // minute: the upgrade comes within the test's patience, holding the id.
+    let mut new = Peer::binary(claimant.local_addr(), "srv-cut-owner").await;
+    let (mut phone, phone_id) = join(claimant.local_addr(), "srv-cut-owner", &mut new).await;
+    new.send(json!({"conn_id": phone_id, "frame": 2}).to_string())
+        .await;
+    assert_eq!(phone.text().await, "2");
+    assert_eq!(
+        old.closed_after_texts().await,
+        (1012, "cluster connection lost".into())
+    );
+    forwarder.heal();
+    stop([owner, claimant]).await;
+}
+
 /// Expects `path`'s upgrade to be refused with HTTP 503.
 async fn refused_503(addr: SocketAddr, path: &str, headers: &[(&'static str, String)]) {
     match connect(addr, path, headers).await {

@@ -15,12 +15,14 @@
 //! # An owner that does not answer
 //!
 //! Nobody listens on its subject (it died, or NATS dropped its connection), or the request
-//! timed out (a stalled or partitioned instance). Its ids are not free before its lease ends
-//! (the protocol's *Cluster mode*: no two instances ever deliver for one id at once), so the
-//! claimant waits for that, but only within the decision's bound: the probe timeout plus the
-//! request timeout (10 s + 2 s by default), counted from the claim's start — what a claim
-//! decided by a live owner may take too. If the lease ends within it, the claim is made and the
-//! `101` follows; if not, the upgrade is refused **503** with `Retry-After` (when the owner's
+//! is never answered (a stalled or partitioned instance). Its ids are not free before its lease
+//! ends (the protocol's *Cluster mode*: no two instances ever deliver for one id at once), and
+//! are once it has, whether the probe is still in flight or not: the claimant watches the
+//! liveness bucket from the moment it asks. It waits for that end only within the decision's
+//! bound: the probe timeout plus the request timeout (10 s + 2 s by default), counted from the
+//! claim's start — what a claim decided by a live owner may take too. If the lease ends within it, the claim is made and the
+//! `101` follows (the entry, still at the revision read, moves here by one compare-and-set); if
+//! not, the upgrade is refused **503** with `Retry-After` (when the owner's
 //! lease can have ended at the latest, if it stopped refreshing when it went silent; at least
 //! 1 s) — the same answer as for any cluster that cannot decide in time (*Endpoints*: "in
 //! cluster mode, no cluster link → 503"). A phone joining that id meanwhile finds the same
@@ -38,8 +40,8 @@ use super::Cluster;
 use crate::conn::endpoint::Endpoint;
 use crate::hub::Hub;
 use relay_cluster::{
-    ClusterError, directory::Claim, directory::Revision, instance::Owner, link::RequestError,
-    liveness::PeerEvent, wire::Reply, wire::Request,
+    ClusterError, directory::Claim, directory::Move, directory::Revision, instance::Owner,
+    link::RequestError, liveness::PeerEvent, wire::Reply, wire::Request,
 };
 use relay_registry::{RegistryError, ServerClaim};
 use std::sync::Arc;
@@ -97,6 +99,11 @@ pub(crate) async fn claim(
         match ask_owner(cluster, server_id, &owner, revision, deadline).await {
             Decision::Conflict => return Ok(Claiming::KeptElsewhere),
             Decision::Free => continue,
+            Decision::LeaseEnded => {
+                if let Some(claiming) = move_here(hub, cluster, server_id, conn, revision).await? {
+                    return Ok(claiming);
+                }
+            }
             Decision::Undecided(undecided) => return Err(undecided),
         }
     }
@@ -129,13 +136,39 @@ async fn claim_here(
     }
 }
 
+/// The entry read at `revision` names an owner whose lease has ended: moves it here by
+/// compare-and-set (one round trip, where a claim from the start takes four: this is what every
+/// binary of a dead instance does when its lease ends) and claims the id in the registry;
+/// `None` if the entry changed meanwhile (claim from the start).
+async fn move_here(
+    hub: &Hub,
+    cluster: &Cluster,
+    server_id: &str,
+    conn: &Arc<Endpoint>,
+    revision: Revision,
+) -> Result<Option<Claiming>, ClusterError> {
+    let _lock = cluster.locks.lock(server_id).await;
+    let Move::Moved(revision) = cluster.directory.move_to_me(server_id, revision).await? else {
+        return Ok(None);
+    };
+    cluster.own(server_id, revision);
+    let claimed = hub.claim(server_id, conn);
+    if !cluster.liveness.holds_lease() {
+        drop(claimed);
+        return Err(ClusterError::NoLease);
+    }
+    Ok(Some(Claiming::Registry(claimed)))
+}
+
 /// What the owner of an id decided about a claim made here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Decision {
     /// Its binary answered: the claimant is refused 4409.
     Conflict,
-    /// It let the id go (or its lease ended): claim again.
+    /// It let the id go (its entry is deleted): claim again.
     Free,
+    /// It did not answer, and its lease ended: the entry read is free to move here.
+    LeaseEnded,
     /// It did not answer, and its lease did not end before the deadline.
     Undecided(Undecided),
 }
@@ -156,11 +189,24 @@ async fn ask_owner(
     };
     let asked = Instant::now();
     let within = deadline.saturating_duration_since(asked);
-    match cluster
+    // A request that reached a dying owner is never answered: its lease ending while we wait
+    // decides too (whatever it answered before the end, its ids are free after it).
+    let mut peers = cluster.liveness.peers();
+    let asking = cluster
         .link
-        .request_within(&owner.instance, &request, within)
-        .await
-    {
+        .request_within(&owner.instance, &request, within);
+    tokio::pin!(asking);
+    let answer = loop {
+        tokio::select! {
+            answer = &mut asking => break answer,
+            event = peers.recv() => match event {
+                Ok(PeerEvent::Lost(ref lost)) if lost == owner => return Decision::LeaseEnded,
+                Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => break (&mut asking).await,
+            },
+        }
+    };
+    match answer {
         Ok(Reply::Alive) => Decision::Conflict,
         Ok(Reply::Released) => Decision::Free,
         Ok(reply) => {
@@ -170,7 +216,7 @@ async fn ask_owner(
         Err(RequestError::NoResponders | RequestError::TimedOut) => {
             tracing::info!(owner = %owner, "owner does not answer: waiting for its lease to end");
             if lease_ends(cluster, owner, deadline).await {
-                return Decision::Free;
+                return Decision::LeaseEnded;
             }
             // At the latest, its lease ends one lease after it went silent (if it stopped
             // refreshing then); the claim was asked at the earliest moment we knew of.
