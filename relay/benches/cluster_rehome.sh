@@ -9,7 +9,8 @@
 # Needs nats-server (NATS_SERVER, else /tmp/relay-ci-nats-venv/bin) and builds nothing: run
 #   cargo build --release -p relay-server --bin relay --example cluster_rehome
 # first. PROFILE=1 also records `perf` of the nats-server and one surviving instance during the
-# re-homing (perf.data files in the output directory, printed at the end).
+# first PROFILE_SECS (5) seconds: the fresh claims (perf.data files, named at the end; the
+# output directory is kept). It prints the CPU seconds each process used, the client's included.
 # Every process it starts is on loopback and stopped on exit.
 set -u
 cd "$(dirname "$0")/../.."
@@ -38,22 +39,24 @@ for p in "${ports[@]}"; do
   for _ in $(seq 100); do curl -fs http://127.0.0.1:$p/readyz > /dev/null && break; sleep 0.1; done
 done
 instances="127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}"
+# CPU seconds (user + system) a process has used so far.
+cpu() { awk -v hz=$(getconf CLK_TCK) '{ printf "%.2f", ($14 + $15) / hz }' /proc/$1/stat 2>/dev/null; }
 if [ "${PROFILE:-}" = 1 ]; then
-  # Starts recording once the victim is gone (the relay's log says nothing at warn: poll the pid).
-  ( while kill -0 ${relays[2]} 2>/dev/null; do sleep 0.05; done
-    perf record -g -o $out/perf-nats.data -p $natspid -- sleep 15 > /dev/null 2>&1 &
-    perf record -g -o $out/perf-relay.data -p ${relays[0]} -- sleep 15 > /dev/null 2>&1 &
-    wait ) & pids+=($!)
+  # The fresh claims (the first seconds) on the nats-server and one instance.
+  perf record -g -o $out/perf-nats.data -p $natspid -- sleep ${PROFILE_SECS:-5} > /dev/null 2>&1 & perfs=($!)
+  perf record -g -o $out/perf-relay.data -p ${relays[0]} -- sleep ${PROFILE_SECS:-5} > /dev/null 2>&1 & perfs+=($!)
 fi
+before="nats $(cpu $natspid) rh-a $(cpu ${relays[0]}) rh-b $(cpu ${relays[1]})"
 echo "load start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "binaries $binaries, concurrency $concurrency, lease $lease, instances $instances"
-timeout 300 $rel/examples/cluster_rehome --instances $instances --victim 2 --victim-pid ${relays[2]} \
+time timeout 300 $rel/examples/cluster_rehome --instances $instances --victim 2 --victim-pid ${relays[2]} \
   --binaries $binaries --concurrency $concurrency > $out/rehome.json
 echo "rc=$? load end: $(cut -d' ' -f1-3 /proc/loadavg)"
 date -u
 cat $out/rehome.json
+echo "cpu seconds before: $before; after: nats $(cpu $natspid) rh-a $(cpu ${relays[0]}) rh-b $(cpu ${relays[1]}) (the client: real/user/sys above)"
 # The survivors' cluster requests (directory and probes) by outcome.
 for i in 0 1; do
   echo "instance $i:"; curl -fs http://127.0.0.1:${mports[$i]}/metrics | grep '^relay_cluster_requests_total' | grep -v ' 0$'
 done
-[ "${PROFILE:-}" = 1 ] && { sleep 16; echo "profiles: $out/perf-nats.data $out/perf-relay.data"; trap - EXIT; cleanup; }
+if [ "${PROFILE:-}" = 1 ]; then wait "${perfs[@]}"; echo "profiles: $out/perf-nats.data $out/perf-relay.data"; fi
