@@ -78,10 +78,11 @@
 //! - **A binary's claim on instance A, before the 101.** [`Directory::claim`]:
 //!   [`Claim::Claimed`] → claim in the local registry (keep the revision for the release);
 //!   [`Claim::Ours`] → the local registry decides (conflict, reclaim, takeover) as on one
-//!   instance; [`Claim::HeldBy`] → after the upgrade, [`Request::Probe`] to the owner (within
-//!   the probe timeout plus the request timeout): [`Reply::Alive`] → 4409; [`Reply::Released`]
-//!   → claim again (the owner deleted its entry: the create wins or meets a newer owner). An
-//!   owner that does not answer is waited for until its lease ends.
+//!   instance; [`Claim::HeldBy`] → still before the upgrade, [`Request::Probe`] to the owner
+//!   (all of it within the probe timeout plus the request timeout): [`Reply::Alive`] → 4409
+//!   once upgraded; [`Reply::Released`] → claim again (the owner deleted its entry: the create
+//!   wins or meets a newer owner). An owner that does not answer is waited for until its lease
+//!   ends, within that bound; past it the upgrade is refused 503 with `Retry-After`.
 //! - **The owner answering a probe**: as for a local conflicting claim — no holder or a gracing
 //!   one: end the tenure (phones 4404), delete the entry, [`Reply::Released`]; a live holder:
 //!   ping it; it answers → [`Reply::Alive`]; it does not → takeover (holder 1011, phones 4404),

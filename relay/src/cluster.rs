@@ -8,8 +8,9 @@
 //!   the directory and the link, plus what this instance owns (`owned`: each id it holds, with
 //!   the revision of its directory entry) and the phones it serves for owners elsewhere
 //!   ([`away`]).
-//! - [`claims`]: a binary's claim — the directory before the `101`, a remote owner's decision
-//!   after it — and the release of an entry once the registry lets the id go.
+//! - [`claims`]: a binary's claim — the directory and, for an id owned elsewhere, the owner's
+//!   decision (or its lease's end), all before the `101` — and the release of an entry once the
+//!   registry lets the id go.
 //! - [`away`]: a phone whose id another instance owns: registered there over the link, its
 //!   frames sent up (credit-limited), what comes down pushed into its outbox.
 //! - [`owner`]: the requests other instances send to this one (register a phone, probe a

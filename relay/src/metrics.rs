@@ -61,7 +61,9 @@ pub(crate) enum Outcome {
     /// HTTP 503: the relay is shutting down (or a binary was refused by shutdown mid-probe).
     ShuttingDown,
     /// Cluster mode: HTTP 503, this instance is not part of the cluster now or it could not
-    /// decide in time (after the upgrade: a binary closed 1012 or 1011 for the same reason).
+    /// decide in time (with `Retry-After` when an owner elsewhere is silent and its lease has
+    /// not ended); after the upgrade (a claim retried after a local conflict): a binary closed
+    /// 1012 for the same reason.
     ClusterUnavailable,
 }
 

@@ -297,8 +297,7 @@ async fn grace_keeps_phones_everywhere_a_reclaim_elsewhere_evicts_them_and_expir
             (4404, "binary reclaimed server-id".into())
         );
     }
-    // A claim decided by another instance is in place once b holds it (after the upgrade, as
-    // for a conflict on one instance).
+    // The claim was decided (by a, the owner) before b answered the upgrade: b holds the id.
     await_own(b.local_addr(), 1, 0).await;
     let (mut joined, joined_id) = join(c.local_addr(), "srv-g", &mut again).await;
     again
@@ -537,6 +536,185 @@ async fn an_instance_cut_off_from_nats_closes_everything_1012_before_others_take
     let (mut phone, _) = join(cut.local_addr(), "srv-p", &mut taker).await;
     phone.send("1").await;
     stop([cut, other]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_the_owner_elsewhere_decides_is_decided_before_the_101() {
+    let Some(server) = NatsServer::start("a_claim_the_owner_elsewhere_decides") else {
+        return;
+    };
+    let [a, b, c] = trio(&server, |_| {}).await;
+    // The owner's binary answers its ping: the claimant on another instance is refused 4409
+    // after its upgrade (the protocol's "Lifecycle and close codes": a refused claim is a close
+    // code), and the first thing it gets is that close.
+    let mut holder = Peer::binary(a.local_addr(), "srv-kept").await;
+    let mut refused = Peer::binary(c.local_addr(), "srv-kept").await;
+    assert_eq!(
+        refused.closed().await,
+        (4409, "server-id already claimed".into())
+    );
+    let (_kept, _) = join(b.local_addr(), "srv-kept", &mut holder).await;
+
+    // The owner's binary is silent: the owner ends its tenure and releases the id before the
+    // claimant's 101, so a phone joining right after that 101 (nothing awaited in between),
+    // on the third instance, reaches the new binary — not the old one about to be evicted.
+    let silent = raw_binary(a.local_addr(), "srv-moved").await; // never read: no pong
+    let mut taker = Peer::binary(c.local_addr(), "srv-moved").await;
+    let (mut phone, phone_id) = join(b.local_addr(), "srv-moved", &mut taker).await;
+    taker
+        .send(json!({"conn_id": phone_id, "frame": "here"}).to_string())
+        .await;
+    assert_eq!(phone.text().await, "\"here\"");
+    let mut silent = Peer::new(silent);
+    assert_eq!(
+        silent.closed_after_texts().await,
+        (1011, "heartbeat timeout".into())
+    );
+    assert_eq!(phone.try_next(), None, "the phone of the new binary stays");
+    drop(holder);
+    stop([a, b, c]).await;
+}
+
+/// Expects `path`'s upgrade to be refused with HTTP 503 and a `Retry-After`; its seconds.
+async fn refused_503_retry_after(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&'static str, String)],
+) -> u64 {
+    match connect(addr, path, headers).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503, "{path}");
+            let retry = response.headers().get("retry-after");
+            let retry = retry.and_then(|value| value.to_str().ok()?.parse().ok());
+            retry.unwrap_or_else(|| panic!("{path}: 503 without a Retry-After in seconds"))
+        }
+        Err(other) => panic!("{path}: expected HTTP 503, got {other}"),
+        Ok(_) => panic!("{path}: expected HTTP 503, got an upgrade"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_owners_id_is_claimed_before_the_101_once_its_lease_ends_or_refused_503_retry_after()
+ {
+    let Some(server) = NatsServer::start("a_silent_owners_id") else {
+        return;
+    };
+    let forwarder = cluster_support::proxy::Partition::start(
+        format!("127.0.0.1:{}", server.url().rsplit(':').next().unwrap())
+            .parse()
+            .unwrap(),
+    )
+    .await;
+    // The owner's lease (6 s) outlasts the quick instance's bound (probe 300 ms + request 1 s)
+    // and not the patient one's (probe 8 s + request 1 s).
+    let owner_lease = Duration::from_secs(6);
+    let mut owner_config = clustered(&server, "relay-owner");
+    if let Some(cluster) = &mut owner_config.cluster {
+        cluster.url = forwarder.url();
+        cluster.lease = owner_lease;
+    }
+    let owner = relay(owner_config).await;
+    let quick = relay(clustered(&server, "relay-quick")).await;
+    let patient = relay(RelayConfig {
+        probe_timeout: Duration::from_secs(8),
+        ..clustered(&server, "relay-patient")
+    })
+    .await;
+    let mut old = Peer::binary(owner.local_addr(), "srv-silent-owner").await;
+    let (_old_phone, _) = join(quick.local_addr(), "srv-silent-owner", &mut old).await;
+    // Every connection of the owner to NATS is reset: nobody answers on its subject any more,
+    // and its lease runs out within 6 s.
+    forwarder.reset();
+    let cut_at = tokio::time::Instant::now();
+    // Within the window, a claimant whose bound ends first is refused 503 with Retry-After, no
+    // upgrade; so is a phone joining the id, on any instance (not 4404: the id is about to be
+    // held again).
+    let binary_retry = refused_503_retry_after(
+        quick.local_addr(),
+        "/v1/server",
+        &binary_headers("srv-silent-owner"),
+    )
+    .await;
+    assert!((1..=6).contains(&binary_retry), "{binary_retry}");
+    for relay in [&quick, &patient] {
+        let phone_retry = refused_503_retry_after(
+            relay.local_addr(),
+            "/v1/client",
+            &phone_headers("srv-silent-owner"),
+        )
+        .await;
+        assert!((1..=6).contains(&phone_retry), "{phone_retry}");
+    }
+    assert!(
+        cut_at.elapsed() < owner_lease - owner_lease / 4,
+        "the window was over before the checks ran: {:?}",
+        cut_at.elapsed()
+    );
+    // A claimant whose bound outlasts the lease waits for it and gets its 101 holding the id:
+    // a phone joining right after it, on another instance, reaches it.
+    let mut new = Peer::binary(patient.local_addr(), "srv-silent-owner").await;
+    let (mut phone, phone_id) = join(quick.local_addr(), "srv-silent-owner", &mut new).await;
+    new.send(json!({"conn_id": phone_id, "frame": 1}).to_string())
+        .await;
+    assert_eq!(phone.text().await, "1");
+    // The old binary was closed by its own instance's fence, before the new one held the id.
+    assert_eq!(
+        old.closed_after_texts().await,
+        (1012, "cluster connection lost".into())
+    );
+    forwarder.heal();
+    stop([owner, quick, patient]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_owner_is_cut_off_is_decided_when_its_lease_ends_not_when_the_probe_gives_up()
+{
+    let Some(server) = NatsServer::start("a_claim_whose_owner_is_cut_off") else {
+        return;
+    };
+    let forwarder = cluster_support::proxy::Partition::start(
+        format!("127.0.0.1:{}", server.url().rsplit(':').next().unwrap())
+            .parse()
+            .unwrap(),
+    )
+    .await;
+    let mut owner_config = clustered(&server, "relay-cut-owner");
+    if let Some(cluster) = &mut owner_config.cluster {
+        cluster.url = forwarder.url();
+        cluster.lease = Duration::from_secs(4);
+    }
+    let owner = relay(owner_config).await;
+    // The claimant's probe may take a minute: far longer than the test waits for an upgrade.
+    let claimant = relay(RelayConfig {
+        probe_timeout: Duration::from_secs(60),
+        ..clustered(&server, "relay-claimant")
+    })
+    .await;
+    let mut old = Peer::binary(owner.local_addr(), "srv-cut-owner").await;
+    // A black hole: NATS still routes the probe to the owner's connection, nothing comes back.
+    forwarder.cut();
+    // A phone meanwhile: the owner does not answer its registration, its lease holds: 503 with
+    // Retry-After.
+    let retry = refused_503_retry_after(
+        claimant.local_addr(),
+        "/v1/client",
+        &phone_headers("srv-cut-owner"),
+    )
+    .await;
+    assert!(retry >= 1, "{retry}");
+    // The unanswered probe is settled by the owner's lease ending (within 4 s), not by its own
+    // minute: the upgrade comes within the test's patience, holding the id.
+    let mut new = Peer::binary(claimant.local_addr(), "srv-cut-owner").await;
+    let (mut phone, phone_id) = join(claimant.local_addr(), "srv-cut-owner", &mut new).await;
+    new.send(json!({"conn_id": phone_id, "frame": 2}).to_string())
+        .await;
+    assert_eq!(phone.text().await, "2");
+    assert_eq!(
+        old.closed_after_texts().await,
+        (1012, "cluster connection lost".into())
+    );
+    forwarder.heal();
+    stop([owner, claimant]).await;
 }
 
 /// Expects `path`'s upgrade to be refused with HTTP 503.

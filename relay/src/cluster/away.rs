@@ -6,6 +6,7 @@
 //! reach everyone in the registry, and `/healthz` counts them as this instance's phones.
 
 use super::Cluster;
+use super::claims::Undecided;
 use crate::conn::endpoint::Endpoint;
 use crate::conn::outbox::Origin;
 use crate::hub::Hub;
@@ -49,6 +50,12 @@ pub(crate) enum Away {
 /// Joins `phone` (a local connection, not yet upgraded) to `server_id` whose owner is not this
 /// instance; `None` when this instance's registry is the one to ask after all (the id is ours).
 ///
+/// An owner that does not answer (nobody listens on its subject, or the request timed out)
+/// while its lease has not ended is the window in which a binary claiming the id elsewhere
+/// waits for that lease ([`claims`](super::claims)): the phone is refused like that binary, 503
+/// with `Retry-After` (one lease: by then the owner's lease has ended if it stopped refreshing
+/// when it went silent), never 4404 — the id may be held again a moment later.
+///
 /// # Errors
 ///
 /// When the cluster cannot decide (directory or owner unreachable, timed out): the upgrade is
@@ -58,14 +65,14 @@ pub(crate) async fn join(
     cluster: &Cluster,
     server_id: &str,
     phone: &Arc<Endpoint>,
-) -> Result<Option<Away>, ()> {
+) -> Result<Option<Away>, Undecided> {
     let owner = match cluster.directory.lookup(server_id).await {
         Ok(Lookup::Free) => return Ok(Some(Away::Refused(RegistryError::NoServer))),
         Ok(Lookup::Ours(_)) => return Ok(None),
         Ok(Lookup::Owner { owner, .. }) => owner,
         Err(error) => {
             tracing::info!(%error, "phone join: directory unavailable");
-            return Err(());
+            return Err(Undecided { retry_after: None });
         }
     };
     let sink = Arc::new(DownSink {
@@ -94,11 +101,19 @@ pub(crate) async fn join(
             Ok(Some(Away::Joined(away)))
         }
         Ok(Registration::Refused(code)) => Ok(Some(Away::Refused(refusal(code)))),
-        // Nobody listens for the owner: it is gone, and no binary holds the id.
-        Err(RequestError::NoResponders) => Ok(Some(Away::Refused(RegistryError::NoServer))),
+        Err(error @ (RequestError::NoResponders | RequestError::TimedOut)) => {
+            tracing::info!(%error, owner = %owner, "phone join: the owner did not answer");
+            // Its lease ended meanwhile: nobody holds the id (a claimant would be in the entry).
+            if cluster.liveness.is_alive(&owner).await == Ok(false) {
+                return Ok(Some(Away::Refused(RegistryError::NoServer)));
+            }
+            Err(Undecided {
+                retry_after: Some(cluster.liveness.timing().lease),
+            })
+        }
         Err(error) => {
             tracing::info!(%error, "phone join: the owner did not answer");
-            Err(())
+            Err(Undecided { retry_after: None })
         }
     }
 }

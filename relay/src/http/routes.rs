@@ -164,7 +164,7 @@ fn refuse(hub: &Hub, side: Side, ip: std::net::IpAddr, refusal: Refused) -> Repl
             Outcome::RateLimited,
             "too many requests",
         ),
-        Refused::Cluster => (
+        Refused::Cluster(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Outcome::ClusterUnavailable,
             "cluster unavailable",
@@ -180,7 +180,7 @@ fn refuse(hub: &Hub, side: Side, ip: std::net::IpAddr, refusal: Refused) -> Repl
     hub.refusals.refused(status.as_u16(), body, ip);
     let mut reply = plain(status, body);
     match refusal {
-        Refused::Gate(Refusal::RateLimited(wait)) => {
+        Refused::Gate(Refusal::RateLimited(wait)) | Refused::Cluster(Some(wait)) => {
             // Whole seconds, rounded up (RFC 9110 `delay-seconds`).
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             reply
@@ -202,8 +202,9 @@ fn refuse(hub: &Hub, side: Side, ip: std::net::IpAddr, refusal: Refused) -> Repl
 enum Refused {
     ShuttingDown,
     Gate(Refusal),
-    /// Cluster mode: not part of the cluster now, or it could not decide in time.
-    Cluster,
+    /// Cluster mode: not part of the cluster now, or it could not decide in time (with
+    /// `Retry-After` when the decision waits for a silent owner's lease to end).
+    Cluster(Option<std::time::Duration>),
     BadRequest(&'static str),
     BadVersion,
 }
@@ -238,14 +239,17 @@ async fn upgrade(
         Err(refusal) => return refuse(&hub, side, ip, Refused::Gate(refusal)),
     };
     if !hub.cluster.is_ready() {
-        return refuse(&hub, side, ip, Refused::Cluster);
+        return refuse(&hub, side, ip, Refused::Cluster(None));
     }
     let mut checked = match check(&hub, side, token, &req) {
         Ok(checked) => checked,
         Err(refused) => return refuse(&hub, side, ip, refused),
     };
-    let Ok((conn, joined)) = admission::admit(&hub, side, &checked.server_id).await else {
-        return refuse(&hub, side, ip, Refused::Cluster);
+    let (conn, joined) = match admission::admit(&hub, side, &checked.server_id).await {
+        Ok(admitted) => admitted,
+        Err(unavailable) => {
+            return refuse(&hub, side, ip, Refused::Cluster(unavailable.retry_after));
+        }
     };
     let tag = hub.logs.conn(relay_registry::Conn::conn_id(&*conn));
     tracing::info!(conn = %tag, %ip, "connect");

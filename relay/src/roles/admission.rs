@@ -3,11 +3,14 @@
 //! place. A refusal is told after the upgrade, as a close code.
 //!
 //! This is the one step that decides where a connection belongs. In cluster mode it asks the
-//! directory too ([`claims::claim`], [`away::join`]); when the cluster
-//! cannot decide, the upgrade is refused 503 ([`Unavailable`]).
+//! directory too, and the owner of the id elsewhere when there is one ([`claims::claim`],
+//! [`away::join`]); when the cluster cannot decide in time, the upgrade is refused 503
+//! ([`Unavailable`]), with `Retry-After` when the answer waits for a silent owner's lease to
+//! end. A conflict with a binary on this instance is the one claim still settled after the
+//! upgrade (the holder is pinged, as on a single instance).
 
 use crate::cluster::away::{self, Away};
-use crate::cluster::claims::{self, Claiming};
+use crate::cluster::claims::{self, Claiming, Undecided};
 use crate::cluster::join::Mode;
 use crate::conn::endpoint::Endpoint;
 use crate::conn::local::LocalConn;
@@ -16,10 +19,12 @@ use crate::protocol::conn_ids::{self, Side};
 use relay_protocol::CloseReason;
 use relay_registry::{PhoneTicket, RegistryError};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A connection's first registry operation, done before its upgrade is answered.
 pub(crate) enum Joined {
-    /// A binary's claim (a conflict is resolved after the upgrade, by probing the holder).
+    /// A binary's claim (a conflict with a holder here is resolved after the upgrade, by
+    /// probing it; one elsewhere was decided by its owner before).
     Binary(Claiming),
     /// A phone's registration with this instance's registry.
     Phone(Result<PhoneTicket<Endpoint>, RegistryError>),
@@ -29,7 +34,18 @@ pub(crate) enum Joined {
 
 /// The cluster could not decide where the connection belongs: answer 503.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Unavailable;
+pub(crate) struct Unavailable {
+    /// `Retry-After`, when the decision waits for another instance's lease to end.
+    pub retry_after: Option<Duration>,
+}
+
+impl From<Undecided> for Unavailable {
+    fn from(undecided: Undecided) -> Self {
+        Unavailable {
+            retry_after: undecided.retry_after,
+        }
+    }
+}
 
 /// Makes the connection for a `side` upgrade to `server_id` and claims or registers it.
 ///
@@ -53,27 +69,19 @@ pub(crate) async fn admit(
     )));
     let joined = match (side, hub.cluster.mode()) {
         // Configured but not joined: never a single instance.
-        (_, Mode::Joining) => return Err(Unavailable),
+        (_, Mode::Joining) => return Err(Unavailable { retry_after: None }),
         (Side::Binary, Mode::Single) => {
             Joined::Binary(Claiming::Registry(hub.claim(server_id, &conn)))
         }
         (Side::Phone, Mode::Single) => Joined::Phone(register(hub, server_id, &conn).await),
-        (Side::Binary, Mode::Joined(cluster)) => Joined::Binary(
-            claims::claim(hub, cluster, server_id, &conn)
-                .await
-                .map_err(|error| {
-                    tracing::info!(%error, "binary claim: the cluster cannot decide");
-                    Unavailable
-                })?,
-        ),
+        (Side::Binary, Mode::Joined(cluster)) => {
+            Joined::Binary(claims::claim(hub, cluster, server_id, &conn).await?)
+        }
         (Side::Phone, Mode::Joined(cluster)) => {
             // The id held here: this registry decides, no round trip.
             match hub.registry.register_phone(server_id, conn.clone()) {
                 Err(RegistryError::NoServer) => {
-                    match away::join(hub, cluster, server_id, &conn)
-                        .await
-                        .map_err(|()| Unavailable)?
-                    {
+                    match away::join(hub, cluster, server_id, &conn).await? {
                         Some(away) => Joined::Away(away),
                         None => Joined::Phone(register(hub, server_id, &conn).await),
                     }

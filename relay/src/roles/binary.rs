@@ -3,11 +3,11 @@
 //!
 //! The task holds its `ServerClaim` for as long as it runs: dropping it (even in a panic unwind)
 //! releases the id and closes the phones, so there is no cleanup path to forget. In cluster
-//! mode a conflict may be with a binary on another instance: its owner decides
-//! ([`claims::ask_owner`]), and the task also holds a [`ReleaseCheck`] that deletes the id's
+//! mode a conflict with a binary on another instance was decided by its owner before the
+//! upgrade ([`claims::claim`]), and the task also holds a [`ReleaseCheck`] that deletes the id's
 //! directory entry once the registry lets the id go.
 
-use crate::cluster::claims::{self, Claiming, Decision, ReleaseCheck};
+use crate::cluster::claims::{Claiming, ReleaseCheck};
 use crate::conn::endpoint::Endpoint;
 use crate::conn::session::{Event, Session};
 use crate::hub::{Contest, Hub};
@@ -74,24 +74,9 @@ async fn acquire(
                 return Some(claim);
             }
             Claiming::Registry(Err(error)) => error,
-            Claiming::Elsewhere { owner, revision } => {
-                let Some(cluster) = hub.cluster.joined() else {
-                    return unreachable_cluster(hub, conn);
-                };
-                tracing::info!(conn = %tag, owner = %owner, "conflict: asking the owning instance");
-                match claims::ask_owner(hub, cluster, server_id, &owner, revision).await {
-                    Decision::Conflict => {
-                        return refuse(hub, conn, RegistryError::ServerIdConflict);
-                    }
-                    Decision::Free => {
-                        attempt = match admission::claim_again(hub, server_id, conn).await {
-                            Some(attempt) => attempt,
-                            None => return unreachable_cluster(hub, conn),
-                        };
-                        continue;
-                    }
-                    Decision::Unreachable => return unreachable_owner(hub, conn),
-                }
+            Claiming::KeptElsewhere => {
+                tracing::info!(conn = %tag, "conflict: the owning instance's binary answered");
+                return refuse(hub, conn, RegistryError::ServerIdConflict);
             }
         };
         if error != RegistryError::ServerIdConflict {
@@ -140,15 +125,6 @@ fn unreachable_cluster(hub: &Hub, conn: &Endpoint) -> Option<ServerClaim<Endpoin
     hub.metrics
         .upgrade(EndpointLabel::Server, Outcome::ClusterUnavailable);
     conn.close(CloseReason::ClusterConnectionLost);
-    None
-}
-
-/// Cluster mode, after the upgrade: the owning instance neither answered nor lost its lease.
-fn unreachable_owner(hub: &Hub, conn: &Endpoint) -> Option<ServerClaim<Endpoint>> {
-    tracing::info!(conn = %hub.logs.conn(conn.conn_id()), "claim undecided: the owning instance is unreachable");
-    hub.metrics
-        .upgrade(EndpointLabel::Server, Outcome::ClusterUnavailable);
-    conn.close(CloseReason::LinkLost);
     None
 }
 
