@@ -120,15 +120,30 @@ def half_p99(t, tls):
     return worse_p99(at["median"]) if at and at.get("median") else None
 
 
+def cpu_per_conn(t, tls):
+    """(target s, load generator s) per connection of the idle row: its setup and one echo."""
+    name = f"{t}-idle{suffix(tls)}.json"
+    r = ok_or_none(load(name))
+    target, loadgen = read_number(f"{name}.target-cpu"), read_number(f"{name}.loadgen-cpu")
+    conns = r and r["setup"]["accepted"] + 1
+    return (target / conns, loadgen / conns) if conns and target is not None and loadgen is not None else None
+
+
 def cpu_per_frame(t, tls):
-    """(target µs, load generator µs) per frame delivered in the 10,000 frames/s row."""
+    """(target µs, load generator µs) per frame delivered in the 10,000 frames/s row, its
+    connections' setup taken out at the idle row's CPU per connection."""
     name = f"{t}-10k{suffix(tls)}.json"
     r = ok_or_none(load(name))
     target, loadgen = read_number(f"{name}.target-cpu"), read_number(f"{name}.loadgen-cpu")
-    if not r or target is None or loadgen is None:
+    per_conn = cpu_per_conn(t, tls)
+    if not r or target is None or loadgen is None or per_conn is None:
         return None
+    conns = r["binaries_setup"]["accepted"] + r["phones_setup"]["accepted"]
     frames = r["step"]["up"]["received"] + r["step"]["down"]["received"]
-    return (1e6 * target / frames, 1e6 * loadgen / frames) if frames else None
+    if not frames:
+        return None
+    return (1e6 * max(0.0, target - conns * per_conn[0]) / frames,
+            1e6 * max(0.0, loadgen - conns * per_conn[1]) / frames)
 
 
 # ---------------------------------------------------------------- cells
@@ -213,6 +228,10 @@ def cpu_cell(t):
     for tls, label in ((False, "ws"), (True, "wss")):
         c = cpu_per_frame(t, tls)
         parts.append(f"{label}: {c[0]:.1f} µs (load generator {c[1]:.1f} µs)" if c else f"{label}: not measured")
+    per_conn = cpu_per_conn(t, True)
+    if per_conn:
+        parts.append(f"a wss:// connection's setup and echo: {1e3 * per_conn[0]:.2f} ms "
+                     f"(load generator {1e3 * per_conn[1]:.2f} ms)")
     return "; ".join(parts)
 
 
@@ -407,8 +426,8 @@ rows = [
     ("past the descriptor limit (20,500 phones; then a 2 × 2 run)", "refused cleanly, service resumes", limit, none),
     (f"{sizes['low']} frames/s each way offered, 1 KiB frames", "(context)", sustained("10k"), none),
     (f"same over wss://", "(context)", sustained("10k-tls"), none),
-    ("CPU per frame delivered in those two rows (target; load generator, workers included; the rows' "
-     "connection setup included)", "(context)", cpu_cell, none),
+    ("CPU per frame delivered in those two rows (the target's; the load generator's, workers included; "
+     "each row's connection setup taken out at the idle row's CPU per connection)", "(context)", cpu_cell, none),
     (f"{sizes['low'].rsplit(', ', 1)[0]}, {sizes['mid']} frames/s each way offered", "(context)",
      sustained("40k"), none),
     ("50 ids × 16 phones, 160k frames/s each way offered (saturating)", "(context)", sustained("160k"), none),
