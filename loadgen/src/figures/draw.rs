@@ -216,9 +216,9 @@ fn memory(data: &Data, path: &Path) -> Result<(), String> {
                 .find(|m| m.transport == transport && m.target == key)?;
             if idle { m.idle_kib } else { m.after_frame_kib }
         };
-        for (idle, what) in [(true, "idle"), (false, "after a frame each way")] {
+        for (idle, what) in [(true, "idle"), (false, "after a frame")] {
             groups.push(Group {
-                label: format!("{label}, {what}"),
+                label: format!("{} {what}", label.split(' ').next().unwrap_or(label)),
                 target: target.and_then(|t| if idle { t.idle_kib } else { t.after_frame_kib }),
                 values: data.targets.iter().map(|t| value(&t.key, idle)).collect(),
             });
@@ -235,7 +235,8 @@ fn memory(data: &Data, path: &Path) -> Result<(), String> {
 }
 
 /// A grouped bar chart: one group per entry of `groups`, one bar per target, each bar labelled
-/// with its value and `unit`.
+/// with its value and `unit`; a group's target is a black line across it, its value in the
+/// group's label.
 fn bars(
     data: &Data,
     path: &Path,
@@ -252,7 +253,13 @@ fn bars(
     let n = data.targets.len().max(1) as f64;
     let width = 0.8 / n;
     let (area, root) = canvas(path, &data.caption)?;
-    let labels: Vec<String> = groups.iter().map(|g| g.label.clone()).collect();
+    let labels: Vec<String> = groups
+        .iter()
+        .map(|g| match g.target {
+            Some(goal) => format!("{} (target ≤ {}{unit})", g.label, short(goal)),
+            None => g.label.clone(),
+        })
+        .collect();
     let mut chart = ChartBuilder::on(&area)
         .caption(title, (FONT, 20).into_font())
         .margin(14)
@@ -319,14 +326,6 @@ fn bars(
                     [(from, goal), (to, goal)],
                     BLACK.stroke_width(2),
                 )])
-                .map_err(failed(path))?;
-            chart
-                .draw_series([EmptyElement::at((to, goal))
-                    + Text::new(
-                        format!("≤ {}{unit}", short(goal)),
-                        (-70, -16),
-                        (FONT, 12).into_font(),
-                    )])
                 .map_err(failed(path))?;
         }
     }
