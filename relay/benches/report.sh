@@ -33,7 +33,8 @@
 #
 # CPU per frame: around every row the script reads the target's CPU time (/proc/PID/stat) and
 # the load generator's (its rusage, workers included); the table divides them by the frames the
-# row delivered (the 10,000 frames/s rows, plain and TLS).
+# row delivered (the 10,000 frames/s rows, plain and TLS), after taking out the row's connection
+# setup at the idle row's CPU per connection (relay/benches/report_table.py).
 #
 # Every load runs under `nice -n 10`, targets loopback only and stops by itself (relay-loadgen's
 # modes are bounded; each call is also under `timeout`).
