@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
-# The relay's performance table (issue 12): every row against our relay, the Go relay shape
-# (../shared/baselines/gorelay, beside the repository root) and the bare forwarder
-# (relay/examples/bare_forwarder.rs), in one run, each target started here on its own loopback
-# port and stopped after its rows; then one table with each row's target, the machine, the date
-# and the load average. Builds what it runs (release). Meant to finish within 15 minutes.
+# The relay's performance table (issues 12 and 20): every row against our relay, the Go relay
+# shape (../shared/baselines/gorelay, beside the repository root) and the bare forwarder
+# (relay/examples/bare_forwarder.rs), over plain TCP (ws://) and TLS (wss://), in one run, each
+# target started here on its own loopback port and stopped after its rows; then one table with
+# each row's target, whether it is met and the ratio, the machine, the date and the load
+# average; then the figures (SVG, drawn by relay-figures from the same run's data). Builds what
+# it runs (release). Meant to finish within 20 minutes.
 #
 #   bash relay/benches/report.sh              # the table on stdout, progress on stderr
 #   OUT=/tmp/perf bash relay/benches/report.sh  # also keep every row's JSON in /tmp/perf
 #   QUICK=1 PROFILE=dev bash relay/benches/report.sh   # CI: every row tiny (seconds), debug build
-#   ROWS=forwarding bash relay/benches/report.sh  # only the search, latency and cluster rows
+#   ROWS=forwarding bash relay/benches/report.sh  # only the searches, latency and cluster rows
+#   FIGURES=DIR bash relay/benches/report.sh  # the figures there (default: relay/benches/figures,
+#                                             # with QUICK=1 $OUT/figures: CI never overwrites them)
+#
+# TLS: the script makes a test CA and an ECDSA P-256 certificate for localhost and 127.0.0.1
+# signed by it (`openssl`), serves it from all three targets (`--tls-cert`/`--tls-key`) and has
+# relay-loadgen trust the CA (`--ca-file`); the wss:// rows connect to wss://localhost:PORT.
 #
 # QUICK=1 makes every row small (hundreds of connections, 1 s runs, a 2-step search, no
 # descriptor-limit row) and turns stable outcomes into the exit status: against our relay and
@@ -22,6 +30,11 @@
 # ratios are measured under the same load of this shared machine. The cluster rows (issue 12's
 # cross-instance hop) need nats-server (NATS_SERVER, /tmp/nats-venv/bin or PATH) and haproxy;
 # without them those rows say "not measured".
+#
+# CPU per frame: around every row the script reads the target's CPU time (/proc/PID/stat) and
+# the load generator's (its rusage, workers included); the table divides them by the frames the
+# row delivered (the 10,000 frames/s rows, plain and TLS), after taking out the row's connection
+# setup at the idle row's CPU per connection (relay/benches/report_table.py).
 #
 # Every load runs under `nice -n 10`, targets loopback only and stops by itself (relay-loadgen's
 # modes are bounded; each call is also under `timeout`).
@@ -49,15 +62,41 @@ say() { echo "report.sh: $*" >&2; }
 # ---------------------------------------------------------------- build
 started=$SECONDS
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
-say "building ($profile): relay, relay-loadgen, bare_forwarder"
-nice -n 10 cargo build --quiet $profile_flag -p relay-server -p relay-loadgen --bin relay --bin relay-loadgen --example bare_forwarder
+say "building ($profile): relay, relay-loadgen, relay-figures, bare_forwarder"
+nice -n 10 cargo build --quiet $profile_flag -p relay-server -p relay-loadgen --bin relay --bin relay-loadgen --bin relay-figures --example bare_forwarder
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 relay_bin=$target_dir/$profile_dir/relay
 loadgen=$target_dir/$profile_dir/relay-loadgen
+figures_bin=$target_dir/$profile_dir/relay-figures
 bare_bin=$target_dir/$profile_dir/examples/bare_forwarder
 say "building the Go relay shape"
 nice -n 10 bash "$shared/baselines/gorelay/build.sh" "$out/gorelay" >&2
 say "built in $((SECONDS - started)) s"
+if [ "$quick" = 1 ]; then
+  figures=${FIGURES:-$out/figures}
+else
+  figures=${FIGURES:-$root/relay/benches/figures}
+fi
+
+# ---------------------------------------------------------------- the benchmark certificate
+# A CA and a leaf for localhost and 127.0.0.1 (ECDSA P-256, two days), signed by it: the leaf
+# is what the three targets serve, the CA what relay-loadgen trusts (a self-signed leaf would
+# not do: webpki refuses a CA certificate as an end entity).
+tls_dir=$out/tls
+mkdir -p "$tls_dir"
+ca_pem=$tls_dir/ca.pem cert_pem=$tls_dir/cert.pem key_pem=$tls_dir/key.pem
+(
+  cd "$tls_dir"
+  openssl genpkey -quiet -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca-key.pem
+  openssl req -x509 -new -key ca-key.pem -subj "/CN=relay benchmark CA" -days 2 -out ca.pem
+  openssl genpkey -quiet -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out key.pem
+  openssl req -new -key key.pem -subj "/CN=localhost" -out leaf.csr
+  printf '%s\n' 'subjectAltName=DNS:localhost,IP:127.0.0.1' 'basicConstraints=critical,CA:FALSE' \
+    'keyUsage=critical,digitalSignature' 'extendedKeyUsage=serverAuth' >leaf.ext
+  openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
+    -extfile leaf.ext -out cert.pem 2>/dev/null
+) >&2
+say "benchmark certificate: $(openssl x509 -in "$cert_pem" -noout -subject) ($(openssl x509 -in "$cert_pem" -noout -text | grep -o 'NIST CURVE: P-256\|prime256v1' | head -1))"
 
 # ---------------------------------------------------------------- targets
 free_port() {
@@ -66,10 +105,12 @@ free_port() {
 
 target_pid=
 all_pids=()
-# start_target NAME: starts it on a fresh port; sets target_pid and target_url.
+# start_target NAME [tls]: starts it on a fresh port (serving the benchmark certificate with
+# tls); sets target_pid and target_url (wss://localhost:PORT with tls).
 start_target() {
-  local name=$1 port
+  local name=$1 port tls=()
   port=$(free_port)
+  [ "${2:-}" = tls ] && tls=(--tls-cert "$cert_pem" --tls-key "$key_pem")
   case $name in
     relay)
       # Unlimited phones per id (the rows put 10,000 on one); turn off what issue 9 adds in
@@ -80,19 +121,40 @@ start_target() {
       grep -q -- '--rate-burst' <<<"$help" && extra+=(--rate-burst 0)
       grep -q -- '--max-connections' <<<"$help" && extra+=(--max-connections 0)
       grep -q -- '--metrics-listen' <<<"$help" && extra+=(--metrics-listen off)
-      RUST_LOG=warn nice -n 10 "$relay_bin" --listen "127.0.0.1:$port" --max-phones 0 "${extra[@]}" >"$out/$name.log" 2>&1 &
+      RUST_LOG=warn nice -n 10 "$relay_bin" --listen "127.0.0.1:$port" --max-phones 0 "${extra[@]}" "${tls[@]}" >"$out/$name.log" 2>&1 &
       ;;
     gorelay)
-      nice -n 10 "$out/gorelay" --listen "127.0.0.1:$port" --max-phones 0 >"$out/$name.log" 2>&1 &
+      nice -n 10 "$out/gorelay" --listen "127.0.0.1:$port" --max-phones 0 "${tls[@]}" >"$out/$name.log" 2>&1 &
       ;;
     bare)
-      nice -n 10 "$bare_bin" --listen "127.0.0.1:$port" >"$out/$name.log" 2>&1 &
+      nice -n 10 "$bare_bin" --listen "127.0.0.1:$port" "${tls[@]}" >"$out/$name.log" 2>&1 &
       ;;
   esac
   target_pid=$!
   all_pids+=("$target_pid")
-  target_url="ws://127.0.0.1:$port"
+  if [ ${#tls[@]} -gt 0 ]; then
+    target_url="wss://localhost:$port"
+  else
+    target_url="ws://127.0.0.1:$port"
+  fi
   wait_listening "$port" "$name"
+}
+
+# cpu_seconds PID: the process's user + system CPU time so far, in seconds (0 if it is gone).
+clock_ticks=$(getconf CLK_TCK)
+cpu_seconds() {
+  awk -v hz="$clock_ticks" '{ printf "%.3f\n", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+# with_rusage FILE COMMAND...: runs COMMAND, then writes the CPU seconds it and its children
+# (relay-loadgen's workers) used into FILE; exits with COMMAND's status.
+with_rusage() {
+  python3 -c 'import resource, subprocess, sys
+rc = subprocess.call(sys.argv[2:])
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+with open(sys.argv[1], "w") as f:
+    f.write("%.3f\n" % (r.ru_utime + r.ru_stime))
+sys.exit(rc if rc >= 0 else 128 - rc)' "$@"
 }
 
 # wait_listening PORT NAME: until something accepts on PORT (10 s at most).
@@ -139,8 +201,14 @@ row() {
   local strict=()
   [ "$quick" = 1 ] && [ "$current" != gorelay ] && strict=(--strict)
   say "$name: $* ${strict[*]}"
-  local rc=0
-  timeout 420 nice -n 10 "$loadgen" --url "$target_url" --json "${strict[@]}" "$@" >"$file" 2>"$file.log" || rc=$?
+  local rc=0 cpu_before=0
+  [ -n "$target_pid" ] && cpu_before=$(cpu_seconds "$target_pid")
+  with_rusage "$file.loadgen-cpu" timeout 420 nice -n 10 "$loadgen" --url "$target_url" --ca-file "$ca_pem" \
+    --json "${strict[@]}" "$@" >"$file" 2>"$file.log" || rc=$?
+  if [ -n "$target_pid" ]; then
+    python3 -c 'import sys; print("%.3f" % (float(sys.argv[2]) - float(sys.argv[1])))' \
+      "$cpu_before" "$(cpu_seconds "$target_pid")" >"$file.target-cpu"
+  fi
   if [ "$rc" -gt 1 ] || { [ "$rc" -eq 1 ] && [ ${#strict[@]} -gt 0 ]; }; then
     say "$name failed (exit $rc):"; tail -3 "$file.log" >&2
     [ "$quick" = 1 ] && failures=$((failures + 1))
@@ -194,32 +262,52 @@ for t in relay gorelay bare; do
   stop_target
 done
 
-# ---------------------------------------------------------------- the interleaved search
-# The three targets at once; relay-loadgen runs their steps in turn (see the top).
-current=compare
-declare -A url_of
+# ---------------------------------------------------------------- the wss:// rows
+# The three targets back to back with TLS: memory and setup on a fresh process each, then
+# 10,000 frames/s each way (the CPU per frame beside the plain row's).
 for t in relay gorelay bare; do
-  start_target $t
-  url_of[$t]=$target_url
+  [ "$rows" = all ] || break
+  current=$t
+  start_target $t tls
+  row "$t idle, wss" "$out/$t-idle-tls.json" --idle $idle_n --binaries 1 --idle-frame --hold $hold --target-pid "$target_pid"
+  stop_target
+  start_target $t tls
+  row "$t low rate, wss" "$out/$t-10k-tls.json" --binaries $b_many --phones $p_many --rate $r_low --duration $run
+  stop_target
 done
-target_url=${url_of[relay]}
-rc=0
-say "interleaved search: relay, Go shape, bare forwarder"
-timeout 600 nice -n 10 "$loadgen" --url "${url_of[relay]}" --versus "${url_of[gorelay]}" --versus "${url_of[bare]}" \
-  --json --search --binaries $b_many --phones $p_many --start-rate $start_rate --steps $search_steps \
-  --retries 1 --step $step --max-p99 $max_p99 --latency-rounds $latency_rounds \
-  >"$out/search.json" 2>"$out/search.json.log" || rc=$?
-if [ "$rc" -gt 1 ]; then
-  say "the interleaved search failed (exit $rc):"; tail -3 "$out/search.json.log" >&2
-  [ "$quick" = 1 ] && failures=$((failures + 1))
-elif [ "$quick" = 1 ]; then
-  # Our relay and the bare forwarder must have passed a step; the Go shape only runs.
-  python3 -c 'import json,sys
+
+# ---------------------------------------------------------------- the interleaved searches
+# search_interleaved FILE [tls]: the three targets at once; relay-loadgen runs their steps in
+# turn (see the top).
+search_interleaved() {
+  local file=$1 tls=${2:-} t rc=0
+  current=compare
+  declare -A url_of
+  for t in relay gorelay bare; do
+    start_target $t $tls
+    url_of[$t]=$target_url
+  done
+  target_url=${url_of[relay]}
+  target_pid=
+  say "interleaved search${tls:+ over TLS}: relay, Go shape, bare forwarder"
+  timeout 600 nice -n 10 "$loadgen" --url "${url_of[relay]}" --versus "${url_of[gorelay]}" --versus "${url_of[bare]}" \
+    --ca-file "$ca_pem" --json --search --binaries $b_many --phones $p_many --start-rate $start_rate --steps $search_steps \
+    --retries 1 --step $step --max-p99 $max_p99 --latency-rounds $latency_rounds \
+    >"$file" 2>"$file.log" || rc=$?
+  if [ "$rc" -gt 1 ]; then
+    say "the interleaved search${tls:+ over TLS} failed (exit $rc):"; tail -3 "$file.log" >&2
+    [ "$quick" = 1 ] && failures=$((failures + 1))
+  elif [ "$quick" = 1 ]; then
+    # Our relay and the bare forwarder must have passed a step; the Go shape only runs.
+    python3 -c 'import json,sys
 r=json.load(open(sys.argv[1]))["searches"]
-sys.exit(0 if r[0]["sustainable_per_s"] and r[2]["sustainable_per_s"] else 1)' "$out/search.json" ||
-    { say "interleaved search: the relay or the bare forwarder passed no step"; failures=$((failures + 1)); }
-fi
-stop_all
+sys.exit(0 if r[0]["sustainable_per_s"] and r[2]["sustainable_per_s"] else 1)' "$file" ||
+      { say "interleaved search${tls:+ over TLS}: the relay or the bare forwarder passed no step"; failures=$((failures + 1)); }
+  fi
+  stop_all
+}
+search_interleaved "$out/search.json"
+search_interleaved "$out/search-tls.json" tls
 
 # ---------------------------------------------------------------- the cluster rows
 # One nats-server; three relays in cluster mode (a, b, c) and one without --cluster; an
@@ -302,238 +390,14 @@ CFG
 fi
 
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
-python3 - "$out" "$load_start" "$load_end" "$((SECONDS - started))" "$quick" "$rows" <<'PY'
-import json, os, platform, sys, time
-out, load_start, load_end, took, quick, rows_asked = sys.argv[1:7]
-quick = quick == "1"
-
-def load(name):
-    try:
-        with open(os.path.join(out, name)) as f:
-            return json.load(f)
-    except Exception:
-        return None
-
-def cpu():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown cpu"
-
-def mem_gib():
-    for line in open("/proc/meminfo"):
-        if line.startswith("MemTotal"):
-            return int(line.split()[1]) / 1024 / 1024
-    return 0
-
-targets = [("relay", "relay-registry relay"), ("gorelay", "Go relay shape"), ("bare", "bare forwarder")]
-
-def failed(r):
-    if r is None:
-        if rows_asked != "all":
-            return f"not measured (ROWS={rows_asked})"
-        return "not measured (QUICK)" if quick else "not measured (run failed)"
-    return f"not measured: {r['error'] or 'the run failed'}" if "error" in r else None
-
-def kib(v):
-    return "n/a" if v is None else f"{v:.1f} KiB"
-
-def idle_rss(t):
-    r = load(f"{t}-idle.json")
-    return failed(r) or kib(r.get("per_conn_kib"))
-
-def idle_frame(t):
-    r = load(f"{t}-idle.json")
-    if failed(r): return failed(r)
-    f = r.get("after_frame") or {}
-    return f"{kib(f.get('per_conn_kib'))} ({f.get('received', 0)} of {f.get('sent', 0)} echoed)"
-
-def setup(t):
-    r = load(f"{t}-idle.json")
-    if failed(r): return failed(r)
-    s = r["setup"]
-    return f"{s['per_second']:,.0f}/s ({s['accepted']} in {s['seconds']:.1f} s)"
-
-def extras(s):
-    parts = [f"refused {k}: {n}" for k, n in s.get("refused", {}).items()]
-    parts += [f"failed {k}: {n}" for k, n in s.get("failed", {}).items()]
-    return "; " + "; ".join(parts) if parts else ""
-
-def many(t):
-    r = load(f"{t}-19k.json")
-    if failed(r): return failed(r)
-    s, f = r["setup"], r.get("after_frame") or {}
-    return f"{s['accepted']} open, {f.get('received', 0)} answered a frame{extras(s)}"
-
-def limit(t):
-    r = load(f"{t}-limit.json")
-    if failed(r): return failed(r)
-    s = r["setup"]
-    resume = load(f"{t}-resume.json")
-    if resume is None or "error" in resume:
-        after = "afterwards: no service" + (f" ({resume['error']})" if resume else "")
-    else:
-        lost = resume["step"]["up"]["lost"] + resume["step"]["down"]["lost"]
-        after = f"afterwards: {resume['phones_setup']['accepted']}/4 phones, {lost} lost"
-    return f"{s['accepted']} of {s['attempted']} open{extras(s)}; {after}"
-
-def step_cell(step, with_rate=False):
-    up, down = step["up"], step["down"]
-    lost = up["lost"] + down["lost"]
-    sent = up["sent"] + down["sent"]
-    pct = f" ({100 * lost / sent:.0f}%)" if sent and lost else ""
-    closed = f", closed {step['closed']}" if step.get("closed") else ""
-    rate = f"{step['offered_per_s']:,}/s offered: " if with_rate else ""
-    return (f"{rate}{(up['per_second'] + down['per_second']) / 2:,.0f}/s delivered each way, "
-            f"{lost} lost{pct}, p50 {max(up['p50_ms'], down['p50_ms']):.1f} ms, "
-            f"p99 {max(up['p99_ms'], down['p99_ms']):.1f} ms{closed}")
-
-def sustained(name):
-    def cell(t):
-        r = load(f"{t}-{name}.json")
-        return failed(r) or step_cell(r["step"])
-    return cell
-
-SEARCH_INDEX = {"relay": 0, "gorelay": 1, "bare": 2}
-
-def compare():
-    return load("search.json")
-
-def search_of(t):
-    c = compare()
-    if c is None or "error" in c:
-        return c
-    return c["searches"][SEARCH_INDEX[t]]
-
-def search(t):
-    r = search_of(t)
-    if failed(r): return failed(r)
-    rate = r.get("sustainable_per_s")
-    return f"{rate:,}/s each way" if rate else "no step passed"
-
-def at_relay_half(t):
-    c = compare()
-    if c is None or "error" in c or not c.get("first_half_per_s"):
-        return None
-    return c["at_first_half"][SEARCH_INDEX[t]]
-
-def worse_p99(step):
-    return max(step["up"]["p99_ms"], step["down"]["p99_ms"])
-
-def half(t):
-    r = search_of(t)
-    if failed(r): return failed(r)
-    h = r.get("half")
-    cell = ("own half: " + step_cell(h, with_rate=True)) if h else "n/a (no sustainable rate)"
-    at = at_relay_half(t)
-    if at and at.get("median"):
-        rounds = ", ".join(f"{p:.1f}" for p in at["p99_ms"])
-        cell += (f"; at the relay's half rate, median of {len(at['p99_ms'])} rounds in turn: "
-                 f"{step_cell(at['median'], with_rate=True)} (p99 of each round: {rounds} ms)")
-    return cell
-
-def ratio_note():
-    rates = {t: (search_of(t) or {}).get("sustainable_per_s") for t, _ in targets}
-    r, g, b = rates["relay"], rates["gorelay"], rates["bare"]
-    notes = []
-    if r and b: notes.append(f"relay/bare = {r / b:.2f}× (target ≥ 0.8×)")
-    if r and g: notes.append(f"relay/Go = {r / g:.2f}× (target ≥ 3×)")
-    return "; ".join(notes)
-
-def latency_note():
-    r, b = at_relay_half("relay"), at_relay_half("bare")
-    if not (r and b and r.get("median") and b.get("median")):
-        return ""
-    rp, bp = worse_p99(r["median"]), worse_p99(b["median"])
-    return (f"latency at the relay's half rate ({compare()['first_half_per_s']:,}/s each way): "
-            f"relay p99 {rp:.1f} ms / bare p99 {bp:.1f} ms = {rp / bp:.2f}× (target ≤ 1.5×)")
-
-def hop_p50(path):
-    p50s = []
-    for n in range(1, 10):
-        r = load(f"hop-{path}-{n}.json")
-        if r is None:
-            break
-        if "error" in r or r["step"]["up"]["lost"] + r["step"]["down"]["lost"] > 0:
-            continue
-        s = r["step"]
-        p50s.append(max(s["up"]["p50_ms"], s["down"]["p50_ms"]))
-    if not p50s:
-        return None, []
-    return sorted(p50s)[(len(p50s) - 1) // 2], p50s
-
-def cluster_skipped():
-    r = load("cluster-skipped.json")
-    return f"not measured: {r['error']}" if r else None
-
-def hop_cell(t):
-    if t != "relay": return "—"
-    if cluster_skipped(): return cluster_skipped()
-    parts = []
-    for path, label in (("single", "one instance"), ("same", "cluster mode, same instance"), ("cross", "across instances (HAProxy splits the endpoints)")):
-        p50, all_ = hop_p50(path)
-        parts.append(f"{label}: p50 {p50:.2f} ms (rounds {', '.join(f'{x:.2f}' for x in all_)})" if p50 else f"{label}: no clean run")
-    single, cross = hop_p50("single")[0], hop_p50("cross")[0]
-    if single and cross:
-        parts.append(f"cross/one instance = {cross / single:.2f}×")
-    return "; ".join(parts)
-
-def cluster_rate_cell(t):
-    if t != "relay": return "—"
-    if cluster_skipped(): return cluster_skipped()
-    c = load("cluster-search.json")
-    if failed(c): return failed(c)
-    one, three = (s.get("sustainable_per_s") for s in c["searches"])
-    cell = f"one instance {one or 0:,}/s, three behind round-robin HAProxy {three or 0:,}/s each way"
-    if one and three:
-        cell += f": {three / one:.2f}×"
-    return cell
-
-def ahead_note():
-    s = {t: ((load(f"{t}-idle.json") or {}).get("setup") or {}).get("per_second") for t, _ in targets}
-    return f"relay/Go = {s['relay'] / s['gorelay']:.2f}×" if s["relay"] and s["gorelay"] else ""
-
-not_here = lambda t: "not run by this script: cargo bench -p relay-registry-benches --bench registry_vs_go"
-
-if quick:
-    sizes = dict(idle="500", many="1,000 phones on 4 binaries", low="20 ids × 4 phones, 400", mid="800", wide="50 ids × 16 phones, 160k", search="20 × 4")
-else:
-    sizes = dict(idle="10,000", many="19,000 phones on 19 binaries", low="200 ids × 4 phones, 10k", mid="40k", wide="50 ids × 16 phones, 160k", search="200 × 4")
-
-rows = [
-    (f"RSS per idle phone (delta over {sizes['idle']} idle phones on one binary)", "≤ 4 KiB (≤ 1/9 of the Go shape)", idle_rss),
-    ("RSS per phone after one 1 KiB frame each way", "≤ 6 KiB", idle_frame),
-    (f"connection setup ({sizes['idle']} phones, relay-loadgen, 64 attempts in flight)", "≥ 5,000/s, ahead of the Go shape", setup),
-    (f"concurrent connections ({sizes['many']}, each echoing one frame)", "≥ 19,000 open, each answering", many),
-    ("past the descriptor limit (20,500 phones; then a 2 × 2 run)", "refused cleanly, service resumes", limit),
-    (f"{sizes['low']} frames/s each way offered, 1 KiB frames", "(context)", sustained("10k")),
-    (f"same, {sizes['mid']} frames/s each way offered", "(context)", sustained("40k")),
-    (f"{sizes['wide']} frames/s each way offered (saturating)", "(context)", sustained("160k")),
-    (f"sustainable rate ({sizes['search']}, 1 KiB, 0 lost, nothing closed, p99 ≤ 50 ms; the three searched interleaved)", "≥ 0.8× bare forwarder, ≥ 3× Go shape", search),
-    ("latency at half the sustainable rate", "p99 ≤ 1.5× the bare forwarder's p99 at the same rate", half),
-    ("cross-instance (cluster) hop p50, 4 ids × 4 phones, 2,000 frames/s each way, the worse direction", "≤ 2× the same-instance path", hop_cell),
-    ("sustainable rate through 3 instances (20 ids × 4 phones, interleaved with one instance)", "≥ 0.5× one instance", cluster_rate_cell),
-    ("registry micro-benchmarks", "no row slower than today's by > 10%; lifecycle ≥ GoShape", not_here),
-]
-
-print(f"# relay performance, {time.strftime('%Y-%m-%d %H:%M %Z')}" + (" (QUICK: tiny rows, figures mean nothing)" if quick else ""))
-print()
-print(f"machine: {cpu()}, {os.cpu_count()} cores, {mem_gib():.0f} GiB, {platform.system()} {platform.release()}; "
-      f"load average {load_start} at the start, {load_end} at the end; {took} s in all. "
-      "The load generator runs on the same cores as the target.")
-print()
-print("| row | target | " + " | ".join(label for _, label in targets) + " |")
-print("|---|---|" + "---|" * len(targets))
-for name, goal, cell in rows:
-    print(f"| {name} | {goal} | " + " | ".join(cell(t).replace("|", "/") for t, _ in targets) + " |")
-print()
-for note in (ahead_note() and f"setup rate: {ahead_note()}", ratio_note() and f"sustainable rate: {ratio_note()}", latency_note()):
-    if note:
-        print(note)
-PY
+# The table (stdout, also kept in $OUT/report.md) and the figures' data ($OUT/figures.json).
+python3 "$root/relay/benches/report_table.py" "$out" "$load_start" "$load_end" "$((SECONDS - started))" "$quick" "$rows" |
+  tee "$out/report.md"
+say "drawing the figures into $figures"
+if ! "$figures_bin" --data "$out/figures.json" --out "$figures"; then
+  say "relay-figures failed"
+  failures=$((failures + 1))
+fi
 say "done in $((SECONDS - started)) s; row JSON in $out"
 if [ "$failures" -gt 0 ]; then
   say "$failures row(s) failed"

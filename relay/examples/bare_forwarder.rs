@@ -22,20 +22,33 @@
 //! heartbeats, slow-loris and size limits beyond tungstenite's defaults; `/healthz`, metrics,
 //! logging and a graceful drain. Frames it cannot route are dropped.
 //!
+//! With `--tls-cert FILE --tls-key FILE` it speaks `wss://` on the relay's own TLS stack and
+//! configuration (`relay/src/http/tls`): rustls on the *ring* provider, TLS 1.3 and 1.2, no client
+//! authentication, ALPN `http/1.1`, through tokio-rustls, so that "bare" stays the physical-limit
+//! line with TLS on. What it skips there: the relay's certificate reloading, ACME, the Host check
+//! and the handshake gates (rate limit, connection cap, deadline).
+//!
 //! ```text
 //! cargo run --release -p relay-server --example bare_forwarder -- --listen 127.0.0.1:9000
+//! cargo run --release -p relay-server --example bare_forwarder -- --tls-cert c.pem --tls-key k.pem
 //! ```
-//! It prints `bare forwarder listening on ws://ADDR` (with the real port when given port 0) and
-//! runs until killed.
+//! It prints `bare forwarder listening on ws://ADDR` (`wss://` with TLS; the real port when given
+//! port 0) and runs until killed.
 
 use clap::Parser;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -48,17 +61,37 @@ struct Args {
     /// Address to listen on (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
+    /// TLS (`wss://`) from this PEM certificate chain (leaf first), with --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
-/// The sending half of a connection, shared with whoever forwards to it.
-type Peer = Arc<tokio::sync::Mutex<SplitSink<WebSocketStream<TcpStream>, Message>>>;
+/// A connection's stream once accepted: a `TcpStream`, or a TLS stream over one.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for S {}
 
-/// Who is connected: binaries by server-id, phones by conn-id.
-#[derive(Default)]
-struct Hub {
-    binaries: Mutex<HashMap<String, Peer>>,
-    phones: Mutex<HashMap<String, Peer>>,
+/// The sending half of a connection, shared with whoever forwards to it.
+type Peer<S> = Arc<tokio::sync::Mutex<SplitSink<WebSocketStream<S>, Message>>>;
+
+/// Who is connected: binaries by server-id, phones by conn-id (all of one stream type: one
+/// process serves either `ws://` or `wss://`).
+struct Hub<S> {
+    binaries: Mutex<HashMap<String, Peer<S>>>,
+    phones: Mutex<HashMap<String, Peer<S>>>,
     next_phone: AtomicU64,
+}
+
+impl<S> Default for Hub<S> {
+    fn default() -> Self {
+        Hub {
+            binaries: Mutex::default(),
+            phones: Mutex::default(),
+            next_phone: AtomicU64::new(0),
+        }
+    }
 }
 
 /// Small buffers, so the baseline costs what the stack costs and no more: a 4 KiB read buffer
@@ -73,15 +106,56 @@ fn ws_config() -> WebSocketConfig {
 }
 
 #[tokio::main]
-async fn main() -> std::io::Result<()> {
+async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let listener = TcpListener::bind(args.listen).await?;
-    println!(
-        "bare forwarder listening on ws://{}",
-        listener.local_addr()?
-    );
-    serve(listener).await;
-    Ok(())
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match tls_acceptor(cert, key) {
+            Ok(acceptor) => Some(acceptor),
+            Err(message) => {
+                eprintln!("bare_forwarder: {message}");
+                return std::process::ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
+    let listener = match TcpListener::bind(args.listen).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("bare_forwarder: cannot listen on {}: {error}", args.listen);
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    match listener.local_addr() {
+        Ok(addr) => println!("bare forwarder listening on {scheme}://{addr}"),
+        Err(error) => eprintln!("bare_forwarder: {error}"),
+    }
+    match tls {
+        Some(acceptor) => serve_tls(listener, acceptor).await,
+        None => serve(listener).await,
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+/// The relay's server configuration (`relay/src/http/tls`: rustls on *ring*, TLS 1.3 and 1.2,
+/// no client authentication, ALPN `http/1.1`) with the certificate in `cert` and `key`.
+fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
+    let read = |path: &Path| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+    let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let key_der =
+        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| format!("{}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS set-up: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| format!("{} and {}: {e}", cert.display(), key.display()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Accepts connections forever (an accept error, e.g. out of descriptors, pauses it briefly).
@@ -90,7 +164,28 @@ async fn serve(listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
                 tokio::spawn(connection(hub.clone(), stream));
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// [`serve`] with a TLS handshake first on each connection, in the connection's own task (a
+/// failed handshake drops the connection).
+async fn serve_tls(listener: TcpListener, acceptor: TlsAcceptor) {
+    let hub = Arc::new(Hub::default());
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                let (hub, acceptor) = (hub.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        connection(hub, stream).await;
+                    }
+                });
             }
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
         }
@@ -100,8 +195,7 @@ async fn serve(listener: TcpListener) {
 /// One connection: upgrade, remember the path and id, then forward until it ends.
 // The handshake callback's `Result<Response, ErrorResponse>` is tungstenite's signature.
 #[allow(clippy::result_large_err)]
-async fn connection(hub: Arc<Hub>, stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
+async fn connection<S: Stream>(hub: Arc<Hub<S>>, stream: S) {
     let mut seen = (false, String::new());
     let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
         let id = request
@@ -119,7 +213,7 @@ async fn connection(hub: Arc<Hub>, stream: TcpStream) {
     };
     let (is_binary, id) = seen;
     let (tx, rx) = ws.split();
-    let me: Peer = Arc::new(tokio::sync::Mutex::new(tx));
+    let me: Peer<S> = Arc::new(tokio::sync::Mutex::new(tx));
     if is_binary {
         let binaries = &hub.binaries;
         binaries
@@ -158,8 +252,12 @@ const MAX_BATCH: usize = 64;
 
 /// Forwards every frame `rx` reads until it ends; frames already read when one arrives are
 /// forwarded with it, and each peer written to is flushed once per such batch (not per frame).
-async fn forward_all(hub: &Hub, side: &Side, mut rx: SplitStream<WebSocketStream<TcpStream>>) {
-    let mut dirty: Vec<Peer> = Vec::new();
+async fn forward_all<S: Stream>(
+    hub: &Hub<S>,
+    side: &Side,
+    mut rx: SplitStream<WebSocketStream<S>>,
+) {
+    let mut dirty: Vec<Peer<S>> = Vec::new();
     while let Some(Ok(message)) = rx.next().await {
         forward(hub, side, message, &mut dirty).await;
         for _ in 1..MAX_BATCH {
@@ -175,7 +273,7 @@ async fn forward_all(hub: &Hub, side: &Side, mut rx: SplitStream<WebSocketStream
 }
 
 /// Routes one frame and queues it in its peer's write buffer (unflushed; see [`forward_all`]).
-async fn forward(hub: &Hub, side: &Side, message: Message, dirty: &mut Vec<Peer>) {
+async fn forward<S: Stream>(hub: &Hub<S>, side: &Side, message: Message, dirty: &mut Vec<Peer<S>>) {
     let Message::Text(text) = message else {
         return;
     };
@@ -229,6 +327,8 @@ fn split_envelope(text: Utf8Bytes) -> Option<(String, Utf8Bytes)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpStream;
+    use tokio_tungstenite::Connector;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::http::HeaderValue;
 
@@ -252,15 +352,23 @@ mod tests {
         }
     }
 
+    /// Connects to `path` as `id` over `ws://`, or over `wss://localhost` trusting `tls`.
     async fn connect(
         addr: SocketAddr,
+        tls: Option<&Arc<rustls::ClientConfig>>,
         path: &str,
         id: &str,
     ) -> WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>> {
-        let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
+        let url = match tls {
+            Some(_) => format!("wss://localhost:{}{path}", addr.port()),
+            None => format!("ws://{addr}{path}"),
+        };
+        let mut request = url.into_client_request().unwrap();
         let id = HeaderValue::from_str(id).unwrap();
         request.headers_mut().insert("X-Pyrycode-Server", id);
-        let connecting = tokio_tungstenite::connect_async(request);
+        let connector = tls.map(|config| Connector::Rustls(config.clone()));
+        let connecting =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector);
         tokio::time::timeout(PATIENCE, connecting)
             .await
             .unwrap()
@@ -279,14 +387,12 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn frames_cross_between_a_binary_and_its_phone_in_the_relay_envelope() {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(serve(listener));
-        let mut binary = connect(addr, "/v1/server", "demo").await;
-        let mut phone = connect(addr, "/v1/client", "demo").await;
-        let mut stranger = connect(addr, "/v1/client", "other").await;
+    /// A binary and two phones (one of another id): the phone's frame reaches the binary in the
+    /// relay's envelope, the stranger's never does, and the binary's reply reaches the phone.
+    async fn frames_cross(addr: SocketAddr, tls: Option<&Arc<rustls::ClientConfig>>) {
+        let mut binary = connect(addr, tls, "/v1/server", "demo").await;
+        let mut phone = connect(addr, tls, "/v1/client", "demo").await;
+        let mut stranger = connect(addr, tls, "/v1/client", "other").await;
         stranger
             .send(Message::text(r#"{"lost":true}"#))
             .await
@@ -311,6 +417,61 @@ mod tests {
         let reply = format!(r#"{{"conn_id":"{conn_id}","frame":{{"y":2}}}}"#);
         binary.send(Message::text(reply)).await.unwrap();
         assert_eq!(next_text(&mut phone).await, r#"{"y":2}"#);
+    }
+
+    #[tokio::test]
+    async fn frames_cross_between_a_binary_and_its_phone_in_the_relay_envelope() {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener));
+        frames_cross(addr, None).await;
         server.abort();
+    }
+
+    #[tokio::test]
+    async fn frames_cross_over_wss_with_the_certificate_given() {
+        let dir = std::env::temp_dir().join(format!("bare-forwarder-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let acceptor = tls_acceptor(&cert_file, &key_file).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve_tls(listener, acceptor));
+        frames_cross(addr, Some(&Arc::new(client))).await;
+        server.abort();
+    }
+
+    #[test]
+    fn a_key_that_is_not_pem_is_refused_naming_its_file() {
+        let dir = std::env::temp_dir().join(format!("bare-forwarder-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, "not a key\n").unwrap();
+        let error = tls_acceptor(&cert_file, &key_file).err().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(error.contains("key.pem"), "{error}");
     }
 }

@@ -1,0 +1,506 @@
+"""The performance report's table and the figures' data, from the row files of one run of
+relay/benches/report.sh (which calls it; not meant to be run by hand).
+
+    python3 report_table.py OUT LOAD_START LOAD_END SECONDS QUICK ROWS
+
+Prints the Markdown table (every row next to its target, whether it is met and the ratio) and
+writes OUT/figures.json for relay-figures (loadgen/src/figures/data.rs describes the format).
+A row file that is missing or says {"error": ...} is "not measured", never a zero.
+"""
+import json
+import os
+import platform
+import sys
+import time
+
+out, load_start, load_end, took, quick, rows_asked = sys.argv[1:7]
+quick = quick == "1"
+now = time.gmtime()
+
+TARGETS = [("relay", "relay-registry relay"), ("gorelay", "Go relay shape"), ("bare", "bare forwarder")]
+SEARCH_INDEX = {"relay": 0, "gorelay": 1, "bare": 2}
+
+
+def load(name):
+    try:
+        with open(os.path.join(out, name)) as f:
+            return json.load(f)
+    except Exception:
+        return None
+
+
+def read_number(name):
+    try:
+        with open(os.path.join(out, name)) as f:
+            return float(f.read().strip())
+    except Exception:
+        return None
+
+
+def cpu():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown cpu"
+
+
+def mem_gib():
+    for line in open("/proc/meminfo"):
+        if line.startswith("MemTotal"):
+            return int(line.split()[1]) / 1024 / 1024
+    return 0
+
+
+def suffix(tls):
+    return "-tls" if tls else ""
+
+
+def failed(r):
+    if r is None:
+        if rows_asked != "all":
+            return f"not measured (ROWS={rows_asked})"
+        return "not measured (QUICK)" if quick else "not measured (run failed)"
+    return f"not measured: {r['error'] or 'the run failed'}" if "error" in r else None
+
+
+def kib(v):
+    return "n/a" if v is None else f"{v:.1f} KiB"
+
+
+def ok_or_none(r):
+    return None if failed(r) else r
+
+
+# ---------------------------------------------------------------- values
+
+
+def idle_kib(t, tls):
+    r = ok_or_none(load(f"{t}-idle{suffix(tls)}.json"))
+    return r and r.get("per_conn_kib")
+
+
+def frame_kib(t, tls):
+    r = ok_or_none(load(f"{t}-idle{suffix(tls)}.json"))
+    return r and (r.get("after_frame") or {}).get("per_conn_kib")
+
+
+def setup_rate(t, tls):
+    r = ok_or_none(load(f"{t}-idle{suffix(tls)}.json"))
+    return r and r["setup"]["per_second"]
+
+
+def search_of(t, tls):
+    c = load(f"search{suffix(tls)}.json")
+    if c is None or "error" in c:
+        return c
+    return c["searches"][SEARCH_INDEX[t]]
+
+
+def sustainable(t, tls):
+    r = ok_or_none(search_of(t, tls))
+    return r and r.get("sustainable_per_s")
+
+
+def at_relay_half(t, tls):
+    c = load(f"search{suffix(tls)}.json")
+    if c is None or "error" in c or not c.get("first_half_per_s"):
+        return None
+    return c["at_first_half"][SEARCH_INDEX[t]]
+
+
+def worse_p99(step):
+    return max(step["up"]["p99_ms"], step["down"]["p99_ms"])
+
+
+def half_p99(t, tls):
+    at = at_relay_half(t, tls)
+    return worse_p99(at["median"]) if at and at.get("median") else None
+
+
+def cpu_per_conn(t, tls):
+    """(target s, load generator s) per connection of the idle row: its setup and one echo."""
+    name = f"{t}-idle{suffix(tls)}.json"
+    r = ok_or_none(load(name))
+    target, loadgen = read_number(f"{name}.target-cpu"), read_number(f"{name}.loadgen-cpu")
+    conns = r and r["setup"]["accepted"] + 1
+    return (target / conns, loadgen / conns) if conns and target is not None and loadgen is not None else None
+
+
+def cpu_per_frame(t, tls):
+    """(target µs, load generator µs) per frame delivered in the 10,000 frames/s row, its
+    connections' setup taken out at the idle row's CPU per connection."""
+    name = f"{t}-10k{suffix(tls)}.json"
+    r = ok_or_none(load(name))
+    target, loadgen = read_number(f"{name}.target-cpu"), read_number(f"{name}.loadgen-cpu")
+    per_conn = cpu_per_conn(t, tls)
+    if not r or target is None or loadgen is None or per_conn is None:
+        return None
+    conns = r["binaries_setup"]["accepted"] + r["phones_setup"]["accepted"]
+    frames = r["step"]["up"]["received"] + r["step"]["down"]["received"]
+    if not frames:
+        return None
+    return (1e6 * max(0.0, target - conns * per_conn[0]) / frames,
+            1e6 * max(0.0, loadgen - conns * per_conn[1]) / frames)
+
+
+# ---------------------------------------------------------------- cells
+
+
+def step_cell(step, with_rate=False):
+    up, down = step["up"], step["down"]
+    lost = up["lost"] + down["lost"]
+    sent = up["sent"] + down["sent"]
+    pct = f" ({100 * lost / sent:.0f}%)" if sent and lost else ""
+    closed = f", closed {step['closed']}" if step.get("closed") else ""
+    rate = f"{step['offered_per_s']:,}/s offered: " if with_rate else ""
+    return (f"{rate}{(up['per_second'] + down['per_second']) / 2:,.0f}/s delivered each way, "
+            f"{lost} lost{pct}, p50 {max(up['p50_ms'], down['p50_ms']):.1f} ms, "
+            f"p99 {max(up['p99_ms'], down['p99_ms']):.1f} ms{closed}")
+
+
+def idle_cell(tls):
+    def cell(t):
+        r = load(f"{t}-idle{suffix(tls)}.json")
+        return failed(r) or kib(r.get("per_conn_kib"))
+    return cell
+
+
+def frame_cell(tls):
+    def cell(t):
+        r = load(f"{t}-idle{suffix(tls)}.json")
+        if failed(r):
+            return failed(r)
+        f = r.get("after_frame") or {}
+        return f"{kib(f.get('per_conn_kib'))} ({f.get('received', 0)} of {f.get('sent', 0)} echoed)"
+    return cell
+
+
+def setup_cell(tls):
+    def cell(t):
+        r = load(f"{t}-idle{suffix(tls)}.json")
+        if failed(r):
+            return failed(r)
+        s = r["setup"]
+        return f"{s['per_second']:,.0f}/s ({s['accepted']} in {s['seconds']:.1f} s{extras(s)})"
+    return cell
+
+
+def extras(s):
+    parts = [f"refused {k}: {n}" for k, n in s.get("refused", {}).items()]
+    parts += [f"failed {k}: {n}" for k, n in s.get("failed", {}).items()]
+    return "; " + "; ".join(parts) if parts else ""
+
+
+def many(t):
+    r = load(f"{t}-19k.json")
+    if failed(r):
+        return failed(r)
+    s, f = r["setup"], r.get("after_frame") or {}
+    return f"{s['accepted']} open, {f.get('received', 0)} answered a frame{extras(s)}"
+
+
+def limit(t):
+    r = load(f"{t}-limit.json")
+    if failed(r):
+        return failed(r)
+    s = r["setup"]
+    resume = load(f"{t}-resume.json")
+    if resume is None or "error" in resume:
+        after = "afterwards: no service" + (f" ({resume['error']})" if resume else "")
+    else:
+        lost = resume["step"]["up"]["lost"] + resume["step"]["down"]["lost"]
+        after = f"afterwards: {resume['phones_setup']['accepted']}/4 phones, {lost} lost"
+    return f"{s['accepted']} of {s['attempted']} open{extras(s)}; {after}"
+
+
+def sustained(name):
+    def cell(t):
+        r = load(f"{t}-{name}.json")
+        return failed(r) or step_cell(r["step"])
+    return cell
+
+
+def cpu_cell(t):
+    parts = []
+    for tls, label in ((False, "ws"), (True, "wss")):
+        c = cpu_per_frame(t, tls)
+        parts.append(f"{label}: {c[0]:.1f} µs (load generator {c[1]:.1f} µs)" if c else f"{label}: not measured")
+    per_conn = cpu_per_conn(t, True)
+    if per_conn:
+        parts.append(f"a wss:// connection's setup and echo: {1e3 * per_conn[0]:.2f} ms "
+                     f"(load generator {1e3 * per_conn[1]:.2f} ms)")
+    return "; ".join(parts)
+
+
+def search_cell(tls):
+    def cell(t):
+        r = search_of(t, tls)
+        if failed(r):
+            return failed(r)
+        rate = r.get("sustainable_per_s")
+        return f"{rate:,}/s each way" if rate else "no step passed"
+    return cell
+
+
+def half_cell(tls):
+    def cell(t):
+        r = search_of(t, tls)
+        if failed(r):
+            return failed(r)
+        at = at_relay_half(t, tls)
+        if not (at and at.get("median")):
+            return "n/a (no sustainable rate)"
+        rounds = ", ".join(f"{p:.1f}" for p in at["p99_ms"])
+        return (f"p99 {worse_p99(at['median']):.1f} ms (median of {len(at['p99_ms'])} rounds in turn: "
+                f"{step_cell(at['median'], with_rate=True)}; p99 of each round: {rounds} ms)")
+    return cell
+
+
+def hop_p50(path):
+    p50s = []
+    for n in range(1, 10):
+        r = load(f"hop-{path}-{n}.json")
+        if r is None:
+            break
+        if "error" in r or r["step"]["up"]["lost"] + r["step"]["down"]["lost"] > 0:
+            continue
+        s = r["step"]
+        p50s.append(max(s["up"]["p50_ms"], s["down"]["p50_ms"]))
+    if not p50s:
+        return None, []
+    return sorted(p50s)[(len(p50s) - 1) // 2], p50s
+
+
+def cluster_skipped():
+    r = load("cluster-skipped.json")
+    return f"not measured: {r['error']}" if r else None
+
+
+def hop_cell(t):
+    if t != "relay":
+        return "—"
+    if cluster_skipped():
+        return cluster_skipped()
+    parts = []
+    for path, label in (("single", "one instance"), ("same", "cluster mode, same instance"),
+                        ("cross", "across instances (HAProxy splits the endpoints)")):
+        p50, all_ = hop_p50(path)
+        parts.append(f"{label}: p50 {p50:.2f} ms (rounds {', '.join(f'{x:.2f}' for x in all_)})"
+                     if p50 else f"{label}: no clean run")
+    return "; ".join(parts)
+
+
+def cluster_rates():
+    c = load("cluster-search.json")
+    if c is None or "error" in c:
+        return None, None
+    return tuple(s.get("sustainable_per_s") for s in c["searches"])
+
+
+def cluster_rate_cell(t):
+    if t != "relay":
+        return "—"
+    if cluster_skipped():
+        return cluster_skipped()
+    c = load("cluster-search.json")
+    if failed(c):
+        return failed(c)
+    one, three = cluster_rates()
+    return f"one instance {one or 0:,}/s, three behind round-robin HAProxy {three or 0:,}/s each way"
+
+
+# ---------------------------------------------------------------- verdicts
+# Each check is (value or None, holds?, what it says); a row is met when every check holds.
+
+
+def verdict(*checks):
+    if any(value is None for value, _, _ in checks):
+        return "n/a (not measured)"
+    said = ", ".join(text for _, _, text in checks)
+    return ("yes: " if all(ok for _, ok, _ in checks) else "**no**: ") + said
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def at_most(value, limit, text):
+    return (value, value is not None and value <= limit, text)
+
+
+def at_least(value, limit, text):
+    return (value, value is not None and value >= limit, text)
+
+
+def v_idle(tls, cap, go_share):
+    def v():
+        r, g = idle_kib("relay", tls), idle_kib("gorelay", tls)
+        share = ratio(r, g)
+        return verdict(at_most(r, cap, f"{r or 0:.1f} KiB"),
+                       at_most(share, 1 / go_share, f"1/{1 / share:.1f} of Go" if share else "vs Go n/a"))
+    return v
+
+
+def v_frame(tls, cap):
+    def v():
+        r = frame_kib("relay", tls)
+        return verdict(at_most(r, cap, f"{r or 0:.1f} KiB"))
+    return v
+
+
+def v_setup_plain():
+    r, g = setup_rate("relay", False), setup_rate("gorelay", False)
+    x = ratio(r, g)
+    return verdict(at_least(r, 5000, f"{r or 0:,.0f}/s"), at_least(x, 1.0, f"{x or 0:.2f}× Go"))
+
+
+def v_setup_tls():
+    r = setup_rate("relay", True)
+    g, b = ratio(r, setup_rate("gorelay", True)), ratio(r, setup_rate("bare", True))
+    return verdict(at_least(g, 2.0, f"{g or 0:.2f}× Go"), at_least(b, 0.9, f"{b or 0:.2f}× bare"))
+
+
+def v_sustainable(tls):
+    def v():
+        r = sustainable("relay", tls)
+        b, g = ratio(r, sustainable("bare", tls)), ratio(r, sustainable("gorelay", tls))
+        return verdict(at_least(b, 0.9, f"{b or 0:.2f}× bare"), at_least(g, 3.0, f"{g or 0:.2f}× Go"))
+    return v
+
+
+def v_half(tls):
+    def v():
+        x = ratio(half_p99("relay", tls), half_p99("bare", tls))
+        return verdict(at_most(x, 1.5, f"{x or 0:.2f}× bare"))
+    return v
+
+
+def v_many():
+    r = ok_or_none(load("relay-19k.json"))
+    answered = r and (r.get("after_frame") or {}).get("received")
+    return verdict(at_least(answered, 19000, f"{answered or 0:,} answered"))
+
+
+def v_hop():
+    single, cross = hop_p50("single")[0], hop_p50("cross")[0]
+    x = ratio(cross, single)
+    return verdict(at_most(x, 2.0, f"{x or 0:.2f}× one instance"))
+
+
+def v_cluster_rate():
+    one, three = cluster_rates()
+    x = ratio(three, one)
+    return verdict(at_least(x, 0.5, f"{x or 0:.2f}× one instance"))
+
+
+def none():
+    return ""
+
+
+not_here = lambda t: "not run by this script: cargo bench -p relay-registry-benches --bench registry_vs_go"
+
+if quick:
+    sizes = dict(idle="500", many="1,000 phones on 4 binaries", low="20 ids × 4 phones, 400", mid="800",
+                 search="20 × 4")
+else:
+    sizes = dict(idle="10,000", many="19,000 phones on 19 binaries", low="200 ids × 4 phones, 10k", mid="40k",
+                 search="200 × 4")
+search_shape = f"{sizes['search']}, 1 KiB, both ways, 0 lost, nothing closed, p99 ≤ 50 ms; the three searched interleaved"
+
+rows = [
+    (f"RSS per idle phone (delta over {sizes['idle']} idle phones on one binary)", "≤ 4 KiB, ≤ 1/9 of Go",
+     idle_cell(False), v_idle(False, 4, 9)),
+    ("RSS per phone after one 1 KiB frame each way", "≤ 6 KiB", frame_cell(False), v_frame(False, 6)),
+    (f"RSS per idle wss:// phone ({sizes['idle']} idle phones)", "≤ 8 KiB, ≤ 1/6 of Go with TLS",
+     idle_cell(True), v_idle(True, 8, 6)),
+    ("RSS per wss:// phone after one 1 KiB frame each way", "≤ 12 KiB", frame_cell(True), v_frame(True, 12)),
+    (f"connection setup ({sizes['idle']} phones, upgrade + register, 64 attempts in flight)",
+     "≥ 5,000/s, ahead of Go", setup_cell(False), v_setup_plain),
+    (f"TLS connection setup ({sizes['idle']} phones, handshake + upgrade + register)",
+     "≥ 2× Go with TLS, ≥ 0.9× bare with TLS", setup_cell(True), v_setup_tls),
+    (f"concurrent connections ({sizes['many']}, each echoing one frame)", "≥ 19,000 open, each answering", many,
+     v_many if not quick else none),
+    ("past the descriptor limit (20,500 phones; then a 2 × 2 run)", "refused cleanly, service resumes", limit, none),
+    (f"{sizes['low']} frames/s each way offered, 1 KiB frames", "(context)", sustained("10k"), none),
+    (f"same over wss://", "(context)", sustained("10k-tls"), none),
+    ("CPU per frame delivered in those two rows (the target's; the load generator's, workers included; "
+     "each row's connection setup taken out at the idle row's CPU per connection)", "(context)", cpu_cell, none),
+    (f"{sizes['low'].rsplit(', ', 1)[0]}, {sizes['mid']} frames/s each way offered", "(context)",
+     sustained("40k"), none),
+    ("50 ids × 16 phones, 160k frames/s each way offered (saturating)", "(context)", sustained("160k"), none),
+    (f"sustainable rate ({search_shape})", "≥ 0.9× bare, ≥ 3× Go", search_cell(False), v_sustainable(False)),
+    (f"sustainable rate over TLS ({search_shape})", "≥ 0.9× bare with TLS, ≥ 3× Go with TLS", search_cell(True),
+     v_sustainable(True)),
+    ("p99 at the relay's half rate (the worse direction)", "≤ 1.5× bare at the same rate", half_cell(False),
+     v_half(False)),
+    ("p99 at the relay's half rate over TLS", "≤ 1.5× bare with TLS at the same rate", half_cell(True),
+     v_half(True)),
+    ("cross-instance (cluster) hop p50, 4 ids × 4 phones, 2,000 frames/s each way, the worse direction",
+     "≤ 2× one instance", hop_cell, v_hop),
+    ("sustainable rate through 3 instances (20 ids × 4 phones, interleaved with one instance)",
+     "≥ 0.5× one instance", cluster_rate_cell, v_cluster_rate),
+    ("registry micro-benchmarks", "(benches/report.sh)", not_here, none),
+]
+
+caption = (f"{time.strftime('%Y-%m-%d %H:%M UTC', now)}, {os.cpu_count()} cores shared with the load generator, "
+           f"load average {load_start.split()[0]} at the start, {load_end.split()[0]} at the end"
+           + (" (QUICK: tiny rows, figures mean nothing)" if quick else ""))
+print(f"# relay performance, {time.strftime('%Y-%m-%d %H:%M UTC', now)}"
+      + (" (QUICK: tiny rows, figures mean nothing)" if quick else ""))
+print()
+print(f"machine: {cpu()}, {os.cpu_count()} cores, {mem_gib():.0f} GiB, {platform.system()} {platform.release()}; "
+      f"load average {load_start} at the start, {load_end} at the end; {took} s in all. "
+      "The load generator runs on the same cores as the target.")
+print()
+print("| row | target | " + " | ".join(label for _, label in TARGETS) + " | met? |")
+print("|---|---|" + "---|" * len(TARGETS) + "---|")
+for name, goal, cell, judge in rows:
+    print(f"| {name} | {goal} | " + " | ".join(cell(t).replace("|", "/") for t, _ in TARGETS)
+          + f" | {judge()} |")
+print()
+for tls in (False, True):
+    c = load(f"search{suffix(tls)}.json")
+    if c and "error" not in c and c.get("first_half_per_s"):
+        print(f"the relay's half rate{' over TLS' if tls else ''}: {c['first_half_per_s']:,}/s each way")
+
+
+# ---------------------------------------------------------------- the figures' data
+
+
+def latency_points(t, tls):
+    r = ok_or_none(search_of(t, tls))
+    if not r:
+        return []
+    steps = list(r.get("steps") or [])
+    at = at_relay_half(t, tls)
+    if at and at.get("median"):
+        steps.append(at["median"])
+    by_rate = {}
+    for s in steps:
+        p50 = max(s["up"]["p50_ms"], s["down"]["p50_ms"])
+        by_rate.setdefault(s["offered_per_s"], []).append((worse_p99(s), p50))
+    points = []
+    for rate, values in sorted(by_rate.items()):
+        p99, p50 = sorted(values)[(len(values) - 1) // 2]  # a retried rate: the median round
+        points.append([rate, p50, p99])
+    return points
+
+
+transports = (("plain", False), ("tls", True))
+figures = {
+    "caption": caption,
+    "targets": [{"key": t, "label": label} for t, label in TARGETS],
+    "latency": [{"transport": name, "target": t, "points": latency_points(t, tls)}
+                for name, tls in transports for t, _ in TARGETS],
+    "sustainable": [{"transport": name, "target": t, "per_s": sustainable(t, tls)}
+                    for name, tls in transports for t, _ in TARGETS],
+    "memory": [{"transport": name, "target": t, "idle_kib": idle_kib(t, tls), "after_frame_kib": frame_kib(t, tls)}
+               for name, tls in transports for t, _ in TARGETS],
+    "memory_targets": [{"transport": "plain", "idle_kib": 4, "after_frame_kib": 6},
+                       {"transport": "tls", "idle_kib": 8, "after_frame_kib": 12}],
+}
+with open(os.path.join(out, "figures.json"), "w") as f:
+    json.dump(figures, f, indent=1)
