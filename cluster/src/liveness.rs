@@ -52,6 +52,7 @@
 
 use super::bucket::open_bucket;
 use super::connection::Nats;
+use super::deadline::FenceDeadline;
 use super::error::{ClusterError, bounded};
 use super::instance::{Incarnation, InstanceId, Owner};
 use async_nats::header::{NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_MESSAGE_TTL};
@@ -154,6 +155,8 @@ struct Shared {
     timing: LeaseTiming,
     /// While held: when this instance must consider its lease lost (`t_sent + L - M`).
     deadline: Mutex<Option<Instant>>,
+    /// `deadline`, readable without a lock (see [`Liveness::within_lease`]).
+    fast_deadline: FenceDeadline,
     state: watch::Sender<LeaseState>,
     /// The revision of our latest acknowledged write.
     revision: Mutex<u64>,
@@ -187,6 +190,7 @@ impl Liveness {
             me,
             timing,
             deadline: Mutex::new(None),
+            fast_deadline: FenceDeadline::new(),
             state,
             revision: Mutex::new(0),
             peers: Mutex::new(HashMap::new()),
@@ -217,6 +221,22 @@ impl Liveness {
     /// refresher task has run.
     pub fn holds_lease(&self) -> bool {
         self.shared.current_owner().is_some()
+    }
+
+    /// The per-frame check: whether the fence deadline is still ahead on the monotonic clock —
+    /// [`holds_lease`](Self::holds_lease) without a lock or an allocation (one atomic load and
+    /// one clock read, see [`FenceDeadline`]). The relay makes it on every delivery path and
+    /// fences at once when it is false, whether or not the refresher task has run (a stopped
+    /// process, a starved runtime: see [`deadline`](crate::deadline)).
+    #[inline]
+    pub fn within_lease(&self) -> bool {
+        self.shared.fast_deadline.is_ahead()
+    }
+
+    /// The fence deadline while the lease is held (it may have passed already: see
+    /// [`within_lease`](Self::within_lease)); `None` once fenced.
+    pub fn fence_deadline(&self) -> Option<Instant> {
+        *self.shared.deadline.lock()
     }
 
     /// The owner to write into directory entries: `Some` exactly when
@@ -324,9 +344,17 @@ impl Shared {
         }
     }
 
+    /// Copies `deadline` into `fast_deadline`, under its lock: whatever order two writers of
+    /// `deadline` run in, the last copy is of the last value.
+    fn mirror_deadline(&self) {
+        let deadline = self.deadline.lock();
+        self.fast_deadline.set(*deadline);
+    }
+
     /// Declares the lease lost (idempotent).
     fn fence(&self) {
         *self.deadline.lock() = None;
+        self.mirror_deadline();
         self.state.send_if_modified(|state| {
             let was_held = matches!(state, LeaseState::Held(_));
             *state = LeaseState::Fenced;
@@ -387,6 +415,7 @@ impl Shared {
     fn held(&self, owner: Owner, revision: u64, sent: Instant) {
         *self.revision.lock() = revision;
         *self.deadline.lock() = Some(sent + self.timing.lease - self.timing.margin);
+        self.mirror_deadline();
         self.state.send_if_modified(|state| {
             let changed = *state != LeaseState::Held(owner.clone());
             *state = LeaseState::Held(owner);

@@ -306,6 +306,14 @@ impl Shared {
                     continue;
                 }
             };
+            // A frame (the only charged message) queued before this instance's fence deadline
+            // but reaching here after it (the process was stopped, the runtime starved) is not
+            // sent: its link is lost instead (the peer is told, and the relay fences).
+            if let Some((state, cost)) = charge.as_ref().filter(|_| !self.liveness.within_lease()) {
+                state.queued.fetch_sub(*cost, Ordering::AcqRel);
+                self.lose(state, true);
+                continue;
+            }
             let published = client.publish(subject, body).await;
             if let Some((state, cost)) = charge {
                 state.queued.fetch_sub(cost, Ordering::AcqRel);

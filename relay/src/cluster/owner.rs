@@ -105,6 +105,11 @@ async fn register(hub: &Arc<Hub>, incoming: Incoming) {
         sink.state.lock().ticket.take();
         return;
     }
+    // Past the lease's deadline: fenced at once (the link just made is lost with the others);
+    // no answer, the asker times out.
+    if !hub.may_deliver() {
+        return;
+    }
     tracing::info!(conn = %hub.logs.conn(conn_id), "remote phone joined");
     if hub.shutdown.is_draining() {
         remote.close(CloseReason::ShuttingDown);
@@ -121,6 +126,11 @@ async fn probe(hub: Arc<Hub>, incoming: Incoming) {
         return;
     };
     let reply = decide(&hub, server_id, Revision(*revision)).await;
+    // Past the lease's deadline: fenced at once; no answer (the claimant waits for our lease
+    // to end, which it has).
+    if !hub.may_deliver() {
+        return;
+    }
     incoming.respond(reply).await;
 }
 
@@ -210,6 +220,11 @@ impl UpSink {
 
     /// Hands `frame` to `binary`; false (nothing done) if its outbox is full.
     fn hand_on(&self, binary: &Endpoint, frame: &Utf8Bytes) -> bool {
+        // Past the lease's deadline: fenced at once (the binary is closing 1012, every link is
+        // lost); the frame is dropped.
+        if !self.hub.may_deliver() {
+            return true;
+        }
         match binary.send(frame.clone()) {
             Ok(()) => self
                 .hub
@@ -230,7 +245,7 @@ impl UpSink {
         let Some(ticket) = state.ticket.take() else {
             return Ok(());
         };
-        if let Some(binary) = ticket.binary() {
+        if let Some(binary) = ticket.binary().filter(|_| self.hub.may_deliver()) {
             let notice =
                 crate::protocol::envelope::Wrapper::new(ticket.conn().conn_id(), None).left(code);
             let len = notice.len();

@@ -88,7 +88,9 @@ impl LocalConn {
     }
 
     /// Starts closing with `reason`, attributed to `origin`. The first close wins. Queued frames
-    /// are still written before the close frame, except on a backlog overflow (they are dropped).
+    /// are still written before the close frame, except on a backlog overflow and on a fence
+    /// (`1012 cluster connection lost`: they were queued under a lease that has ended, and must
+    /// not reach anyone after it): then they are dropped.
     pub(crate) fn close_as(&self, reason: CloseReason, origin: Origin) {
         let ending = Ending {
             code: reason.code(),
@@ -96,7 +98,11 @@ impl LocalConn {
             origin,
             send_frame: true,
         };
-        self.end(ending, reason == CloseReason::BacklogFull);
+        let discard = matches!(
+            reason,
+            CloseReason::BacklogFull | CloseReason::ClusterConnectionLost
+        );
+        self.end(ending, discard);
     }
 
     /// Records that the peer ended the connection (its close frame, or an abrupt drop): nothing

@@ -90,6 +90,11 @@ pub(crate) async fn admit(
     if hub.shutdown.is_draining() {
         conn.close(CloseReason::ShuttingDown);
     }
+    // Cluster mode: no claim or registration is answered past the lease's deadline (this fences
+    // at once; the claim or registration made is dropped with `joined`).
+    if !hub.may_deliver() {
+        return Err(Unavailable);
+    }
     Ok((conn, joined))
 }
 

@@ -111,6 +111,10 @@ impl Target<'_> {
     /// Sends `frame` without waiting (a frame handed to a binary here is counted forwarded;
     /// one sent up a link is counted by the owner once it hands it on).
     fn try_send(&self, hub: &Hub, frame: &Utf8Bytes) -> Result<(), SendError> {
+        // Past the lease's deadline (cluster mode): fenced at once, nothing delivered.
+        if !hub.may_deliver() {
+            return Err(SendError::Closed);
+        }
         match self {
             Target::Binary(binary) => {
                 let sent = binary.send(frame.clone());

@@ -1,0 +1,230 @@
+//! No stale delivery after a pause (issue 19, item 3): an instance whose runtime stalls past
+//! its lease — every task of it, timers and sockets alike, as a stopped process's — while
+//! another instance takes its id and the phones keep sending, must, once it runs again, deliver
+//! nothing: not the frames its phones sent during the stall to its old binary, not the frames
+//! its old binary sent to the phones, not the frames that came up a link from a phone elsewhere.
+//! Its connections are closed `1012 cluster connection lost`.
+//!
+//! The stall is made with tokio's own machinery, deterministically: instance A runs on a
+//! current-thread runtime of its own, and the test spawns onto it a task that blocks that one
+//! thread until the test releases it — after the new holder's claim is in place. The process
+//! version (SIGSTOP/SIGCONT of the `relay` binary, repeated) is in `cluster_process.rs`.
+//!
+//! Real `nats-server`, real sockets, loopback only; skipped loudly without `nats-server`
+//! (failed instead with `RELAY_CLUSTER_TESTS=required`).
+
+use relay_cluster_testkit as cluster_support;
+mod support;
+
+use cluster_support::PATIENCE;
+use cluster_support::instance::TEST_LEASE;
+use cluster_support::nats::NatsServer;
+use relay_cluster::instance::InstanceId;
+use relay_server::{ClusterConfig, RelayConfig};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
+use support::*;
+use tokio_tungstenite::tungstenite::Message;
+
+/// The e2e defaults plus cluster mode on `server` as `name` (lease 2 s, requests 1 s).
+fn clustered(server: &NatsServer, name: &str) -> RelayConfig {
+    RelayConfig {
+        cluster: Some(ClusterConfig {
+            lease: TEST_LEASE,
+            request_timeout: Duration::from_secs(1),
+            ..ClusterConfig::new(server.url(), InstanceId::new(name).unwrap())
+        }),
+        ..config()
+    }
+}
+
+/// A relay instance on a current-thread runtime of its own (its own OS thread), so that the
+/// test can stall every task of it at once.
+struct Isolated {
+    addr: SocketAddr,
+    runtime: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Isolated {
+    fn start(config: RelayConfig) -> Isolated {
+        let (started, addr) = std_mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            let handle = runtime.handle().clone();
+            runtime.block_on(async move {
+                let relay = relay(config).await;
+                started
+                    .send((relay.local_addr(), handle))
+                    .expect("the test waits");
+                let _ = stopped.await;
+                relay.shutdown().await;
+            });
+        });
+        let (addr, runtime) = addr.recv_timeout(PATIENCE).expect("the instance started");
+        Isolated {
+            addr,
+            runtime,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Blocks the instance's only thread — every task of it stops, as in a stopped process —
+    /// until the returned sender is used or dropped. Returns once the stall has begun.
+    fn stall(&self) -> std_mpsc::Sender<()> {
+        let (began, begun) = std_mpsc::channel();
+        let (release, released) = std_mpsc::channel::<()>();
+        self.runtime.spawn(async move {
+            began.send(()).expect("the test waits");
+            // Blocking the runtime's thread on purpose: this is the stall.
+            let _ = released.recv();
+        });
+        begun.recv_timeout(PATIENCE).expect("the stall began");
+        release
+    }
+}
+
+impl Drop for Isolated {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A binary on `addr` claims `id` and holds it: retried until a phone joining there reaches
+/// it — whether the claim is decided before its `101` or after. Returns the binary, that phone
+/// and the phone's conn-id.
+async fn claim_held(addr: SocketAddr, id: &str) -> (Peer, Peer, String) {
+    let deadline = tokio::time::Instant::now() + 3 * PATIENCE;
+    let pause = || tokio::time::sleep(Duration::from_millis(100));
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no binary could hold {id} on {addr}"
+        );
+        let Ok(ws) = connect(addr, "/v1/server", &binary_headers(id)).await else {
+            pause().await; // refused before the upgrade (503): try again
+            continue;
+        };
+        let mut binary = Peer::new(ws);
+        // Until the binary holds the id, a phone is refused (503, 4404) and its hello goes
+        // nowhere; a binary that is refused (closed) claims again.
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no binary could hold {id} on {addr}"
+            );
+            if let Ok(message) = tokio::time::timeout(Duration::ZERO, binary.rx_recv()).await {
+                assert!(
+                    !matches!(message, Some(Message::Text(_))),
+                    "a frame before any phone joined"
+                );
+                break;
+            }
+            let Ok(ws) = connect(addr, "/v1/client", &phone_headers(id)).await else {
+                pause().await;
+                continue;
+            };
+            let mut phone = Peer::new(ws);
+            phone.send(r#""hello""#).await;
+            match tokio::time::timeout(Duration::from_millis(500), binary.rx_recv()).await {
+                Ok(Some(Message::Text(text))) => {
+                    let wrapped: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+                    assert_eq!(wrapped["frame"], "hello");
+                    let conn_id = wrapped["conn_id"].as_str().expect("conn_id").to_owned();
+                    return (binary, phone, conn_id);
+                }
+                Ok(_) => break, // the binary was refused: claim again
+                Err(_) => pause().await,
+            }
+        }
+    }
+}
+
+/// What `peer` receives from now on: no text frame, then a close with `code` (and the stream's
+/// end). Panics naming the first frame that arrived.
+async fn nothing_then_closed(peer: &mut Peer, who: &str, code: u16) {
+    match peer.next().await {
+        Message::Close(Some(frame)) => assert_eq!(
+            u16::from(frame.code),
+            code,
+            "{who} closed with {} {:?}",
+            u16::from(frame.code),
+            frame.reason.as_str()
+        ),
+        Message::Text(text) => {
+            panic!("{who} received a frame after its instance's lease ended: {text}")
+        }
+        other => panic!("{who}: expected a close frame, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_instance_delivers_nothing_after_another_took_its_id_and_closes_1012() {
+    let Some(server) = NatsServer::start("a_stalled_instance_delivers_nothing") else {
+        return;
+    };
+    let a = Isolated::start(clustered(&server, "relay-a"));
+    let b = relay(clustered(&server, "relay-b")).await;
+    let id = "srv-stale";
+
+    // Before the stall: the binary on A, a phone on A, a phone on B (registered with A over a
+    // link); frames flow both ways and every one of them has arrived.
+    let mut old = Peer::binary(a.addr, id).await;
+    let (mut on_a, a_id) = join(a.addr, id, &mut old).await;
+    let (mut on_b, b_id) = join(b.local_addr(), id, &mut old).await;
+    for (phone, conn_id) in [(&mut on_a, &a_id), (&mut on_b, &b_id)] {
+        old.send(json!({"conn_id": conn_id, "frame": "before"}).to_string())
+            .await;
+        assert_eq!(phone.text().await, r#""before""#);
+    }
+
+    // A stalls. Its phones and its binary keep sending: the frames wait in A's sockets (the
+    // phone on B's go up the link into A's NATS socket, until B sees A's lease end).
+    let release = a.stall();
+    for i in 0..50 {
+        on_a.send(format!("{{\"during\":{i}}}")).await;
+        on_b.send(format!("{{\"during\":{i}}}")).await;
+        for conn_id in [&a_id, &b_id] {
+            old.send(json!({"conn_id": conn_id, "frame": {"during": i}}).to_string())
+                .await;
+        }
+    }
+
+    // A's lease ends; a new binary on B takes the id and a phone there reaches it.
+    let (mut new, mut new_phone, new_id) = claim_held(b.local_addr(), id).await;
+    // The phone on A keeps sending after the new holder's claim.
+    for i in 50..100 {
+        on_a.send(format!("{{\"during\":{i}}}")).await;
+    }
+
+    // A runs again: whatever its tasks find ready first, nothing of the above is delivered.
+    drop(release);
+    nothing_then_closed(&mut old, "the old binary", 1012).await;
+    nothing_then_closed(&mut on_a, "the phone on A", 1012).await;
+    // The phone on B lost its owner while A was stalled (1011 relay link lost): nothing from
+    // the old binary reached it either.
+    nothing_then_closed(&mut on_b, "the phone on B", 1011).await;
+
+    // The new holder is untouched: frames flow both ways.
+    new_phone.send(r#""after""#).await;
+    assert_eq!(new.json().await["frame"], "after");
+    new.send(json!({"conn_id": new_id, "frame": "to you"}).to_string())
+        .await;
+    assert_eq!(new_phone.text().await, r#""to you""#);
+
+    b.shutdown().await;
+    drop(a);
+}
