@@ -8,7 +8,7 @@
 //! The stall is made with tokio's own machinery, deterministically: instance A runs on a
 //! current-thread runtime of its own, and the test spawns onto it a task that blocks that one
 //! thread until the test releases it — after the new holder's claim is in place. The process
-//! version (SIGSTOP/SIGCONT of the `relay` binary, repeated) is in `cluster_process.rs`.
+//! version stops the `relay` binary itself (`SIGSTOP`, then `SIGCONT`), several times in a row.
 //!
 //! Real `nats-server`, real sockets, loopback only; skipped loudly without `nats-server`
 //! (failed instead with `RELAY_CLUSTER_TESTS=required`).
@@ -19,10 +19,12 @@ mod support;
 use cluster_support::PATIENCE;
 use cluster_support::instance::TEST_LEASE;
 use cluster_support::nats::NatsServer;
+use futures_util::SinkExt;
 use relay_cluster::instance::InstanceId;
 use relay_server::{ClusterConfig, RelayConfig};
 use serde_json::json;
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 use support::*;
@@ -133,12 +135,16 @@ async fn claim_held(addr: SocketAddr, id: &str) -> (Peer, Peer, String) {
                 );
                 break;
             }
-            let Ok(ws) = connect(addr, "/v1/client", &phone_headers(id)).await else {
+            let Ok(mut ws) = connect(addr, "/v1/client", &phone_headers(id)).await else {
                 pause().await;
                 continue;
             };
-            let mut phone = Peer::new(ws);
-            phone.send(r#""hello""#).await;
+            // A phone refused after its 101 (4404) may be closed before its hello is sent.
+            if ws.send(Message::text(r#""hello""#)).await.is_err() {
+                pause().await;
+                continue;
+            }
+            let phone = Peer::new(ws);
             match tokio::time::timeout(Duration::from_millis(500), binary.rx_recv()).await {
                 Ok(Some(Message::Text(text))) => {
                     let wrapped: serde_json::Value = serde_json::from_str(&text).expect("JSON");
@@ -227,4 +233,107 @@ async fn a_stalled_instance_delivers_nothing_after_another_took_its_id_and_close
 
     b.shutdown().await;
     drop(a);
+}
+
+/// A `relay --cluster` child process on a free port (lease [`TEST_LEASE`]), killed and reaped
+/// on drop.
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Process {
+    fn start(server: &NatsServer, name: &str) -> Process {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off"])
+            .args(["--rate-burst", "0", "--max-connections", "0"])
+            .args(["--probe-timeout", "300ms"])
+            .args(["--cluster", &server.url(), "--instance-id", name])
+            .args(["--cluster-lease", &format!("{}s", TEST_LEASE.as_secs())])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start relay");
+        let addr = printed_address(&printed_lines(&mut child, 1)[0], "ws://");
+        Process { child, addr }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the process.
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal}");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.signal("CONT"); // a stopped process is killed all the same, but reaped sooner
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `addr` answers `/readyz` 200 (an instance that fenced itself takes a new lease).
+async fn await_ready(addr: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let answer = http(
+            addr,
+            "GET /readyz HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        if answer.starts_with("HTTP/1.1 200") {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{addr} not ready: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_relay_process_delivers_nothing_after_another_took_its_id_every_time() {
+    /// Pauses in a row (each a lease and a claim long: about 3 s).
+    const PAUSES: usize = 5;
+    let Some(server) = NatsServer::start("a_stopped_relay_process_delivers_nothing") else {
+        return;
+    };
+    let a = Process::start(&server, "relay-a");
+    let b = Process::start(&server, "relay-b");
+    for pause in 0..PAUSES {
+        let id = format!("srv-pause-{pause}");
+        await_ready(a.addr).await;
+        let mut old = Peer::binary(a.addr, &id).await;
+        let (mut on_a, a_id) = join(a.addr, &id, &mut old).await;
+        old.send(json!({"conn_id": a_id, "frame": "before"}).to_string())
+            .await;
+        assert_eq!(on_a.text().await, r#""before""#);
+
+        // A stops; its phone and its binary keep sending (into A's sockets).
+        a.signal("STOP");
+        for i in 0..20 {
+            on_a.send(format!("{{\"during\":{i}}}")).await;
+            old.send(json!({"conn_id": a_id, "frame": {"during": i}}).to_string())
+                .await;
+        }
+        // A's lease ends; a binary on B takes the id; A's phone keeps sending.
+        let (mut new, mut new_phone, _) = claim_held(b.addr, &id).await;
+        for i in 20..40 {
+            on_a.send(format!("{{\"during\":{i}}}")).await;
+        }
+
+        a.signal("CONT");
+        let pause = format!("pause {}", pause + 1);
+        nothing_then_closed(&mut old, &format!("{pause}: the old binary"), 1012).await;
+        nothing_then_closed(&mut on_a, &format!("{pause}: the phone on A"), 1012).await;
+        new_phone.send(r#""after""#).await;
+        assert_eq!(new.json().await["frame"], "after", "{pause}");
+    }
 }
