@@ -5,6 +5,10 @@
 //! its old binary sent to the phones, not the frames that came up a link from a phone elsewhere.
 //! Its connections are closed `1012 cluster connection lost`.
 //!
+//! Also the writer's side: frames already queued for the old binary before the stall (its
+//! socket full) are not written after it — only what the WebSocket layer had taken before the
+//! stall (one frame here) still goes out, as the relay's `cluster` docs bound it.
+//!
 //! The stall is made with tokio's own machinery, deterministically: instance A runs on a
 //! current-thread runtime of its own, and the test spawns onto it a task that blocks that one
 //! thread until the test releases it — after the new holder's claim is in place. The process
@@ -19,7 +23,7 @@ mod support;
 use cluster_support::PATIENCE;
 use cluster_support::instance::TEST_LEASE;
 use cluster_support::nats::NatsServer;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use relay_cluster::instance::InstanceId;
 use relay_server::{ClusterConfig, RelayConfig};
 use serde_json::json;
@@ -46,6 +50,7 @@ fn clustered(server: &NatsServer, name: &str) -> RelayConfig {
 /// test can stall every task of it at once.
 struct Isolated {
     addr: SocketAddr,
+    metrics: SocketAddr,
     runtime: tokio::runtime::Handle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -63,16 +68,19 @@ impl Isolated {
             let handle = runtime.handle().clone();
             runtime.block_on(async move {
                 let relay = relay(config).await;
-                started
-                    .send((relay.local_addr(), handle))
-                    .expect("the test waits");
+                let addrs = (
+                    relay.local_addr(),
+                    relay.metrics_addr().expect("metrics on"),
+                );
+                started.send((addrs, handle)).expect("the test waits");
                 let _ = stopped.await;
                 relay.shutdown().await;
             });
         });
-        let (addr, runtime) = addr.recv_timeout(PATIENCE).expect("the instance started");
+        let ((addr, metrics), runtime) = addr.recv_timeout(PATIENCE).expect("the instance started");
         Isolated {
             addr,
+            metrics,
             runtime,
             stop: Some(stop),
             thread: Some(thread),
@@ -91,6 +99,22 @@ impl Isolated {
         });
         begun.recv_timeout(PATIENCE).expect("the stall began");
         release
+    }
+}
+
+impl Isolated {
+    /// The frames this instance has handed on from phones to binaries so far.
+    async fn forwarded_up(&self) -> u64 {
+        let answer = http(
+            self.metrics,
+            "GET /metrics HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        let (_, body) = answer.split_once("\r\n\r\n").expect("a response");
+        series(
+            body,
+            "relay_frames_forwarded_total{direction=\"phone_to_binary\"}",
+        )
     }
 }
 
@@ -231,6 +255,89 @@ async fn a_stalled_instance_delivers_nothing_after_another_took_its_id_and_close
         .await;
     assert_eq!(new_phone.text().await, r#""to you""#);
 
+    b.shutdown().await;
+    drop(a);
+}
+
+/// Frames of 32 KiB, the frame size of the writer test.
+const CHUNK: usize = 32 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_queued_for_a_binary_before_a_stall_are_not_written_after_it() {
+    let Some(server) = NatsServer::start("frames_queued_before_a_stall") else {
+        return;
+    };
+    // A small binary outbox: 16 frames of 32 KiB.
+    let a = Isolated::start(RelayConfig {
+        binary_outbox: 16 * (CHUNK + 64),
+        ..clustered(&server, "relay-a")
+    });
+    let b = relay(clustered(&server, "relay-b")).await;
+    let id = "srv-queued";
+
+    // The old binary does not read: its socket fills, then its outbox, then the phone waits.
+    let mut old = raw_binary(a.addr, id).await;
+    let mut filler = raw_phone(a.addr, id).await;
+    let chunk = format!("\"{}\"", "f".repeat(CHUNK - 2));
+    let fill = tokio::spawn(async move {
+        for _ in 0..1_000 {
+            if filler.feed(Message::text(chunk.clone())).await.is_err() {
+                return;
+            }
+        }
+        let _ = filler.flush().await;
+    });
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut queued = a.forwarded_up().await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = a.forwarded_up().await;
+        if now == queued {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outbox never filled"
+        );
+        queued = now;
+    }
+
+    // A stalls with frames in the binary's outbox (and its task's batch). The binary now reads
+    // everything that was written before the stall, until nothing more comes.
+    let release = a.stall();
+    let mut before = 0;
+    while let Ok(message) = tokio::time::timeout(Duration::from_millis(500), old.next()).await {
+        match message {
+            Some(Ok(Message::Text(_))) => before += 1,
+            other => panic!("the old binary, during the stall: {other:?}"),
+        }
+    }
+    assert!(before > 0, "frames were written before the stall");
+
+    // A's lease ends; a binary on B takes the id.
+    let (_new, _new_phone, _) = claim_held(b.local_addr(), id).await;
+
+    // A runs again. What its WebSocket layer had already taken before the stall (it could not
+    // write it: the socket was full) is at most one write batch and one frame; what was still
+    // queued — the outbox, the writer's batch: up to 16 frames — is not written.
+    drop(release);
+    let mut after = 0;
+    let close = loop {
+        let message = tokio::time::timeout(PATIENCE, old.next())
+            .await
+            .expect("a message within PATIENCE");
+        match message {
+            Some(Ok(Message::Text(_))) => after += 1,
+            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+            other => panic!("the old binary, after the stall: {other:?}"),
+        }
+    };
+    assert!(
+        after <= 2,
+        "the old binary received {after} frames written after its instance's lease ended"
+    );
+    assert_eq!(close, 1012);
+    fill.abort();
     b.shutdown().await;
     drop(a);
 }
