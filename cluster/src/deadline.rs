@@ -16,9 +16,16 @@
 //!
 //! # Cost
 //!
-//! One atomic load (`Acquire`, a plain load on x86-64) and one read of the monotonic clock
-//! (`clock_gettime(CLOCK_MONOTONIC)` through the vDSO, no system call), compared as integers:
-//! no lock, no allocation. Measured by `cargo bench -p relay-server --bench lease_check` (see
+//! Two atomic loads (`Acquire`, plain loads on x86-64: the deadline and the epoch) and one read
+//! of the monotonic clock (`clock_gettime(CLOCK_MONOTONIC)` through the vDSO, no system call),
+//! compared as integers: no lock, no allocation.
+//!
+//! # Epochs
+//!
+//! A resumed process may fence and re-announce itself under a new incarnation (one NATS round
+//! trip) before its other tasks run; its deadline is then ahead again, but the connections and
+//! links made under the old lease are not current: [`FenceDeadline::epoch`] counts the fences,
+//! and [`FenceDeadline::is_ahead_since`] is false for anything made in an earlier epoch. Measured by `cargo bench -p relay-server --bench lease_check` (see
 //! the relay's `cluster` module docs for the figures).
 //!
 //! [`Liveness`]: crate::liveness::Liveness
@@ -47,6 +54,16 @@ use tokio::time::Instant;
 /// assert!(!deadline.is_ahead(), "reached");
 /// deadline.set(None);
 /// assert!(!deadline.is_ahead());
+///
+/// // A new lease is a new epoch: what was made under the old one stays fenced.
+/// let old = deadline.epoch();
+/// deadline.set(Some(Instant::now() + Duration::from_secs(60)));
+/// assert_eq!(deadline.epoch(), old);
+/// assert!(deadline.is_ahead_since(old));
+/// deadline.set(None);
+/// deadline.set(Some(Instant::now() + Duration::from_secs(60)));
+/// assert!(deadline.is_ahead() && !deadline.is_ahead_since(old));
+/// assert!(deadline.is_ahead_since(deadline.epoch()));
 /// ```
 ///
 /// [`Liveness`]: crate::liveness::Liveness
@@ -55,6 +72,8 @@ pub struct FenceDeadline {
     base: Instant,
     /// Nanoseconds after `base`, at least 1; 0: none.
     nanos: AtomicU64,
+    /// How many times a deadline was taken away (set to none): the lease's epoch.
+    fences: AtomicU64,
 }
 
 impl Default for FenceDeadline {
@@ -69,16 +88,38 @@ impl FenceDeadline {
         FenceDeadline {
             base: Instant::now(),
             nanos: AtomicU64::new(0),
+            fences: AtomicU64::new(0),
         }
     }
 
-    /// Sets the deadline (`None`: fenced).
+    /// Sets the deadline (`None`: fenced; taking a deadline away starts a new
+    /// [`epoch`](Self::epoch)). Callers serialize their calls (one writer at a time).
     pub fn set(&self, deadline: Option<Instant>) {
         let nanos = deadline.map_or(0, |deadline| {
             let after = deadline.saturating_duration_since(self.base).as_nanos();
             u64::try_from(after).unwrap_or(u64::MAX).max(1)
         });
+        if nanos == 0 && self.nanos.load(Ordering::Acquire) != 0 {
+            // Before the deadline goes: a reader that sees any later deadline sees this too.
+            self.fences.fetch_add(1, Ordering::AcqRel);
+        }
         self.nanos.store(nanos, Ordering::Release);
+    }
+
+    /// The lease's epoch: how many times a deadline was taken away so far. Whatever was made
+    /// under one epoch (a connection, a link) must not deliver in a later one, even once a new
+    /// lease is held: see [`is_ahead_since`](Self::is_ahead_since).
+    pub fn epoch(&self) -> u64 {
+        self.fences.load(Ordering::Acquire)
+    }
+
+    /// Whether the deadline is ahead ([`is_ahead`](Self::is_ahead)) *and* still the one of
+    /// `epoch`: no fence came in between, even one already followed by a new lease.
+    #[inline]
+    pub fn is_ahead_since(&self, epoch: u64) -> bool {
+        // The deadline first: a new deadline's store comes after its epoch's increment.
+        let ahead = self.is_ahead();
+        ahead && self.fences.load(Ordering::Acquire) == epoch
     }
 
     /// Whether there is a deadline and the monotonic clock has not reached it.

@@ -233,6 +233,23 @@ impl Liveness {
         self.shared.fast_deadline.is_ahead()
     }
 
+    /// The lease's epoch: how many times this instance fenced so far (see
+    /// [`FenceDeadline::epoch`]). A connection or link made under one epoch must not deliver in
+    /// a later one — after a fence, a new incarnation's lease does not make its frames current.
+    pub fn lease_epoch(&self) -> u64 {
+        self.shared.fast_deadline.epoch()
+    }
+
+    /// [`within_lease`](Self::within_lease), and no fence since `epoch` (the
+    /// [`lease_epoch`](Self::lease_epoch) under which what delivers was made): the check the
+    /// relay makes per frame. A process stopped past its deadline may, once resumed, re-announce
+    /// itself under a new incarnation before its other tasks run; this stays false for
+    /// everything made before that.
+    #[inline]
+    pub fn within_lease_since(&self, epoch: u64) -> bool {
+        self.shared.fast_deadline.is_ahead_since(epoch)
+    }
+
     /// The fence deadline while the lease is held (it may have passed already: see
     /// [`within_lease`](Self::within_lease)); `None` once fenced.
     pub fn fence_deadline(&self) -> Option<Instant> {

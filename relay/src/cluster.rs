@@ -34,12 +34,17 @@
 //! that reads what its phone sent meanwhile (measured before this check: 1 pause in 43 handed
 //! 73 such frames to the old binary, 8 s after another instance had given the id to a new one).
 //! So every path that delivers asks [`Hub::may_deliver`](crate::hub::Hub::may_deliver) — is
-//! the fence deadline still ahead on the monotonic clock
-//! ([`Liveness::within_lease`](relay_cluster::liveness::Liveness::within_lease))? — just before
-//! it delivers, and when it is not, [`fence::may_deliver`] fences at once, before that
+//! the fence deadline still ahead on the monotonic clock, and has no fence come since the
+//! connection (or link) that delivers was made
+//! ([`Liveness::within_lease_since`](relay_cluster::liveness::Liveness::within_lease_since))? —
+//! just before it delivers, and when not, [`fence::may_deliver`] fences at once, before that
 //! delivery or anything else goes on: every connection is closed 1012 with its queued frames
 //! dropped, every link lost (the tenures end when the lease's own fence reaches
-//! [`fence::watch`]). The paths:
+//! [`fence::watch`]). The second half matters: a resumed process may re-announce itself under
+//! a new incarnation (a NATS round trip) before its phone task runs, and a deadline alone
+//! would then look held again — so each connection and link carries the lease *epoch* it was
+//! made under (the count of fences so far), and one from an earlier epoch never delivers. The
+//! paths:
 //!
 //! - a local phone's frame to the binary here or up a link (`roles::phone`), a binary's
 //!   envelope to its phones here or down a link (`roles::binary`), a remote phone's frame or
@@ -69,9 +74,9 @@
 //! **The cost**, measured by `cargo bench -p relay-server --bench lease_check` (1 KiB frames
 //! pushed into an outbox, 64 per iteration, with and without the check in the same run; the
 //! figures of 2026-12-07 on the shared 2-core build machine at load average 7): the check
-//! alone 46 ns (one atomic load and one `clock_gettime(CLOCK_MONOTONIC)` through the vDSO; no
-//! lock, no allocation, no system call); a push with it 67.9 ns against 27.2 ns without it,
-//! i.e. about 41 ns per check. It is made twice per frame (where the frame is handed on, and
+//! alone 46 ns (two atomic loads, the deadline and the epoch, and one
+//! `clock_gettime(CLOCK_MONOTONIC)` through the vDSO; no lock, no allocation, no system call);
+//! a push with it 67.9 ns against 27.2 ns without it, i.e. about 41 ns per check. It is made twice per frame (where the frame is handed on, and
 //! in the writer): about 80 ns of a frame's path through the relay, whose read, JSON check,
 //! wrap and write take microseconds. A single instance pays one branch on the empty cluster
 //! slot: 27.6 ns per push against 27.2 ns, within the noise.
@@ -119,9 +124,9 @@ pub(crate) struct Cluster {
     away: AwaySet,
     /// The requests addressed to this instance, until the relay's task takes them.
     incoming: Mutex<Option<mpsc::Receiver<Incoming>>>,
-    /// The fence deadline whose passing a delivery already acted on ([`fence::may_deliver`]):
-    /// `Some(None)` once fenced; `None` after a new lease.
-    swept: Mutex<Option<Option<tokio::time::Instant>>>,
+    /// The lease epoch and fence deadline a delivery already fenced for
+    /// ([`fence::may_deliver`]); `None` after a new lease.
+    swept: Mutex<Option<(u64, Option<tokio::time::Instant>)>>,
 }
 
 impl Cluster {

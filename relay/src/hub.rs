@@ -59,9 +59,31 @@ impl Hub {
     /// mode while the lease's fence deadline is ahead on the monotonic clock. When it has
     /// passed, this call fences at once — everything closed 1012, its queued frames dropped —
     /// before it returns false (the relay's `cluster` module docs: "No stale delivery").
+    ///
+    /// `epoch` is the lease epoch under which what delivers was made ([`Hub::lease_epoch`] then):
+    /// after a fence, a new lease (a new incarnation) does not make it current again.
     #[inline]
-    pub(crate) fn may_deliver(&self) -> bool {
-        crate::cluster::fence::may_deliver(self)
+    pub(crate) fn may_deliver(&self, epoch: u64) -> bool {
+        crate::cluster::fence::may_deliver(self, epoch)
+    }
+
+    /// [`Hub::may_deliver`] for a frame that `conn` (a local connection: its epoch) sends or
+    /// receives; a remote phone is checked under the current epoch (its frames go down a link,
+    /// whose publisher checks the link's own).
+    #[inline]
+    pub(crate) fn may_deliver_for(&self, conn: &Endpoint) -> bool {
+        let epoch = match conn.as_local() {
+            Some(local) => local.epoch(),
+            None => self.lease_epoch(),
+        };
+        self.may_deliver(epoch)
+    }
+
+    /// The current lease epoch (cluster mode, once joined; 0 otherwise).
+    pub(crate) fn lease_epoch(&self) -> u64 {
+        self.cluster
+            .joined()
+            .map_or(0, |cluster| cluster.liveness.lease_epoch())
     }
 
     /// Claims `server_id` for `conn` in this instance's registry; counts and logs a reclaim.

@@ -130,7 +130,7 @@ impl Inbound for DownSink {
             return self.lost();
         };
         // Past this instance's lease deadline: fenced at once (the phone is closing 1012).
-        if !self.hub.may_deliver() {
+        if !self.hub.may_deliver_for(&self.phone) {
             return;
         }
         if self.phone.send(frame) == Err(SendError::Full) {

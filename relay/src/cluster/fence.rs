@@ -78,12 +78,13 @@ pub(crate) async fn fence(hub: &Hub) {
 }
 
 /// The per-frame check (see the module docs): true in single-instance mode, or while the lease's
-/// fence deadline is ahead; otherwise [`fence_now`] has run and nothing may be delivered.
+/// fence deadline is ahead and no fence came since `epoch`; otherwise [`fence_now`] has run and
+/// nothing may be delivered.
 #[inline]
-pub(crate) fn may_deliver(hub: &Hub) -> bool {
+pub(crate) fn may_deliver(hub: &Hub, epoch: u64) -> bool {
     match hub.cluster.joined() {
         None => true,
-        Some(cluster) if cluster.liveness.within_lease() => true,
+        Some(cluster) if cluster.liveness.within_lease_since(epoch) => true,
         Some(cluster) => {
             fence_now(hub, cluster);
             false
@@ -98,13 +99,16 @@ pub(crate) fn may_deliver(hub: &Hub) -> bool {
 /// it runs).
 #[cold]
 fn fence_now(hub: &Hub, cluster: &Cluster) {
-    let deadline = cluster.liveness.fence_deadline();
+    let now = (
+        cluster.liveness.lease_epoch(),
+        cluster.liveness.fence_deadline(),
+    );
     {
         let mut swept = cluster.swept.lock();
-        if *swept == Some(deadline) {
+        if *swept == Some(now) {
             return;
         }
-        *swept = Some(deadline);
+        *swept = Some(now);
     }
     tracing::warn!(
         "cluster lease past its deadline on a delivery path (the process was stopped or starved): closing every connection 1012 cluster connection lost"

@@ -27,11 +27,15 @@ pub(crate) struct LocalConn {
     /// Pongs received so far; a probe waits for this to move.
     pongs: AtomicU64,
     pong: Notify,
+    /// Cluster mode: the lease epoch it was admitted under; it delivers nothing in a later one
+    /// (`Hub::may_deliver`). 0 on a single instance.
+    epoch: u64,
 }
 
 impl LocalConn {
-    /// A connection with conn-id `id` whose outbox holds at most `limit` bytes.
-    pub(crate) fn new(id: String, side: Side, limit: usize) -> Self {
+    /// A connection with conn-id `id` whose outbox holds at most `limit` bytes, admitted under
+    /// the lease epoch `epoch` (cluster mode; 0 on a single instance).
+    pub(crate) fn new(id: String, side: Side, limit: usize, epoch: u64) -> Self {
         LocalConn {
             id,
             side,
@@ -39,7 +43,13 @@ impl LocalConn {
             outbox: Mutex::new(Outbox::default()),
             pongs: AtomicU64::new(0),
             pong: Notify::new(),
+            epoch,
         }
+    }
+
+    /// The lease epoch it was admitted under (cluster mode).
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// The relay-assigned conn-id.

@@ -218,7 +218,7 @@ impl Session {
                     // frame queued before the fence deadline but written after it (the process
                     // was stopped, the runtime starved) is dropped with the rest of its batch,
                     // and the connection closes 1012 (`may_deliver` fenced everything).
-                    if !self.hub.may_deliver() {
+                    if !self.hub.may_deliver(self.local().epoch()) {
                         self.batch = VecDeque::new();
                         self.local()
                             .close_as(CloseReason::ClusterConnectionLost, Origin::Requested);

@@ -50,6 +50,7 @@ pub(crate) async fn admit(
         conn_ids::conn_id(side, server_id),
         side,
         limit,
+        hub.lease_epoch(),
     )));
     let joined = match (side, hub.cluster.mode()) {
         // Configured but not joined: never a single instance.
@@ -92,7 +93,7 @@ pub(crate) async fn admit(
     }
     // Cluster mode: no claim or registration is answered past the lease's deadline (this fences
     // at once; the claim or registration made is dropped with `joined`).
-    if !hub.may_deliver() {
+    if !hub.may_deliver_for(&conn) {
         return Err(Unavailable);
     }
     Ok((conn, joined))
