@@ -12,7 +12,10 @@
 //! The stall is made with tokio's own machinery, deterministically: instance A runs on a
 //! current-thread runtime of its own, and the test spawns onto it a task that blocks that one
 //! thread until the test releases it — after the new holder's claim is in place. The process
-//! version stops the `relay` binary itself (`SIGSTOP`, then `SIGCONT`), several times in a row.
+//! version stops the `relay` binary itself (`SIGSTOP`, then `SIGCONT`), several times in a row;
+//! it waits until every thread of the process is stopped before the phones send (a `SIGSTOP`
+//! stops the threads one after another, and a frame served meanwhile is served before the
+//! stop: legitimately).
 //!
 //! Real `nats-server`, real sockets, loopback only; skipped loudly without `nats-server`
 //! (failed instead with `RELAY_CLUSTER_TESTS=required`).
@@ -30,7 +33,7 @@ use serde_json::json;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc as std_mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::*;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -375,6 +378,32 @@ impl Process {
             .expect("run kill");
         assert!(sent.success(), "kill -{signal}");
     }
+
+    /// Stops the process and waits until every thread of it is stopped: a `SIGSTOP` stops the
+    /// threads one after another (the first to take the signal stops the others), and a
+    /// thread still running meanwhile may serve a frame — legitimately, before the stop.
+    fn stop(&self) {
+        self.signal("STOP");
+        let tasks = format!("/proc/{}/task", self.child.id());
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let stopped = std::fs::read_dir(&tasks)
+                .expect("the process's threads")
+                .filter_map(Result::ok)
+                .all(|task| {
+                    let stat =
+                        std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                    // "tid (name) S …": the state follows the name's closing parenthesis.
+                    stat.rsplit_once(')')
+                        .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+                });
+            if stopped {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the relay never stopped");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
 }
 
 impl Drop for Process {
@@ -424,7 +453,7 @@ async fn a_stopped_relay_process_delivers_nothing_after_another_took_its_id_ever
         assert_eq!(on_a.text().await, r#""before""#);
 
         // A stops; its phone and its binary keep sending (into A's sockets).
-        a.signal("STOP");
+        a.stop();
         for i in 0..20 {
             on_a.send(format!("{{\"during\":{i}}}")).await;
             old.send(json!({"conn_id": a_id, "frame": {"during": i}}).to_string())
