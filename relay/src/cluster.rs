@@ -71,15 +71,16 @@
 //! else, a starved runtime, a timer that fired late, a wall-clock jump (the monotonic clock is
 //! the only one read) — delivers nothing after the deadline.
 //!
-//! **The cost**, measured by `cargo bench -p relay-server --bench lease_check` (1 KiB frames
-//! pushed into an outbox, 64 per iteration, with and without the check in the same run; the
-//! figures of 2026-12-07 on the shared 2-core build machine at load average 7): the check
-//! alone 46 ns (two atomic loads, the deadline and the epoch, and one
-//! `clock_gettime(CLOCK_MONOTONIC)` through the vDSO; no lock, no allocation, no system call);
-//! a push with it 67.9 ns against 27.2 ns without it, i.e. about 41 ns per check. It is made twice per frame (where the frame is handed on, and
-//! in the writer): about 80 ns of a frame's path through the relay, whose read, JSON check,
+//! **The cost**, measured by `cargo bench -p relay-server --bench lease_check -- --warm-up-time 1
+//! --measurement-time 3` (1 KiB frames pushed into an outbox, 64 per iteration, with and
+//! without the check in the same run; 2026-12-07 on the shared 2-core build machine, load
+//! average 1.7 at the start and 5.3 at the end): the check alone 33.5 ns (two atomic loads,
+//! the deadline and the epoch, and one `clock_gettime(CLOCK_MONOTONIC)` through the vDSO; no
+//! lock, no allocation, no system call); a push with it 58.9 ns against 22.1 ns without it,
+//! i.e. about 37 ns per check. It is made twice per frame (where the frame is handed on, and
+//! in the writer): about 75 ns of a frame's path through the relay, whose read, JSON check,
 //! wrap and write take microseconds. A single instance pays one branch on the empty cluster
-//! slot: 27.6 ns per push against 27.2 ns, within the noise.
+//! slot: 21.5 ns per push against 22.1 ns, within the noise.
 
 pub(crate) mod away;
 mod away_set;
