@@ -99,7 +99,10 @@
 //! - **Fencing.** When [`Liveness::state`] turns [`LeaseState::Fenced`] (or the held
 //!   incarnation changes), close every connection this instance holds 1012, then
 //!   [`Link::lose_all`]; while not [`Liveness::holds_lease`] or not [`Nats::is_connected`],
-//!   refuse upgrades with 503.
+//!   refuse upgrades with 503. And before every frame delivered (to a binary, to a phone, up
+//!   or down a link) and every claim or registration answered, [`Liveness::within_lease`]
+//!   (one atomic load and one clock read): when it is false, fence at once, whatever the
+//!   timers did ([`deadline`] says why).
 //! - **Graceful shutdown.** After the 1001 closes: [`Link::flush`], [`Directory::release_all`],
 //!   then [`Liveness::shutdown`] — deleting the liveness entry alone already makes every id it
 //!   owned free at once.
@@ -110,6 +113,7 @@
 
 mod bucket;
 pub mod connection;
+pub mod deadline;
 pub mod directory;
 mod error;
 pub mod instance;

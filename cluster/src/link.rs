@@ -21,6 +21,10 @@
 //! - this instance's NATS connection drops, or a subscription overflows ([`Trouble`]); then
 //!   every link is lost, since anything addressed to us meanwhile may be gone;
 //! - the peer instance's lease ends ([`PeerEvent::Lost`]);
+//! - a frame reaches the publisher after this instance's own fence deadline, or after a fence
+//!   since the link was made (it was queued before, and the process was stopped or its runtime
+//!   starved meanwhile): it is not sent
+//!   ([`Liveness::within_lease_since`](super::liveness::Liveness::within_lease_since));
 //! - the sending end drops its [`Outbound`] without ending it.
 //!
 //! Nothing after a gap is delivered, so what a sink receives is always a prefix of what was

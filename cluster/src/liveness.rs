@@ -73,6 +73,7 @@
 
 use super::bucket::open_bucket;
 use super::connection::Nats;
+use super::deadline::FenceDeadline;
 use super::error::{ClusterError, bounded};
 use super::instance::{Incarnation, InstanceId, Owner};
 use async_nats::header::{NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_MESSAGE_TTL};
@@ -189,6 +190,8 @@ struct Shared {
     timing: LeaseTiming,
     /// While held: when this instance must consider its lease lost (`t_sent + L - M`).
     deadline: Mutex<Option<Instant>>,
+    /// `deadline`, readable without a lock (see [`Liveness::within_lease`]).
+    fast_deadline: FenceDeadline,
     state: watch::Sender<LeaseState>,
     /// The revision of our latest acknowledged write.
     revision: Mutex<u64>,
@@ -222,6 +225,7 @@ impl Liveness {
             me,
             timing,
             deadline: Mutex::new(None),
+            fast_deadline: FenceDeadline::new(),
             state,
             revision: Mutex::new(0),
             peers: Mutex::new(HashMap::new()),
@@ -252,6 +256,39 @@ impl Liveness {
     /// refresher task has run.
     pub fn holds_lease(&self) -> bool {
         self.shared.current_owner().is_some()
+    }
+
+    /// The per-frame check: whether the fence deadline is still ahead on the monotonic clock —
+    /// [`holds_lease`](Self::holds_lease) without a lock or an allocation (one atomic load and
+    /// one clock read, see [`FenceDeadline`]). The relay makes it on every delivery path and
+    /// fences at once when it is false, whether or not the refresher task has run (a stopped
+    /// process, a starved runtime: see [`deadline`](crate::deadline)).
+    #[inline]
+    pub fn within_lease(&self) -> bool {
+        self.shared.fast_deadline.is_ahead()
+    }
+
+    /// The lease's epoch: how many times this instance fenced so far (see
+    /// [`FenceDeadline::epoch`]). A connection or link made under one epoch must not deliver in
+    /// a later one — after a fence, a new incarnation's lease does not make its frames current.
+    pub fn lease_epoch(&self) -> u64 {
+        self.shared.fast_deadline.epoch()
+    }
+
+    /// [`within_lease`](Self::within_lease), and no fence since `epoch` (the
+    /// [`lease_epoch`](Self::lease_epoch) under which what delivers was made): the check the
+    /// relay makes per frame. A process stopped past its deadline may, once resumed, re-announce
+    /// itself under a new incarnation before its other tasks run; this stays false for
+    /// everything made before that.
+    #[inline]
+    pub fn within_lease_since(&self, epoch: u64) -> bool {
+        self.shared.fast_deadline.is_ahead_since(epoch)
+    }
+
+    /// The fence deadline while the lease is held (it may have passed already: see
+    /// [`within_lease`](Self::within_lease)); `None` once fenced.
+    pub fn fence_deadline(&self) -> Option<Instant> {
+        *self.shared.deadline.lock()
     }
 
     /// The owner to write into directory entries: `Some` exactly when
@@ -359,9 +396,17 @@ impl Shared {
         }
     }
 
+    /// Copies `deadline` into `fast_deadline`, under its lock: whatever order two writers of
+    /// `deadline` run in, the last copy is of the last value.
+    fn mirror_deadline(&self) {
+        let deadline = self.deadline.lock();
+        self.fast_deadline.set(*deadline);
+    }
+
     /// Declares the lease lost (idempotent).
     fn fence(&self) {
         *self.deadline.lock() = None;
+        self.mirror_deadline();
         self.state.send_if_modified(|state| {
             let was_held = matches!(state, LeaseState::Held(_));
             *state = LeaseState::Fenced;
@@ -437,6 +482,7 @@ impl Shared {
     fn held(&self, owner: Owner, revision: u64, sent: Instant) {
         *self.revision.lock() = revision;
         *self.deadline.lock() = Some(sent + self.timing.lease - self.timing.margin);
+        self.mirror_deadline();
         self.state.send_if_modified(|state| {
             let changed = *state != LeaseState::Held(owner.clone());
             *state = LeaseState::Held(owner);

@@ -2,10 +2,12 @@
 //! settings, the metrics, the gates, the log helpers, the shutdown tokens, the sessions' tracker
 //! and (in cluster mode) the cluster's state — and the one registry step every path shares, a
 //! binary's claim in this instance's registry ([`Hub::claim`]) and the conflict policy, probe
-//! then take over ([`Hub::contest`]).
+//! then take over ([`Hub::contest`]) — and the check every delivery path makes, that this
+//! instance may still deliver ([`Hub::may_deliver`], cluster mode's fence deadline).
 //!
-//! Its field types are the only imports here from the layers above `conn` (`http::gates`,
-//! `cluster`): the context is built by [`start`](crate::start) and read everywhere.
+//! Its field types and that check are the only uses here of the layers above `conn`
+//! (`http::gates`, `cluster`): the context is built by [`start`](crate::start) and read
+//! everywhere, so `conn`'s writer reaches the check through it without importing `cluster`.
 
 use crate::cluster::join::ClusterSlot;
 use crate::config::RelayConfig;
@@ -50,6 +52,38 @@ impl Hub {
             Some(cluster) => cluster.own_counts(counts),
             None => counts,
         }
+    }
+
+    /// Whether a frame may be delivered now (to a binary or a phone, here or down a link), or a
+    /// claim or registration answered: always on a single instance (one branch); in cluster
+    /// mode while the lease's fence deadline is ahead on the monotonic clock. When it has
+    /// passed, this call fences at once — everything closed 1012, its queued frames dropped —
+    /// before it returns false (the relay's `cluster` module docs: "No stale delivery").
+    ///
+    /// `epoch` is the lease epoch under which what delivers was made ([`Hub::lease_epoch`] then):
+    /// after a fence, a new lease (a new incarnation) does not make it current again.
+    #[inline]
+    pub(crate) fn may_deliver(&self, epoch: u64) -> bool {
+        crate::cluster::fence::may_deliver(self, epoch)
+    }
+
+    /// [`Hub::may_deliver`] for a frame that `conn` (a local connection: its epoch) sends or
+    /// receives; a remote phone is checked under the current epoch (its frames go down a link,
+    /// whose publisher checks the link's own).
+    #[inline]
+    pub(crate) fn may_deliver_for(&self, conn: &Endpoint) -> bool {
+        let epoch = match conn.as_local() {
+            Some(local) => local.epoch(),
+            None => self.lease_epoch(),
+        };
+        self.may_deliver(epoch)
+    }
+
+    /// The current lease epoch (cluster mode, once joined; 0 otherwise).
+    pub(crate) fn lease_epoch(&self) -> u64 {
+        self.cluster
+            .joined()
+            .map_or(0, |cluster| cluster.liveness.lease_epoch())
     }
 
     /// Claims `server_id` for `conn` in this instance's registry; counts and logs a reclaim.

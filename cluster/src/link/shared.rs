@@ -58,7 +58,10 @@ pub(super) enum Outgoing {
 impl Shared {
     pub(super) fn new_state(&self, peer: Owner, window: Option<u64>) -> Arc<LinkState> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        Arc::new(LinkState::new(id, peer, window))
+        Arc::new(LinkState {
+            epoch: self.liveness.lease_epoch(),
+            ..LinkState::new(id, peer, window)
+        })
     }
 
     pub(super) fn enqueue(
@@ -306,6 +309,18 @@ impl Shared {
                     continue;
                 }
             };
+            // A frame (the only charged message) queued before this instance's fence deadline
+            // but reaching here after it (the process was stopped, the runtime starved; a new
+            // lease since does not count) is not sent: its link is lost instead (the peer is
+            // told, and the relay fences).
+            let stale = |(state, _): &&(Arc<LinkState>, usize)| {
+                !self.liveness.within_lease_since(state.epoch)
+            };
+            if let Some((state, cost)) = charge.as_ref().filter(stale) {
+                state.queued.fetch_sub(*cost, Ordering::AcqRel);
+                self.lose(state, true);
+                continue;
+            }
             let published = client.publish(subject, body).await;
             if let Some((state, cost)) = charge {
                 state.queued.fetch_sub(cost, Ordering::AcqRel);

@@ -16,6 +16,9 @@ use tokio::sync::Notify;
 pub(super) struct LinkState {
     pub(super) id: LinkId,
     pub(super) peer: Owner,
+    /// This instance's lease epoch when the link was made: its frames are not published in a
+    /// later one ([`Liveness::within_lease_since`](crate::liveness::Liveness::within_lease_since)).
+    pub(super) epoch: u64,
     /// The peer's id for the link, once known.
     pub(super) remote: OnceLock<LinkId>,
     pub(super) subject: Subject,
@@ -50,6 +53,7 @@ impl LinkState {
     pub(super) fn new(id: LinkId, peer: Owner, window: Option<u64>) -> LinkState {
         let subject = Subject::from(wire::link_subject(peer.instance.as_str()));
         LinkState {
+            epoch: 0,
             id,
             peer,
             remote: OnceLock::new(),

@@ -144,6 +144,10 @@ impl Inbound for DownSink {
         let Ok(frame) = Utf8Bytes::try_from(frame) else {
             return self.lost();
         };
+        // Past this instance's lease deadline: fenced at once (the phone is closing 1012).
+        if !self.hub.may_deliver_for(&self.phone) {
+            return;
+        }
         if self.phone.send(frame) == Err(SendError::Full) {
             self.hub.metrics.dropped(DropReason::BacklogFull);
             tracing::info!(conn = %self.hub.logs.conn(self.phone.conn_id()), "phone backlog full");

@@ -58,6 +58,7 @@ async fn register(hub: &Arc<Hub>, incoming: Incoming) {
     let Some(cluster) = hub.cluster.joined() else {
         return;
     };
+    let epoch = hub.lease_epoch();
     let Request::Register {
         server_id,
         conn_id,
@@ -105,6 +106,12 @@ async fn register(hub: &Arc<Hub>, incoming: Incoming) {
         sink.state.lock().ticket.take();
         return;
     }
+    // Past the lease's deadline: fenced at once; the registration is undone and not answered
+    // (the asker times out).
+    if !hub.may_deliver(epoch) {
+        sink.state.lock().ticket.take();
+        return;
+    }
     tracing::info!(conn = %hub.logs.conn(conn_id), "remote phone joined");
     if hub.shutdown.is_draining() {
         remote.close(CloseReason::ShuttingDown);
@@ -120,7 +127,13 @@ async fn probe(hub: Arc<Hub>, incoming: Incoming) {
     else {
         return;
     };
+    let epoch = hub.lease_epoch();
     let reply = decide(&hub, server_id, Revision(*revision)).await;
+    // Past the lease's deadline (or a fence since the decision began): fenced at once; no
+    // answer (the claimant waits for our lease to end, which it has).
+    if !hub.may_deliver(epoch) {
+        return;
+    }
     incoming.respond(reply).await;
 }
 
@@ -210,6 +223,11 @@ impl UpSink {
 
     /// Hands `frame` to `binary`; false (nothing done) if its outbox is full.
     fn hand_on(&self, binary: &Endpoint, frame: &Utf8Bytes) -> bool {
+        // Past the lease's deadline: fenced at once (the binary is closing 1012, every link is
+        // lost); the frame is dropped.
+        if !self.hub.may_deliver_for(binary) {
+            return true;
+        }
         match binary.send(frame.clone()) {
             Ok(()) => self
                 .hub
@@ -230,7 +248,10 @@ impl UpSink {
         let Some(ticket) = state.ticket.take() else {
             return Ok(());
         };
-        if let Some(binary) = ticket.binary() {
+        if let Some(binary) = ticket
+            .binary()
+            .filter(|binary| self.hub.may_deliver_for(binary))
+        {
             let notice =
                 crate::protocol::envelope::Wrapper::new(ticket.conn().conn_id(), None).left(code);
             let len = notice.len();

@@ -27,11 +27,15 @@ pub(crate) struct LocalConn {
     /// Pongs received so far; a probe waits for this to move.
     pongs: AtomicU64,
     pong: Notify,
+    /// Cluster mode: the lease epoch it was admitted under; it delivers nothing in a later one
+    /// (`Hub::may_deliver`). 0 on a single instance.
+    epoch: u64,
 }
 
 impl LocalConn {
-    /// A connection with conn-id `id` whose outbox holds at most `limit` bytes.
-    pub(crate) fn new(id: String, side: Side, limit: usize) -> Self {
+    /// A connection with conn-id `id` whose outbox holds at most `limit` bytes, admitted under
+    /// the lease epoch `epoch` (cluster mode; 0 on a single instance).
+    pub(crate) fn new(id: String, side: Side, limit: usize, epoch: u64) -> Self {
         LocalConn {
             id,
             side,
@@ -39,7 +43,13 @@ impl LocalConn {
             outbox: Mutex::new(Outbox::default()),
             pongs: AtomicU64::new(0),
             pong: Notify::new(),
+            epoch,
         }
+    }
+
+    /// The lease epoch it was admitted under (cluster mode).
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// The relay-assigned conn-id.
@@ -88,7 +98,9 @@ impl LocalConn {
     }
 
     /// Starts closing with `reason`, attributed to `origin`. The first close wins. Queued frames
-    /// are still written before the close frame, except on a backlog overflow (they are dropped).
+    /// are still written before the close frame, except on a backlog overflow and on a fence
+    /// (`1012 cluster connection lost`: they were queued under a lease that has ended, and must
+    /// not reach anyone after it): then they are dropped.
     pub(crate) fn close_as(&self, reason: CloseReason, origin: Origin) {
         let ending = Ending {
             code: reason.code(),
@@ -96,7 +108,11 @@ impl LocalConn {
             origin,
             send_frame: true,
         };
-        self.end(ending, reason == CloseReason::BacklogFull);
+        let discard = matches!(
+            reason,
+            CloseReason::BacklogFull | CloseReason::ClusterConnectionLost
+        );
+        self.end(ending, discard);
     }
 
     /// Records that the peer ended the connection (its close frame, or an abrupt drop): nothing

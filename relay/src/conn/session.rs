@@ -214,6 +214,16 @@ impl Session {
                 let message = if std::mem::take(&mut self.ping_due) {
                     Message::Ping(Bytes::new())
                 } else if let Some(frame) = self.batch.pop_front() {
+                    // The writer's lease check (cluster mode; one branch on one instance): a
+                    // frame queued before the fence deadline but written after it (the process
+                    // was stopped, the runtime starved) is dropped with the rest of its batch,
+                    // and the connection closes 1012 (`may_deliver` fenced everything).
+                    if !self.hub.may_deliver(self.local().epoch()) {
+                        self.batch = VecDeque::new();
+                        self.local()
+                            .close_as(CloseReason::ClusterConnectionLost, Origin::Requested);
+                        continue;
+                    }
                     Message::Text(frame)
                 } else if let Some((code, reason)) = self.close_due.take() {
                     self.writer_done = true;

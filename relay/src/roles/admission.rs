@@ -66,6 +66,7 @@ pub(crate) async fn admit(
         conn_ids::conn_id(side, server_id),
         side,
         limit,
+        hub.lease_epoch(),
     )));
     let joined = match (side, hub.cluster.mode()) {
         // Configured but not joined: never a single instance.
@@ -97,6 +98,11 @@ pub(crate) async fn admit(
     // sweep is closed here (the sweep runs after the flag is set, so one of the two sees it).
     if hub.shutdown.is_draining() {
         conn.close(CloseReason::ShuttingDown);
+    }
+    // Cluster mode: no claim or registration is answered past the lease's deadline (this fences
+    // at once; the claim or registration made is dropped with `joined`).
+    if !hub.may_deliver_for(&conn) {
+        return Err(Unavailable { retry_after: None });
     }
     Ok((conn, joined))
 }

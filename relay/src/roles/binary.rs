@@ -143,6 +143,11 @@ fn refuse(hub: &Hub, conn: &Endpoint, error: RegistryError) -> Option<ServerClai
 /// push service; anything wrong is counted, logged at debug and dropped, never fatal to the
 /// binary.
 fn route(hub: &Hub, server_id: &str, claim: &ServerClaim<Endpoint>, text: Utf8Bytes) {
+    // Past the lease's deadline (cluster mode): fenced at once (this binary is closing 1012),
+    // nothing it sent is acted on.
+    if !hub.may_deliver_for(claim.conn()) {
+        return;
+    }
     let from = hub.logs.conn(claim.conn().conn_id());
     let Some(envelope) = Envelope::parse(&text) else {
         if let Some(wake) = PushWake::parse(&text) {

@@ -110,7 +110,11 @@ enum Room {
 impl Target<'_> {
     /// Sends `frame` without waiting (a frame handed to a binary here is counted forwarded;
     /// one sent up a link is counted by the owner once it hands it on).
-    fn try_send(&self, hub: &Hub, frame: &Utf8Bytes) -> Result<(), SendError> {
+    fn try_send(&self, hub: &Hub, phone: &Endpoint, frame: &Utf8Bytes) -> Result<(), SendError> {
+        // Past the lease's deadline (cluster mode): fenced at once, nothing delivered.
+        if !hub.may_deliver_for(phone) {
+            return Err(SendError::Closed);
+        }
         match self {
             Target::Binary(binary) => {
                 let sent = binary.send(frame.clone());
@@ -250,7 +254,7 @@ async fn forward(
     let wrapped = Utf8Bytes::from(wrapper.wrap(&text));
     let len = wrapped.len();
     loop {
-        match target.try_send(hub, &wrapped) {
+        match target.try_send(hub, session.conn(), &wrapped) {
             Ok(()) => return None,
             Err(SendError::Full) => match target.wait_for_room(session, len).await {
                 Room::Maybe => {}
@@ -280,7 +284,7 @@ mod tests {
 
     /// A binary whose outbox (bound 100 bytes) holds one frame over the bound: full.
     fn full_binary() -> Endpoint {
-        let binary = Endpoint::Local(LocalConn::new("server-srv".into(), Side::Binary, 100));
+        let binary = Endpoint::Local(LocalConn::new("server-srv".into(), Side::Binary, 100, 0));
         binary.send(Utf8Bytes::from("x".repeat(200))).unwrap();
         let notice = Utf8Bytes::from_static("{}");
         assert_eq!(
