@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the Go registry's own benchmarks (`go test -bench`, ../shared/baselines/goshape) and their
 # one-to-one ports in `benches/benches/goshape.rs` (criterion) back to back, ROUNDS times, and
-# prints each row as ours ÷ Go (time per op; below 1 is faster than Go), median over the rounds,
+# prints each row as Go's time per op ÷ ours (our speed relative to Go's: 1.00× is level, above
+# is faster), median over the rounds,
 # with the machine's load; then the bytes per id and per phone of both (same strings).
 # Usage: benches/goshape.sh            ROUNDS=3 (default) GO_BENCHTIME=1s SHARED=../shared
 # Needs Go (Debian's golang-go is enough; no modules beyond the standard library).
@@ -59,7 +60,7 @@ median() { sort -g | awk '{ v[NR]=$1 } END { if (NR==0) print "nan"; else if (NR
 echo
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $rounds rounds (Go, then ours, in turn), load average (1 min) at each round's start and at the end: ${loads[*]}"
 echo
-echo "| workload (Go benchmark) | ours | ours ÷ Go, median | per round | level with Go? |"
+echo "| workload (Go benchmark) | ours | Go ÷ ours (speed), median | per round | at least level with Go? |"
 echo "| --- | --- | ---: | --- | --- |"
 for name in $(awk '{ print $1 }' "$work/ours.1"); do
   g=$(go_name "$name")
@@ -70,7 +71,7 @@ for name in $(awk '{ print $1 }' "$work/ours.1"); do
     [ -n "$o" ] && [ -n "$x" ] && ratios+=("$(awk -v o="$o" -v x="$x" 'BEGIN { printf "%.2f", x/o }')")
   done
   m=$(printf '%s\n' "${ratios[@]}" | median)
-  level=$(awk -v m="$m" 'BEGIN { print (m <= 1.0 ? "yes" : "no") }')
+  level=$(awk -v m="$m" 'BEGIN { print (m >= 1.0 ? "yes" : "no") }')
   echo "| $g | $name | ${m}× | ${ratios[*]} | $level |"
 done
 echo

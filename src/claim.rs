@@ -385,7 +385,11 @@ pub(crate) mod tests {
             shared: second.shared.clone(),
             key: second.key,
             epoch,
-            tenure: Arc::new(Tenure::new("srv", TestConn::new("forger"))),
+            tenure: Arc::new(Tenure::new(
+                "srv",
+                TestConn::new("forger"),
+                second.shared.left.clone(),
+            )),
             armed: true,
             replaced: false,
         };

@@ -333,7 +333,7 @@ impl<C: Conn> Registry<C> {
         #[cfg(relay_registry_broken_claim)]
         let claimant = self.broken_claim_check(server_id, claimant)?;
         // Allocated before the lock, so the critical section only links it in.
-        let tenure = Arc::new(Tenure::new(server_id, conn));
+        let tenure = Arc::new(Tenure::new(server_id, conn, self.shared.left.clone()));
         let (seat, caught) = self
             .shared
             .mutate(|state, out| state.claim(tenure, claimant, out));
@@ -421,7 +421,7 @@ impl<C: Conn> Registry<C> {
         let (seat, caught) = self
             .shared
             .mutate(|state, out| state.register(server_id, conn, conn_id, cap, out));
-        let ticket = seat.map(|seat| PhoneTicket::new(self.shared.clone(), seat, ticket_conn));
+        let ticket = seat.map(|seat| PhoneTicket::new(seat, ticket_conn));
         // A panicking `Drop` of a removed conn propagates only now: unwinding drops the new
         // ticket, which unregisters the phone.
         caught.resume();
@@ -521,7 +521,8 @@ impl<C: Conn> Registry<C> {
     /// # Ok::<(), relay_registry::RegistryError>(())
     /// ```
     pub fn snapshot(&self) -> Vec<Arc<C>> {
-        self.shared.locked(|state| state.snapshot())
+        self.shared
+            .locked(|state| state.snapshot(self.shared.left()))
     }
 
     /// The number of live binaries, gracing binaries and phones, read together in O(1) (one
@@ -548,7 +549,7 @@ impl<C: Conn> Registry<C> {
     /// # Ok::<(), relay_registry::RegistryError>(())
     /// ```
     pub fn counts(&self) -> Counts {
-        self.shared.locked(|state| state.counts())
+        self.shared.locked(|state| state.counts(self.shared.left()))
     }
 
     /// Expires every grace window whose deadline is at or before the clock's `now()`: removes the
@@ -634,7 +635,8 @@ impl<C: Conn> Registry<C> {
     #[cfg(any(test, feature = "test-util"))]
     pub fn check_invariants(&self) -> Result<(), String> {
         let cap = self.shared.config.max_phones_per_server;
-        self.shared.locked(|state| state.check_invariants(cap))
+        self.shared
+            .locked(|state| state.check_invariants(cap, self.shared.left()))
     }
 }
 

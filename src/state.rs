@@ -34,8 +34,10 @@ pub(crate) struct State<C: Conn> {
     epoch: u64,
     /// How many server slots are in a grace window (the rest are live).
     gracing: usize,
-    /// How many phones are registered, over every slot.
-    phones: usize,
+    /// How many phones were registered minus how many were evicted, over every slot: the phones
+    /// registered now plus those that left through their tickets since (which unregister under
+    /// their tenure's lock alone, counted in `Shared::left`). [`State::counts`] subtracts those.
+    registered: usize,
 }
 
 /// One held server-id: 16 bytes.
@@ -98,7 +100,7 @@ impl<C: Conn> State<C> {
             deadlines: Deadlines::default(),
             epoch: 0,
             gracing: 0,
-            phones: 0,
+            registered: 0,
         }
     }
 
@@ -192,7 +194,7 @@ impl<C: Conn> State<C> {
             self.gracing -= 1;
         }
         if let Some(phones) = slot.tenure.end() {
-            self.phones -= phones.len();
+            self.registered -= phones.len();
             phones.evict(reason, out);
         }
     }
@@ -310,37 +312,17 @@ impl<C: Conn> State<C> {
             return Err(RegistryError::PhonesAtCap);
         }
         let epoch = next_epoch(&mut self.epoch);
-        self.phones += 1;
+        self.registered += 1;
         let pos = phones
             .get_or_insert_with(|| Box::new(PhoneList::new()))
             .insert(conn, conn_id, epoch, out);
         drop(phones);
         Ok(Seat {
-            key: PhoneKey { server, pos },
+            key: PhoneKey { pos },
             epoch,
             tenure: slot.tenure.clone(),
             replaced: false,
         })
-    }
-
-    /// Unregisters the phone `(key, epoch)` in O(1); false (and nothing changes) if it is stale.
-    pub(crate) fn unregister(&mut self, key: PhoneKey, epoch: u64, out: &mut Aftermath<C>) -> bool {
-        let Some(slot) = self.servers.get(key.server) else {
-            return false;
-        };
-        let mut table = slot.tenure.phones.lock();
-        let Some(phones) = table.as_mut() else {
-            return false;
-        };
-        if !phones.remove(key.pos, epoch, out) {
-            return false;
-        }
-        self.phones -= 1;
-        if phones.len() == 0 {
-            // Holds no conn and no snapshot any more: dropping it here runs no user code.
-            *table = None;
-        }
-        true
     }
 
     pub(crate) fn binary_for(&self, server_id: &str) -> Option<Arc<C>> {
@@ -360,9 +342,9 @@ impl<C: Conn> State<C> {
         }
     }
 
-    /// Every binary (gracing too) and every phone.
-    pub(crate) fn snapshot(&self) -> Vec<Arc<C>> {
-        let mut all = Vec::with_capacity(self.servers.len() + self.phones);
+    /// Every binary (gracing too) and every phone; `left` is `Shared::left`, read under the lock.
+    pub(crate) fn snapshot(&self, left: usize) -> Vec<Arc<C>> {
+        let mut all = Vec::with_capacity(self.servers.len() + self.counts(left).phones);
         for slot in self.servers.values() {
             all.push(slot.tenure.binary.clone());
             if let Some(phones) = &*slot.tenure.phones.lock() {
@@ -372,18 +354,22 @@ impl<C: Conn> State<C> {
         all
     }
 
-    pub(crate) fn counts(&self) -> Counts {
+    /// The counts; `left` is `Shared::left` (phones unregistered through their tickets), read
+    /// under the registry's lock: binaries and gracing ids change only under it, and each phone
+    /// that leaves is counted in `left` in the same critical section of its tenure's lock that
+    /// removes it, so the three numbers belong to the moment `left` was read.
+    pub(crate) fn counts(&self, left: usize) -> Counts {
         Counts {
             binaries: self.servers.len() - self.gracing,
             gracing: self.gracing,
-            phones: self.phones,
+            phones: self.registered - left,
         }
     }
 
     /// Checks that the index, the server slots and their phone lists, the deadlines and the
     /// counters agree.
     #[cfg(any(test, feature = "test-util"))]
-    pub(crate) fn check_invariants(&self, cap: usize) -> Result<(), String> {
+    pub(crate) fn check_invariants(&self, cap: usize, left: usize) -> Result<(), String> {
         if self.index.len() != self.servers.len() {
             return Err(format!(
                 "index has {} ids, server map {} slots",
@@ -437,13 +423,25 @@ impl<C: Conn> State<C> {
                 self.gracing
             ));
         }
-        if phones != self.phones {
+        let counted = self.counts(left).phones;
+        if phones != counted {
             return Err(format!(
-                "{phones} phones in server slots, counter says {}",
-                self.phones
+                "{phones} phones in server slots, counters say {counted}"
             ));
         }
         Ok(())
+    }
+}
+
+impl<C: Conn> Drop for State<C> {
+    /// The registry is gone (its last handle and every claim dropped, so only ids in a grace window
+    /// are left): their tenures end, so that tickets that outlive the registry go stale (they no
+    /// longer keep it alive); their phones are dropped, not closed. Runs under no lock: the state
+    /// is being dropped with the registry's shared part.
+    fn drop(&mut self) {
+        for slot in self.servers.values() {
+            drop(slot.tenure.end());
+        }
     }
 }
 
@@ -473,7 +471,8 @@ mod tests {
 
     fn claim(state: &mut State<TestConn>, id: &str) -> Seat<ServerKey, TestConn> {
         let mut out = Aftermath::new();
-        let tenure = Arc::new(Tenure::new(id, TestConn::new(id)));
+        let left = Arc::new(crate::sync::AtomicUsize::new(0));
+        let tenure = Arc::new(Tenure::new(id, TestConn::new(id), left));
         let seat = state.claim(tenure, Claimant::First, &mut out);
         assert!(out.run().into_messages().is_empty());
         seat.expect("free or gracing")
@@ -498,7 +497,7 @@ mod tests {
         // Compacted once dead entries outnumber twice the 3 open windows plus 32: never more, and
         // lazily (cancelled windows are not searched for, so a reclaim stays O(log n)).
         assert_eq!(largest, 2 * 3 + 32);
-        state.check_invariants(0).unwrap();
-        assert_eq!(state.counts().gracing, 2);
+        state.check_invariants(0, 0).unwrap();
+        assert_eq!(state.counts(0).gracing, 2);
     }
 }

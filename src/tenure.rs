@@ -1,10 +1,11 @@
 //! `Tenure`: one binary's hold on one server-id, shared by its claim, its phones' tickets and the
 //! id index, and the table of its phones.
 
+use crate::aftermath::Aftermath;
 use crate::conn::Conn;
 use crate::phone_list::PhoneList;
 use crate::phones::Phones;
-use crate::sync::{AtomicU8, InnerLock, Ordering};
+use crate::sync::{AtomicU8, AtomicUsize, InnerLock, Ordering};
 use std::sync::Arc;
 
 /// The tenure is current and its binary connected.
@@ -39,15 +40,21 @@ pub(crate) struct Tenure<C> {
     /// routing to their phones never contend on the registry's lock, nor on each other's.
     pub(crate) phones: InnerLock<Option<Box<PhoneList<C>>>>,
     phase: AtomicU8,
+    /// The registry's tally of phones unregistered through their tickets (shared by every tenure
+    /// of the registry; see [`Tenure::unregister`]).
+    left: Arc<AtomicUsize>,
 }
 
 impl<C: Conn> Tenure<C> {
-    pub(crate) fn new(server_id: &str, binary: Arc<C>) -> Self {
+    /// A live tenure of `binary` over `server_id`; `left` is the registry's tally of phones
+    /// unregistered through their tickets.
+    pub(crate) fn new(server_id: &str, binary: Arc<C>, left: Arc<AtomicUsize>) -> Self {
         Tenure {
             server_id: server_id.into(),
             binary,
             phones: InnerLock::new(None),
             phase: AtomicU8::new(LIVE),
+            left,
         }
     }
 
@@ -80,6 +87,29 @@ impl<C: Conn> Tenure<C> {
         let mut phones = self.phones.lock();
         self.phase.store(ENDED, Ordering::Release);
         phones.take()
+    }
+
+    /// Unregisters the phone at `pos` if it is the registration `epoch` (a ticket's unregister),
+    /// under this tenure's lock alone — never the registry's: its conn (and an outdated snapshot)
+    /// go into `out`, to be dropped after the lock, and the registry's `left` tally counts it in
+    /// the same critical section, so [`Counts::phones`](crate::Counts::phones) (registered minus
+    /// left, read under the registry's lock) changes at the moment the phone leaves the table.
+    /// False (and nothing changes) if the tenure ended or the position holds another
+    /// registration.
+    pub(crate) fn unregister(&self, pos: usize, epoch: u64, out: &mut Aftermath<C>) -> bool {
+        let mut table = self.phones.lock();
+        let Some(phones) = table.as_mut() else {
+            return false;
+        };
+        if !phones.remove(pos, epoch, out) {
+            return false;
+        }
+        self.left.fetch_add(1, Ordering::AcqRel);
+        if phones.len() == 0 {
+            // Holds no conn and no snapshot any more: dropping it here runs no user code.
+            *table = None;
+        }
+        true
     }
 
     /// The first phone (by position) whose conn-id is `conn_id`, under this tenure's lock alone;

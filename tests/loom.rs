@@ -1,6 +1,7 @@
 //! Exhaustive interleavings of the registry's few real races, under loom.
 //!
-//! `src/sync.rs` swaps the registry's lock and the tenures' phase for loom's when built
+//! `src/sync.rs` swaps the registry's lock, the tenures' locks and phase, and the tally of
+//! phones that left through their tickets for loom's when built
 //! with `--cfg loom`; loom then runs each model under every interleaving of those (bounded by
 //! `LOOM_MAX_PREEMPTIONS`, 2 by default here). Each model has at most three threads (the model's
 //! main thread and two spawned ones).
@@ -290,5 +291,41 @@ fn claim_phone_without_the_registry_lock_racing_an_eviction_and_a_registration()
         assert_eq!(phone.closes(), [CloseReason::Reclaimed]);
         assert!(next.is_some());
         registry.check_invariants().unwrap();
+    });
+}
+
+/// A ticket unregisters under its tenure's lock alone (never the registry's), counting itself in
+/// the registry's tally: racing an eviction (`end_tenure`) and a `counts()`, the phone leaves
+/// exactly once (closed only if the eviction took it), and the counts read meanwhile never show a
+/// phone under an id no one holds.
+#[test]
+fn ticket_unregister_without_the_registry_lock_racing_an_eviction_and_counts() {
+    model(|| {
+        let registry: Registry<LoomConn> = Registry::new();
+        let binary = conn("bin");
+        let claim = registry.claim_server("srv", binary.clone()).unwrap();
+        let phone = conn("phone");
+        let ticket = registry.register_phone("srv", phone.clone()).unwrap();
+        let dropper = thread::spawn(move || ticket.unregister());
+        let reader = {
+            let registry = registry.clone();
+            thread::spawn(move || registry.counts())
+        };
+        assert!(registry.end_tenure("srv", &binary));
+        let unregistered = dropper.join().unwrap();
+        let seen = reader.join().unwrap();
+        let evicted = phone.closes();
+        assert_eq!(
+            evicted.len(),
+            usize::from(!unregistered),
+            "exactly one of the two removed the phone: {evicted:?}"
+        );
+        assert!(
+            seen.phones <= seen.binaries,
+            "a phone counted with no binary: {seen:?}"
+        );
+        assert_eq!(registry.counts(), Counts::default());
+        registry.check_invariants().unwrap();
+        drop(claim);
     });
 }
