@@ -5,6 +5,8 @@
 # is faster), median over the rounds,
 # with the machine's load; then the bytes per id and per phone of both (same strings).
 # Usage: benches/goshape.sh            ROUNDS=3 (default) GO_BENCHTIME=1s SHARED=../shared
+#        BEFORE=FILE  also runs FILE (the goshape bench binary of an earlier commit) after Go in each
+#                     round, and adds its column: a before/after comparison under the same load.
 # Needs Go (Debian's golang-go is enough; no modules beyond the standard library).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +41,10 @@ for r in $(seq 1 "$rounds"); do
     | parse_go > "$work/go.$r"
   echo "round $r/$rounds: ours ($(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
   "$ours" --bench 2>/dev/null | parse_ours > "$work/ours.$r"
+  if [ -n "${BEFORE:-}" ]; then
+    echo "round $r/$rounds: before ($(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+    "$BEFORE" --bench 2>/dev/null | parse_ours > "$work/before.$r"
+  fi
 done
 loads+=("$(cut -d' ' -f1 /proc/loadavg)")
 
@@ -58,21 +64,34 @@ go_name() {
 median() { sort -g | awk '{ v[NR]=$1 } END { if (NR==0) print "nan"; else if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2 }'; }
 
 echo
-echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $rounds rounds (Go, then ours, in turn), load average (1 min) at each round's start and at the end: ${loads[*]}"
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $rounds rounds (Go, then ours${BEFORE:+, then before}, in turn), load average (1 min) at each round's start and at the end: ${loads[*]}"
 echo
-echo "| workload (Go benchmark) | ours | Go ÷ ours (speed), median | per round | at least level with Go? |"
-echo "| --- | --- | ---: | --- | --- |"
+# Go's time ÷ the time of `name` in the runs "$work/$1.*", one ratio per round.
+speeds() {
+  local r o x
+  for r in $(seq 1 "$rounds"); do
+    o=$(awk -v n="$name" '$1==n { print $2 }' "$work/$1.$r")
+    x=$(awk -v n="$g" '$1==n { print $2 }' "$work/go.$r")
+    [ -n "$o" ] && [ -n "$x" ] && awk -v o="$o" -v x="$x" 'BEGIN { printf "%.2f\n", x/o }'
+  done
+}
+if [ -n "${BEFORE:-}" ]; then
+  echo "| workload (Go benchmark) | ours | before: Go ÷ ours (speed), median | now: Go ÷ ours, median | now, per round | now at least level with Go? |"
+  echo "| --- | --- | ---: | ---: | --- | --- |"
+else
+  echo "| workload (Go benchmark) | ours | Go ÷ ours (speed), median | per round | at least level with Go? |"
+  echo "| --- | --- | ---: | --- | --- |"
+fi
 for name in $(awk '{ print $1 }' "$work/ours.1"); do
   g=$(go_name "$name")
-  ratios=()
-  for r in $(seq 1 "$rounds"); do
-    o=$(awk -v n="$name" '$1==n { print $2 }' "$work/ours.$r")
-    x=$(awk -v n="$g" '$1==n { print $2 }' "$work/go.$r")
-    [ -n "$o" ] && [ -n "$x" ] && ratios+=("$(awk -v o="$o" -v x="$x" 'BEGIN { printf "%.2f", x/o }')")
-  done
-  m=$(printf '%s\n' "${ratios[@]}" | median)
+  now=$(speeds ours)
+  m=$(median <<<"$now")
   level=$(awk -v m="$m" 'BEGIN { print (m >= 1.0 ? "yes" : "no") }')
-  echo "| $g | $name | ${m}× | ${ratios[*]} | $level |"
+  if [ -n "${BEFORE:-}" ]; then
+    echo "| $g | $name | $(speeds before | median)× | ${m}× | $(echo $now) | $level |"
+  else
+    echo "| $g | $name | ${m}× | $(echo $now) | $level |"
+  fi
 done
 echo
 go_id=$(sed -E 's/.*footprint: ([0-9.]+) bytes\/server.*/\1/' <<<"$go_fp")
