@@ -385,11 +385,7 @@ pub(crate) mod tests {
             shared: second.shared.clone(),
             key: second.key,
             epoch,
-            tenure: Arc::new(Tenure::new(
-                "srv",
-                TestConn::new("forger"),
-                second.shared.left.clone(),
-            )),
+            tenure: Arc::new(Tenure::new("srv", TestConn::new("forger"))),
             armed: true,
             replaced: false,
         };

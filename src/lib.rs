@@ -191,12 +191,13 @@
 //!
 //! A held id costs a 16-byte server slot (the tenure's pointer, the epoch), a 16-byte index entry
 //! (the tenure, whose id it hashes, and the slot key), and two allocations: the tenure (the
-//! binary, its phase, the id's pointer and length, the locked pointer to its phone list, the
-//! tally's pointer: 72 bytes with the reference counts) and the id's bytes. An id's phones share one list allocation
+//! binary, its phase, the id's pointer and length, the locked pointer to its phone list: 64 bytes
+//! with the reference counts) and the id's bytes. An id's phones share one list allocation
 //! (counters, cached snapshot, and the first four phones inline). A phone costs a 32-byte entry
 //! (its conn, its epoch, its conn-id's pointer and length) and its conn-id's bytes. There is no
-//! registry-wide phone map: a ticket names its phone by its tenure and position. Each tenure
-//! also points at the registry's tally of phones that left through their tickets (8 bytes).
+//! registry-wide phone map: a ticket names its phone by its tenure and position. A phone list
+//! also points at the registry's tally of phones that left through their tickets (8 bytes per id
+//! with phones), and stays allocated when its phones leave while its entries fit inline.
 //! `cargo run --release -p relay-registry-benches --bin footprint` measures this against a port
 //! of the Go registry (the README has the figures).
 #![forbid(unsafe_code)]

@@ -333,7 +333,7 @@ impl<C: Conn> Registry<C> {
         #[cfg(relay_registry_broken_claim)]
         let claimant = self.broken_claim_check(server_id, claimant)?;
         // Allocated before the lock, so the critical section only links it in.
-        let tenure = Arc::new(Tenure::new(server_id, conn, self.shared.left.clone()));
+        let tenure = Arc::new(Tenure::new(server_id, conn));
         let (seat, caught) = self
             .shared
             .mutate(|state, out| state.claim(tenure, claimant, out));
@@ -418,9 +418,10 @@ impl<C: Conn> Registry<C> {
         let conn_id: Box<str> = conn.conn_id().into();
         let cap = self.shared.config.max_phones_per_server;
         let ticket_conn = conn.clone();
+        let left = &self.shared.left;
         let (seat, caught) = self
             .shared
-            .mutate(|state, out| state.register(server_id, conn, conn_id, cap, out));
+            .mutate(|state, out| state.register(server_id, conn, conn_id, cap, left, out));
         let ticket = seat.map(|seat| PhoneTicket::new(seat, ticket_conn));
         // A panicking `Drop` of a removed conn propagates only now: unwinding drops the new
         // ticket, which unregisters the phone.
@@ -522,7 +523,7 @@ impl<C: Conn> Registry<C> {
     /// ```
     pub fn snapshot(&self) -> Vec<Arc<C>> {
         self.shared
-            .locked(|state| state.snapshot(self.shared.left()))
+            .locked(|state| state.snapshot(|| self.shared.left()))
     }
 
     /// The number of live binaries, gracing binaries and phones, read together in O(1) (one
@@ -636,7 +637,7 @@ impl<C: Conn> Registry<C> {
     pub fn check_invariants(&self) -> Result<(), String> {
         let cap = self.shared.config.max_phones_per_server;
         self.shared
-            .locked(|state| state.check_invariants(cap, self.shared.left()))
+            .locked(|state| state.check_invariants(cap, || self.shared.left()))
     }
 }
 

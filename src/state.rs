@@ -12,6 +12,7 @@ use crate::expiry::Expired;
 use crate::keys::{PhoneKey, ServerKey};
 use crate::phone_list::PhoneList;
 use crate::phones::Phones;
+use crate::sync::AtomicUsize;
 use crate::tenure::Tenure;
 use slotmap::SlotMap;
 use std::borrow::Borrow;
@@ -298,6 +299,7 @@ impl<C: Conn> State<C> {
         conn: Arc<C>,
         conn_id: Box<str>,
         cap: usize,
+        left: &Arc<AtomicUsize>,
         out: &mut Aftermath<C>,
     ) -> Result<Seat<PhoneKey, C>, RegistryError> {
         let Some(&server) = self.index.get(server_id.as_bytes()) else {
@@ -314,7 +316,7 @@ impl<C: Conn> State<C> {
         let epoch = next_epoch(&mut self.epoch);
         self.registered += 1;
         let pos = phones
-            .get_or_insert_with(|| Box::new(PhoneList::new()))
+            .get_or_insert_with(|| Box::new(PhoneList::new(left.clone())))
             .insert(conn, conn_id, epoch, out);
         drop(phones);
         Ok(Seat {
@@ -342,12 +344,21 @@ impl<C: Conn> State<C> {
         }
     }
 
-    /// Every binary (gracing too) and every phone; `left` is `Shared::left`, read under the lock.
-    pub(crate) fn snapshot(&self, left: usize) -> Vec<Arc<C>> {
-        let mut all = Vec::with_capacity(self.servers.len() + self.counts(left).phones);
-        for slot in self.servers.values() {
+    /// Every binary (gracing too) and every phone, of one moment; `left` reads `Shared::left`.
+    ///
+    /// Tickets unregister under their tenure's lock alone, so every tenure's lock is taken first
+    /// (one by one, under the registry's lock, as in `check_invariants`) and held while the list
+    /// is built: a phone that left before another cannot be listed while the other is not.
+    pub(crate) fn snapshot(&self, left: impl FnOnce() -> usize) -> Vec<Arc<C>> {
+        let tables: Vec<_> = self
+            .servers
+            .values()
+            .map(|slot| slot.tenure.phones.lock())
+            .collect();
+        let mut all = Vec::with_capacity(self.servers.len() + self.counts(left()).phones);
+        for (slot, table) in self.servers.values().zip(&tables) {
             all.push(slot.tenure.binary.clone());
-            if let Some(phones) = &*slot.tenure.phones.lock() {
+            if let Some(phones) = &**table {
                 all.extend(phones.conns().cloned());
             }
         }
@@ -369,7 +380,22 @@ impl<C: Conn> State<C> {
     /// Checks that the index, the server slots and their phone lists, the deadlines and the
     /// counters agree.
     #[cfg(any(test, feature = "test-util"))]
-    pub(crate) fn check_invariants(&self, cap: usize, left: usize) -> Result<(), String> {
+    ///
+    /// `left` reads `Shared::left`. Tickets unregister under their tenure's lock alone, so every
+    /// tenure's lock is held (taken one by one, in slot order, under the registry's lock: no
+    /// thread ever waits for a second tenure lock while holding one) before `left` is read and
+    /// until the check is done: the tables and the tally are then one moment's.
+    pub(crate) fn check_invariants(
+        &self,
+        cap: usize,
+        left: impl FnOnce() -> usize,
+    ) -> Result<(), String> {
+        let tables: Vec<_> = self
+            .servers
+            .values()
+            .map(|slot| slot.tenure.phones.lock())
+            .collect();
+        let left = left();
         if self.index.len() != self.servers.len() {
             return Err(format!(
                 "index has {} ids, server map {} slots",
@@ -390,7 +416,7 @@ impl<C: Conn> State<C> {
             }
         }
         let (mut gracing, mut phones) = (0, 0);
-        for (key, slot) in &self.servers {
+        for ((key, slot), table) in self.servers.iter().zip(&tables) {
             let id = &*slot.tenure.server_id;
             let epoch = slot.epoch;
             if !slot.tenure.is_current() {
@@ -409,7 +435,7 @@ impl<C: Conn> State<C> {
                     return Err(format!("grace window of {id:?} is not armed"));
                 }
             }
-            if let Some(list) = &*slot.tenure.phones.lock() {
+            if let Some(list) = &**table {
                 if cap != 0 && list.len() > cap {
                     return Err(format!("{id:?} has {} phones, cap {cap}", list.len()));
                 }
@@ -471,8 +497,7 @@ mod tests {
 
     fn claim(state: &mut State<TestConn>, id: &str) -> Seat<ServerKey, TestConn> {
         let mut out = Aftermath::new();
-        let left = Arc::new(crate::sync::AtomicUsize::new(0));
-        let tenure = Arc::new(Tenure::new(id, TestConn::new(id), left));
+        let tenure = Arc::new(Tenure::new(id, TestConn::new(id)));
         let seat = state.claim(tenure, Claimant::First, &mut out);
         assert!(out.run().into_messages().is_empty());
         seat.expect("free or gracing")
@@ -497,7 +522,7 @@ mod tests {
         // Compacted once dead entries outnumber twice the 3 open windows plus 32: never more, and
         // lazily (cancelled windows are not searched for, so a reclaim stays O(log n)).
         assert_eq!(largest, 2 * 3 + 32);
-        state.check_invariants(0, 0).unwrap();
+        state.check_invariants(0, || 0).unwrap();
         assert_eq!(state.counts(0).gracing, 2);
     }
 }

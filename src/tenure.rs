@@ -5,7 +5,7 @@ use crate::aftermath::Aftermath;
 use crate::conn::Conn;
 use crate::phone_list::PhoneList;
 use crate::phones::Phones;
-use crate::sync::{AtomicU8, AtomicUsize, InnerLock, Ordering};
+use crate::sync::{AtomicU8, InnerLock, Ordering};
 use std::sync::Arc;
 
 /// The tenure is current and its binary connected.
@@ -34,27 +34,22 @@ pub(crate) struct Tenure<C> {
     /// The server-id: the id index hashes it from here, the guards read it from here.
     pub(crate) server_id: Box<str>,
     pub(crate) binary: Arc<C>,
-    /// The phones registered during this tenure: `None` while it has none, and from its end on.
+    /// The phones registered during this tenure: `None` until the first registers (or after a
+    /// list that had grown past its inline entries emptied), and from the tenure's end on.
     /// Changed only under the registry's lock (then this one); read under this lock alone by the
     /// binary→phone route ([`ServerClaim::phone`](crate::ServerClaim::phone)), so binaries
     /// routing to their phones never contend on the registry's lock, nor on each other's.
     pub(crate) phones: InnerLock<Option<Box<PhoneList<C>>>>,
     phase: AtomicU8,
-    /// The registry's tally of phones unregistered through their tickets (shared by every tenure
-    /// of the registry; see [`Tenure::unregister`]).
-    left: Arc<AtomicUsize>,
 }
 
 impl<C: Conn> Tenure<C> {
-    /// A live tenure of `binary` over `server_id`; `left` is the registry's tally of phones
-    /// unregistered through their tickets.
-    pub(crate) fn new(server_id: &str, binary: Arc<C>, left: Arc<AtomicUsize>) -> Self {
+    pub(crate) fn new(server_id: &str, binary: Arc<C>) -> Self {
         Tenure {
             server_id: server_id.into(),
             binary,
             phones: InnerLock::new(None),
             phase: AtomicU8::new(LIVE),
-            left,
         }
     }
 
@@ -91,8 +86,8 @@ impl<C: Conn> Tenure<C> {
 
     /// Unregisters the phone at `pos` if it is the registration `epoch` (a ticket's unregister),
     /// under this tenure's lock alone — never the registry's: its conn (and an outdated snapshot)
-    /// go into `out`, to be dropped after the lock, and the registry's `left` tally counts it in
-    /// the same critical section, so [`Counts::phones`](crate::Counts::phones) (registered minus
+    /// go into `out`, to be dropped after the lock, and the registry's tally of phones that left
+    /// (which the phone list points at) counts it in the same critical section, so [`Counts::phones`](crate::Counts::phones) (registered minus
     /// left, read under the registry's lock) changes at the moment the phone leaves the table.
     /// False (and nothing changes) if the tenure ended or the position holds another
     /// registration.
@@ -104,9 +99,10 @@ impl<C: Conn> Tenure<C> {
         if !phones.remove(pos, epoch, out) {
             return false;
         }
-        self.left.fetch_add(1, Ordering::AcqRel);
-        if phones.len() == 0 {
-            // Holds no conn and no snapshot any more: dropping it here runs no user code.
+        if phones.len() == 0 && phones.spilled() {
+            // An emptied list stays while it fits in its own allocation (the next phone reuses
+            // it); a grown one is freed. It holds no conn and no snapshot any more: dropping it
+            // here runs no user code.
             *table = None;
         }
         true
@@ -121,8 +117,8 @@ impl<C: Conn> Tenure<C> {
     /// A snapshot of the phones, under this tenure's lock alone; empty once the tenure ended.
     pub(crate) fn snapshot(&self) -> Phones<C> {
         match &mut *self.phones.lock() {
-            Some(phones) => phones.snapshot(),
-            None => Phones::empty(),
+            Some(phones) if phones.len() > 0 => phones.snapshot(),
+            _ => Phones::empty(),
         }
     }
 

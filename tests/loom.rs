@@ -329,3 +329,30 @@ fn ticket_unregister_without_the_registry_lock_racing_an_eviction_and_counts() {
         drop(claim);
     });
 }
+
+/// `snapshot()` is one moment's even though tickets leave under their tenures' locks alone: a
+/// phone that left before another is never listed while the other is missing.
+#[test]
+fn snapshot_is_one_moment_while_tickets_leave_without_the_registry_lock() {
+    model(|| {
+        let registry: Registry<LoomConn> = Registry::new();
+        let _a = registry.claim_server("a", conn("bin-a")).unwrap();
+        let _b = registry.claim_server("b", conn("bin-b")).unwrap();
+        let (first, second) = (conn("first"), conn("second"));
+        let leaves_first = registry.register_phone("a", first.clone()).unwrap();
+        let leaves_second = registry.register_phone("b", second.clone()).unwrap();
+        let leaver = thread::spawn(move || {
+            drop(leaves_first);
+            drop(leaves_second);
+        });
+        let all = registry.snapshot();
+        leaver.join().unwrap();
+        let listed = |phone: &Arc<LoomConn>| all.iter().any(|c| Arc::ptr_eq(c, phone));
+        assert!(
+            !(listed(&first) && !listed(&second)),
+            "the phone that left first is listed, the one that left after it is not"
+        );
+        assert_eq!(registry.counts().phones, 0);
+        registry.check_invariants().unwrap();
+    });
+}
