@@ -31,8 +31,10 @@ use loom_shim::{Mutex as RawMutex, MutexGuard as RawGuard};
 
 /// A lock below the registry's: a tenure's phone table. Taken either under the registry's lock (by
 /// registrations and evictions) or alone (by a ticket's unregistration and by the binary→phone
-/// route, which never take the registry's lock), never the other way round, and nothing runs under it but reads and relinks
-/// of the table. So it has no "lock held" flag: taking it under the registry's lock is the point.
+/// route, which never take the registry's lock), never the other way round. Several are held at
+/// once only under the registry's lock (`snapshot`, `check_invariants`), and whoever holds one
+/// without it waits for no other lock, so no cycle can form. Nothing runs under it but reads and
+/// relinks of the table. So it has no "lock held" flag: taking it under the registry's lock is the point.
 pub(crate) type InnerLock<T> = RawMutex<T>;
 
 /// The registry's lock: a mutex (parking_lot's, or loom's under `--cfg loom`) that, in debug
