@@ -30,10 +30,13 @@
 //!   replaces exactly that holder (compared by `Arc` identity), and fails if it changed meanwhile.
 //!   [`Registry::end_tenure`] ends exactly that holder's tenure with no successor (its phones
 //!   evicted as on a takeover), for a relay that learns another way that the tenure is over.
-//! - **Stale guards are inert.** Guards hold a typed generational slotmap key *and* a
-//!   registry-wide `u64` epoch of the tenure or registration. A claim that was taken over or
-//!   whose tenure was ended (the only ways a held claim goes stale), and a ticket whose phone was evicted, match neither any
-//!   more, so dropping them can never touch what now occupies the id or the slot. (slotmap versions alone wrap after 2^31 reuses of
+//! - **Stale guards are inert.** A claim holds a typed generational slotmap key *and* a
+//!   registry-wide `u64` epoch of its tenure; a ticket holds its tenure itself (an `Arc`, so no
+//!   other tenure can ever be at that address while the ticket lives), its position in that
+//!   tenure's phone table and the registry-wide epoch of its registration. A claim that was taken
+//!   over or whose tenure was ended (the only ways a held claim goes stale), and a ticket whose
+//!   phone was evicted, match neither any more, so dropping them can never touch what now
+//!   occupies the id, the slot or the position. (slotmap versions alone wrap after 2^31 reuses of
 //!   a slot, and its LIFO free list makes one churning client reuse one slot; the epoch never
 //!   repeats.)
 //!
@@ -91,9 +94,12 @@
 //! it; wakers are woken after it. In debug builds the lock enforces this: a registry called from
 //! a thread that already holds a registry's lock panics at once instead of deadlocking.
 //!
-//! Below it, each tenure has a lock of its own over its phone table: every change to the table
-//! takes it inside the registry's critical section, and the binary→phone route
-//! ([`ServerClaim::phone`], [`ServerClaim::phones`]) takes it alone, never the registry's. Nothing
+//! Below it, each tenure has a lock of its own over its phone table: registrations and evictions
+//! take it inside the registry's critical section; a ticket's unregistration
+//! ([`PhoneTicket::unregister`], its drop) and the binary→phone route ([`ServerClaim::phone`],
+//! [`ServerClaim::phones`]) take it alone, never the registry's. (A phone that leaves is counted
+//! in a registry-wide atomic tally in the same critical section, which [`Registry::counts`]
+//! reads under the registry's lock: the counts stay one moment's and O(1).) Nothing
 //! runs under it either but reading and relinking the table.
 //!
 //! So a [`Conn`] may call back into the registry from `conn_id`, `close` or its `Drop`,
@@ -189,7 +195,9 @@
 //! with the reference counts) and the id's bytes. An id's phones share one list allocation
 //! (counters, cached snapshot, and the first four phones inline). A phone costs a 32-byte entry
 //! (its conn, its epoch, its conn-id's pointer and length) and its conn-id's bytes. There is no
-//! registry-wide phone map: a ticket names its phone by server slot and position.
+//! registry-wide phone map: a ticket names its phone by its tenure and position. A phone list
+//! also points at the registry's tally of phones that left through their tickets (8 bytes per id
+//! with phones), and stays allocated when its phones leave while its entries fit inline.
 //! `cargo run --release -p relay-registry-benches --bin footprint` measures this against a port
 //! of the Go registry (the README has the figures).
 #![forbid(unsafe_code)]

@@ -3,6 +3,7 @@
 use crate::aftermath::{Aftermath, Garbage};
 use crate::conn::{CloseReason, Conn};
 use crate::phones::Phones;
+use crate::sync::{AtomicUsize, Ordering};
 use smallvec::SmallVec;
 use std::sync::Arc;
 
@@ -16,8 +17,9 @@ const INLINE: usize = 4;
 /// A phone keeps its position for as long as it is registered, so its ticket names it by
 /// `(server slot, position, epoch)` and no registry-wide phone map is needed. A removed phone
 /// leaves a vacant entry that the next registration reuses (a LIFO free list threaded through the
-/// vacant entries): insert and remove are O(1). Whoever removes the last phone drops the whole
-/// list, so an id without phones keeps no list.
+/// vacant entries): insert and remove are O(1). An id gets its list with its first phone; once
+/// emptied, the list stays for the next phone while its entries fit inline (so a phone leaving and
+/// another joining cost no allocation), and is freed if they had grown beyond.
 pub(crate) struct PhoneList<C> {
     /// The first [`INLINE`] entries live in the list's own allocation: a typical id's phones
     /// cost one allocation, and a lookup follows one pointer fewer.
@@ -28,6 +30,10 @@ pub(crate) struct PhoneList<C> {
     live: usize,
     /// The most recently vacated position, or [`NONE`].
     vacant: usize,
+    /// The registry's tally of phones that left through their tickets: [`remove`](Self::remove)
+    /// counts each in it (here rather than in the tenure, so that an id without phones does not
+    /// pay for the pointer).
+    left: Arc<AtomicUsize>,
 }
 
 /// One position: occupied while `conn` is `Some`.
@@ -40,13 +46,20 @@ struct PhoneEntry<C> {
 }
 
 impl<C: Conn> PhoneList<C> {
-    pub(crate) fn new() -> Self {
+    /// An empty list; `left` is the registry's tally of phones that left through their tickets.
+    pub(crate) fn new(left: Arc<AtomicUsize>) -> Self {
         PhoneList {
             entries: SmallVec::new(),
             snapshot: None,
             live: 0,
             vacant: NONE,
+            left,
         }
+    }
+
+    /// Whether the entries outgrew the list's own allocation.
+    pub(crate) fn spilled(&self) -> bool {
+        self.entries.spilled()
     }
 
     /// How many phones are registered.
@@ -79,7 +92,8 @@ impl<C: Conn> PhoneList<C> {
         pos
     }
 
-    /// Removes the phone at `pos` if it is the registration `epoch`; its conn is dropped later.
+    /// Removes the phone at `pos` if it is the registration `epoch` (its ticket's unregister, so
+    /// it counts in the registry's tally of phones that left); its conn is dropped later.
     pub(crate) fn remove(&mut self, pos: usize, epoch: u64, out: &mut Aftermath<C>) -> bool {
         let Some(entry) = self.entries.get_mut(pos) else {
             return false;
@@ -92,6 +106,13 @@ impl<C: Conn> PhoneList<C> {
         entry.conn_id = Box::default();
         self.vacant = pos;
         self.live -= 1;
+        self.left.fetch_add(1, Ordering::AcqRel);
+        if self.live == 0 {
+            // Emptied: start over as a fresh list would (positions from 0, in the documented
+            // order), keeping the allocation. The vacant entries hold no conn.
+            self.entries.clear();
+            self.vacant = NONE;
+        }
         if let Some(conn) = conn {
             out.drop_later(Garbage::Conn(conn));
         }
@@ -149,7 +170,7 @@ impl<C: Conn> PhoneList<C> {
         epochs: std::ops::RangeInclusive<u64>,
     ) -> Result<(), String> {
         let occupied = self.entries.iter().filter(|e| e.conn.is_some()).count();
-        if occupied != self.live || self.live == 0 {
+        if occupied != self.live || (self.live == 0 && self.spilled()) {
             return Err(format!(
                 "{server_id:?} keeps a phone list of {occupied} phones, counted {}",
                 self.live

@@ -418,10 +418,11 @@ impl<C: Conn> Registry<C> {
         let conn_id: Box<str> = conn.conn_id().into();
         let cap = self.shared.config.max_phones_per_server;
         let ticket_conn = conn.clone();
+        let left = &self.shared.left;
         let (seat, caught) = self
             .shared
-            .mutate(|state, out| state.register(server_id, conn, conn_id, cap, out));
-        let ticket = seat.map(|seat| PhoneTicket::new(self.shared.clone(), seat, ticket_conn));
+            .mutate(|state, out| state.register(server_id, conn, conn_id, cap, left, out));
+        let ticket = seat.map(|seat| PhoneTicket::new(seat, ticket_conn));
         // A panicking `Drop` of a removed conn propagates only now: unwinding drops the new
         // ticket, which unregisters the phone.
         caught.resume();
@@ -521,7 +522,8 @@ impl<C: Conn> Registry<C> {
     /// # Ok::<(), relay_registry::RegistryError>(())
     /// ```
     pub fn snapshot(&self) -> Vec<Arc<C>> {
-        self.shared.locked(|state| state.snapshot())
+        self.shared
+            .locked(|state| state.snapshot(|| self.shared.left()))
     }
 
     /// The number of live binaries, gracing binaries and phones, read together in O(1) (one
@@ -548,7 +550,7 @@ impl<C: Conn> Registry<C> {
     /// # Ok::<(), relay_registry::RegistryError>(())
     /// ```
     pub fn counts(&self) -> Counts {
-        self.shared.locked(|state| state.counts())
+        self.shared.locked(|state| state.counts(self.shared.left()))
     }
 
     /// Expires every grace window whose deadline is at or before the clock's `now()`: removes the
@@ -634,7 +636,8 @@ impl<C: Conn> Registry<C> {
     #[cfg(any(test, feature = "test-util"))]
     pub fn check_invariants(&self) -> Result<(), String> {
         let cap = self.shared.config.max_phones_per_server;
-        self.shared.locked(|state| state.check_invariants(cap))
+        self.shared
+            .locked(|state| state.check_invariants(cap, || self.shared.left()))
     }
 }
 

@@ -7,7 +7,7 @@ use crate::conn::Conn;
 use crate::expiry::Expiries;
 use crate::signal::Signal;
 use crate::state::State;
-use crate::sync::Lock;
+use crate::sync::{AtomicUsize, Lock, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,6 +17,10 @@ pub(crate) struct Shared<C: Conn> {
     state: Lock<State<C>>,
     pub(crate) config: Config,
     pub(crate) signal: Arc<Signal>,
+    /// How many phones left through their tickets: a ticket unregisters under its tenure's lock
+    /// alone (it holds no handle of the registry), and counts itself here; every tenure holds a
+    /// clone. [`State::counts`] subtracts it, read under the registry's lock.
+    pub(crate) left: Arc<AtomicUsize>,
 }
 
 impl<C: Conn> Shared<C> {
@@ -25,7 +29,13 @@ impl<C: Conn> Shared<C> {
             state: Lock::new(State::new()),
             config,
             signal: Arc::new(Signal::default()),
+            left: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// [`Shared::left`], to be read under the registry's lock (see [`State::counts`]).
+    pub(crate) fn left(&self) -> usize {
+        self.left.load(Ordering::Acquire)
     }
 
     /// Runs a read or a bookkeeping-only change under the lock.

@@ -12,6 +12,7 @@ use crate::expiry::Expired;
 use crate::keys::{PhoneKey, ServerKey};
 use crate::phone_list::PhoneList;
 use crate::phones::Phones;
+use crate::sync::AtomicUsize;
 use crate::tenure::Tenure;
 use slotmap::SlotMap;
 use std::borrow::Borrow;
@@ -34,8 +35,10 @@ pub(crate) struct State<C: Conn> {
     epoch: u64,
     /// How many server slots are in a grace window (the rest are live).
     gracing: usize,
-    /// How many phones are registered, over every slot.
-    phones: usize,
+    /// How many phones were registered minus how many were evicted, over every slot: the phones
+    /// registered now plus those that left through their tickets since (which unregister under
+    /// their tenure's lock alone, counted in `Shared::left`). [`State::counts`] subtracts those.
+    registered: usize,
 }
 
 /// One held server-id: 16 bytes.
@@ -98,7 +101,7 @@ impl<C: Conn> State<C> {
             deadlines: Deadlines::default(),
             epoch: 0,
             gracing: 0,
-            phones: 0,
+            registered: 0,
         }
     }
 
@@ -192,7 +195,7 @@ impl<C: Conn> State<C> {
             self.gracing -= 1;
         }
         if let Some(phones) = slot.tenure.end() {
-            self.phones -= phones.len();
+            self.registered -= phones.len();
             phones.evict(reason, out);
         }
     }
@@ -296,6 +299,7 @@ impl<C: Conn> State<C> {
         conn: Arc<C>,
         conn_id: Box<str>,
         cap: usize,
+        left: &Arc<AtomicUsize>,
         out: &mut Aftermath<C>,
     ) -> Result<Seat<PhoneKey, C>, RegistryError> {
         let Some(&server) = self.index.get(server_id.as_bytes()) else {
@@ -310,37 +314,17 @@ impl<C: Conn> State<C> {
             return Err(RegistryError::PhonesAtCap);
         }
         let epoch = next_epoch(&mut self.epoch);
-        self.phones += 1;
+        self.registered += 1;
         let pos = phones
-            .get_or_insert_with(|| Box::new(PhoneList::new()))
+            .get_or_insert_with(|| Box::new(PhoneList::new(left.clone())))
             .insert(conn, conn_id, epoch, out);
         drop(phones);
         Ok(Seat {
-            key: PhoneKey { server, pos },
+            key: PhoneKey { pos },
             epoch,
             tenure: slot.tenure.clone(),
             replaced: false,
         })
-    }
-
-    /// Unregisters the phone `(key, epoch)` in O(1); false (and nothing changes) if it is stale.
-    pub(crate) fn unregister(&mut self, key: PhoneKey, epoch: u64, out: &mut Aftermath<C>) -> bool {
-        let Some(slot) = self.servers.get(key.server) else {
-            return false;
-        };
-        let mut table = slot.tenure.phones.lock();
-        let Some(phones) = table.as_mut() else {
-            return false;
-        };
-        if !phones.remove(key.pos, epoch, out) {
-            return false;
-        }
-        self.phones -= 1;
-        if phones.len() == 0 {
-            // Holds no conn and no snapshot any more: dropping it here runs no user code.
-            *table = None;
-        }
-        true
     }
 
     pub(crate) fn binary_for(&self, server_id: &str) -> Option<Arc<C>> {
@@ -360,30 +344,58 @@ impl<C: Conn> State<C> {
         }
     }
 
-    /// Every binary (gracing too) and every phone.
-    pub(crate) fn snapshot(&self) -> Vec<Arc<C>> {
-        let mut all = Vec::with_capacity(self.servers.len() + self.phones);
-        for slot in self.servers.values() {
+    /// Every binary (gracing too) and every phone, of one moment; `left` reads `Shared::left`.
+    ///
+    /// Tickets unregister under their tenure's lock alone, so every tenure's lock is taken first
+    /// (one by one, under the registry's lock, as in `check_invariants`) and held while the list
+    /// is built: a phone that left before another cannot be listed while the other is not.
+    pub(crate) fn snapshot(&self, left: impl FnOnce() -> usize) -> Vec<Arc<C>> {
+        let tables: Vec<_> = self
+            .servers
+            .values()
+            .map(|slot| slot.tenure.phones.lock())
+            .collect();
+        let mut all = Vec::with_capacity(self.servers.len() + self.counts(left()).phones);
+        for (slot, table) in self.servers.values().zip(&tables) {
             all.push(slot.tenure.binary.clone());
-            if let Some(phones) = &*slot.tenure.phones.lock() {
+            if let Some(phones) = &**table {
                 all.extend(phones.conns().cloned());
             }
         }
         all
     }
 
-    pub(crate) fn counts(&self) -> Counts {
+    /// The counts; `left` is `Shared::left` (phones unregistered through their tickets), read
+    /// under the registry's lock: binaries and gracing ids change only under it, and each phone
+    /// that leaves is counted in `left` in the same critical section of its tenure's lock that
+    /// removes it, so the three numbers belong to the moment `left` was read.
+    pub(crate) fn counts(&self, left: usize) -> Counts {
         Counts {
             binaries: self.servers.len() - self.gracing,
             gracing: self.gracing,
-            phones: self.phones,
+            phones: self.registered - left,
         }
     }
 
     /// Checks that the index, the server slots and their phone lists, the deadlines and the
     /// counters agree.
     #[cfg(any(test, feature = "test-util"))]
-    pub(crate) fn check_invariants(&self, cap: usize) -> Result<(), String> {
+    ///
+    /// `left` reads `Shared::left`. Tickets unregister under their tenure's lock alone, so every
+    /// tenure's lock is held (taken one by one, in slot order, under the registry's lock: no
+    /// thread ever waits for a second tenure lock while holding one) before `left` is read and
+    /// until the check is done: the tables and the tally are then one moment's.
+    pub(crate) fn check_invariants(
+        &self,
+        cap: usize,
+        left: impl FnOnce() -> usize,
+    ) -> Result<(), String> {
+        let tables: Vec<_> = self
+            .servers
+            .values()
+            .map(|slot| slot.tenure.phones.lock())
+            .collect();
+        let left = left();
         if self.index.len() != self.servers.len() {
             return Err(format!(
                 "index has {} ids, server map {} slots",
@@ -404,7 +416,7 @@ impl<C: Conn> State<C> {
             }
         }
         let (mut gracing, mut phones) = (0, 0);
-        for (key, slot) in &self.servers {
+        for ((key, slot), table) in self.servers.iter().zip(&tables) {
             let id = &*slot.tenure.server_id;
             let epoch = slot.epoch;
             if !slot.tenure.is_current() {
@@ -423,7 +435,7 @@ impl<C: Conn> State<C> {
                     return Err(format!("grace window of {id:?} is not armed"));
                 }
             }
-            if let Some(list) = &*slot.tenure.phones.lock() {
+            if let Some(list) = &**table {
                 if cap != 0 && list.len() > cap {
                     return Err(format!("{id:?} has {} phones, cap {cap}", list.len()));
                 }
@@ -437,13 +449,25 @@ impl<C: Conn> State<C> {
                 self.gracing
             ));
         }
-        if phones != self.phones {
+        let counted = self.counts(left).phones;
+        if phones != counted {
             return Err(format!(
-                "{phones} phones in server slots, counter says {}",
-                self.phones
+                "{phones} phones in server slots, counters say {counted}"
             ));
         }
         Ok(())
+    }
+}
+
+impl<C: Conn> Drop for State<C> {
+    /// The registry is gone (its last handle and every claim dropped, so only ids in a grace window
+    /// are left): their tenures end, so that tickets that outlive the registry go stale (they no
+    /// longer keep it alive); their phones are dropped, not closed. Runs under no lock: the state
+    /// is being dropped with the registry's shared part.
+    fn drop(&mut self) {
+        for slot in self.servers.values() {
+            drop(slot.tenure.end());
+        }
     }
 }
 
@@ -498,7 +522,7 @@ mod tests {
         // Compacted once dead entries outnumber twice the 3 open windows plus 32: never more, and
         // lazily (cancelled windows are not searched for, so a reclaim stays O(log n)).
         assert_eq!(largest, 2 * 3 + 32);
-        state.check_invariants(0).unwrap();
-        assert_eq!(state.counts().gracing, 2);
+        state.check_invariants(0, || 0).unwrap();
+        assert_eq!(state.counts(0).gracing, 2);
     }
 }

@@ -3,7 +3,7 @@
 //! Everything else in the crate takes its locks and atomics from here, so a model checker can swap
 //! them in one place: under `RUSTFLAGS="--cfg loom"` (tests/loom.rs) the registry's lock
 //! ([`Lock`]), each tenure's phone table lock ([`InnerLock`]) and the tenures' phase
-//! ([`AtomicU8`]) are loom's, so loom explores every interleaving of them. The rest — the expiry signal ([`PlainMutex`], [`Condvar`]), a reaper's
+//! ([`AtomicU8`]) and the tally of phones that left through their tickets ([`AtomicUsize`]) are loom's, so loom explores every interleaving of them. The rest — the expiry signal ([`PlainMutex`], [`Condvar`]), a reaper's
 //! stop flag ([`PlainAtomicBool`]) and `ManualClock`'s time — is not part of the loom models and
 //! always uses parking_lot and std.
 //!
@@ -18,10 +18,10 @@ pub(crate) use std::sync::atomic::AtomicBool as PlainAtomicBool;
 pub(crate) use std::sync::atomic::Ordering;
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::AtomicU8;
+pub(crate) use std::sync::atomic::{AtomicU8, AtomicUsize};
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::AtomicU8;
+pub(crate) use loom::sync::atomic::{AtomicU8, AtomicUsize};
 
 #[cfg(not(loom))]
 use parking_lot::{Mutex as RawMutex, MutexGuard as RawGuard};
@@ -30,9 +30,11 @@ use parking_lot::{Mutex as RawMutex, MutexGuard as RawGuard};
 use loom_shim::{Mutex as RawMutex, MutexGuard as RawGuard};
 
 /// A lock below the registry's: a tenure's phone table. Taken either under the registry's lock (by
-/// every change to the table) or alone (by the binary→phone route, which never takes the
-/// registry's lock), never the other way round, and nothing runs under it but reads and relinks
-/// of the table. So it has no "lock held" flag: taking it under the registry's lock is the point.
+/// registrations and evictions) or alone (by a ticket's unregistration and by the binary→phone
+/// route, which never take the registry's lock), never the other way round. Several are held at
+/// once only under the registry's lock (`snapshot`, `check_invariants`), and whoever holds one
+/// without it waits for no other lock, so no cycle can form. Nothing runs under it but reads and
+/// relinks of the table. So it has no "lock held" flag: taking it under the registry's lock is the point.
 pub(crate) type InnerLock<T> = RawMutex<T>;
 
 /// The registry's lock: a mutex (parking_lot's, or loom's under `--cfg loom`) that, in debug

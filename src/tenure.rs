@@ -1,6 +1,7 @@
 //! `Tenure`: one binary's hold on one server-id, shared by its claim, its phones' tickets and the
 //! id index, and the table of its phones.
 
+use crate::aftermath::Aftermath;
 use crate::conn::Conn;
 use crate::phone_list::PhoneList;
 use crate::phones::Phones;
@@ -33,7 +34,8 @@ pub(crate) struct Tenure<C> {
     /// The server-id: the id index hashes it from here, the guards read it from here.
     pub(crate) server_id: Box<str>,
     pub(crate) binary: Arc<C>,
-    /// The phones registered during this tenure: `None` while it has none, and from its end on.
+    /// The phones registered during this tenure: `None` until the first registers (or after a
+    /// list that had grown past its inline entries emptied), and from the tenure's end on.
     /// Changed only under the registry's lock (then this one); read under this lock alone by the
     /// binary→phone route ([`ServerClaim::phone`](crate::ServerClaim::phone)), so binaries
     /// routing to their phones never contend on the registry's lock, nor on each other's.
@@ -82,6 +84,30 @@ impl<C: Conn> Tenure<C> {
         phones.take()
     }
 
+    /// Unregisters the phone at `pos` if it is the registration `epoch` (a ticket's unregister),
+    /// under this tenure's lock alone — never the registry's: its conn (and an outdated snapshot)
+    /// go into `out`, to be dropped after the lock, and the registry's tally of phones that left
+    /// (which the phone list points at) counts it in the same critical section, so [`Counts::phones`](crate::Counts::phones) (registered minus
+    /// left, read under the registry's lock) changes at the moment the phone leaves the table.
+    /// False (and nothing changes) if the tenure ended or the position holds another
+    /// registration.
+    pub(crate) fn unregister(&self, pos: usize, epoch: u64, out: &mut Aftermath<C>) -> bool {
+        let mut table = self.phones.lock();
+        let Some(phones) = table.as_mut() else {
+            return false;
+        };
+        if !phones.remove(pos, epoch, out) {
+            return false;
+        }
+        if phones.len() == 0 && phones.spilled() {
+            // An emptied list stays while it fits in its own allocation (the next phone reuses
+            // it); a grown one is freed. It holds no conn and no snapshot any more: dropping it
+            // here runs no user code.
+            *table = None;
+        }
+        true
+    }
+
     /// The first phone (by position) whose conn-id is `conn_id`, under this tenure's lock alone;
     /// `None` once the tenure ended.
     pub(crate) fn phone(&self, conn_id: &str) -> Option<Arc<C>> {
@@ -91,8 +117,8 @@ impl<C: Conn> Tenure<C> {
     /// A snapshot of the phones, under this tenure's lock alone; empty once the tenure ended.
     pub(crate) fn snapshot(&self) -> Phones<C> {
         match &mut *self.phones.lock() {
-            Some(phones) => phones.snapshot(),
-            None => Phones::empty(),
+            Some(phones) if phones.len() > 0 => phones.snapshot(),
+            _ => Phones::empty(),
         }
     }
 

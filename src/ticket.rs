@@ -1,8 +1,8 @@
 //! `PhoneTicket`: a phone's registration under a server-id, unregistered when dropped.
 
+use crate::aftermath::Aftermath;
 use crate::conn::Conn;
 use crate::keys::PhoneKey;
-use crate::shared::Shared;
 use crate::state::Seat;
 use crate::tenure::Tenure;
 use std::fmt;
@@ -11,11 +11,14 @@ use std::sync::Arc;
 /// A phone's registration, returned by [`register_phone`](crate::Registry::register_phone).
 ///
 /// Dropping it (or [`unregister`](Self::unregister)) removes exactly this phone in O(1), without
-/// closing it and without touching its siblings. It holds no lock — an `Arc` of the registry, a
-/// typed generational key and an epoch, the phone's conn, and its binary's tenure (which is what
-/// lets [`binary`](Self::binary) answer without a lookup) — so it is `Send + Sync + 'static` and
-/// may live in the phone's connection task across `.await`. Keeping the tenure means a binary's
-/// conn is freed only once its phones' tickets are dropped too.
+/// closing it and without touching its siblings. It holds no lock — its binary's tenure (which is
+/// what lets [`binary`](Self::binary) answer without a lookup, and what it unregisters from, under
+/// the tenure's own lock, never the registry's), its position in the tenure's phone table and an
+/// epoch, and the phone's conn — so it is `Send + Sync + 'static` and may live in the phone's
+/// connection task across `.await`. Keeping the tenure means a binary's conn is freed only once
+/// its phones' tickets are dropped too. It holds no handle of the registry: a ticket that
+/// outlives the registry (the registry's last handle and every claim dropped while its id was in
+/// a grace window) goes stale then.
 ///
 /// When its binary releases the id, is reclaimed or taken over, or its grace window expires, the
 /// phone is evicted (and closed by the registry) and the ticket goes *stale*: dropping it then
@@ -39,7 +42,6 @@ use std::sync::Arc;
 #[must_use = "dropping a PhoneTicket unregisters the phone at once"]
 #[clippy::has_significant_drop]
 pub struct PhoneTicket<C: Conn> {
-    pub(crate) shared: Arc<Shared<C>>,
     pub(crate) key: PhoneKey,
     pub(crate) epoch: u64,
     pub(crate) tenure: Arc<Tenure<C>>,
@@ -49,9 +51,8 @@ pub struct PhoneTicket<C: Conn> {
 }
 
 impl<C: Conn> PhoneTicket<C> {
-    pub(crate) fn new(shared: Arc<Shared<C>>, seat: Seat<PhoneKey, C>, conn: Arc<C>) -> Self {
+    pub(crate) fn new(seat: Seat<PhoneKey, C>, conn: Arc<C>) -> Self {
         PhoneTicket {
-            shared,
             key: seat.key,
             epoch: seat.epoch,
             tenure: seat.tenure,
@@ -211,11 +212,11 @@ impl<C: Conn> PhoneTicket<C> {
         if !self.tenure.disarm(&mut self.armed) {
             return false;
         }
-        let (key, epoch) = (self.key, self.epoch);
-        let (unregistered, caught) = self
-            .shared
-            .mutate(|state, out| state.unregister(key, epoch, out));
-        caught.resume();
+        // Under the tenure's lock alone: the ticket reaches its phone table through its tenure,
+        // so it needs no handle of the registry and never takes the registry's lock.
+        let mut out = Aftermath::new();
+        let unregistered = self.tenure.unregister(self.key.pos, self.epoch, &mut out);
+        out.run().resume();
         unregistered
     }
 }
@@ -240,7 +241,6 @@ impl<C: Conn> fmt::Debug for PhoneTicket<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::claim::tests::slot_index;
     use crate::test_conn::TestConn;
     use crate::{Counts, Registry};
 
@@ -252,13 +252,11 @@ mod tests {
         let (key, old_epoch) = (first.key, first.epoch);
         assert!(first.unregister());
         let second = registry.register_phone("srv", TestConn::new("p2")).unwrap();
-        // The phone's position is reused, in the same server slot (same slotmap version): the
-        // old ticket's key names the new phone exactly, as a wrapped slotmap version would.
+        // The phone's position is reused, in the same tenure's table: the old ticket's key names
+        // the new phone exactly.
         assert_eq!(second.key, key, "the position was reused");
-        assert_eq!(slot_index(second.key.server), slot_index(key.server));
-        // Forge the old ticket: the live phone's key with the old epoch.
+        // Forge the old ticket: the live phone's tenure and key with the old epoch.
         let forged = PhoneTicket {
-            shared: second.shared.clone(),
             key: second.key,
             epoch: old_epoch,
             tenure: second.tenure.clone(),

@@ -1,6 +1,7 @@
 //! Exhaustive interleavings of the registry's few real races, under loom.
 //!
-//! `src/sync.rs` swaps the registry's lock and the tenures' phase for loom's when built
+//! `src/sync.rs` swaps the registry's lock, the tenures' locks and phase, and the tally of
+//! phones that left through their tickets for loom's when built
 //! with `--cfg loom`; loom then runs each model under every interleaving of those (bounded by
 //! `LOOM_MAX_PREEMPTIONS`, 2 by default here). Each model has at most three threads (the model's
 //! main thread and two spawned ones).
@@ -289,6 +290,69 @@ fn claim_phone_without_the_registry_lock_racing_an_eviction_and_a_registration()
         assert!(!ticket.is_registered());
         assert_eq!(phone.closes(), [CloseReason::Reclaimed]);
         assert!(next.is_some());
+        registry.check_invariants().unwrap();
+    });
+}
+
+/// A ticket unregisters under its tenure's lock alone (never the registry's), counting itself in
+/// the registry's tally: racing an eviction (`end_tenure`) and a `counts()`, the phone leaves
+/// exactly once (closed only if the eviction took it), and the counts read meanwhile never show a
+/// phone under an id no one holds.
+#[test]
+fn ticket_unregister_without_the_registry_lock_racing_an_eviction_and_counts() {
+    model(|| {
+        let registry: Registry<LoomConn> = Registry::new();
+        let binary = conn("bin");
+        let claim = registry.claim_server("srv", binary.clone()).unwrap();
+        let phone = conn("phone");
+        let ticket = registry.register_phone("srv", phone.clone()).unwrap();
+        let dropper = thread::spawn(move || ticket.unregister());
+        let reader = {
+            let registry = registry.clone();
+            thread::spawn(move || registry.counts())
+        };
+        assert!(registry.end_tenure("srv", &binary));
+        let unregistered = dropper.join().unwrap();
+        let seen = reader.join().unwrap();
+        let evicted = phone.closes();
+        assert_eq!(
+            evicted.len(),
+            usize::from(!unregistered),
+            "exactly one of the two removed the phone: {evicted:?}"
+        );
+        assert!(
+            seen.phones <= seen.binaries,
+            "a phone counted with no binary: {seen:?}"
+        );
+        assert_eq!(registry.counts(), Counts::default());
+        registry.check_invariants().unwrap();
+        drop(claim);
+    });
+}
+
+/// `snapshot()` is one moment's even though tickets leave under their tenures' locks alone: a
+/// phone that left before another is never listed while the other is missing.
+#[test]
+fn snapshot_is_one_moment_while_tickets_leave_without_the_registry_lock() {
+    model(|| {
+        let registry: Registry<LoomConn> = Registry::new();
+        let _a = registry.claim_server("a", conn("bin-a")).unwrap();
+        let _b = registry.claim_server("b", conn("bin-b")).unwrap();
+        let (first, second) = (conn("first"), conn("second"));
+        let leaves_first = registry.register_phone("a", first.clone()).unwrap();
+        let leaves_second = registry.register_phone("b", second.clone()).unwrap();
+        let leaver = thread::spawn(move || {
+            drop(leaves_first);
+            drop(leaves_second);
+        });
+        let all = registry.snapshot();
+        leaver.join().unwrap();
+        let listed = |phone: &Arc<LoomConn>| all.iter().any(|c| Arc::ptr_eq(c, phone));
+        assert!(
+            !(listed(&first) && !listed(&second)),
+            "the phone that left first is listed, the one that left after it is not"
+        );
+        assert_eq!(registry.counts().phones, 0);
         registry.check_invariants().unwrap();
     });
 }

@@ -182,3 +182,26 @@ fn churning_one_slot_many_times_keeps_every_old_guard_inert() {
     assert!(current.is_current() && live_phone.is_registered());
     assert_eq!(reg.counts(), tally(1, 0, 1));
 }
+
+#[test]
+fn a_ticket_that_outlives_the_registry_goes_stale_and_frees_its_phone() {
+    // Tickets hold no handle of the registry: with its last handle and every claim gone (the id
+    // in a grace window), the registry is freed, its tenures end and their tickets go stale.
+    let reg: Registry<Mock> = Registry::new();
+    let binary = mock("bin");
+    let phone = mock("p");
+    let claim = reg.claim_server("srv", binary.clone()).unwrap();
+    let ticket = reg.register_phone("srv", phone.clone()).unwrap();
+    assert!(claim.release_after(Duration::from_secs(3600)));
+    assert!(ticket.is_registered());
+    drop(reg);
+    assert!(!ticket.is_registered());
+    assert!(ticket.binary().is_none());
+    assert_eq!(
+        Arc::strong_count(&phone),
+        2,
+        "the registry let go of the phone: only the test and the ticket hold it"
+    );
+    assert!(!phone.is_closed(), "freeing the registry closes nothing");
+    assert!(!ticket.unregister());
+}

@@ -134,17 +134,37 @@ fn measure_go(pop: &Population) -> Footprint {
 }
 
 fn main() {
-    let ids: Vec<String> = (0..IDS).map(server_id).collect();
-    assert!(ids.iter().all(|id| id.len() == 16));
-    let binaries = ids
-        .iter()
-        .enumerate()
-        .map(|(n, id)| binary_conn(id, n))
-        .collect();
-    let phones = ids
-        .iter()
-        .flat_map(|id| (0..PHONES_PER_ID).map(move |p| phone_conn(id, p)))
-        .collect();
+    // `--go-strings`: the ids and conn-ids of the Go registry's own `TestFootprint`
+    // (`../shared/baselines/goshape`: `srv-%08d`, `server-<id>`, `client-<id>-<j>`), for
+    // `benches/goshape.sh`; by default the relay's shapes (16-byte ids, 32-byte conn-ids).
+    let go_strings = std::env::args().any(|arg| arg == "--go-strings");
+    let (ids, binaries, phones): (Vec<String>, Vec<_>, Vec<_>) = if go_strings {
+        let ids: Vec<String> = (0..IDS).map(|n| format!("srv-{n:08}")).collect();
+        let binaries = ids
+            .iter()
+            .map(|id| BenchConn::new(format!("server-{id}")))
+            .collect();
+        let phones = ids
+            .iter()
+            .flat_map(|id| {
+                (0..PHONES_PER_ID).map(move |j| BenchConn::new(format!("client-{id}-{j}")))
+            })
+            .collect();
+        (ids, binaries, phones)
+    } else {
+        let ids: Vec<String> = (0..IDS).map(server_id).collect();
+        assert!(ids.iter().all(|id| id.len() == 16));
+        let binaries = ids
+            .iter()
+            .enumerate()
+            .map(|(n, id)| binary_conn(id, n))
+            .collect();
+        let phones = ids
+            .iter()
+            .flat_map(|id| (0..PHONES_PER_ID).map(move |p| phone_conn(id, p)))
+            .collect();
+        (ids, binaries, phones)
+    };
     let pop = Population {
         ids,
         binaries,
