@@ -5,8 +5,10 @@
 //!
 //! - A **binary** connects to a random instance and claims its id. Every 100 ms it sends one
 //!   frame to each phone connection it knows (learned from their frames, forgotten on a
-//!   phone-left notice), and every second a ping. A relay that says nothing for
-//!   [`Ctx::watchdog`] (no frame, no pong) is given up: the binary claims again elsewhere but
+//!   phone-left notice), and every second a ping. A relay that says nothing (no frame, no pong)
+//!   for [`Ctx::watchdog`] — or, before it said anything at all, for [`Ctx::first_word`] (a
+//!   claim another instance must decide is held unanswered after its `101` for up to a
+//!   lease) — is given up: the binary claims again elsewhere but
 //!   keeps *reading* the old socket for a while without sending (as a second binary of the id
 //!   whose relay froze would), so a frozen instance that wakes and delivers to it is seen.
 //! - A **phone** connects to a random instance, joins its id and sends a frame every 100 ms.
@@ -58,6 +60,8 @@ pub struct Ctx {
     pub phase: watch::Receiver<Phase>,
     /// A binary gives its relay up after this long without hearing from it.
     pub watchdog: Duration,
+    /// … or after this long if it never heard from it.
+    pub first_word: Duration,
     /// How long a binary keeps reading a socket it gave up.
     pub zombie_life: Duration,
     records: Mutex<Vec<Arc<Mutex<ConnRecord>>>>,
@@ -65,14 +69,22 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// The shared state of a run's clients.
-    pub fn new(start: Instant, addrs: Vec<SocketAddr>, phase: watch::Receiver<Phase>) -> Ctx {
+    /// The shared state of a run's clients, whose relays run with lease `lease`: a binary gives
+    /// its relay up after 3 s of silence (a lease and 2 s before it first heard from it), and
+    /// reads the old socket for two leases and 5 s more (past the end of any pause).
+    pub fn new(
+        start: Instant,
+        addrs: Vec<SocketAddr>,
+        phase: watch::Receiver<Phase>,
+        lease: Duration,
+    ) -> Ctx {
         Ctx {
             start,
             addrs,
             phase,
-            watchdog: Duration::from_secs(4),
-            zombie_life: Duration::from_secs(40),
+            watchdog: Duration::from_secs(3),
+            first_word: lease + Duration::from_secs(2),
+            zombie_life: lease * 2 + Duration::from_secs(5),
             records: Mutex::new(Vec::new()),
             refused: Mutex::new(BTreeMap::new()),
         }
@@ -214,15 +226,16 @@ async fn serve_binary(ctx: &Ctx, ws: Ws, record: Arc<Mutex<ConnRecord>>) {
     let mut phones: HashMap<String, (String, u64)> = HashMap::new();
     let mut frames = tokio::time::interval(FRAME_EVERY);
     let mut pings = tokio::time::interval(Duration::from_secs(1));
-    let mut heard = Instant::now();
+    let opened = Instant::now();
+    let mut heard: Option<Instant> = None;
     let mut phase = ctx.phase.clone();
     loop {
         tokio::select! {
             read = read(ctx, &mut rx, &record) => match read {
                 Read::Ended => return,
-                Read::Alive => heard = Instant::now(),
+                Read::Alive => heard = Some(Instant::now()),
                 Read::Text(text) => {
-                    heard = Instant::now();
+                    heard = Some(Instant::now());
                     binary_received(ctx, &record, &mut phones, &text);
                 }
             },
@@ -238,7 +251,9 @@ async fn serve_binary(ctx: &Ctx, ws: Ws, record: Arc<Mutex<ConnRecord>>) {
                 }
             },
             _ = pings.tick() => {
-                if heard.elapsed() > ctx.watchdog && ctx.running() {
+                let silence = heard.map_or(opened.elapsed(), |at| at.elapsed());
+                let limit = if heard.is_some() { ctx.watchdog } else { ctx.first_word };
+                if silence > limit && ctx.running() {
                     record.lock().abandoned = Some(ctx.now());
                     tokio::spawn(zombie(ctx.zombie_life, ctx.start, rx, record, queue));
                     return;

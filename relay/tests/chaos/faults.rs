@@ -1,6 +1,7 @@
 //! The chaos run's cluster and its faults: three `relay` child processes, each reaching a
 //! three-node NATS cluster (`--cluster-replicas 3`) only through fault proxies of its own (one
-//! per NATS node), and a seeded plan of faults injected into them.
+//! per NATS node; the nodes do not advertise their own addresses to clients, so no instance
+//! reconnects around its proxies), and a seeded plan of faults injected into them.
 //!
 //! The plan has two lanes that run at once, each one fault at a time, so that the cluster never
 //! loses more than it can survive: one instance out of three (killed, paused or partitioned)
@@ -9,7 +10,7 @@
 //! | kind | what | held for | healed by |
 //! | --- | --- | --- | --- |
 //! | `kill` | SIGKILL an instance | 0.5–3 s | starting it again (same name and port) |
-//! | `pause` | SIGSTOP an instance | 1.2–1.6 leases | SIGCONT |
+//! | `pause` | SIGSTOP an instance | 1.5–2.5 leases | SIGCONT |
 //! | `cut` | black-hole the instance's NATS connections | 0.3–1.5 leases | healing the proxies |
 //! | `reset` | reset them (and every new one) | 0.3–1.5 leases | healing the proxies |
 //! | `nats` | SIGKILL a NATS node | 2–8 s | starting it again, then 10–14 s of calm |
@@ -57,7 +58,7 @@ pub fn plan(seed: u64, seconds: u64, kinds: &[&'static str], lease: Duration) ->
         let kind = instance_kinds[rng.usize(..instance_kinds.len())];
         let hold = match kind {
             "kill" => Duration::from_millis(rng.u64(500..3000)),
-            "pause" => leases(&mut rng, 1.2, 1.6),
+            "pause" => leases(&mut rng, 1.5, 2.5),
             _ => leases(&mut rng, 0.3, 1.5),
         };
         instances.push(Planned {
@@ -181,8 +182,9 @@ impl Rig {
     ///
     /// If an instance does not start.
     pub async fn start(test: &str, lease: Duration, logs: Option<PathBuf>) -> Option<Rig> {
-        let nats = NatsCluster::start(test)?;
-        let mut nats = nats;
+        // The nodes must not advertise each other's addresses: the instances would reconnect
+        // to them directly, around their proxies, and a partition would partition nothing.
+        let mut nats = NatsCluster::start_with(test, &["--no_advertise=true"])?;
         let nodes: Vec<SocketAddr> = (0..3)
             .map(|i| {
                 let url = nats.node(i).url();
