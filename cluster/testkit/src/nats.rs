@@ -197,6 +197,18 @@ impl NatsCluster {
     ///
     /// As [`NatsServer::start`].
     pub fn start(test: &str) -> Option<NatsCluster> {
+        NatsCluster::start_with(test, &[])
+    }
+
+    /// As [`start`](Self::start), each node also given `extra` arguments. With
+    /// `["--no_advertise=true"]` the nodes do not tell clients about each other, so a client
+    /// given proxies (a [`Partition`](crate::proxy::Partition) per node) cannot reconnect around
+    /// them to the nodes' real addresses, as async-nats otherwise does.
+    ///
+    /// # Panics
+    ///
+    /// As [`NatsServer::start`].
+    pub fn start_with(test: &str, extra: &[&str]) -> Option<NatsCluster> {
         let mut nodes = (0..3)
             .map(|_| NatsServer::unstarted(test))
             .collect::<Option<Vec<_>>>()?;
@@ -217,6 +229,7 @@ impl NatsCluster {
                 "--routes".into(),
                 routes.clone(),
             ];
+            node.extra.extend(extra.iter().map(|arg| (*arg).to_owned()));
         }
         // Started together: a node waits for its routes before JetStream is up.
         for node in &mut nodes {
