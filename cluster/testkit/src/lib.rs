@@ -27,6 +27,7 @@ pub mod nats;
 pub mod proxy;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// The longest any single expected event may take before the test fails.
@@ -66,8 +67,29 @@ pub fn skip(test: &str, tool: &str, variable: &str) {
     let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), notice.as_bytes());
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago, taken from below the kernel's ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`) where there is room: a server the tests kill and
+/// start again on the same port (a NATS node, a relay instance) would otherwise find the port
+/// taken, while it was down, as the source port of some outgoing connection (the routes and
+/// clients reconnecting to it), and fail to start. Ports are walked from an offset that differs
+/// per process, so the tests of one process never get the same port twice.
 pub fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 10_000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    if ephemeral > FIRST + 1_000 {
+        let span = ephemeral - FIRST;
+        let offset = std::process::id().wrapping_mul(7_919) % span;
+        for _ in 0..span {
+            let port = FIRST + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+            if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+                return port as u16;
+            }
+        }
+    }
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind an ephemeral port");
     listener.local_addr().expect("local address").port()
 }
