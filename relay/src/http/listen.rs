@@ -167,15 +167,26 @@ async fn tls_then_http<I>(hub: Arc<Hub>, stream: I, origin: Origin)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    match &hub.tls {
-        None => http(hub, stream, origin, None).await,
-        Some(tls) => {
-            let Some((stream, prepaid)) = tls.accept(&hub, stream, origin).await else {
-                return;
-            };
-            http(hub, stream, origin, Some(prepaid)).await
-        }
+    if hub.tls.is_none() {
+        return http(hub, stream, origin, None).await;
     }
+    // Boxed: the handshake's and the TLS stream's states would otherwise size every
+    // connection's task, `ws://` ones included.
+    Box::pin(tls_http(hub, stream, origin)).await;
+}
+
+/// [`tls_then_http`] with TLS on: the handshake, then HTTP.
+async fn tls_http<I>(hub: Arc<Hub>, stream: I, origin: Origin)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(tls) = &hub.tls else {
+        return;
+    };
+    let Some((stream, prepaid)) = tls.accept(&hub, stream, origin).await else {
+        return;
+    };
+    http(hub, stream, origin, Some(prepaid)).await
 }
 
 /// Serves HTTP/1.1 on `io` until the connection ends (or is upgraded and handed over).

@@ -30,6 +30,8 @@ use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -259,9 +261,14 @@ async fn upgrade(
     let upgrading = hyper::upgrade::on(&mut req);
     drop(req);
     let accept = std::mem::take(&mut checked.accept);
-    hub.sessions.spawn(async move {
-        run_session(task_hub, upgrading, conn, joined, checked, permit).await;
-    });
+    let Checked {
+        server_id, token, ..
+    } = checked;
+    // The task's future is `run_session`'s own (no block around it: it would hold the arguments
+    // a second time).
+    hub.sessions.spawn(run_session(
+        task_hub, upgrading, conn, joined, server_id, token, permit,
+    ));
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::UPGRADE, "websocket")
@@ -371,38 +378,58 @@ fn not_utf8(name: &'static str) -> &'static str {
 
 /// After the `101`: takes the upgraded connection and runs the binary's or phone's session.
 /// If the upgrade never completes, dropping `joined` undoes the claim or registration.
-async fn run_session(
+///
+/// The connection task's future for its whole life, so kept small: an `async move` block (an
+/// `async fn` would keep its arguments beside their moved copies), and the connection's run is
+/// one boxed future made inside an inner block, so that no moved-from local (the `Session`, the
+/// upgraded stream) keeps a slot in this future while the run is awaited.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would hold a second copy of its arguments for the connection's life"
+)]
+fn run_session(
     hub: Arc<Hub>,
     upgrading: OnUpgrade,
     conn: Arc<crate::conn::endpoint::Endpoint>,
     joined: Joined,
-    checked: Checked,
+    server_id: String,
+    token: Option<String>,
     permit: Permit,
-) {
-    let Checked {
-        server_id, token, ..
-    } = checked;
-    let upgraded = match tokio::time::timeout(hub.config.header_timeout, upgrading).await {
-        Ok(Ok(upgraded)) => upgraded,
-        _ => return,
-    };
-    let io = Tracked::new(TokioIo::new(upgraded));
-    // Boxed (briefly): its state would otherwise size this task's future for its whole life.
-    let ws = Box::pin(WebSocketStream::from_raw_socket(
-        io,
-        Role::Server,
-        Some(ws_config(hub.config.max_frame)),
-    ))
-    .await;
-    let session = Session::new(hub.clone(), conn, ws);
-    // Each connection's life is one boxed future: the task's own future (the upgrade's state)
-    // stays small, and a phone does not pay for the size of a binary's claim (cluster probes).
-    match joined {
-        Joined::Binary(claim) => Box::pin(binary::run(hub, session, server_id, claim)).await,
-        Joined::Phone(ticket) => Box::pin(phone::run(hub, session, ticket, token)).await,
-        Joined::Away(away) => Box::pin(phone::run_away(hub, session, away, token)).await,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let run: Pin<Box<dyn Future<Output = ()> + Send>> = {
+            let upgraded = match tokio::time::timeout(hub.config.header_timeout, upgrading).await {
+                Ok(Ok(upgraded)) => upgraded,
+                _ => return,
+            };
+            let io = Tracked::new(TokioIo::new(upgraded));
+            // Boxed (briefly): its state would otherwise size this task's future for its whole
+            // life.
+            let ws = Box::pin(WebSocketStream::from_raw_socket(
+                io,
+                Role::Server,
+                Some(ws_config(hub.config.max_frame)),
+            ))
+            .await;
+            let session = Session::new(hub.clone(), conn, ws);
+            // Each connection's life is one boxed future: the task's own future (the upgrade's
+            // state) stays small, and a phone does not pay for the size of a binary's claim
+            // (cluster probes).
+            match joined {
+                Joined::Binary(claim) => Box::pin(binary::run(hub, session, server_id, claim)),
+                Joined::Phone(ticket) => {
+                    drop(server_id);
+                    Box::pin(phone::run(hub, session, ticket, token))
+                }
+                Joined::Away(away) => {
+                    drop(server_id);
+                    Box::pin(phone::run_away(hub, session, away, token))
+                }
+            }
+        };
+        run.await;
+        drop(permit);
     }
-    drop(permit);
 }
 
 impl From<Side> for EndpointLabel {

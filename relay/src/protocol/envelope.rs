@@ -9,36 +9,59 @@ use std::borrow::Cow;
 /// `{"conn_id":"client-…","frame":` for one phone, built once; a frame is appended, then `}`.
 ///
 /// The first envelope of a phone that sent a token carries it too (protocol: "Frames"):
-/// `{"conn_id":"client-…","token":"…","frame":…}`. That prefix is built when the wrapper is and
-/// dropped by the first [`wrap`](Self::wrap), so the token lives no longer than it must.
+/// `{"conn_id":"client-…","token":"…","frame":…}`. The token is kept (as a JSON string) until
+/// the first [`wrap`](Self::wrap) and dropped there, so it lives no longer than it must.
+///
+/// Every idle phone holds one, so it holds two exact-size allocations at most (the prefix, and
+/// the token until the first frame): the conn-id is read back out of the prefix.
 pub(crate) struct Wrapper {
-    /// The conn-id as a JSON string.
-    id: String,
-    prefix: String,
-    /// The first envelope's prefix, with the token; `None` once used (or without a token).
-    first: Option<Box<str>>,
+    /// `{"conn_id":` + the conn-id as a JSON string + `,"frame":`.
+    prefix: Box<str>,
+    /// The token as a JSON string, for the first envelope; `None` once used (or without one).
+    token: Option<Box<str>>,
 }
+
+/// What [`Wrapper::prefix`] holds before and after the conn-id.
+const ID_BEFORE: &str = "{\"conn_id\":";
+const ID_AFTER: &str = ",\"frame\":";
+/// What comes between the conn-id and the token on the first envelope.
+const TOKEN_KEY: &str = ",\"token\":";
 
 impl Wrapper {
     /// The wrapper for the phone `conn_id`; `token` goes on its first envelope only.
     pub(crate) fn new(conn_id: &str, token: Option<&str>) -> Self {
         let id = serde_json::to_string(conn_id).expect("a string always serializes");
-        let prefix = format!("{{\"conn_id\":{id},\"frame\":");
-        let first = token.map(|token| {
-            let token = serde_json::to_string(token).expect("a string always serializes");
-            format!("{{\"conn_id\":{id},\"token\":{token},\"frame\":").into_boxed_str()
+        let prefix = format!("{ID_BEFORE}{id}{ID_AFTER}").into_boxed_str();
+        let token = token.map(|token| {
+            serde_json::to_string(token)
+                .expect("a string always serializes")
+                .into_boxed_str()
         });
-        Wrapper { id, prefix, first }
+        Wrapper { prefix, token }
+    }
+
+    /// The conn-id as a JSON string.
+    fn id(&self) -> &str {
+        &self.prefix[ID_BEFORE.len()..self.prefix.len() - ID_AFTER.len()]
     }
 
     /// `frame` (already checked to be one JSON value) wrapped for the binary, verbatim except
     /// for surrounding whitespace; the first call puts the token on it (if there is one).
     pub(crate) fn wrap(&mut self, frame: &str) -> String {
         let frame = frame.trim_matches([' ', '\t', '\n', '\r']);
-        let first = self.first.take();
-        let prefix = first.as_deref().unwrap_or(&self.prefix);
-        let mut out = String::with_capacity(prefix.len() + frame.len() + 1);
-        out.push_str(prefix);
+        let token = self.token.take();
+        let token_len = token.as_ref().map_or(0, |t| TOKEN_KEY.len() + t.len());
+        let mut out = String::with_capacity(self.prefix.len() + token_len + frame.len() + 1);
+        match token {
+            None => out.push_str(&self.prefix),
+            Some(token) => {
+                out.push_str(ID_BEFORE);
+                out.push_str(self.id());
+                out.push_str(TOKEN_KEY);
+                out.push_str(&token);
+                out.push_str(ID_AFTER);
+            }
+        }
         out.push_str(frame);
         out.push('}');
         out
@@ -46,7 +69,7 @@ impl Wrapper {
 
     /// The notice that this phone's connection ended with `code`: no `frame` key.
     pub(crate) fn left(&self, code: u16) -> String {
-        format!("{{\"conn_id\":{},\"close_code\":{code}}}", self.id)
+        format!("{ID_BEFORE}{},\"close_code\":{code}}}", self.id())
     }
 }
 
@@ -154,6 +177,15 @@ mod tests {
         let envelope: serde_json::Value = serde_json::from_str(&wrapper.wrap("[]")).unwrap();
         assert_eq!(envelope["token"], "a\"b\\c");
         assert_eq!(envelope["frame"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn a_conn_id_that_needs_escaping_is_escaped_in_every_envelope() {
+        let mut wrapper = Wrapper::new("client-\"q\"-1", Some("t"));
+        for text in [wrapper.wrap("1"), wrapper.wrap("2"), wrapper.left(1000)] {
+            let envelope: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(envelope["conn_id"], "client-\"q\"-1", "{text}");
+        }
     }
 
     #[test]

@@ -15,32 +15,43 @@ use crate::hub::Hub;
 use crate::metrics::{Direction, EndpointLabel, Outcome};
 use crate::protocol::envelope::Wrapper;
 use crate::protocol::frame_check::{self, FrameError};
+use futures_util::future::Either;
 use relay_cluster::link::Outbound;
 use relay_protocol::{CloseReason, SendError};
 use relay_registry::{Conn, PhoneTicket, RegistryError};
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::sync::Arc;
 use std::task::Context;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Runs a phone's connection until it ends; `registration` is the result of its pre-upgrade
 /// registration with this instance's registry.
-pub(crate) async fn run(
+///
+/// Not an `async fn`: it only picks what [`serve`] gets, so it adds no future of its own (an
+/// `async fn` keeps its arguments in its state for its whole life, beside the future it awaits:
+/// a second `Session` slot in every idle phone).
+pub(crate) fn run(
     hub: Arc<Hub>,
     session: Session,
     registration: Result<PhoneTicket<Endpoint>, RegistryError>,
     token: Option<String>,
-) {
-    serve(hub, session, registration.map(Upstream::Local), token).await;
+) -> impl Future<Output = ()> + Send {
+    serve(hub, session, registration.map(Upstream::Local), token)
 }
 
-/// Runs a phone's connection whose id another instance owns, until it ends.
-pub(crate) async fn run_away(hub: Arc<Hub>, session: Session, away: Away, token: Option<String>) {
+/// Runs a phone's connection whose id another instance owns, until it ends (not an `async fn`,
+/// as [`run`]).
+pub(crate) fn run_away(
+    hub: Arc<Hub>,
+    session: Session,
+    away: Away,
+    token: Option<String>,
+) -> impl Future<Output = ()> + Send {
     let joined = match away {
         Away::Joined(phone) => Ok(Upstream::Away(phone)),
         Away::Refused(error) => Err(error),
     };
-    serve(hub, session, joined, token).await;
+    serve(hub, session, joined, token)
 }
 
 /// Where a phone's frames go: the binary it joined, in this instance's registry, or (cluster
@@ -149,48 +160,77 @@ impl Target<'_> {
 
 /// The phone loop, local or away: forwards each frame until the connection ends, then tells the
 /// binary and unregisters.
-async fn serve(
+///
+/// What runs for the connection's whole life is the `async move` block, and it holds only what
+/// the loop needs: the registration's outcome and the token are settled before it (an `async fn`
+/// would keep its arguments in its state beside their moved copies), and the waits that are
+/// rare — backpressure, the phone-left notice — are boxed when they happen, so that their
+/// states do not size every idle phone's future.
+fn serve(
     hub: Arc<Hub>,
-    mut session: Session,
+    session: Session,
     joined: Result<Upstream, RegistryError>,
     token: Option<String>,
-) {
+) -> Either<impl Future<Output = ()> + Send, impl Future<Output = ()> + Send> {
     let upstream = match joined {
         Ok(upstream) => {
             hub.metrics.upgrade(EndpointLabel::Client, Outcome::Ok);
             upstream
         }
-        Err(error) => return refused(&hub, session, error).await,
+        // Boxed: rare, and its state would size every phone's future.
+        Err(error) => return Either::Left(Box::pin(refused(hub, session, error))),
     };
-    let conn = session.conn().clone();
-    let tag = hub.logs.conn(conn.conn_id());
-    match &upstream {
-        Upstream::Local(_) => tracing::info!(conn = %tag, "phone joined"),
-        Upstream::Away(phone) => {
-            tracing::info!(conn = %tag, owner = %phone.up.peer(), "phone joined through another instance");
-        }
-    }
     // The first envelope carries the token; away, the frames go up wrapped and the owner hands
     // them on as they are.
-    let mut wrapper = Wrapper::new(conn.conn_id(), token.as_deref());
+    let wrapper = Wrapper::new(session.conn().conn_id(), token.as_deref());
     drop(token);
-    let ending = loop {
-        match session.next().await {
-            Event::Frame(text) => {
-                if let Some(ending) =
-                    forward(&hub, &mut session, &upstream, &mut wrapper, text).await
-                {
-                    break ending;
-                }
+    Either::Right(serve_joined(hub, session, upstream, wrapper))
+}
+
+/// [`serve`]'s loop, once joined (an `async move` block: see [`serve`]).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would hold a second copy of its `mut` arguments (the Session)"
+)]
+fn serve_joined(
+    hub: Arc<Hub>,
+    mut session: Session,
+    upstream: Upstream,
+    mut wrapper: Wrapper,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let conn = session.conn().clone();
+        match &upstream {
+            Upstream::Local(_) => {
+                tracing::info!(conn = %hub.logs.conn(conn.conn_id()), "phone joined");
             }
-            Event::Ended(ending) => break ending,
-            Event::Space => {}
+            Upstream::Away(phone) => {
+                tracing::info!(conn = %hub.logs.conn(conn.conn_id()), owner = %phone.up.peer(), "phone joined through another instance");
+            }
         }
-    };
-    // The notice, then the registration ends; meanwhile the close handshake runs (a notice that
-    // waits for room in a full binary outbox does not hold the phone's close up).
-    let ((), ending) = tokio::join!(upstream.left(&wrapper, ending), session.finish());
-    tracing::info!(conn = %tag, code = ending.code, "disconnect");
+        let ending = loop {
+            match session.next().await {
+                Event::Frame(text) => {
+                    if let Some(ending) =
+                        forward(&hub, &mut session, &upstream, &mut wrapper, text).await
+                    {
+                        break ending;
+                    }
+                }
+                Event::Ended(ending) => break ending,
+                Event::Space => {}
+            }
+        };
+        // The notice, then the registration ends; meanwhile the close handshake runs (a notice
+        // that waits for room in a full binary outbox does not hold the phone's close up).
+        // Boxed: it runs once, at the end.
+        let ((), ending) =
+            Box::pin(
+                async move { tokio::join!(upstream.left(&wrapper, ending), session.finish()) },
+            )
+            .await;
+        tracing::info!(conn = %hub.logs.conn(conn.conn_id()), code = ending.code, "disconnect");
+    }
 }
 
 /// Queues a phone-left `notice` for `binary`, waiting while its outbox is full as the phone's
@@ -207,7 +247,7 @@ async fn announce(binary: &Endpoint, notice: Utf8Bytes) {
 }
 
 /// Tells a refused phone its close code.
-async fn refused(hub: &Hub, session: Session, error: RegistryError) {
+async fn refused(hub: Arc<Hub>, session: Session, error: RegistryError) {
     let outcome = match error {
         RegistryError::NoServer => Outcome::NoServer,
         RegistryError::PhonesAtCap => Outcome::PhoneCap,
@@ -256,7 +296,8 @@ async fn forward(
     loop {
         match target.try_send(hub, session.conn(), &wrapped) {
             Ok(()) => return None,
-            Err(SendError::Full) => match target.wait_for_room(session, len).await {
+            // Boxed: backpressure is rare, and its state would size every phone's future.
+            Err(SendError::Full) => match Box::pin(target.wait_for_room(session, len)).await {
                 Room::Maybe => {}
                 Room::Never => return None,
                 Room::Ended(ending) => return Some(ending),
