@@ -9,49 +9,11 @@ mod support;
 
 use cluster_support::nats::NatsServer;
 use serde_json::json;
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
 
 /// The lease the instances run with (refresh 500 ms).
 const LEASE: Duration = Duration::from_secs(2);
-
-/// A `relay --cluster` child process on a free port, killed and reaped on drop.
-struct Instance {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Instance {
-    fn start(server: &NatsServer, name: &str) -> Instance {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
-            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off"])
-            .args(["--rate-burst", "0", "--max-connections", "0"])
-            .args(["--probe-timeout", "300ms"])
-            .args(["--cluster", &server.url(), "--instance-id", name])
-            .args(["--cluster-lease", &format!("{}s", LEASE.as_secs())])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start relay");
-        let addr = printed_address(&printed_lines(&mut child, 1)[0], "ws://");
-        Instance { child, addr }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_killed_mid_stream_ends_its_phones_elsewhere_1011_within_the_bound_and_frees_its_ids()
@@ -59,9 +21,9 @@ async fn an_instance_killed_mid_stream_ends_its_phones_elsewhere_1011_within_the
     let Some(server) = NatsServer::start("an_instance_killed_mid_stream") else {
         return;
     };
-    let mut doomed = Instance::start(&server, "relay-doomed");
-    let b = Instance::start(&server, "relay-b");
-    let c = Instance::start(&server, "relay-c");
+    let mut doomed = ClusterProcess::start(&server.url(), "relay-doomed", LEASE);
+    let b = ClusterProcess::start(&server.url(), "relay-b", LEASE);
+    let c = ClusterProcess::start(&server.url(), "relay-c", LEASE);
     let mut binary = Peer::binary(doomed.addr, "srv-k").await;
     let (mut on_b, b_id) = join(b.addr, "srv-k", &mut binary).await;
     let (mut on_c, c_id) = join(c.addr, "srv-k", &mut binary).await;

@@ -31,9 +31,8 @@ use relay_cluster::instance::InstanceId;
 use relay_server::{ClusterConfig, RelayConfig};
 use serde_json::json;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc as std_mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::*;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -345,75 +344,6 @@ async fn frames_queued_for_a_binary_before_a_stall_are_not_written_after_it() {
     drop(a);
 }
 
-/// A `relay --cluster` child process on a free port (lease [`TEST_LEASE`]), killed and reaped
-/// on drop.
-struct Process {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Process {
-    fn start(server: &NatsServer, name: &str) -> Process {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
-            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off"])
-            .args(["--rate-burst", "0", "--max-connections", "0"])
-            .args(["--probe-timeout", "300ms"])
-            .args(["--cluster", &server.url(), "--instance-id", name])
-            .args(["--cluster-lease", &format!("{}s", TEST_LEASE.as_secs())])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start relay");
-        let addr = printed_address(&printed_lines(&mut child, 1)[0], "ws://");
-        Process { child, addr }
-    }
-
-    /// Sends `signal` (`STOP`, `CONT`) to the process.
-    fn signal(&self, signal: &str) {
-        let sent = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -{signal}");
-    }
-
-    /// Stops the process and waits until every thread of it is stopped: a `SIGSTOP` stops the
-    /// threads one after another (the first to take the signal stops the others), and a
-    /// thread still running meanwhile may serve a frame — legitimately, before the stop.
-    fn stop(&self) {
-        self.signal("STOP");
-        let tasks = format!("/proc/{}/task", self.child.id());
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let stopped = std::fs::read_dir(&tasks)
-                .expect("the process's threads")
-                .filter_map(Result::ok)
-                .all(|task| {
-                    let stat =
-                        std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-                    // "tid (name) S …": the state follows the name's closing parenthesis.
-                    stat.rsplit_once(')')
-                        .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
-                });
-            if stopped {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the relay never stopped");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.signal("CONT"); // a stopped process is killed all the same, but reaped sooner
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Waits until `addr` answers `/readyz` 200 (an instance that fenced itself takes a new lease).
 async fn await_ready(addr: SocketAddr) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -441,8 +371,8 @@ async fn a_stopped_relay_process_delivers_nothing_after_another_took_its_id_ever
     let Some(server) = NatsServer::start("a_stopped_relay_process_delivers_nothing") else {
         return;
     };
-    let a = Process::start(&server, "relay-a");
-    let b = Process::start(&server, "relay-b");
+    let a = ClusterProcess::start(&server.url(), "relay-a", TEST_LEASE);
+    let b = ClusterProcess::start(&server.url(), "relay-b", TEST_LEASE);
     for pause in 0..PAUSES {
         let id = format!("srv-pause-{pause}");
         await_ready(a.addr).await;

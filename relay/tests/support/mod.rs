@@ -561,6 +561,89 @@ pub fn printed_address(line: &str, scheme: &str) -> SocketAddr {
         .unwrap_or_else(|| panic!("no {scheme} address in {line:?}"))
 }
 
+/// A `relay --cluster` child process on a free loopback port: `lease` (whole seconds), a
+/// 300 ms probe timeout, no rate limit and no connection cap, warnings only on its stderr
+/// (dropped). Killed (after a `SIGCONT`, so a stopped one is reaped at once) and reaped on drop.
+pub struct ClusterProcess {
+    child: std::process::Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl ClusterProcess {
+    /// Starts it as instance `name` on the NATS at `nats_url`; returns once it listens.
+    pub fn start(nats_url: &str, name: &str, lease: Duration) -> ClusterProcess {
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off"])
+            .args(["--rate-burst", "0", "--max-connections", "0"])
+            .args(["--probe-timeout", "300ms"])
+            .args(["--cluster", nats_url, "--instance-id", name])
+            .args(["--cluster-lease", &format!("{}s", lease.as_secs())])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start relay");
+        let addr = printed_address(&printed_lines(&mut child, 1)[0], "ws://");
+        ClusterProcess { child, addr }
+    }
+
+    /// Kills it with `SIGKILL` (no goodbye to anyone) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal}");
+    }
+
+    /// Stops the process and waits until every thread of it is stopped: a `SIGSTOP` stops the
+    /// threads one after another (the first to take the signal stops the others), and a
+    /// thread still running meanwhile may serve a frame — legitimately, before the stop.
+    pub fn stop(&self) {
+        self.signal("STOP");
+        let tasks = format!("/proc/{}/task", self.child.id());
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let stopped = std::fs::read_dir(&tasks)
+                .expect("the process's threads")
+                .filter_map(Result::ok)
+                .all(|task| {
+                    let stat =
+                        std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                    // "tid (name) S …": the state follows the name's closing parenthesis.
+                    stat.rsplit_once(')')
+                        .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+                });
+            if stopped {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the relay never stopped"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+impl Drop for ClusterProcess {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        self.kill();
+    }
+}
+
 /// A child's whole stderr, read on a thread: join it once the child has exited.
 pub fn collect_stderr(child: &mut std::process::Child) -> std::thread::JoinHandle<String> {
     use std::io::Read;
