@@ -482,12 +482,7 @@ async fn an_instance_cut_off_from_nats_closes_everything_1012_before_others_take
     let Some(server) = NatsServer::start("an_instance_cut_off_from_nats") else {
         return;
     };
-    let forwarder = cluster_support::proxy::Partition::start(
-        format!("127.0.0.1:{}", server.url().rsplit(':').next().unwrap())
-            .parse()
-            .unwrap(),
-    )
-    .await;
+    let forwarder = cluster_support::proxy::Partition::start(server.addr()).await;
     let mut cut_config = clustered(&server, "relay-cut");
     if let Some(cluster) = &mut cut_config.cluster {
         cluster.url = forwarder.url();
@@ -599,12 +594,7 @@ async fn a_silent_owners_id_is_claimed_before_the_101_once_its_lease_ends_or_ref
     let Some(server) = NatsServer::start("a_silent_owners_id") else {
         return;
     };
-    let forwarder = cluster_support::proxy::Partition::start(
-        format!("127.0.0.1:{}", server.url().rsplit(':').next().unwrap())
-            .parse()
-            .unwrap(),
-    )
-    .await;
+    let forwarder = cluster_support::proxy::Partition::start(server.addr()).await;
     // The owner's lease (6 s) outlasts the quick instance's bound (probe 300 ms + request 1 s)
     // and not the patient one's (probe 8 s + request 1 s).
     let owner_lease = Duration::from_secs(6);
@@ -672,12 +662,7 @@ async fn a_claim_whose_owner_is_cut_off_is_decided_when_its_lease_ends_not_when_
     let Some(server) = NatsServer::start("a_claim_whose_owner_is_cut_off") else {
         return;
     };
-    let forwarder = cluster_support::proxy::Partition::start(
-        format!("127.0.0.1:{}", server.url().rsplit(':').next().unwrap())
-            .parse()
-            .unwrap(),
-    )
-    .await;
+    let forwarder = cluster_support::proxy::Partition::start(server.addr()).await;
     let mut owner_config = clustered(&server, "relay-cut-owner");
     if let Some(cluster) = &mut owner_config.cluster {
         cluster.url = forwarder.url();

@@ -581,10 +581,7 @@ async fn partitioned(test: &str, fault: fn(&cluster_support::proxy::Partition)) 
     let Some(server) = NatsServer::start(test) else {
         return;
     };
-    let target: SocketAddr = format!("127.0.0.1:{}", server.url().rsplit(':').next().unwrap())
-        .parse()
-        .unwrap();
-    let proxy = cluster_support::proxy::Partition::start(target).await;
+    let proxy = cluster_support::proxy::Partition::start(server.addr()).await;
     let lease = Duration::from_secs(4);
     let clustered = |url: String, name: &str| RelayConfig {
         cluster: Some(ClusterConfig {

@@ -58,6 +58,12 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// The loopback address of its client port (what [`url`](Self::url) names), e.g. for a
+    /// [`Partition`](crate::proxy::Partition) in front of it.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
     /// The loopback address of its HTTP monitoring endpoint (`/jsz` names the JetStream meta
     /// leader, `/connz` the clients connected to this node, by connection name).
     pub fn monitor_addr(&self) -> std::net::SocketAddr {
