@@ -18,15 +18,15 @@
 //!
 //! Two atomic loads (`Acquire`, plain loads on x86-64: the deadline and the epoch) and one read
 //! of the monotonic clock (`clock_gettime(CLOCK_MONOTONIC)` through the vDSO, no system call),
-//! compared as integers: no lock, no allocation.
+//! compared as integers: no lock, no allocation. Measured by `cargo bench -p relay-server
+//! --bench lease_check` (the figures are in the relay's `cluster` module docs).
 //!
 //! # Epochs
 //!
 //! A resumed process may fence and re-announce itself under a new incarnation (one NATS round
 //! trip) before its other tasks run; its deadline is then ahead again, but the connections and
 //! links made under the old lease are not current: [`FenceDeadline::epoch`] counts the fences,
-//! and [`FenceDeadline::is_ahead_since`] is false for anything made in an earlier epoch. Measured by `cargo bench -p relay-server --bench lease_check` (see
-//! the relay's `cluster` module docs for the figures).
+//! and [`FenceDeadline::is_ahead_since`] is false for anything made in an earlier epoch.
 //!
 //! [`Liveness`]: crate::liveness::Liveness
 //! [`Liveness::within_lease`]: crate::liveness::Liveness::within_lease
