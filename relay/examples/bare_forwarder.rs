@@ -24,8 +24,9 @@
 //!
 //! With `--tls-cert FILE --tls-key FILE` it speaks `wss://` on the relay's own TLS stack and
 //! configuration (`relay/src/http/tls`): rustls on the *ring* provider, TLS 1.3 and 1.2, no client
-//! authentication, ALPN `http/1.1`, through tokio-rustls, so that "bare" stays the physical-limit
-//! line with TLS on. What it skips there: the relay's certificate reloading, ACME, the Host check
+//! authentication, ALPN `http/1.1`, through the relay's own stream over rustls's unbuffered
+//! API (`relay_server::tls_stream`), so that "bare" stays the physical-limit line with TLS on.
+//! What it skips there: the relay's certificate reloading, ACME, the Host check
 //! and the handshake gates (rate limit, connection cap, deadline).
 //!
 //! ```text
@@ -48,7 +49,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -109,8 +109,8 @@ fn ws_config() -> WebSocketConfig {
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => match tls_acceptor(cert, key) {
-            Ok(acceptor) => Some(acceptor),
+        (Some(cert), Some(key)) => match tls_config(cert, key) {
+            Ok(config) => Some(config),
             Err(message) => {
                 eprintln!("bare_forwarder: {message}");
                 return std::process::ExitCode::from(2);
@@ -131,7 +131,7 @@ async fn main() -> std::process::ExitCode {
         Err(error) => eprintln!("bare_forwarder: {error}"),
     }
     match tls {
-        Some(acceptor) => serve_tls(listener, acceptor).await,
+        Some(config) => serve_tls(listener, config).await,
         None => serve(listener).await,
     }
     std::process::ExitCode::SUCCESS
@@ -139,7 +139,7 @@ async fn main() -> std::process::ExitCode {
 
 /// The relay's server configuration (`relay/src/http/tls`: rustls on *ring*, TLS 1.3 and 1.2,
 /// no client authentication, ALPN `http/1.1`) with the certificate in `cert` and `key`.
-fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
+fn tls_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
     let read = |path: &Path| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
     let (cert_pem, key_pem) = (read(cert)?, read(key)?);
     let chain = CertificateDer::pem_slice_iter(&cert_pem)
@@ -155,7 +155,7 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
         .with_single_cert(chain, key_der)
         .map_err(|e| format!("{} and {}: {e}", cert.display(), key.display()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok(Arc::new(config))
 }
 
 /// Accepts connections forever (an accept error, e.g. out of descriptors, pauses it briefly).
@@ -174,15 +174,15 @@ async fn serve(listener: TcpListener) {
 
 /// [`serve`] with a TLS handshake first on each connection, in the connection's own task (a
 /// failed handshake drops the connection).
-async fn serve_tls(listener: TcpListener, acceptor: TlsAcceptor) {
+async fn serve_tls(listener: TcpListener, config: Arc<ServerConfig>) {
     let hub = Arc::new(Hub::default());
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
-                let (hub, acceptor) = (hub.clone(), acceptor.clone());
+                let (hub, config) = (hub.clone(), config.clone());
                 tokio::spawn(async move {
-                    if let Ok(stream) = acceptor.accept(stream).await {
+                    if let Ok(stream) = relay_server::tls_stream::accept(config, stream).await {
                         connection(hub, stream).await;
                     }
                 });
@@ -440,7 +440,7 @@ mod tests {
         let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
         std::fs::write(&cert_file, cert.pem()).unwrap();
         std::fs::write(&key_file, key.serialize_pem()).unwrap();
-        let acceptor = tls_acceptor(&cert_file, &key_file).unwrap();
+        let config = tls_config(&cert_file, &key_file).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
 
         let mut roots = rustls::RootCertStore::empty();
@@ -453,7 +453,7 @@ mod tests {
             .with_no_client_auth();
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(serve_tls(listener, acceptor));
+        let server = tokio::spawn(serve_tls(listener, config));
         frames_cross(addr, Some(&Arc::new(client))).await;
         server.abort();
     }
@@ -470,7 +470,7 @@ mod tests {
             .unwrap();
         std::fs::write(&cert_file, cert.pem()).unwrap();
         std::fs::write(&key_file, "not a key\n").unwrap();
-        let error = tls_acceptor(&cert_file, &key_file).err().unwrap();
+        let error = tls_config(&cert_file, &key_file).err().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         assert!(error.contains("key.pem"), "{error}");
     }

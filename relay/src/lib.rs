@@ -81,6 +81,7 @@ pub use config::{
     LETS_ENCRYPT, PushConfig, RelayConfig, TlsConfig,
 };
 pub use error::StartError;
+pub use http::tls::stream as tls_stream;
 pub use http::tls::{ClientTlsError, TlsError, client_tls};
 pub use logging::{LogFormat, init as init_logging};
 pub use push::PushConfigError;

@@ -25,6 +25,9 @@
 //!   token per connection, as a `ws://` client does.
 //! - **The Host check** (`host`): with configured names, a request whose host is not one of
 //!   them gets 421 with an empty body.
+//! - **The stream** ([`stream`]): rustls's unbuffered API under tokio's `AsyncRead` and
+//!   `AsyncWrite`, with buffers only while bytes are in flight (an idle `wss://` connection
+//!   holds rustls's state and nothing else).
 //! - **Metrics** (`metrics`): the certificate's expiry per name, handshake failures by reason,
 //!   certificate loads by outcome, ACME orders by outcome.
 
@@ -33,6 +36,7 @@ mod challenge;
 mod client;
 mod files;
 pub(crate) mod host;
+pub mod stream;
 
 use crate::config::{Certificates, TlsConfig};
 use crate::metrics::tls::TlsMetrics;
@@ -51,9 +55,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use stream::TlsStream;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 use tokio_util::task::AbortOnDropHandle;
 
 /// The ALPN protocol the relay speaks over TLS.
@@ -157,7 +160,8 @@ impl Prepaid {
 
 /// The relay's TLS, shared by every connection (`Hub::tls`).
 pub(crate) struct Tls {
-    acceptor: TlsAcceptor,
+    /// The server configuration every handshake uses.
+    config: Arc<ServerConfig>,
     resolver: Arc<Resolver>,
     names: Vec<String>,
     metrics: Arc<TlsMetrics>,
@@ -203,7 +207,7 @@ impl Tls {
             .with_cert_resolver(resolver.clone());
         server.alpn_protocols = alpn;
         Ok(Tls {
-            acceptor: TlsAcceptor::from(Arc::new(server)),
+            config: Arc::new(server),
             resolver,
             names: tls
                 .domains
@@ -282,7 +286,7 @@ impl Tls {
                 return None;
             }
         };
-        let handshake = self.acceptor.accept(stream);
+        let handshake = stream::accept(self.config.clone(), stream);
         let result = tokio::time::timeout(hub.config.header_timeout, handshake).await;
         drop(permit);
         let stream = match result {
@@ -299,7 +303,7 @@ impl Tls {
                 return None;
             }
         };
-        if stream.get_ref().1.alpn_protocol() == Some(ACME_TLS_1) {
+        if stream.alpn_protocol() == Some(ACME_TLS_1) {
             // RFC 8737 section 3: the validation ends with the handshake.
             return None;
         }
