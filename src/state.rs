@@ -188,27 +188,39 @@ impl<C: Conn> State<C> {
     }
 
     /// Ends the tenure in slot `key`: it goes stale, its window (if any) is cancelled, and every
-    /// phone is removed and scheduled to be closed with `reason`. The slot itself stays.
-    fn end_tenure(&mut self, key: ServerKey, reason: CloseReason, out: &mut Aftermath<C>) {
+    /// phone is removed and scheduled to be closed with `reason`. The slot itself stays. Returns
+    /// the number of phones evicted, counted in the critical section that took them out (a
+    /// ticket unregisters under the tenure's lock alone, so a count read before could include a
+    /// phone that left meanwhile).
+    fn end_tenure(&mut self, key: ServerKey, reason: CloseReason, out: &mut Aftermath<C>) -> usize {
         let slot = &self.servers[key];
         if slot.tenure.is_gracing() {
             self.gracing -= 1;
         }
-        if let Some(phones) = slot.tenure.end() {
-            self.registered -= phones.len();
-            phones.evict(reason, out);
-        }
+        let Some(phones) = slot.tenure.end() else {
+            return 0;
+        };
+        let evicted = phones.len();
+        self.registered -= evicted;
+        phones.evict(reason, out);
+        evicted
     }
 
-    /// Ends the tenure in slot `key` and frees the slot and its id.
-    fn remove_server(&mut self, key: ServerKey, reason: CloseReason, out: &mut Aftermath<C>) {
-        self.end_tenure(key, reason, out);
+    /// Ends the tenure in slot `key` and frees the slot and its id; the number of phones evicted.
+    fn remove_server(
+        &mut self,
+        key: ServerKey,
+        reason: CloseReason,
+        out: &mut Aftermath<C>,
+    ) -> usize {
+        let evicted = self.end_tenure(key, reason, out);
         if let Some(slot) = self.servers.remove(key) {
             if let Some((id, _)) = self.index.remove_entry(slot.tenure.server_id.as_bytes()) {
                 out.drop_later(Garbage::Tenure(id.0));
             }
             out.drop_later(Garbage::Tenure(slot.tenure));
         }
+        evicted
     }
 
     /// Releases the claim `(key, epoch)` now; false (and nothing changes) if it is stale.
@@ -272,10 +284,9 @@ impl<C: Conn> State<C> {
             }
             self.deadlines.pop();
             if window_open(&self.servers, &window) {
-                let slot = &self.servers[window.key];
-                let phones = slot.tenure.phone_count();
-                expired.push(Expired::new(slot.tenure.clone(), phones));
-                self.remove_server(window.key, CloseReason::GraceExpired, out);
+                let tenure = self.servers[window.key].tenure.clone();
+                let phones = self.remove_server(window.key, CloseReason::GraceExpired, out);
+                expired.push(Expired::new(tenure, phones));
             }
         }
         expired

@@ -121,9 +121,4 @@ impl<C: Conn> Tenure<C> {
             _ => Phones::empty(),
         }
     }
-
-    /// The number of phones in the table.
-    pub(crate) fn phone_count(&self) -> usize {
-        self.phones.lock().as_ref().map_or(0, |p| p.len())
-    }
 }

@@ -330,6 +330,35 @@ fn ticket_unregister_without_the_registry_lock_racing_an_eviction_and_counts() {
     });
 }
 
+/// An expiry reports the phones it closed, counted where it took them out: a ticket leaving under
+/// its tenure's lock alone between a count and the eviction made an expiry report a phone it
+/// never closed (found by the linearizability histories under ThreadSanitizer).
+#[test]
+fn expire_due_racing_a_ticket_unregister_reports_the_phones_it_closed() {
+    model(|| {
+        let clock = ManualClock::new();
+        let registry = registry_with(&clock, 0);
+        let claim = registry.claim_server("srv", conn("bin")).unwrap();
+        let phone = conn("phone");
+        let ticket = registry.register_phone("srv", phone.clone()).unwrap();
+        assert!(claim.release_after(Duration::ZERO)); // due at once
+        let dropper = thread::spawn(move || ticket.unregister());
+        let expired = registry.expire_due();
+        let unregistered = dropper.join().unwrap();
+        let closed = phone.closes();
+        assert_eq!(expired.len(), 1);
+        let reported = expired.iter().next().unwrap().phones();
+        assert_eq!(
+            reported,
+            closed.len(),
+            "the expiry reported {reported} phone(s) and closed {closed:?}"
+        );
+        assert_eq!(closed.len(), usize::from(!unregistered));
+        assert_eq!(registry.counts(), Counts::default());
+        registry.check_invariants().unwrap();
+    });
+}
+
 /// `snapshot()` is one moment's even though tickets leave under their tenures' locks alone: a
 /// phone that left before another is never listed while the other is missing.
 #[test]
