@@ -15,14 +15,15 @@
 //!   freed when a read finds the socket empty and nothing is left in it.
 //! - **plaintext**: decrypted bytes the reader has not taken yet (a reader with a small buffer
 //!   takes a record in several reads); freed when taken.
-//! - **outgoing**: encrypted bytes not yet written to the socket; freed once all are written.
+//! - **outgoing**: encrypted bytes not yet written to the socket; freed once all are written
+//!   (under a lasting backlog, the written part is dropped once it reaches [`MAX_UNSENT`]).
 //!
 //! An idle connection therefore holds rustls's connection state and nothing else; each burst
 //! costs an allocation or two, which is small beside the record's encryption.
 //!
 //! # The model
 //!
-//! Every step asks rustls what to do next ([`UnbufferedServerConnection::process_tls_records`])
+//! Every step asks rustls what to do next (`process_tls_records`)
 //! and does it: encodes handshake messages into *outgoing* (they are written before anything
 //! queued after them, so rustls is told at once that they were transmitted), decrypts records
 //! into *plaintext*, or reports that it needs bytes from the peer or that application data may
@@ -73,8 +74,11 @@ const MAX_RECORD: usize = 16 * 1024;
 pub struct TlsStream<IO> {
     io: IO,
     conn: UnbufferedServerConnection,
-    /// TLS bytes read: `incoming[..incoming_len]`; the rest is room for the next read.
+    /// TLS bytes read and not yet processed: `incoming[incoming_start..incoming_len]` (rustls
+    /// processes one record per step: the processed ones are skipped, and moved out only when
+    /// the next read needs the room); the rest is room for the next read.
     incoming: Vec<u8>,
+    incoming_start: usize,
     incoming_len: usize,
     /// Decrypted bytes not yet read: `plaintext[plaintext_pos..]`.
     plaintext: Vec<u8>,
@@ -96,7 +100,7 @@ impl<IO> std::fmt::Debug for TlsStream<IO> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsStream")
             .field("handshaking", &self.conn.is_handshaking())
-            .field("incoming", &self.incoming_len)
+            .field("incoming", &(self.incoming_len - self.incoming_start))
             .field("plaintext", &(self.plaintext.len() - self.plaintext_pos))
             .field("outgoing", &(self.outgoing.len() - self.outgoing_pos))
             .field("peer_closed", &self.peer_closed)
@@ -163,6 +167,7 @@ where
         io,
         conn,
         incoming: Vec::new(),
+        incoming_start: 0,
         incoming_len: 0,
         plaintext: Vec::new(),
         plaintext_pos: 0,
@@ -199,6 +204,7 @@ impl<IO> TlsStream<IO> {
         let TlsStream {
             conn,
             incoming,
+            incoming_start,
             incoming_len,
             plaintext,
             outgoing,
@@ -207,7 +213,7 @@ impl<IO> TlsStream<IO> {
             ..
         } = self;
         let UnbufferedStatus { mut discard, state } =
-            conn.process_tls_records(&mut incoming[..*incoming_len]);
+            conn.process_tls_records(&mut incoming[*incoming_start..*incoming_len]);
         let step = match state {
             Err(error) => Err(error),
             Ok(ConnectionState::ReadTraffic(mut traffic)) => {
@@ -275,8 +281,10 @@ impl<IO> TlsStream<IO> {
                 "unexpected TLS state (early data is not enabled)".to_owned(),
             )),
         };
-        incoming.copy_within(discard..*incoming_len, 0);
-        *incoming_len -= discard;
+        *incoming_start += discard;
+        if *incoming_start == *incoming_len {
+            (*incoming_start, *incoming_len) = (0, 0);
+        }
         step
     }
 
@@ -297,7 +305,7 @@ impl<IO> TlsStream<IO> {
                 // below only hand out the alert rustls queued (EncodeTlsData, then
                 // TransmitTlsData) and never process the bad bytes again.
                 self.incoming = Vec::new();
-                self.incoming_len = 0;
+                (self.incoming_start, self.incoming_len) = (0, 0);
                 for _ in 0..4 {
                     if self.step(None) != Ok(Step::Again) {
                         break;
@@ -316,8 +324,17 @@ impl<IO> TlsStream<IO> {
         IO: AsyncWrite + Unpin,
     {
         while self.outgoing_pos < self.outgoing.len() {
-            let written =
-                ready!(Pin::new(&mut self.io).poll_write(cx, &self.outgoing[self.outgoing_pos..]))?;
+            let poll = Pin::new(&mut self.io).poll_write(cx, &self.outgoing[self.outgoing_pos..]);
+            let Poll::Ready(written) = poll else {
+                // Under a lasting backlog the buffer never empties: drop what was written once
+                // it is as large as what may wait, so the buffer stays bounded.
+                if self.outgoing_pos >= MAX_UNSENT {
+                    self.outgoing.drain(..self.outgoing_pos);
+                    self.outgoing_pos = 0;
+                }
+                return Poll::Pending;
+            };
+            let written = written?;
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -348,6 +365,12 @@ impl<IO> TlsStream<IO> {
     where
         IO: AsyncRead + Unpin,
     {
+        if self.incoming_start > 0 {
+            self.incoming
+                .copy_within(self.incoming_start..self.incoming_len, 0);
+            self.incoming_len -= self.incoming_start;
+            self.incoming_start = 0;
+        }
         if self.incoming_len == self.incoming.len() {
             if self.incoming.len() >= MAX_INCOMING {
                 return Poll::Ready(Err(io::Error::new(
@@ -675,6 +698,32 @@ mod tests {
         let mut back = vec![0; 20_000];
         client.read_exact(&mut back).await.unwrap();
         assert!(back == pattern(20_000));
+    }
+
+    #[tokio::test]
+    async fn under_a_lasting_backlog_the_outgoing_buffer_stays_bounded() {
+        // The writer is always ahead of a reader behind a 3 KiB pipe: the ciphertext waiting to
+        // be written never runs out, so written bytes must be dropped while writing goes on.
+        let (mut server, client) = pair(3 * 1024).await;
+        let total = 1024 * 1024;
+        let reader = tokio::spawn(async move {
+            let (mut read, _write) = tokio::io::split(client);
+            let mut got = vec![0; total];
+            read.read_exact(&mut got).await.unwrap();
+            got
+        });
+        let sent = pattern(total);
+        let mut most = 0;
+        for chunk in sent.chunks(10_000) {
+            server.write_all(chunk).await.unwrap();
+            most = most.max(server.buffer_capacity());
+        }
+        server.flush().await.unwrap();
+        assert!(
+            most <= 3 * MAX_UNSENT,
+            "the buffers grew to {most} bytes writing {total}"
+        );
+        assert!(reader.await.unwrap() == sent);
     }
 
     #[tokio::test]
