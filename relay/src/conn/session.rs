@@ -16,6 +16,7 @@ use crate::conn::endpoint::Endpoint;
 use crate::conn::local::LocalConn;
 use crate::conn::message_timer::Tracked;
 use crate::conn::outbox::{Ending, Origin, Work};
+use crate::conn::read_ahead::ReadAhead;
 use crate::hub::Hub;
 use crate::metrics::Closed;
 use futures_util::{Sink, Stream};
@@ -34,8 +35,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
 
-/// A relay-side WebSocket: tungstenite over the upgraded HTTP connection, watched for slow-loris.
-pub(crate) type Ws = WebSocketStream<Tracked<TokioIo<Upgraded>>>;
+/// A relay-side WebSocket: tungstenite over the upgraded HTTP connection, watched for slow-loris,
+/// its small reads served from one socket read ([`ReadAhead`]).
+pub(crate) type Ws = WebSocketStream<Tracked<ReadAhead<TokioIo<Upgraded>>>>;
 
 /// The WebSocket settings for a relay connection: frames and messages bounded by `max_frame`, a
 /// small read buffer, frames of one batch gathered up to [`WRITE_BATCH`] bytes and written

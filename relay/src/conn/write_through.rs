@@ -1,6 +1,7 @@
 //! The write side of a stream wrapper that only watches or changes what is read: every
 //! `AsyncWrite` call goes straight to the wrapped stream. Shared by the slow-message timer's
-//! [`Tracked`](super::message_timer::Tracked) and the PROXY header's
+//! [`Tracked`](super::message_timer::Tracked), the read-ahead's
+//! [`ReadAhead`](super::read_ahead::ReadAhead) and the PROXY header's
 //! [`Prefixed`](crate::http::proxy::Prefixed).
 
 /// Implements `tokio::io::AsyncWrite` for `$wrapper<S>` (a struct with the stream in a field

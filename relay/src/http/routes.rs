@@ -12,6 +12,7 @@
 
 use crate::config::ForwardToken;
 use crate::conn::message_timer::Tracked;
+use crate::conn::read_ahead::ReadAhead;
 use crate::conn::session::{Session, ws_config};
 use crate::http::client_ip::{self, Origin};
 use crate::http::gates::{Permit, Refusal};
@@ -402,7 +403,7 @@ fn run_session(
                 Ok(Ok(upgraded)) => upgraded,
                 _ => return,
             };
-            let io = Tracked::new(TokioIo::new(upgraded));
+            let io = Tracked::new(ReadAhead::new(TokioIo::new(upgraded)));
             // Boxed (briefly): its state would otherwise size this task's future for its whole
             // life.
             let ws = Box::pin(WebSocketStream::from_raw_socket(
