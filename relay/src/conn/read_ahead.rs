@@ -10,8 +10,9 @@
 //! nothing more. A reader that asks for [`READ_AHEAD`] bytes or more is served straight from the
 //! socket. Writes pass through.
 
+use crate::conn::held::hand_out;
 use crate::conn::write_through::write_through;
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -65,12 +66,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
                 }
             }
         }
-        let taken = this.buffered.len().min(buf.remaining());
-        buf.put_slice(&this.buffered[..taken]);
-        this.buffered.advance(taken);
-        if this.buffered.is_empty() {
-            this.buffered = BytesMut::new();
-        }
+        hand_out(&mut this.buffered, buf);
         Poll::Ready(Ok(()))
     }
 }

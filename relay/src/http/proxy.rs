@@ -4,7 +4,9 @@
 //! The header is read in chunks; whatever arrived after it (the start of the HTTP request) is
 //! kept and read first by [`Prefixed`], the stream handed to hyper.
 
+use crate::conn::held::hand_out;
 use crate::conn::write_through::write_through;
+use bytes::BytesMut;
 use ppp::{HeaderResult, PartialResult, v1, v2};
 use std::io;
 use std::net::IpAddr;
@@ -85,8 +87,8 @@ fn v2_source(header: &v2::Header<'_>) -> Option<IpAddr> {
 /// A stream with some already-read bytes in front of it.
 #[derive(Debug)]
 pub(crate) struct Prefixed<S> {
-    prefix: Vec<u8>,
-    read: usize,
+    /// What of the prefix is not read yet.
+    prefix: BytesMut,
     inner: S,
 }
 
@@ -94,8 +96,8 @@ impl<S> Prefixed<S> {
     /// `prefix` is read first, then `inner`.
     pub(crate) fn new(prefix: Vec<u8>, inner: S) -> Self {
         Prefixed {
-            prefix,
-            read: 0,
+            // No copy: the vector becomes the buffer.
+            prefix: BytesMut::from(bytes::Bytes::from(prefix)),
             inner,
         }
     }
@@ -108,15 +110,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.read < this.prefix.len() {
-            let rest = &this.prefix[this.read..];
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(&rest[..n]);
-            this.read += n;
-            if this.read == this.prefix.len() {
-                this.prefix = Vec::new();
-                this.read = 0;
-            }
+        if !this.prefix.is_empty() {
+            hand_out(&mut this.prefix, buf);
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.inner).poll_read(cx, buf)

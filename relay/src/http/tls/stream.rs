@@ -43,6 +43,8 @@
 //! Early data (0-RTT) is never enabled by the relay's configuration; a connection that produced
 //! it anyway is refused.
 
+use crate::conn::held::hand_out;
+use bytes::BytesMut;
 use rustls::ServerConfig;
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
@@ -80,9 +82,8 @@ pub struct TlsStream<IO> {
     incoming: Vec<u8>,
     incoming_start: usize,
     incoming_len: usize,
-    /// Decrypted bytes not yet read: `plaintext[plaintext_pos..]`.
-    plaintext: Vec<u8>,
-    plaintext_pos: usize,
+    /// Decrypted bytes not yet read.
+    plaintext: BytesMut,
     /// Encrypted bytes not yet written: `outgoing[outgoing_pos..]`.
     outgoing: Vec<u8>,
     outgoing_pos: usize,
@@ -101,7 +102,7 @@ impl<IO> std::fmt::Debug for TlsStream<IO> {
         f.debug_struct("TlsStream")
             .field("handshaking", &self.conn.is_handshaking())
             .field("incoming", &(self.incoming_len - self.incoming_start))
-            .field("plaintext", &(self.plaintext.len() - self.plaintext_pos))
+            .field("plaintext", &self.plaintext.len())
             .field("outgoing", &(self.outgoing.len() - self.outgoing_pos))
             .field("peer_closed", &self.peer_closed)
             .finish_non_exhaustive()
@@ -169,8 +170,7 @@ where
         incoming: Vec::new(),
         incoming_start: 0,
         incoming_len: 0,
-        plaintext: Vec::new(),
-        plaintext_pos: 0,
+        plaintext: BytesMut::new(),
         outgoing: Vec::new(),
         outgoing_pos: 0,
         peer_closed: false,
@@ -224,26 +224,16 @@ impl<IO> TlsStream<IO> {
                 }
                 Ok(Step::Again)
             }
-            Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                let start = outgoing.len();
-                let mut size = 0;
-                loop {
-                    outgoing.resize(start + size, 0);
-                    match data.encode(&mut outgoing[start..]) {
-                        Ok(written) => {
-                            outgoing.truncate(start + written);
-                            break Ok(Step::Again);
-                        }
-                        Err(EncodeError::InsufficientSize(needed)) if size == 0 => {
-                            size = needed.required_size;
-                        }
-                        Err(error) => {
-                            outgoing.truncate(start);
-                            break Err(rustls::Error::General(error.to_string()));
-                        }
-                    }
-                }
-            }
+            Ok(ConnectionState::EncodeTlsData(mut data)) => write_into(
+                outgoing,
+                0,
+                |out| data.encode(out),
+                |error| match error {
+                    EncodeError::InsufficientSize(needed) => Some(needed.required_size),
+                    _ => None,
+                },
+            )
+            .map(|()| Step::Again),
             Ok(ConnectionState::TransmitTlsData(data)) => {
                 // What was encoded is in `outgoing`, ahead of anything queued later: it counts
                 // as transmitted (see the module docs).
@@ -256,17 +246,20 @@ impl<IO> TlsStream<IO> {
                 Some(Op::Encrypt(data)) => {
                     let data = &data[..data.len().min(MAX_WRITE)];
                     let records = data.len().div_ceil(MAX_RECORD).max(1);
-                    encrypt_into(outgoing, data.len() + records * RECORD_OVERHEAD, |out| {
-                        traffic.encrypt(data, out)
-                    })
+                    let room = data.len() + records * RECORD_OVERHEAD;
+                    write_into(
+                        outgoing,
+                        room,
+                        |out| traffic.encrypt(data, out),
+                        room_needed,
+                    )
                     .map(|()| Step::Wrote(data.len()))
                 }
                 Some(Op::CloseNotify) => {
                     *close_queued = true;
-                    encrypt_into(outgoing, RECORD_OVERHEAD, |out| {
-                        traffic.queue_close_notify(out)
-                    })
-                    .map(|()| Step::Wrote(0))
+                    let close = |out: &mut [u8]| traffic.queue_close_notify(out);
+                    write_into(outgoing, RECORD_OVERHEAD, close, room_needed)
+                        .map(|()| Step::Wrote(0))
                 }
             },
             Ok(ConnectionState::PeerClosed) => {
@@ -438,15 +431,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<IO> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
-            if this.plaintext_pos < this.plaintext.len() {
-                let available = &this.plaintext[this.plaintext_pos..];
-                let taken = available.len().min(buf.remaining());
-                buf.put_slice(&available[..taken]);
-                this.plaintext_pos += taken;
-                if this.plaintext_pos == this.plaintext.len() {
-                    this.plaintext = Vec::new();
-                    this.plaintext_pos = 0;
-                }
+            if !this.plaintext.is_empty() {
+                hand_out(&mut this.plaintext, buf);
                 return Poll::Ready(Ok(()));
             }
             match this.step_or_fail(cx, None)? {
@@ -531,33 +517,45 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<IO> {
     }
 }
 
-/// Encrypts with `encrypt` into the end of `outgoing`, first with `estimate` bytes of room,
-/// then with what rustls says it needs.
-fn encrypt_into(
+/// Writes with `write` (rustls encoding or encrypting) into the end of `outgoing`, first with
+/// `estimate` bytes of room, then with the room `needed` reads from the error that says it was
+/// too little.
+fn write_into<E: std::fmt::Display>(
     outgoing: &mut Vec<u8>,
     estimate: usize,
-    mut encrypt: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, E>,
+    needed: impl Fn(&E) -> Option<usize>,
 ) -> Result<(), rustls::Error> {
     let start = outgoing.len();
     let mut room = estimate;
     for _ in 0..2 {
         outgoing.resize(start + room, 0);
-        match encrypt(&mut outgoing[start..]) {
+        match write(&mut outgoing[start..]) {
             Ok(written) => {
                 outgoing.truncate(start + written);
                 return Ok(());
             }
-            Err(EncryptError::InsufficientSize(needed)) => room = needed.required_size,
-            Err(error) => {
-                outgoing.truncate(start);
-                return Err(rustls::Error::General(error.to_string()));
-            }
+            Err(error) => match needed(&error) {
+                Some(required) => room = required,
+                None => {
+                    outgoing.truncate(start);
+                    return Err(rustls::Error::General(error.to_string()));
+                }
+            },
         }
     }
     outgoing.truncate(start);
     Err(rustls::Error::General(
-        "TLS record larger than rustls said it needed".to_owned(),
+        "TLS message larger than rustls said it needed".to_owned(),
     ))
+}
+
+/// The room an encryption needs, if that is why it failed.
+fn room_needed(error: &EncryptError) -> Option<usize> {
+    match error {
+        EncryptError::InsufficientSize(needed) => Some(needed.required_size),
+        _ => None,
+    }
 }
 
 fn invalid_data(error: rustls::Error) -> io::Error {
