@@ -23,7 +23,7 @@ stage() {
 }
 
 ensure_nightly() {
-    rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+    rustup toolchain list | grep '^nightly' >/dev/null || rustup toolchain install nightly --profile minimal
 }
 
 # cargo-fuzz build flags: optimised, with debug assertions (overflow checks), and no AddressSanitizer:
@@ -79,7 +79,7 @@ loom() {
 
 tsan() {
     ensure_nightly
-    rustup component list --toolchain nightly --installed | grep -q '^rust-src' ||
+    rustup component list --toolchain nightly --installed | grep '^rust-src' >/dev/null ||
         rustup component add rust-src --toolchain nightly
     local host
     host=$(rustc +nightly -vV | sed -n 's/^host: //p')

@@ -96,7 +96,7 @@ ca_pem=$tls_dir/ca.pem cert_pem=$tls_dir/cert.pem key_pem=$tls_dir/key.pem
   openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
     -extfile leaf.ext -out cert.pem 2>/dev/null
 ) >&2
-say "benchmark certificate: $(openssl x509 -in "$cert_pem" -noout -subject) ($(openssl x509 -in "$cert_pem" -noout -text | grep -o 'NIST CURVE: P-256\|prime256v1' | head -1))"
+say "benchmark certificate: $(openssl x509 -in "$cert_pem" -noout -subject) ($(openssl x509 -in "$cert_pem" -noout -text | grep -o -m1 'NIST CURVE: P-256\|prime256v1'))"
 
 # ---------------------------------------------------------------- targets
 free_port() {
