@@ -33,7 +33,8 @@ pub(super) struct LinkState {
     pub(super) send: Mutex<SendState>,
     pub(super) queued: AtomicUsize,
     pub(super) space: Notify,
-    /// The one task that polls for space ([`Outbound::poll_space`]).
+    /// The one task that polls for space
+    /// ([`Outbound::poll_space`](super::outbound::Outbound::poll_space)).
     pub(super) space_waker: AtomicWaker,
     /// The credit window of the sending direction (at a phone's instance), if any.
     pub(super) window: Option<u64>,

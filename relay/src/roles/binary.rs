@@ -4,8 +4,8 @@
 //! The task holds its `ServerClaim` for as long as it runs: dropping it (even in a panic unwind)
 //! releases the id and closes the phones, so there is no cleanup path to forget. In cluster
 //! mode a conflict with a binary on another instance was decided by its owner before the
-//! upgrade ([`claims::claim`]), and the task also holds a [`ReleaseCheck`] that deletes the id's
-//! directory entry once the registry lets the id go.
+//! upgrade ([`claims::claim`](crate::cluster::claims::claim)), and the task also holds a
+//! [`ReleaseCheck`] that deletes the id's directory entry once the registry lets the id go.
 
 use crate::cluster::claims::{Claiming, ReleaseCheck};
 use crate::conn::endpoint::Endpoint;

@@ -16,7 +16,8 @@
 //!   `/readyz` 503, no handshake completes, and the log says so); then at the renewal time: the
 //!   middle of the ACME server's suggested window where it offers renewal information (ARI,
 //!   RFC 9773), else two thirds into the certificate's lifetime. A failed order is retried after
-//!   `AcmeConfig::first_retry` ([`FIRST_RETRY`] by default), doubling up to [`LAST_RETRY`].
+//!   `AcmeConfig::first_retry` ([`FIRST_RETRY`](crate::config::FIRST_RETRY) by default),
+//!   doubling up to [`LAST_RETRY`].
 
 use super::challenge::{self, Challenges};
 use super::files::{Pair, unix_time};
