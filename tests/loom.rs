@@ -12,7 +12,9 @@
 #![cfg(loom)]
 
 use loom::thread;
-use relay_registry::{CloseReason, Config, Conn, Counts, ManualClock, Registry, RegistryError};
+use relay_registry::{
+    CloseReason, Config, Conn, Counts, ManualClock, PhoneTicket, Registry, RegistryError,
+};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -71,6 +73,17 @@ fn registry_with(clock: &ManualClock, cap: usize) -> Registry<LoomConn> {
             .with_max_phones_per_server(cap)
             .with_clock(Arc::new(clock.clone())),
     )
+}
+
+/// "srv" claimed, one phone registered under it, then the claim released into a grace window
+/// that is due at once (the clock never moves): the next `expire_due` takes the id.
+fn due_with_one_phone() -> (Registry<LoomConn>, Arc<LoomConn>, PhoneTicket<LoomConn>) {
+    let registry = registry_with(&ManualClock::new(), 0);
+    let claim = registry.claim_server("srv", conn("bin")).unwrap();
+    let phone = conn("phone");
+    let ticket = registry.register_phone("srv", phone.clone()).unwrap();
+    assert!(claim.release_after(Duration::ZERO));
+    (registry, phone, ticket)
 }
 
 #[test]
@@ -134,12 +147,7 @@ fn takeover_racing_the_incumbents_drop_never_frees_the_successor() {
 #[test]
 fn expire_due_racing_a_reclaim_closes_each_phone_once() {
     model(|| {
-        let clock = ManualClock::new();
-        let registry = registry_with(&clock, 0);
-        let old = registry.claim_server("srv", conn("old")).unwrap();
-        let phone = conn("phone");
-        let ticket = registry.register_phone("srv", phone.clone()).unwrap();
-        assert!(old.release_after(Duration::ZERO)); // due at once
+        let (registry, phone, ticket) = due_with_one_phone();
         let reaper = {
             let registry = registry.clone();
             thread::spawn(move || registry.expire_due().len())
@@ -336,12 +344,7 @@ fn ticket_unregister_without_the_registry_lock_racing_an_eviction_and_counts() {
 #[test]
 fn expire_due_racing_a_ticket_unregister_reports_the_phones_it_closed() {
     model(|| {
-        let clock = ManualClock::new();
-        let registry = registry_with(&clock, 0);
-        let claim = registry.claim_server("srv", conn("bin")).unwrap();
-        let phone = conn("phone");
-        let ticket = registry.register_phone("srv", phone.clone()).unwrap();
-        assert!(claim.release_after(Duration::ZERO)); // due at once
+        let (registry, phone, ticket) = due_with_one_phone();
         let dropper = thread::spawn(move || ticket.unregister());
         let expired = registry.expire_due();
         let unregistered = dropper.join().unwrap();
