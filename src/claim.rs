@@ -3,6 +3,7 @@
 use crate::clock::saturating_add;
 use crate::conn::Conn;
 use crate::keys::ServerKey;
+use crate::phone_list::find;
 use crate::phones::Phones;
 use crate::shared::Shared;
 use crate::state::Seat;
@@ -169,7 +170,9 @@ impl<C: Conn> ServerClaim<C> {
     /// [`Registry::phone_for`](crate::Registry::phone_for) but without hashing the server-id and
     /// without the registry's lock: the claim reads its own tenure's phone table under that
     /// table's lock, which only changes to this id's phones also take, so binaries routing at
-    /// once do not contend. Allocates nothing; `None` once the claim is stale. This is the
+    /// once do not contend. Allocates nothing; confirms the phone it found by its
+    /// [`Conn::conn_id`] after releasing that lock, as `phone_for` does;
+    /// `None` once the claim is stale. This is the
     /// binary→phone route: a binary's task finds the phone a frame is addressed to, then calls
     /// its connection type's own send.
     ///
@@ -195,7 +198,9 @@ impl<C: Conn> ServerClaim<C> {
     /// # Ok::<(), relay_registry::RegistryError>(())
     /// ```
     pub fn phone(&self, conn_id: &str) -> Option<Arc<C>> {
-        self.tenure.phone(conn_id)
+        find(conn_id, |print, from| {
+            self.tenure.phone_candidate(print, from)
+        })
     }
 
     /// A snapshot of this binary's phones, as

@@ -11,8 +11,10 @@ use crate::error::RegistryError;
 /// registry itself calls, never while holding its lock:
 ///
 /// - [`conn_id`](Conn::conn_id): once per [`register_phone`](crate::Registry::register_phone), on
-///   the calling thread, before the lock; the copy it keeps is what
-///   [`phone_for`](crate::Registry::phone_for) compares. Never for binaries.
+///   the calling thread, before the lock, for the fingerprint the registry keeps; and once on each
+///   phone a lookup by conn-id ([`phone_for`](crate::Registry::phone_for),
+///   [`ServerClaim::phone`](crate::ServerClaim::phone)) found by that fingerprint, on the caller's
+///   thread, after every lock is released, to confirm it. Never for binaries.
 /// - [`close`](Conn::close): once for each phone it evicts — on the thread whose call (or guard
 ///   drop) ended the binary's tenure, after the registry's state is final and before that call
 ///   returns; for a grace expiry, on the thread that ran [`expire_due`](crate::Registry::expire_due)
@@ -75,8 +77,9 @@ pub trait Conn: Send + Sync + 'static {
     /// The connection's id (for a phone, the `conn_id` a binary addresses it by).
     ///
     /// Must be stable for the life of the connection and must not block. The registry reads a
-    /// phone's id once, in [`register_phone`](crate::Registry::register_phone) before taking its
-    /// lock, and keeps a copy; it never reads a binary's.
+    /// phone's id in [`register_phone`](crate::Registry::register_phone) before taking its lock,
+    /// and keeps a fingerprint of it (not a copy); a lookup by conn-id reads it again on the phone
+    /// it found, with no lock held, to confirm the fingerprint's match. It never reads a binary's.
     ///
     /// # Examples
     ///

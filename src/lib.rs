@@ -153,7 +153,8 @@
 //! - **O(n) unregister by scanning conn-id strings**: a ticket names its registration by key;
 //!   unregister vacates that position in O(1). **O(n) counts**: [`Counts`] are kept up to date
 //!   and read in O(1).
-//! - **`ConnID()` called under the lock**: conn-ids are read once, before the lock, and stored.
+//! - **`ConnID()` called under the lock**: a conn-id is read before the lock at registration
+//!   (the registry keeps its fingerprint), and on a lookup's find after every lock is released.
 //!
 //! # Security
 //!
@@ -193,8 +194,9 @@
 //! (the tenure, whose id it hashes, and the slot key), and two allocations: the tenure (the
 //! binary, its phase, the id's pointer and length, the locked pointer to its phone list: 64 bytes
 //! with the reference counts) and the id's bytes. An id's phones share one list allocation
-//! (counters, cached snapshot, and the first four phones inline). A phone costs a 32-byte entry
-//! (its conn, its epoch, its conn-id's pointer and length) and its conn-id's bytes. There is no
+//! (counters, cached snapshot, and the first four phones inline). A phone costs a 24-byte entry
+//! (its conn, its epoch, its conn-id's 8-byte fingerprint) and nothing else: no copy of its
+//! conn-id (a lookup confirms the fingerprint's match on the conn itself). There is no
 //! registry-wide phone map: a ticket names its phone by its tenure and position. A phone list
 //! also points at the registry's tally of phones that left through their tickets (8 bytes per id
 //! with phones), and stays allocated when its phones leave while its entries fit inline.

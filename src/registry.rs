@@ -7,6 +7,7 @@ use crate::conn::Conn;
 use crate::counts::Counts;
 use crate::error::RegistryError;
 use crate::expiry::Expiries;
+use crate::phone_list::{find, fingerprint};
 use crate::phones::Phones;
 use crate::shared::Shared;
 use crate::state::{Claimant, State};
@@ -368,8 +369,8 @@ impl<C: Conn> Registry<C> {
 
     /// Registers the phone `conn` under `server_id`, which a binary (live or gracing) must hold.
     ///
-    /// `conn.conn_id()` is read once, before the lock, and kept: [`phone_for`](Self::phone_for)
-    /// finds the phone by it. Two phones with the same conn-id are both registered; their tickets
+    /// `conn.conn_id()` is read once, before the lock, and a fingerprint of it kept (8 bytes, no
+    /// allocation): [`phone_for`](Self::phone_for) finds the phone by it. Two phones with the same conn-id are both registered; their tickets
     /// tell them apart. The check (holder present, cap not reached) and the insertion are one atomic
     /// step.
     ///
@@ -415,13 +416,13 @@ impl<C: Conn> Registry<C> {
         conn: Arc<C>,
     ) -> Result<PhoneTicket<C>, RegistryError> {
         self.check_server_id(server_id)?;
-        let conn_id: Box<str> = conn.conn_id().into();
+        let print = fingerprint(conn.conn_id());
         let cap = self.shared.config.max_phones_per_server;
         let ticket_conn = conn.clone();
         let left = &self.shared.left;
         let (seat, caught) = self
             .shared
-            .mutate(|state, out| state.register(server_id, conn, conn_id, cap, left, out));
+            .mutate(|state, out| state.register(server_id, conn, print, cap, left, out));
         let ticket = seat.map(|seat| PhoneTicket::new(seat, ticket_conn));
         // A panicking `Drop` of a removed conn propagates only now: unwinding drops the new
         // ticket, which unregisters the phone.
@@ -456,8 +457,10 @@ impl<C: Conn> Registry<C> {
     }
 
     /// The phone registered under `server_id` with the conn-id `conn_id` (the first one, if two
-    /// share it). Allocates nothing and calls into no `Conn`: it compares the conn-ids stored at
-    /// registration. Phones are searched in the order [`Phones`] describes.
+    /// share it). Allocates nothing. Under the lock it compares the fingerprints of conn-ids kept
+    /// at registration; then, with the lock released, it confirms the phone it found by calling
+    /// its [`Conn::conn_id`] once (a fingerprint can collide: it then looks again past that
+    /// phone). Phones are searched in the order [`Phones`] describes.
     ///
     /// # Examples
     ///
@@ -480,7 +483,11 @@ impl<C: Conn> Registry<C> {
     /// # Ok::<(), relay_registry::RegistryError>(())
     /// ```
     pub fn phone_for(&self, server_id: &str, conn_id: &str) -> Option<Arc<C>> {
-        self.lookup(server_id, |state| state.phone_for(server_id, conn_id))
+        find(conn_id, |print, from| {
+            self.lookup(server_id, |state| {
+                state.phone_candidate(server_id, print, from)
+            })
+        })
     }
 
     /// An owned snapshot of the phones under `server_id` (empty if none or no binary).

@@ -10,7 +10,7 @@ use crate::deadlines::{Deadlines, Window};
 use crate::error::RegistryError;
 use crate::expiry::Expired;
 use crate::keys::{PhoneKey, ServerKey};
-use crate::phone_list::PhoneList;
+use crate::phone_list::{Candidate, PhoneList};
 use crate::phones::Phones;
 use crate::sync::AtomicUsize;
 use crate::tenure::Tenure;
@@ -308,7 +308,7 @@ impl<C: Conn> State<C> {
         &mut self,
         server_id: &str,
         conn: Arc<C>,
-        conn_id: Box<str>,
+        print: u64,
         cap: usize,
         left: &Arc<AtomicUsize>,
         out: &mut Aftermath<C>,
@@ -328,7 +328,7 @@ impl<C: Conn> State<C> {
         self.registered += 1;
         let pos = phones
             .get_or_insert_with(|| Box::new(PhoneList::new(left.clone())))
-            .insert(conn, conn_id, epoch, out);
+            .insert(conn, print, epoch, out);
         drop(phones);
         Ok(Seat {
             key: PhoneKey { pos },
@@ -343,9 +343,14 @@ impl<C: Conn> State<C> {
         Some(self.servers[key].tenure.binary.clone())
     }
 
-    pub(crate) fn phone_for(&self, server_id: &str, conn_id: &str) -> Option<Arc<C>> {
+    pub(crate) fn phone_candidate(
+        &self,
+        server_id: &str,
+        print: u64,
+        from: usize,
+    ) -> Option<Candidate<C>> {
         let key = *self.index.get(server_id.as_bytes())?;
-        self.servers[key].tenure.phone(conn_id)
+        self.servers[key].tenure.phone_candidate(print, from)
     }
 
     pub(crate) fn phones_for(&self, server_id: &str) -> Phones<C> {

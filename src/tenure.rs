@@ -3,7 +3,7 @@
 
 use crate::aftermath::Aftermath;
 use crate::conn::Conn;
-use crate::phone_list::PhoneList;
+use crate::phone_list::{Candidate, PhoneList};
 use crate::phones::Phones;
 use crate::sync::{AtomicU8, InnerLock, Ordering};
 use std::sync::Arc;
@@ -91,12 +91,18 @@ impl<C: Conn> Tenure<C> {
     /// left, read under the registry's lock) changes at the moment the phone leaves the table.
     /// False (and nothing changes) if the tenure ended or the position holds another
     /// registration.
-    pub(crate) fn unregister(&self, pos: usize, epoch: u64, out: &mut Aftermath<C>) -> bool {
+    pub(crate) fn unregister(
+        &self,
+        pos: usize,
+        epoch: u64,
+        held: &Arc<C>,
+        out: &mut Aftermath<C>,
+    ) -> bool {
         let mut table = self.phones.lock();
         let Some(phones) = table.as_mut() else {
             return false;
         };
-        if !phones.remove(pos, epoch, out) {
+        if !phones.remove(pos, epoch, held, out) {
             return false;
         }
         if phones.len() == 0 && phones.spilled() {
@@ -108,10 +114,11 @@ impl<C: Conn> Tenure<C> {
         true
     }
 
-    /// The first phone (by position) whose conn-id is `conn_id`, under this tenure's lock alone;
-    /// `None` once the tenure ended.
-    pub(crate) fn phone(&self, conn_id: &str) -> Option<Arc<C>> {
-        self.phones.lock().as_ref()?.find(conn_id).cloned()
+    /// The first phone at a position from `from` on whose conn-id's fingerprint is `print`, under
+    /// this tenure's lock alone, for [`find`](crate::phone_list::find); none once the tenure
+    /// ended.
+    pub(crate) fn phone_candidate(&self, print: u64, from: usize) -> Option<Candidate<C>> {
+        self.phones.lock().as_ref()?.candidate(print, from)
     }
 
     /// A snapshot of the phones, under this tenure's lock alone; empty once the tenure ended.

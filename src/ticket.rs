@@ -215,7 +215,9 @@ impl<C: Conn> PhoneTicket<C> {
         // Under the tenure's lock alone: the ticket reaches its phone table through its tenure,
         // so it needs no handle of the registry and never takes the registry's lock.
         let mut out = Aftermath::new();
-        let unregistered = self.tenure.unregister(self.key.pos, self.epoch, &mut out);
+        let unregistered = self
+            .tenure
+            .unregister(self.key.pos, self.epoch, &self.conn, &mut out);
         out.run().resume();
         unregistered
     }

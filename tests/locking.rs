@@ -92,13 +92,23 @@ fn conn_reentering_the_registry_from_conn_id_and_close_does_not_deadlock() {
     let ticket = reg.register_phone("srv", phone.clone()).unwrap();
     assert_eq!(phone.seen().len(), 1, "conn_id was read, outside the lock");
     assert!(phone.seen()[0].starts_with("conn_id: Counts { binaries: 1, gracing: 0, phones: 0 }"));
+    // A lookup by conn-id confirms the phone it found by its conn-id with every lock released
+    // (the registry's and the tenure's, which `phones_for` in the callback takes).
+    assert!(reg.phone_for("srv", "p").is_some());
+    assert!(claim.phone("p").is_some());
+    assert_eq!(phone.seen().len(), 3);
+    assert!(
+        phone.seen()[1..]
+            .iter()
+            .all(|s| s.starts_with("conn_id: Counts { binaries: 1, gracing: 0, phones: 1 }"))
+    );
 
     claim.release_after(Duration::from_secs(1));
     clock.advance(Duration::from_secs(1));
     assert_eq!(reg.expire_due().len(), 1);
     // The registry's state was final before the close ran: the phone saw itself gone.
     assert_eq!(
-        phone.seen()[1],
+        phone.seen()[3],
         "close 1011: Counts { binaries: 0, gracing: 0, phones: 0 }"
     );
     drop(ticket);

@@ -42,19 +42,34 @@ fn registered_phone_is_found_by_its_conn_id() {
 }
 
 #[test]
-fn conn_id_is_read_once_at_registration() {
+fn conn_id_is_read_at_registration_and_once_per_lookup_that_finds_the_phone() {
     let (reg, _) = registry();
-    let _claim = reg.claim_server("srv", mock("bin")).unwrap();
+    let claim = reg.claim_server("srv", mock("bin")).unwrap();
     let phone = mock("p");
+    let sibling = mock("q");
     let _ticket = reg.register_phone("srv", phone.clone()).unwrap();
-    let before = phone.conn_id_calls();
-    assert_eq!(before, 1);
+    let _sibling = reg.register_phone("srv", sibling.clone()).unwrap();
+    assert_eq!(phone.conn_id_calls(), 1, "read at registration");
     for _ in 0..3 {
         assert!(reg.phone_for("srv", "p").is_some());
+        assert!(claim.phone("p").is_some());
     }
+    assert_eq!(
+        phone.conn_id_calls(),
+        7,
+        "once per lookup, to confirm its fingerprint"
+    );
+    assert!(reg.phone_for("srv", "r").is_none());
+    assert!(claim.phone("r").is_none());
     let _ = reg.phones_for("srv");
+    let _ = claim.phones();
     let _ = reg.snapshot();
-    assert_eq!(phone.conn_id_calls(), before);
+    assert_eq!(phone.conn_id_calls(), 7, "nothing else reads it");
+    assert_eq!(
+        sibling.conn_id_calls(),
+        1,
+        "a phone whose fingerprint differs is not read"
+    );
 }
 
 #[test]

@@ -81,6 +81,10 @@ pub struct Args {
     /// Search mode: how many more times a failed rate is tried (it passes if any try passes).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=5), requires = "search")]
     pub retries: u32,
+    /// Search mode: decide each rate by a majority of N tries instead of --retries (N odd; it
+    /// stops as soon as more than half passed or more than half failed).
+    #[arg(long, value_name = "N", value_parser = odd_tries, requires = "search", conflicts_with = "retries")]
+    pub tries: Option<u32>,
     /// Search mode: also search this target (repeatable), interleaved with --url: every target
     /// holds its own connections, and the targets run their steps in turn (each with its own
     /// schedule), so that a change in the machine's load falls on all of them alike; then each
@@ -188,6 +192,17 @@ impl Args {
     }
 }
 
+/// An odd number of tries from 1 to 9 (a majority of an even number can tie).
+fn odd_tries(text: &str) -> Result<u32, String> {
+    let n: u32 = text.parse().map_err(|e| format!("{e}"))?;
+    if n % 2 == 0 || n > 9 {
+        return Err(format!(
+            "{n}: must be odd (a majority of an even number can tie) and at most 9"
+        ));
+    }
+    Ok(n)
+}
+
 /// A humantime duration (`10s`, `500ms`, `1m 30s`) greater than zero.
 fn positive_duration(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text).map_err(|e| format!("{e}"))?;
@@ -224,6 +239,20 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn tries_are_odd_and_exclude_retries() {
+        assert_eq!(parse(&["--search", "--tries", "3"]).unwrap().tries, Some(3));
+        assert_eq!(parse(&["--search"]).unwrap().tries, None);
+        for bad in ["0", "2", "11", "x"] {
+            assert!(
+                parse(&["--search", "--tries", bad]).is_err(),
+                "--tries {bad}"
+            );
+        }
+        assert!(parse(&["--search", "--tries", "3", "--retries", "1"]).is_err());
+        assert!(parse(&["--tries", "3"]).is_err(), "search mode only");
     }
 
     #[test]

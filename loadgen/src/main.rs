@@ -23,7 +23,8 @@
 //!   send one frame its binary sends back, and reads RSS again.
 //! - **search** (`--search`): steps of `--step` at rates doubling from `--start-rate`, then
 //!   bisecting, for the highest offered rate with 0 lost, nothing closed and p99 ≤ `--max-p99`
-//!   (a failed rate is tried `--retries` more times); then one step at half that rate. With
+//!   (a failed rate is tried `--retries` more times, or every rate decided by a majority of
+//!   `--tries N`); then one step at half that rate. With
 //!   `--versus URL` (repeatable) the targets are searched interleaved — their steps in turn, each
 //!   with its own schedule — so that the ratio between them is measured under the same load of
 //!   the machine; then each at half the first target's rate too.
@@ -53,7 +54,7 @@ mod workers;
 
 use clap::{CommandFactory, Parser};
 use cli::{Args, IdleAs, Mode};
-use modes::{Failure, Run};
+use modes::{Failure, Run, Tries};
 use plan::{Target, total};
 use report::Report;
 use std::process::ExitCode;
@@ -189,12 +190,12 @@ async fn coordinate(args: Args) -> ExitCode {
         });
     }
     if runs.len() > 1 {
-        let (start, steps, retries) = (args.start_rate, args.steps, args.retries);
+        let (start, steps) = (args.start_rate, args.steps);
         let result = modes::compare(
             &mut runs,
             start,
             steps,
-            retries,
+            tries(&args),
             args.step,
             args.max_p99,
             args.latency_rounds,
@@ -213,8 +214,8 @@ async fn coordinate(args: Args) -> ExitCode {
             run.idle(n, as_binaries, args.hold, args.idle_frame).await
         }
         Mode::Search => {
-            let (start, steps, retries) = (args.start_rate, args.steps, args.retries);
-            run.search(start, steps, retries, args.step, args.max_p99)
+            let (start, steps) = (args.start_rate, args.steps);
+            run.search(start, steps, tries(&args), args.step, args.max_p99)
                 .await
         }
     };
@@ -316,5 +317,13 @@ fn verdict(report: &Report, strict: bool) -> Result<(), String> {
                 r.shape.target
             )),
         },
+    }
+}
+
+/// How the search decides a rate: a majority of `--tries`, or `--retries`.
+fn tries(args: &Args) -> Tries {
+    match args.tries {
+        Some(of) => Tries::Majority(of),
+        None => Tries::Retries(args.retries),
     }
 }

@@ -222,21 +222,20 @@ impl Run {
         }))
     }
 
-    /// The search: steps at rates from [`Schedule`] (a failed rate is tried up to `retries`
-    /// more times, and passes if any try does: on shared cores a neighbour's burst is not the
-    /// target's limit), reopening fresh connections after a step in which the target closed
-    /// some; then one run at half the best rate.
+    /// The search: steps at rates from [`Schedule`], each rate decided by its [`Tries`] (on
+    /// shared cores a neighbour's burst is not the target's limit), reopening fresh connections
+    /// after a step in which the target closed some; then one run at half the best rate.
     pub async fn search(
         &mut self,
         start_rate: u64,
         steps: u32,
-        retries: u32,
+        tries: Tries,
         step_time: Duration,
         max_p99: Duration,
     ) -> Result<Report, Failure> {
         let mut searching = self.search_begin(start_rate, steps).await?;
         while self
-            .search_step(&mut searching, retries, step_time, max_p99)
+            .search_step(&mut searching, tries, step_time, max_p99)
             .await?
         {}
         let half = self.search_half(&mut searching, step_time).await?;
@@ -261,12 +260,12 @@ impl Run {
         })
     }
 
-    /// Tries the schedule's next rate (with its retries); false once the search is over (no
-    /// rate left to try: nothing was run).
+    /// Tries the schedule's next rate until `tries` decides it; false once the search is over
+    /// (no rate left to try: nothing was run).
     pub async fn search_step(
         &mut self,
         searching: &mut Searching,
-        retries: u32,
+        tries: Tries,
         step_time: Duration,
         max_p99: Duration,
     ) -> Result<bool, Failure> {
@@ -277,14 +276,18 @@ impl Run {
             return Ok(false);
         };
         searching.rates_left -= 1;
-        let mut attempts = 0;
+        let (mut passes, mut failures) = (0, 0);
         let passed = loop {
             let mut step = self
                 .step(searching.number, rate, searching.accepted, step_time)
                 .await?;
             searching.number += 1;
-            attempts += 1;
             let passed = step.judged(max_p99);
+            if passed {
+                passes += 1;
+            } else {
+                failures += 1;
+            }
             let reopen =
                 !step.closed.is_empty() || step.connections < searching.accepted + self.binaries;
             searching.done.push(step);
@@ -295,8 +298,8 @@ impl Run {
             }
             // Let queues left by a failed step empty before the next.
             tokio::time::sleep(Duration::from_millis(500)).await;
-            if passed || attempts > retries {
-                break passed;
+            if let Some(verdict) = tries.verdict(passes, failures) {
+                break verdict;
             }
         };
         searching.schedule.record(rate, passed);
@@ -503,7 +506,7 @@ pub async fn compare(
     runs: &mut [Run],
     start_rate: u64,
     steps: u32,
-    retries: u32,
+    tries: Tries,
     step_time: Duration,
     max_p99: Duration,
     latency_rounds: u32,
@@ -526,7 +529,7 @@ pub async fn compare(
             }
             let searching = searches[k].as_mut().expect("present until the end");
             going[k] = runs[k]
-                .search_step(searching, retries, step_time, max_p99)
+                .search_step(searching, tries, step_time, max_p99)
                 .await?;
         }
         round += 1;
@@ -578,6 +581,42 @@ const ECHO_RATE: u64 = 5000;
 /// How long `phones` echo probes take at [`ECHO_RATE`] (at least 100 ms).
 fn echo_spread(phones: u64) -> Duration {
     Duration::from_millis((phones * 1000 / ECHO_RATE).max(100))
+}
+
+/// How a search step's tries decide whether its rate passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tries {
+    /// A failed rate is tried up to this many more times, and passes if any try does.
+    Retries(u32),
+    /// The rate is tried until most of this many (odd) tries agree: it stops as soon as more
+    /// than half of them passed, or more than half failed. One try's p99 near the limit moves by
+    /// 2-3x on shared cores; a majority moves much less, and does not favour luck as "any try"
+    /// does.
+    Majority(u32),
+}
+
+impl Tries {
+    /// The verdict after `passes` passing and `failures` failing tries; `None` while another
+    /// try is needed.
+    pub fn verdict(self, passes: u32, failures: u32) -> Option<bool> {
+        match self {
+            Tries::Retries(retries) => {
+                if passes > 0 {
+                    Some(true)
+                } else {
+                    (failures > retries).then_some(false)
+                }
+            }
+            Tries::Majority(of) => {
+                let most = of / 2 + 1;
+                if passes >= most {
+                    Some(true)
+                } else {
+                    (failures >= most).then_some(false)
+                }
+            }
+        }
+    }
 }
 
 /// The search's rates: double from the start rate while steps pass (halve while they fail),
@@ -665,6 +704,36 @@ mod tests {
             schedule.record(rate, rate <= limit);
         }
         (tried, schedule.best())
+    }
+
+    #[test]
+    fn retries_pass_on_any_try_and_fail_once_every_retry_failed() {
+        let tries = Tries::Retries(1);
+        assert_eq!(tries.verdict(1, 0), Some(true));
+        assert_eq!(tries.verdict(0, 1), None, "one more try");
+        assert_eq!(tries.verdict(1, 1), Some(true));
+        assert_eq!(tries.verdict(0, 2), Some(false));
+        assert_eq!(Tries::Retries(0).verdict(0, 1), Some(false));
+    }
+
+    #[test]
+    fn a_majority_stops_as_soon_as_more_than_half_agree() {
+        let tries = Tries::Majority(3);
+        assert_eq!(tries.verdict(1, 0), None);
+        assert_eq!(tries.verdict(0, 1), None);
+        assert_eq!(
+            tries.verdict(2, 0),
+            Some(true),
+            "two of three: no third try"
+        );
+        assert_eq!(tries.verdict(0, 2), Some(false));
+        assert_eq!(tries.verdict(1, 1), None, "the third try decides");
+        assert_eq!(tries.verdict(2, 1), Some(true));
+        assert_eq!(tries.verdict(1, 2), Some(false));
+        assert_eq!(Tries::Majority(1).verdict(0, 1), Some(false));
+        assert_eq!(Tries::Majority(1).verdict(1, 0), Some(true));
+        assert_eq!(Tries::Majority(5).verdict(2, 2), None);
+        assert_eq!(Tries::Majority(5).verdict(3, 2), Some(true));
     }
 
     #[test]

@@ -264,3 +264,48 @@ fn a_failed_rate_is_tried_again_before_the_search_gives_it_up() {
     }
     assert!(json["sustainable_per_s"].is_null());
 }
+
+#[test]
+#[cfg_attr(not(feature = "in-process"), ignore = "needs --features in-process")]
+fn a_rate_decided_by_a_majority_stops_once_most_tries_failed() {
+    // Every try fails (p99 within a microsecond): two failures of three decide, no third try;
+    // each rate has its own tries (--steps 2: the halved rate is tried twice as well).
+    let json = report(
+        &[
+            "--in-process",
+            "--search",
+            "--binaries",
+            "1",
+            "--phones",
+            "1",
+            "--start-rate",
+            "40",
+            "--steps",
+            "2",
+            "--tries",
+            "3",
+            "--step",
+            "200ms",
+            "--max-p99",
+            "1us",
+        ],
+        1,
+    );
+    let rates: Vec<_> = json["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| {
+            (
+                step["offered_per_s"].as_u64().unwrap(),
+                step["pass"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rates,
+        [(40, false), (40, false), (20, false), (20, false)],
+        "{json}"
+    );
+    assert!(json["sustainable_per_s"].is_null());
+}
