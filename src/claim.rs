@@ -171,13 +171,16 @@ impl<C: Conn> ServerClaim<C> {
     /// without the registry's lock: the claim reads its own tenure's phone table under that
     /// table's lock, which only changes to this id's phones also take, so binaries routing at
     /// once do not contend. Allocates nothing; confirms the phone it found by its
-    /// [`Conn::conn_id`] after releasing that lock, as `phone_for` does;
-    /// `None` once the claim is stale. This is the
-    /// binary→phone route: a binary's task finds the phone a frame is addressed to, then calls
-    /// its connection type's own send.
+    /// [`Conn::conn_id`] after releasing that lock, as `phone_for` does; `None` once the claim is
+    /// stale. This is the binary→phone route: a binary's task finds the phone a frame is
+    /// addressed to, then calls its connection type's own send.
     ///
     /// During a grace window the claim was consumed by `release_after`, so there is no claim to
     /// ask; `Registry::phone_for` still answers.
+    ///
+    /// # Panics
+    ///
+    /// If the found phone's `conn_id()` panics; no lock is held then, and nothing changed.
     ///
     /// # Examples
     ///

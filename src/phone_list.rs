@@ -18,7 +18,7 @@ const INLINE: usize = 4;
 /// A lookup by conn-id compares fingerprints under the lock, then compares the conn-id itself,
 /// through [`Conn::conn_id`], on what it found once every lock is released ([`find`]): the
 /// registry never calls into a conn under its lock, and keeping a copy of every conn-id instead
-/// cost an allocation and a free per registration and about 40 bytes per phone. Two conn-ids with
+/// cost an allocation and a free per registration and 29–40 bytes per phone. Two conn-ids with
 /// one fingerprint (or a conn-id chosen to collide: they may come from the internet) cost one more
 /// comparison after the lock, never a wrong answer.
 ///

@@ -370,7 +370,8 @@ impl<C: Conn> Registry<C> {
     /// Registers the phone `conn` under `server_id`, which a binary (live or gracing) must hold.
     ///
     /// `conn.conn_id()` is read once, before the lock, and a fingerprint of it kept (8 bytes, no
-    /// allocation): [`phone_for`](Self::phone_for) finds the phone by it. Two phones with the same conn-id are both registered; their tickets
+    /// allocation): [`phone_for`](Self::phone_for) finds the phone by it. Two phones with the
+    /// same conn-id are both registered; their tickets
     /// tell them apart. The check (holder present, cap not reached) and the insertion are one atomic
     /// step.
     ///
@@ -461,6 +462,10 @@ impl<C: Conn> Registry<C> {
     /// at registration; then, with the lock released, it confirms the phone it found by calling
     /// its [`Conn::conn_id`] once (a fingerprint can collide: it then looks again past that
     /// phone). Phones are searched in the order [`Phones`] describes.
+    ///
+    /// # Panics
+    ///
+    /// If the found phone's `conn_id()` panics; no lock is held then, and nothing changed.
     ///
     /// # Examples
     ///

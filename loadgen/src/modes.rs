@@ -589,9 +589,8 @@ pub enum Tries {
     /// A failed rate is tried up to this many more times, and passes if any try does.
     Retries(u32),
     /// The rate is tried until most of this many (odd) tries agree: it stops as soon as more
-    /// than half of them passed, or more than half failed. One try's p99 near the limit moves by
-    /// 2-3x on shared cores; a majority moves much less, and does not favour luck as "any try"
-    /// does.
+    /// than half of them passed, or more than half failed. Unlike "any try", it does not favour
+    /// a lucky try (near the limit one try's p99 moves by up to 10x on shared cores).
     Majority(u32),
 }
 
