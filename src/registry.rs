@@ -371,9 +371,8 @@ impl<C: Conn> Registry<C> {
     ///
     /// `conn.conn_id()` is read once, before the lock, and a fingerprint of it kept (8 bytes, no
     /// allocation): [`phone_for`](Self::phone_for) finds the phone by it. Two phones with the
-    /// same conn-id are both registered; their tickets
-    /// tell them apart. The check (holder present, cap not reached) and the insertion are one atomic
-    /// step.
+    /// same conn-id are both registered; their tickets tell them apart. The check (holder
+    /// present, cap not reached) and the insertion are one atomic step.
     ///
     /// # Errors
     ///

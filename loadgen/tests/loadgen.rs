@@ -195,31 +195,34 @@ fn idle_phones_over_the_cap_are_refused_and_fail_only_under_strict() {
     report(&strict, 1);
 }
 
+/// A search of the relay in this process with one binary and one phone, from 40 frames/s.
+const ONE_PHONE_SEARCH: [&str; 8] = [
+    "--in-process",
+    "--search",
+    "--binaries",
+    "1",
+    "--phones",
+    "1",
+    "--start-rate",
+    "40",
+];
+
 #[test]
 #[cfg_attr(not(feature = "in-process"), ignore = "needs --features in-process")]
 fn the_search_doubles_the_rate_after_a_pass_and_halves_it_after_a_failure() {
-    let json = report_with(
-        &[
-            "--in-process",
-            "--search",
-            "--binaries",
-            "1",
-            "--phones",
-            "1",
-            "--start-rate",
-            "40",
-            "--steps",
-            "2",
-            "--retries",
-            "0",
-            "--step",
-            "300ms",
-            "--drain",
-            "2s",
-        ],
-        // 1 if neither step passed on a busy machine: the schedule is what is checked here.
-        &[0, 1],
-    );
+    let mut args = ONE_PHONE_SEARCH.to_vec();
+    args.extend([
+        "--steps",
+        "2",
+        "--retries",
+        "0",
+        "--step",
+        "300ms",
+        "--drain",
+        "2s",
+    ]);
+    // 1 if neither step passed on a busy machine: the schedule is what is checked here.
+    let json = report_with(&args, &[0, 1]);
     let steps = json["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 2, "{json}");
     assert_eq!(steps[0]["offered_per_s"], 40);
@@ -230,31 +233,22 @@ fn the_search_doubles_the_rate_after_a_pass_and_halves_it_after_a_failure() {
     assert_eq!(steps[1]["offered_per_s"], expected, "{json}");
 }
 
+/// [`ONE_PHONE_SEARCH`] over at most `rates` rates, each decided by `rule` (`--retries N` or
+/// `--tries N`), in which every try fails, deterministically: no frame crosses a relay within the
+/// microsecond `--max-p99` allows.
+fn search_where_every_try_fails(rates: u32, rule: [&str; 2]) -> Value {
+    let rates = rates.to_string();
+    let mut args = ONE_PHONE_SEARCH.to_vec();
+    args.extend(["--steps", &rates]);
+    args.extend(rule);
+    args.extend(["--step", "200ms", "--max-p99", "1us"]);
+    report(&args, 1)
+}
+
 #[test]
 #[cfg_attr(not(feature = "in-process"), ignore = "needs --features in-process")]
 fn a_failed_rate_is_tried_again_before_the_search_gives_it_up() {
-    // No frame crosses a relay in a microsecond: every try fails, deterministically.
-    let json = report(
-        &[
-            "--in-process",
-            "--search",
-            "--binaries",
-            "1",
-            "--phones",
-            "1",
-            "--start-rate",
-            "40",
-            "--steps",
-            "1",
-            "--retries",
-            "2",
-            "--step",
-            "200ms",
-            "--max-p99",
-            "1us",
-        ],
-        1,
-    );
+    let json = search_where_every_try_fails(1, ["--retries", "2"]);
     let steps = json["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 3, "one rate, tried three times: {json}");
     for step in steps {
@@ -268,29 +262,9 @@ fn a_failed_rate_is_tried_again_before_the_search_gives_it_up() {
 #[test]
 #[cfg_attr(not(feature = "in-process"), ignore = "needs --features in-process")]
 fn a_rate_decided_by_a_majority_stops_once_most_tries_failed() {
-    // Every try fails (p99 within a microsecond): two failures of three decide, no third try;
-    // each rate has its own tries (--steps 2: the halved rate is tried twice as well).
-    let json = report(
-        &[
-            "--in-process",
-            "--search",
-            "--binaries",
-            "1",
-            "--phones",
-            "1",
-            "--start-rate",
-            "40",
-            "--steps",
-            "2",
-            "--tries",
-            "3",
-            "--step",
-            "200ms",
-            "--max-p99",
-            "1us",
-        ],
-        1,
-    );
+    // Two failures of three decide, no third try; each rate has its own tries (two rates: the
+    // halved rate is tried twice as well).
+    let json = search_where_every_try_fails(2, ["--tries", "3"]);
     let rates: Vec<_> = json["steps"]
         .as_array()
         .unwrap()
