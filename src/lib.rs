@@ -171,9 +171,9 @@
 //!   section, and [`Counts`] are exact. The per-frame routes avoid it: phone→binary
 //!   ([`PhoneTicket::binary`]) is one atomic load, binary→phone ([`ServerClaim::phone`]) takes
 //!   only its own tenure's phone-table lock, which no other binary's route touches, so many
-//!   binaries routing at once do not serialise on one lock. That lock costs 8 bytes per held id
-//!   (16 in the tenure, 8 fewer in the slot) and one more lock acquisition (uncontended: an
-//!   atomic compare-and-swap) in each change to an id's phones.
+//!   binaries routing at once do not serialise on one lock. That lock costs 16 bytes per held
+//!   id (in the tenure) and one more lock acquisition (uncontended: an atomic compare-and-swap)
+//!   in each change to an id's phones.
 //! - [`Registry::phone_for`] scans the phones of one id (comparing stored conn-ids), which beats
 //!   hashing for the handful of phones an id has; unregister is O(1) regardless. A phone keeps
 //!   its position in the list while registered and a vacated position is reused by the next
@@ -190,10 +190,12 @@
 //!
 //! # Memory per entry
 //!
-//! A held id costs a 16-byte server slot (the tenure's pointer, the epoch), a 16-byte index entry
-//! (the tenure, whose id it hashes, and the slot key), and two allocations: the tenure (the
-//! binary, its phase, the id's pointer and length, the locked pointer to its phone list: 64 bytes
-//! with the reference counts) and the id's bytes. An id's phones share one list allocation
+//! A held id costs a 16-byte server slot (the tenure's pointer and the slot's generation), an
+//! 8-byte index entry (the tenure, whose id it hashes) and two allocations: the tenure (the
+//! binary, the id's pointer and length, the locked pointer to its phone list, its epoch and phase
+//! in one word, its slot's key: 72 bytes with the reference counts) and the id's bytes. The
+//! tenure knows its epoch and slot so that neither the slot nor the index keeps them: a lookup by
+//! id reaches the tenure straight from the index. An id's phones share one list allocation
 //! (counters, cached snapshot, and the first four phones inline). A phone costs a 24-byte entry
 //! (its conn, its epoch, its conn-id's 8-byte fingerprint) and nothing else: no copy of its
 //! conn-id (a lookup confirms the fingerprint's match on the conn itself). There is no

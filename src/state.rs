@@ -25,11 +25,14 @@ use std::time::Instant;
 /// The whole registry: the id index, the server slots (each with its tenure, which holds its phone
 /// list), the grace deadlines, the counters.
 pub(crate) struct State<C: Conn> {
-    /// server-id → its slot. std's `RandomState` (SipHash, seeded per process): ids are
-    /// attacker-chosen, so the index must not be a fast unkeyed hash. The key is the current
-    /// tenure, which holds the id: the index owns no copy of its own.
-    index: HashMap<IdKey<C>, ServerKey>,
-    servers: SlotMap<ServerKey, ServerSlot<C>>,
+    /// server-id → its current tenure (live or gracing), which knows its slot: a set of tenures
+    /// keyed by their ids (a map with no values, for its entry API), one pointer per id. std's
+    /// `RandomState` (SipHash, seeded per process): ids are attacker-chosen, so the index must
+    /// not be a fast unkeyed hash. The tenure holds the id: the index owns no copy of its own.
+    index: HashMap<IdKey<C>, ()>,
+    /// Each held id's current tenure (live or gracing), with its phones; the tenure holds the
+    /// epoch a claim must match to act (see [`Tenure::seat`]).
+    servers: SlotMap<ServerKey, Arc<Tenure<C>>>,
     deadlines: Deadlines,
     /// The last epoch handed out; epochs are registry-wide and never reused.
     epoch: u64,
@@ -39,14 +42,6 @@ pub(crate) struct State<C: Conn> {
     /// registered now plus those that left through their tickets since (which unregister under
     /// their tenure's lock alone, counted in `Shared::left`). [`State::counts`] subtracts those.
     registered: usize,
-}
-
-/// One held server-id: 16 bytes.
-struct ServerSlot<C> {
-    /// The current tenure (live or gracing), with its phones.
-    tenure: Arc<Tenure<C>>,
-    /// The current tenure's epoch: a claim acts only if its epoch matches.
-    epoch: u64,
 }
 
 /// The id index's key: a tenure, hashed and compared by its server-id's bytes.
@@ -114,7 +109,7 @@ impl<C: Conn> State<C> {
     ) -> Result<Seat<ServerKey, C>, RegistryError> {
         // One hash of the id for a fresh claim: look up and insert through the same entry.
         let key = match self.index.entry(IdKey(tenure.clone())) {
-            Entry::Occupied(entry) => *entry.get(),
+            Entry::Occupied(entry) => entry.key().0.slot(),
             Entry::Vacant(entry) => {
                 if let Claimant::Incumbent(Some(_)) = claimant {
                     drop(entry);
@@ -122,11 +117,11 @@ impl<C: Conn> State<C> {
                     return Err(RegistryError::ServerIdConflict);
                 }
                 let epoch = next_epoch(&mut self.epoch);
-                let key = self.servers.insert(ServerSlot {
-                    tenure: tenure.clone(),
-                    epoch,
+                let key = self.servers.insert_with_key(|key| {
+                    tenure.seat(key, epoch);
+                    tenure.clone()
                 });
-                entry.insert(key);
+                entry.insert(());
                 return Ok(Seat {
                     key,
                     epoch,
@@ -135,7 +130,7 @@ impl<C: Conn> State<C> {
                 });
             }
         };
-        let held = &self.servers[key].tenure;
+        let held = &self.servers[key];
         let allowed = match claimant {
             Claimant::First => held.is_gracing(),
             Claimant::Incumbent(Some(incumbent)) => Arc::ptr_eq(incumbent, &held.binary),
@@ -151,14 +146,13 @@ impl<C: Conn> State<C> {
         // re-keyed to the new tenure (so that it does not keep the old binary alive).
         self.end_tenure(key, CloseReason::Reclaimed, out);
         let epoch = next_epoch(&mut self.epoch);
-        let slot = &mut self.servers[key];
-        slot.epoch = epoch;
-        let old = std::mem::replace(&mut slot.tenure, tenure.clone());
+        tenure.seat(key, epoch);
+        let old = std::mem::replace(&mut self.servers[key], tenure.clone());
         out.drop_later(Garbage::Tenure(old));
-        if let Some((old, _)) = self.index.remove_entry(tenure.server_id.as_bytes()) {
+        if let Some((old, ())) = self.index.remove_entry(tenure.server_id.as_bytes()) {
             out.drop_later(Garbage::Tenure(old.0));
         }
-        self.index.insert(IdKey(tenure.clone()), key);
+        self.index.insert(IdKey(tenure.clone()), ());
         Ok(Seat {
             key,
             epoch,
@@ -171,20 +165,20 @@ impl<C: Conn> State<C> {
     /// claim (the id is free or gracing), for a caller that installs under a second lock.
     #[cfg(relay_registry_broken_claim)]
     pub(crate) fn broken_claim_check(&self, server_id: &str) -> bool {
-        self.index
-            .get(server_id.as_bytes())
-            .is_none_or(|&key| self.servers[key].tenure.is_gracing())
+        held(&self.index, server_id).is_none_or(|tenure| tenure.is_gracing())
     }
 
     /// Whether the claim `(key, epoch)` is current and not released into a grace window.
     fn holds(&self, key: ServerKey, epoch: u64) -> bool {
         self.current(key, epoch)
-            .is_some_and(|s| !s.tenure.is_gracing())
+            .is_some_and(|tenure| !tenure.is_gracing())
     }
 
-    /// The slot whose current tenure is `(key, epoch)`, live or gracing; `None` once it ended.
-    fn current(&self, key: ServerKey, epoch: u64) -> Option<&ServerSlot<C>> {
-        self.servers.get(key).filter(|s| s.epoch == epoch)
+    /// The tenure in slot `key` if it is `(key, epoch)`'s, live or gracing; `None` once it ended.
+    fn current(&self, key: ServerKey, epoch: u64) -> Option<&Arc<Tenure<C>>> {
+        self.servers
+            .get(key)
+            .filter(|tenure| tenure.epoch() == epoch)
     }
 
     /// Ends the tenure in slot `key`: it goes stale, its window (if any) is cancelled, and every
@@ -193,11 +187,11 @@ impl<C: Conn> State<C> {
     /// ticket unregisters under the tenure's lock alone, so a count read before could include a
     /// phone that left meanwhile).
     fn end_tenure(&mut self, key: ServerKey, reason: CloseReason, out: &mut Aftermath<C>) -> usize {
-        let slot = &self.servers[key];
-        if slot.tenure.is_gracing() {
+        let tenure = &self.servers[key];
+        if tenure.is_gracing() {
             self.gracing -= 1;
         }
-        let Some(phones) = slot.tenure.end() else {
+        let Some(phones) = tenure.end() else {
             return 0;
         };
         let evicted = phones.len();
@@ -214,11 +208,11 @@ impl<C: Conn> State<C> {
         out: &mut Aftermath<C>,
     ) -> usize {
         let evicted = self.end_tenure(key, reason, out);
-        if let Some(slot) = self.servers.remove(key) {
-            if let Some((id, _)) = self.index.remove_entry(slot.tenure.server_id.as_bytes()) {
+        if let Some(tenure) = self.servers.remove(key) {
+            if let Some((id, ())) = self.index.remove_entry(tenure.server_id.as_bytes()) {
                 out.drop_later(Garbage::Tenure(id.0));
             }
-            out.drop_later(Garbage::Tenure(slot.tenure));
+            out.drop_later(Garbage::Tenure(tenure));
         }
         evicted
     }
@@ -241,13 +235,13 @@ impl<C: Conn> State<C> {
         holder: &Arc<C>,
         out: &mut Aftermath<C>,
     ) -> bool {
-        let Some(&key) = self.index.get(server_id.as_bytes()) else {
+        let Some(held) = held(&self.index, server_id) else {
             return false;
         };
-        if !Arc::ptr_eq(holder, &self.servers[key].tenure.binary) {
+        if !Arc::ptr_eq(holder, &held.binary) {
             return false;
         }
-        self.remove_server(key, CloseReason::Reclaimed, out);
+        self.remove_server(held.slot(), CloseReason::Reclaimed, out);
         true
     }
 
@@ -262,7 +256,7 @@ impl<C: Conn> State<C> {
         if !self.holds(key, epoch) {
             return None;
         }
-        self.servers[key].tenure.start_grace();
+        self.servers[key].start_grace();
         self.gracing += 1;
         let earliest = self.deadlines.push(Window {
             deadline,
@@ -284,7 +278,7 @@ impl<C: Conn> State<C> {
             }
             self.deadlines.pop();
             if window_open(&self.servers, &window) {
-                let tenure = self.servers[window.key].tenure.clone();
+                let tenure = self.servers[window.key].clone();
                 let phones = self.remove_server(window.key, CloseReason::GraceExpired, out);
                 expired.push(Expired::new(tenure, phones));
             }
@@ -313,12 +307,11 @@ impl<C: Conn> State<C> {
         left: &Arc<AtomicUsize>,
         out: &mut Aftermath<C>,
     ) -> Result<Seat<PhoneKey, C>, RegistryError> {
-        let Some(&server) = self.index.get(server_id.as_bytes()) else {
+        let Some(tenure) = held(&self.index, server_id) else {
             out.drop_later(Garbage::Conn(conn));
             return Err(RegistryError::NoServer);
         };
-        let slot = &self.servers[server];
-        let mut phones = slot.tenure.phones.lock();
+        let mut phones = tenure.phones.lock();
         let count = phones.as_ref().map_or(0, |p| p.len());
         if cap != 0 && count >= cap {
             out.drop_later(Garbage::Conn(conn));
@@ -333,14 +326,13 @@ impl<C: Conn> State<C> {
         Ok(Seat {
             key: PhoneKey { pos },
             epoch,
-            tenure: slot.tenure.clone(),
+            tenure: tenure.clone(),
             replaced: false,
         })
     }
 
     pub(crate) fn binary_for(&self, server_id: &str) -> Option<Arc<C>> {
-        let key = *self.index.get(server_id.as_bytes())?;
-        Some(self.servers[key].tenure.binary.clone())
+        Some(held(&self.index, server_id)?.binary.clone())
     }
 
     pub(crate) fn phone_candidate(
@@ -349,15 +341,11 @@ impl<C: Conn> State<C> {
         print: u64,
         from: usize,
     ) -> Option<Candidate<C>> {
-        let key = *self.index.get(server_id.as_bytes())?;
-        self.servers[key].tenure.phone_candidate(print, from)
+        held(&self.index, server_id)?.phone_candidate(print, from)
     }
 
     pub(crate) fn phones_for(&self, server_id: &str) -> Phones<C> {
-        match self.index.get(server_id.as_bytes()) {
-            Some(&key) => self.servers[key].tenure.snapshot(),
-            None => Phones::empty(),
-        }
+        held(&self.index, server_id).map_or_else(Phones::empty, |tenure| tenure.snapshot())
     }
 
     /// Every binary (gracing too) and every phone, of one moment; `left` reads `Shared::left`.
@@ -369,11 +357,11 @@ impl<C: Conn> State<C> {
         let tables: Vec<_> = self
             .servers
             .values()
-            .map(|slot| slot.tenure.phones.lock())
+            .map(|tenure| tenure.phones.lock())
             .collect();
         let mut all = Vec::with_capacity(self.servers.len() + self.counts(left()).phones);
-        for (slot, table) in self.servers.values().zip(&tables) {
-            all.push(slot.tenure.binary.clone());
+        for (tenure, table) in self.servers.values().zip(&tables) {
+            all.push(tenure.binary.clone());
             if let Some(phones) = &**table {
                 all.extend(phones.conns().cloned());
             }
@@ -409,7 +397,7 @@ impl<C: Conn> State<C> {
         let tables: Vec<_> = self
             .servers
             .values()
-            .map(|slot| slot.tenure.phones.lock())
+            .map(|tenure| tenure.phones.lock())
             .collect();
         let left = left();
         if self.index.len() != self.servers.len() {
@@ -419,29 +407,32 @@ impl<C: Conn> State<C> {
                 self.servers.len()
             ));
         }
-        for (id, &key) in &self.index {
-            let slot = self
+        for (id, ()) in &self.index {
+            let held = self
                 .servers
-                .get(key)
+                .get(id.0.slot())
                 .ok_or_else(|| format!("index entry {:?} points at a free slot", id.0.server_id))?;
-            if !Arc::ptr_eq(&id.0, &slot.tenure) {
+            if !Arc::ptr_eq(&id.0, held) {
                 return Err(format!(
                     "index entry {:?} does not key the current tenure of its slot ({:?})",
-                    id.0.server_id, slot.tenure.server_id
+                    id.0.server_id, held.server_id
                 ));
             }
         }
         let (mut gracing, mut phones) = (0, 0);
-        for ((key, slot), table) in self.servers.iter().zip(&tables) {
-            let id = &*slot.tenure.server_id;
-            let epoch = slot.epoch;
-            if !slot.tenure.is_current() {
+        for ((key, tenure), table) in self.servers.iter().zip(&tables) {
+            let id = &*tenure.server_id;
+            let epoch = tenure.epoch();
+            if tenure.slot() != key {
+                return Err(format!("slot of {id:?} holds a tenure seated elsewhere"));
+            }
+            if !tenure.is_current() {
                 return Err(format!("slot of {id:?} holds an ended tenure"));
             }
             if epoch == 0 || epoch > self.epoch {
                 return Err(format!("slot of {id:?} has epoch {epoch} from the future"));
             }
-            if slot.tenure.is_gracing() {
+            if tenure.is_gracing() {
                 gracing += 1;
                 if !self
                     .deadlines
@@ -481,8 +472,8 @@ impl<C: Conn> Drop for State<C> {
     /// longer keep it alive); their phones are dropped, not closed. Runs under no lock: the state
     /// is being dropped with the registry's shared part.
     fn drop(&mut self) {
-        for slot in self.servers.values() {
-            drop(slot.tenure.end());
+        for tenure in self.servers.values() {
+            drop(tenure.end());
         }
     }
 }
@@ -494,16 +485,24 @@ fn next_epoch(epoch: &mut u64) -> u64 {
     *epoch
 }
 
-/// Whether `window` is still open: its tenure is current and gracing (a tenure opens at most
-/// one window, since `release_after` consumes its claim).
-fn window_open<C: Conn>(servers: &SlotMap<ServerKey, ServerSlot<C>>, window: &Window) -> bool {
-    servers
-        .get(window.key)
-        .is_some_and(|s| s.epoch == window.epoch && s.tenure.is_gracing())
+/// The current tenure (live or gracing) of `server_id`, straight from the index (a free
+/// function, so it can be called while other fields of the state are borrowed).
+#[expect(
+    clippy::mutable_key_type,
+    reason = "an IdKey hashes and compares only its tenure's server-id, which never changes"
+)]
+fn held<'a, C>(index: &'a HashMap<IdKey<C>, ()>, server_id: &str) -> Option<&'a Arc<Tenure<C>>> {
+    let (held, ()) = index.get_key_value(server_id.as_bytes())?;
+    Some(&held.0)
 }
 
-// The per-id footprint depends on this staying two words.
-static_assertions::assert_eq_size!(ServerSlot<()>, [u64; 2]);
+/// Whether `window` is still open: its tenure is current and gracing (a tenure opens at most
+/// one window, since `release_after` consumes its claim).
+fn window_open<C: Conn>(servers: &SlotMap<ServerKey, Arc<Tenure<C>>>, window: &Window) -> bool {
+    servers
+        .get(window.key)
+        .is_some_and(|tenure| tenure.epoch() == window.epoch && tenure.is_gracing())
+}
 
 #[cfg(test)]
 mod tests {

@@ -3,17 +3,21 @@
 
 use crate::aftermath::Aftermath;
 use crate::conn::Conn;
+use crate::keys::ServerKey;
 use crate::phone_list::{Candidate, PhoneList};
 use crate::phones::Phones;
-use crate::sync::{AtomicU8, InnerLock, Ordering};
+use crate::sync::{AtomicU64, InnerLock, Ordering};
+use slotmap::{Key, KeyData};
 use std::sync::Arc;
 
 /// The tenure is current and its binary connected.
-const LIVE: u8 = 0;
+const LIVE: u64 = 0;
 /// The tenure is current, in a grace window.
-const GRACING: u8 = 1;
+const GRACING: u64 = 1;
 /// The tenure ended (release, reclaim, takeover, an ended tenure or expiry).
-const ENDED: u8 = 2;
+const ENDED: u64 = 2;
+/// The phase's bits of [`Tenure::seat`]'s word; the epoch is the rest.
+const PHASE: u64 = 0b11;
 
 /// One claim's tenure: from the claim (or reclaim, or takeover) that installed a binary to the
 /// release, reclaim, takeover or expiry that ended it. It goes live → (gracing →) ended, once.
@@ -25,7 +29,10 @@ const ENDED: u8 = 2;
 /// without the registry's lock.
 ///
 /// The phase is written only under the registry's lock (release), in the critical section that
-/// changes it, so a lock-free reader (acquire) is ordered with every locked operation.
+/// changes it, so a lock-free reader (acquire) is ordered with every locked operation. It shares
+/// one word with the tenure's epoch, and the tenure records the key of its server slot: both are
+/// set once, by [`seat`](Tenure::seat), under the registry's lock before the tenure is published,
+/// so that the slot and the id index hold only a pointer to the tenure each.
 ///
 /// [`phones`]: Tenure::phones
 /// [`PhoneTicket::binary`]: crate::PhoneTicket::binary
@@ -40,8 +47,16 @@ pub(crate) struct Tenure<C> {
     /// binary→phone route ([`ServerClaim::phone`](crate::ServerClaim::phone)), so binaries
     /// routing to their phones never contend on the registry's lock, nor on each other's.
     pub(crate) phones: InnerLock<Option<Box<PhoneList<C>>>>,
-    phase: AtomicU8,
+    /// `epoch << 2 | phase`: the epoch is 0 until the tenure is seated.
+    seat: AtomicU64,
+    /// The server slot's key ([`KeyData::as_ffi`]); written and read under the registry's lock
+    /// only (an atomic because the tenure is shared, not for ordering).
+    slot: AtomicU64,
 }
+
+// The per-id footprint depends on this staying nine words (with the `Arc`'s two counts).
+#[cfg(not(loom))]
+static_assertions::assert_eq_size!(Tenure<()>, [u64; 7]);
 
 impl<C: Conn> Tenure<C> {
     pub(crate) fn new(server_id: &str, binary: Arc<C>) -> Self {
@@ -49,18 +64,51 @@ impl<C: Conn> Tenure<C> {
             server_id: server_id.into(),
             binary,
             phones: InnerLock::new(None),
-            phase: AtomicU8::new(LIVE),
+            seat: AtomicU64::new(LIVE),
+            slot: AtomicU64::new(KeyData::default().as_ffi()),
         }
+    }
+
+    /// Seats the tenure in the server slot `key` with `epoch` (registry-wide, never reused, at
+    /// most 2^62). Call only under the registry's lock, before the tenure is published: the
+    /// epoch is set once and then only read.
+    pub(crate) fn seat(&self, key: ServerKey, epoch: u64) {
+        debug_assert!(
+            epoch <= u64::MAX >> 2,
+            "epoch {epoch} overflows the seat word"
+        );
+        self.seat.store(epoch << 2, Ordering::Relaxed); // and the phase LIVE (0)
+        self.slot.store(key.data().as_ffi(), Ordering::Relaxed);
+    }
+
+    /// The epoch it was seated with (0 before). Call only under the registry's lock.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.seat.load(Ordering::Relaxed) >> 2
+    }
+
+    /// The key of its server slot. Call only under the registry's lock, once seated.
+    pub(crate) fn slot(&self) -> ServerKey {
+        KeyData::from_ffi(self.slot.load(Ordering::Relaxed)).into()
+    }
+
+    /// Sets the phase, keeping the epoch; under the registry's lock, which orders every writer.
+    fn set_phase(&self, phase: u64) {
+        let epoch = self.seat.load(Ordering::Relaxed) & !PHASE;
+        self.seat.store(epoch | phase, Ordering::Release);
+    }
+
+    fn phase(&self, order: Ordering) -> u64 {
+        self.seat.load(order) & PHASE
     }
 
     /// Whether the tenure has not ended (it is live or gracing). Lock-free.
     pub(crate) fn is_current(&self) -> bool {
-        self.phase.load(Ordering::Acquire) != ENDED
+        self.phase(Ordering::Acquire) != ENDED
     }
 
     /// Whether the tenure is in its grace window. Call only under the registry's lock.
     pub(crate) fn is_gracing(&self) -> bool {
-        self.phase.load(Ordering::Relaxed) == GRACING
+        self.phase(Ordering::Relaxed) == GRACING
     }
 
     /// Disarms a guard of this tenure (sets `armed` to false): true exactly once, and only while
@@ -72,7 +120,7 @@ impl<C: Conn> Tenure<C> {
 
     /// Opens the grace window. Call only under the registry's lock.
     pub(crate) fn start_grace(&self) {
-        self.phase.store(GRACING, Ordering::Release);
+        self.set_phase(GRACING);
     }
 
     /// Ends the tenure and takes its phones out (for the caller to evict), in one critical
@@ -80,7 +128,7 @@ impl<C: Conn> Tenure<C> {
     /// under the registry's lock.
     pub(crate) fn end(&self) -> Option<Box<PhoneList<C>>> {
         let mut phones = self.phones.lock();
-        self.phase.store(ENDED, Ordering::Release);
+        self.set_phase(ENDED);
         phones.take()
     }
 
@@ -127,5 +175,31 @@ impl<C: Conn> Tenure<C> {
             Some(phones) if phones.len() > 0 => phones.snapshot(),
             _ => Phones::empty(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_conn::TestConn;
+    use slotmap::SlotMap;
+
+    #[test]
+    fn a_seated_tenure_keeps_its_epoch_and_slot_through_grace_and_end() {
+        let mut slots: SlotMap<ServerKey, ()> = SlotMap::with_key();
+        let (first, key) = (slots.insert(()), slots.insert(()));
+        let tenure = Tenure::new("srv", TestConn::new("bin"));
+        assert_eq!(tenure.epoch(), 0, "not seated yet");
+        let epoch = u64::MAX >> 2;
+        tenure.seat(key, epoch);
+        assert_eq!((tenure.epoch(), tenure.slot()), (epoch, key));
+        assert_ne!(tenure.slot(), first);
+        assert!(tenure.is_current() && !tenure.is_gracing());
+        tenure.start_grace();
+        assert!(tenure.is_current() && tenure.is_gracing());
+        assert_eq!(tenure.epoch(), epoch, "the grace kept the epoch");
+        drop(tenure.end());
+        assert!(!tenure.is_current() && !tenure.is_gracing());
+        assert_eq!(tenure.epoch(), epoch, "the end kept the epoch");
     }
 }
