@@ -3,7 +3,7 @@
 //! Everything else in the crate takes its locks and atomics from here, so a model checker can swap
 //! them in one place: under `RUSTFLAGS="--cfg loom"` (tests/loom.rs) the registry's lock
 //! ([`Lock`]), each tenure's phone table lock ([`InnerLock`]) and the tenures' phase
-//! ([`AtomicU64`]) and the tally of phones that left through their tickets ([`AtomicUsize`]) are loom's, so loom explores every interleaving of them. The rest — the expiry signal ([`PlainMutex`], [`Condvar`]), a reaper's
+//! and epoch (one [`AtomicU64`]) and the tally of phones that left through their tickets ([`AtomicUsize`]) are loom's, so loom explores every interleaving of them. The rest — the expiry signal ([`PlainMutex`], [`Condvar`]), a reaper's
 //! stop flag ([`PlainAtomicBool`]) and `ManualClock`'s time — is not part of the loom models and
 //! always uses parking_lot and std.
 //!
