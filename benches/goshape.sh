@@ -7,6 +7,8 @@
 # Usage: benches/goshape.sh            ROUNDS=3 (default) GO_BENCHTIME=1s SHARED=../shared
 #        BEFORE=FILE  also runs FILE (the goshape bench binary of an earlier commit) after Go in each
 #                     round, and adds its column: a before/after comparison under the same load.
+#        CRITERION_ARGS="--warm-up-time 0.2 --measurement-time 0.8"  passed to our benchmarks
+#                     (criterion's own options; relay/benches/report.sh shortens them this way).
 # Needs Go (Debian's golang-go is enough; no modules beyond the standard library).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,10 +42,12 @@ for r in $(seq 1 "$rounds"); do
   (cd "$work" && ./goshape.test -test.run XXX -test.bench . -test.benchtime "${GO_BENCHTIME:-1s}") \
     | parse_go > "$work/go.$r"
   echo "round $r/$rounds: ours ($(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
-  "$ours" --bench 2>/dev/null | parse_ours > "$work/ours.$r"
+  # shellcheck disable=SC2086 # CRITERION_ARGS is a list of options
+  "$ours" --bench ${CRITERION_ARGS:-} 2>/dev/null | parse_ours > "$work/ours.$r"
   if [ -n "${BEFORE:-}" ]; then
     echo "round $r/$rounds: before ($(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
-    "$BEFORE" --bench 2>/dev/null | parse_ours > "$work/before.$r"
+    # shellcheck disable=SC2086
+    "$BEFORE" --bench ${CRITERION_ARGS:-} 2>/dev/null | parse_ours > "$work/before.$r"
   fi
 done
 loads+=("$(cut -d' ' -f1 /proc/loadavg)")

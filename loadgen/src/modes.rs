@@ -8,6 +8,7 @@ use super::report::{
 use super::target;
 use super::workers::Parts;
 use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::Duration;
 
@@ -622,13 +623,18 @@ impl Tries {
 /// then bisect between the best pass and the lowest failure until they are within 5%. Then the
 /// lowest failure is tried once more: on shared cores a neighbour's burst can fail a rate the
 /// target sustains, and without this a burst early in the search would cap it for good. If it
-/// passes now, it becomes the best pass and the search goes on upwards; if it fails again, the
-/// search ends.
+/// fails again, the search ends. If it passes now, it becomes the best pass and the search goes
+/// on upwards — bisecting up to the next failure recorded above it (which gets the same second
+/// try once the bracket is narrow), and doubling only when none is left. So the rate found is
+/// never above a rate that failed twice, nor reached by skipping over failures never tried again.
+/// (Until 2026-12-07 23:10 UTC a passed second try forgot every failure and doubled: a lucky try
+/// could then settle above rates that had failed, and the doubling wasted a step or two.)
 #[derive(Debug, Clone)]
 pub struct Schedule {
     start: u64,
     best: Option<u64>,
-    worst: Option<u64>,
+    /// Every rate that failed and was not passed since, lowest first (the bracket's top).
+    failures: BTreeSet<u64>,
     /// The lowest failure failed again when tried last (or there is nothing to confirm).
     confirmed: bool,
 }
@@ -639,15 +645,20 @@ impl Schedule {
         Schedule {
             start: start.max(1),
             best: None,
-            worst: None,
+            failures: BTreeSet::new(),
             confirmed: false,
         }
+    }
+
+    /// The lowest rate that failed (and was not passed since).
+    fn worst(&self) -> Option<u64> {
+        self.failures.first().copied()
     }
 
     /// The next rate to try, `None` once the bracket is narrow enough and its top confirmed
     /// (or nothing is left).
     pub fn next_rate(&self) -> Option<u64> {
-        match (self.best, self.worst) {
+        match (self.best, self.worst()) {
             (None, None) => Some(self.start),
             (Some(best), None) => Some(best.saturating_mul(2)),
             (None, Some(worst)) => (worst >= 2).then_some(worst / 2),
@@ -661,23 +672,21 @@ impl Schedule {
     /// Records how a step at `rate` went.
     pub fn record(&mut self, rate: u64, passed: bool) {
         let narrow = matches!(
-            (self.best, self.worst),
+            (self.best, self.worst()),
             (Some(best), Some(worst)) if worst <= best + best / 20 + 1
         );
-        if narrow && Some(rate) == self.worst {
-            if passed {
-                // The failure was the machine's, not the target's: go on upwards.
-                self.best = Some(rate);
-                self.worst = None;
-            } else {
-                self.confirmed = true;
-            }
+        if narrow && Some(rate) == self.worst() && !passed {
+            self.confirmed = true;
             return;
         }
         if passed {
-            self.best = Some(self.best.map_or(rate, |b| b.max(rate)));
+            // A pass overrules every failure at or below it (a confirmed one included: the
+            // failure was the machine's, not the target's); the search goes on up to the next.
+            let best = self.best.map_or(rate, |b| b.max(rate));
+            self.best = Some(best);
+            self.failures.retain(|&failed| failed > best);
         } else {
-            self.worst = Some(self.worst.map_or(rate, |w| w.min(rate)));
+            self.failures.insert(rate);
         }
     }
 
@@ -765,6 +774,49 @@ mod tests {
         schedule.record(1040, false);
         assert_eq!(schedule.next_rate(), None);
         assert_eq!(schedule.best(), Some(1000));
+    }
+
+    #[test]
+    fn a_failure_that_passes_when_tried_again_bisects_up_to_the_next_failure() {
+        // The report's bare forwarder on 2026-12-07 22:51: 40,000 and 30,000 failed, 28,750
+        // passed, then 30,000 passed when tried again.
+        let mut schedule = Schedule::new(10_000);
+        for (rate, passed) in [
+            (10_000, true),
+            (20_000, true),
+            (40_000, false),
+            (30_000, false),
+            (25_000, true),
+            (27_500, true),
+            (28_750, true),
+        ] {
+            assert_eq!(schedule.next_rate(), Some(rate));
+            schedule.record(rate, passed);
+        }
+        assert_eq!(
+            schedule.next_rate(),
+            Some(30_000),
+            "the lowest failure again"
+        );
+        schedule.record(30_000, true);
+        assert_eq!(
+            schedule.next_rate(),
+            Some(35_000),
+            "bisects below 40,000, which failed, instead of doubling past it"
+        );
+        schedule.record(35_000, true);
+        assert_eq!(schedule.next_rate(), Some(37_500));
+        schedule.record(37_500, true);
+        assert_eq!(schedule.next_rate(), Some(38_750));
+        schedule.record(38_750, true);
+        assert_eq!(
+            schedule.next_rate(),
+            Some(40_000),
+            "40,000 gets its second try"
+        );
+        schedule.record(40_000, false);
+        assert_eq!(schedule.next_rate(), None);
+        assert_eq!(schedule.best(), Some(38_750));
     }
 
     #[test]

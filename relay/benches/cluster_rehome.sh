@@ -8,13 +8,14 @@
 # that wait is part of "kill -> all hold", by design (see relay/README "Re-homing").
 # Needs nats-server (NATS_SERVER, else /tmp/relay-ci-nats-venv/bin) and builds nothing: run
 #   cargo build --release -p relay-server --bin relay --example cluster_rehome
-# first. PROFILE=1 also records `perf` of the nats-server and one surviving instance during the
+# first (BIN_DIR: where they are, default target/release). REHOME_JSON=FILE also keeps the
+# client's result (JSON) there; the exit status is the client's (0: every binary held again). PROFILE=1 also records `perf` of the nats-server and one surviving instance during the
 # first PROFILE_SECS (5) seconds: the fresh claims (perf.data files, named at the end; the
 # output directory is kept). It prints the CPU seconds each process used, the client's included.
 # Every process it starts is on loopback and stopped on exit.
 set -u
 cd "$(dirname "$0")/../.."
-rel=${TARGET_DIR:-target}/release
+rel=${BIN_DIR:-${TARGET_DIR:-target}/release}
 nats=${NATS_SERVER:-/tmp/relay-ci-nats-venv/bin/nats-server}
 binaries=${BINARIES:-5000}
 concurrency=${CONCURRENCY:-256}
@@ -51,7 +52,9 @@ echo "load start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "binaries $binaries, concurrency $concurrency, lease $lease, instances $instances"
 time timeout 300 $rel/examples/cluster_rehome --instances $instances --victim 2 --victim-pid ${relays[2]} \
   --binaries $binaries --concurrency $concurrency > $out/rehome.json
-echo "rc=$? load end: $(cut -d' ' -f1-3 /proc/loadavg)"
+rc=$?
+echo "rc=$rc load end: $(cut -d' ' -f1-3 /proc/loadavg)"
+[ -n "${REHOME_JSON:-}" ] && cp $out/rehome.json "$REHOME_JSON"
 date -u
 cat $out/rehome.json
 echo "cpu seconds before: $before; after: nats $(cpu $natspid) rh-a $(cpu ${relays[0]}) rh-b $(cpu ${relays[1]}) (the client: real/user/sys above)"
@@ -60,3 +63,4 @@ for i in 0 1; do
   echo "instance $i:"; curl -fs http://127.0.0.1:${mports[$i]}/metrics | grep '^relay_cluster_requests_total' | grep -v ' 0$'
 done
 if [ "${PROFILE:-}" = 1 ]; then wait "${perfs[@]}"; echo "profiles: $out/perf-nats.data $out/perf-relay.data"; fi
+exit $rc

@@ -39,6 +39,13 @@
 # row delivered (the 10,000 frames/s rows, plain and TLS), after taking out the row's connection
 # setup at the idle row's CPU per connection (relay/benches/report_table.py).
 #
+# The last rows are issue 20's that need a topology or a harness of their own: re-homing after
+# an instance dies (relay/benches/cluster_rehome.sh: three instances on a fresh nats-server, one
+# killed, lease 10 s), the binary → phone route from 1, 2 and 4 threads (the routing benchmark)
+# and the registry against the Go registry itself (benches/goshape.sh, one round of Go's own
+# `go test -bench` and our ports; needs Go, which the Go shape's build.sh installs). The last two
+# build in cargo's bench profile whatever PROFILE says, and are skipped with ROWS=forwarding.
+#
 # Every load runs under `nice -n 10`, targets loopback only and stops by itself (relay-loadgen's
 # modes are bounded; each call is also under `timeout`).
 set -euo pipefail
@@ -65,8 +72,8 @@ say() { echo "report.sh: $*" >&2; }
 # ---------------------------------------------------------------- build
 started=$SECONDS
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
-say "building ($profile): relay, relay-loadgen, relay-figures, bare_forwarder"
-nice -n 10 cargo build --quiet $profile_flag -p relay-server -p relay-loadgen --bin relay --bin relay-loadgen --bin relay-figures --example bare_forwarder
+say "building ($profile): relay, relay-loadgen, relay-figures, bare_forwarder, cluster_rehome"
+nice -n 10 cargo build --quiet $profile_flag -p relay-server -p relay-loadgen --bin relay --bin relay-loadgen --bin relay-figures --example bare_forwarder --example cluster_rehome
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 relay_bin=$target_dir/$profile_dir/relay
 loadgen=$target_dir/$profile_dir/relay-loadgen
@@ -228,12 +235,16 @@ if [ "$quick" = 1 ]; then
   idle_n=500 many_n=1000 many_b=4 hold=500ms run=1s search_steps=2 step=500ms
   r_low=400 r_mid=800 r_high=1600 b_many=20 p_many=4 b_wide=5 p_wide=16 start_rate=200
   latency_rounds=1 hop_run=1s hop_rounds=1 c_steps=2 c_step=500ms c_start=200 tries=1
+  rehome_n=300 rehome_lease=4s go_benchtime=100x
+  criterion_args="--warm-up-time 0.05 --measurement-time 0.1 --sample-size 10"
   # Only losses count in QUICK mode: a p99 bound would make it depend on the machine's load.
   max_p99=10s
 else
   idle_n=10000 many_n=19000 many_b=19 hold=3s run=5s search_steps=10 step=2s
   r_low=10000 r_mid=40000 r_high=160000 b_many=200 p_many=4 b_wide=50 p_wide=16 start_rate=10000
   latency_rounds=5 hop_run=3s hop_rounds=3 c_steps=7 c_step=2s c_start=4000 tries=3
+  rehome_n=5000 rehome_lease=10s go_benchtime=500ms
+  criterion_args="--warm-up-time 0.2 --measurement-time 0.8"
   max_p99=50ms
 fi
 
@@ -390,6 +401,51 @@ CFG
     --search --binaries 20 --phones 4 --start-rate $c_start --steps $c_steps --retries 1 --step $c_step \
     --max-p99 $max_p99 --latency-rounds 1
   stop_all
+fi
+
+# ---------------------------------------------------------------- re-homing after an instance dies
+# Three instances on a fresh nats-server, $rehome_n binaries spread over them, one instance killed
+# (-9): relay/benches/cluster_rehome.sh, with the lease at $rehome_lease (the relay/README's
+# "Re-homing" explains why the kill → all-hold time is bound by the lease).
+if [ -n "$nats" ]; then
+  current=rehome
+  say "re-homing: $rehome_n binaries on three instances, one killed (lease $rehome_lease)"
+  rc=0
+  BIN_DIR=$target_dir/$profile_dir NATS_SERVER=$nats BINARIES=$rehome_n LEASE=$rehome_lease \
+    REHOME_JSON="$out/rehome.json" timeout 400 nice -n 10 bash "$root/relay/benches/cluster_rehome.sh" \
+    >"$out/rehome.log" 2>&1 || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    say "re-homing failed (exit $rc):"; tail -3 "$out/rehome.log" >&2
+    [ -f "$out/rehome.json" ] || echo '{"error": "cluster_rehome failed"}' >"$out/rehome.json"
+    [ "$quick" = 1 ] && failures=$((failures + 1))
+  fi
+else
+  echo '{"error": "nats-server not found"}' >"$out/rehome.json"
+fi
+
+# ---------------------------------------------------------------- the registry's rows
+# The binary → phone route against the phone → binary one from 1, 2 and 4 threads (criterion,
+# benches/benches/routing.rs), and the registry against the Go registry itself (Go's own
+# `go test -bench`, ../shared/baselines/goshape, and their ports, one round: benches/goshape.sh).
+# Both build in cargo's bench profile (release), whatever PROFILE says.
+if [ "$rows" = all ]; then
+  say "registry: the routes from 1, 2 and 4 threads (cargo bench --bench routing)"
+  rc=0
+  # shellcheck disable=SC2086 # criterion_args is a list of options
+  nice -n 10 cargo bench --quiet -p relay-registry-benches --bench routing -- $criterion_args \
+    >"$out/routing.txt" 2>"$out/routing.log" || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    say "the routing benchmark failed (exit $rc):"; tail -3 "$out/routing.log" >&2
+    [ "$quick" = 1 ] && failures=$((failures + 1))
+  fi
+  say "registry: against the Go registry (benches/goshape.sh, one round)"
+  rc=0
+  SHARED=$shared ROUNDS=1 GO_BENCHTIME=$go_benchtime CRITERION_ARGS=$criterion_args \
+    nice -n 10 bash "$root/benches/goshape.sh" >"$out/goshape.md" 2>"$out/goshape.log" || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    say "benches/goshape.sh failed (exit $rc):"; tail -3 "$out/goshape.log" >&2
+    [ "$quick" = 1 ] && failures=$((failures + 1))
+  fi
 fi
 
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)

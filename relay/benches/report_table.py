@@ -312,6 +312,132 @@ def cluster_rate_cell(t):
     return f"one instance {one or 0:,}/s, three behind round-robin HAProxy {three or 0:,}/s each way"
 
 
+# ---------------------------------------------------------------- the registry's and re-homing rows
+
+
+def read_text(name):
+    try:
+        with open(os.path.join(out, name)) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def routing_ns():
+    """{(route, threads): ns} from criterion's output of benches/benches/routing.rs (the middle
+    estimate of `time: [low mid high]`, the name on its own line or before `time:`)."""
+    text = read_text("routing.txt")
+    if not text:
+        return {}
+    scale = {"ps": 1e-3, "ns": 1.0, "µs": 1e3, "us": 1e3, "ms": 1e6, "s": 1e9}
+    found, name = {}, None
+    for line in text.splitlines():
+        if line[:1].isalpha():
+            name = line.split()[0]
+        if "time:" in line and name and name.startswith("routing/"):
+            low_mid_high = line.split("[", 1)[1].split()
+            _, route, threads = name.split("/")
+            found[(route, int(threads.split("_")[0]))] = float(low_mid_high[2]) * scale[low_mid_high[3]]
+    return found
+
+
+ROUTES = [("binary_to_phone", "claim.phone (binary → phone, its tenure's lock)"),
+          ("phone_to_binary", "ticket.binary (phone → binary, one atomic load)"),
+          ("binary_to_phone_by_id", "phone_for (the registry's lock)")]
+
+
+def growth(ns, route):
+    return ratio(ns.get((route, 4)), ns.get((route, 1)))
+
+
+def route_cell(t):
+    if t != "relay":
+        return "—"
+    ns = routing_ns()
+    if not ns:
+        return failed(None) if rows_asked != "all" else "not measured (the benchmark failed)"
+    parts = []
+    for route, label in ROUTES:
+        times = "/".join(f"{ns[(route, n)]:.1f}" if (route, n) in ns else "?" for n in (1, 2, 4))
+        parts.append(f"{label}: {times} ns (×{growth(ns, route) or 0:.2f} from 1 to 4 threads)")
+    return "; ".join(parts)
+
+
+def v_route():
+    ns = routing_ns()
+    b, p = growth(ns, "binary_to_phone"), growth(ns, "phone_to_binary")
+    x = ratio(b, p)
+    # On a machine with fewer cores than threads every route grows; "scales like the phone →
+    # binary route" is growth within a quarter of that route's.
+    return verdict(at_most(x, 1.25, f"grows {x or 0:.2f}× as much as phone → binary from 1 to 4 threads"))
+
+
+def rehome():
+    return ok_or_none(load("rehome.json"))
+
+
+def rehome_cell(t):
+    if t != "relay":
+        return "—"
+    r = load("rehome.json")
+    if failed(r):
+        return failed(r)
+    first, last = r.get("kill_to_first_s"), r.get("kill_to_all_s")
+    return (f"fresh claims {r['fresh_claims_per_s']:,.0f}/s ({r['binaries']:,} binaries); "
+            f"{r['rehomed']:,} of {r['on_victim']:,} re-homed, the first {first or 0:.2f} s and the last "
+            f"{last or 0:.2f} s after the kill: {r['burst_s']:.2f} s from the first to the last "
+            f"({r.get('burst_claims_per_s') or 0:,.0f} claims/s); 503s {r['unavailable_503']}, "
+            f"refused {r['refused']}")
+
+
+def v_rehome():
+    r = rehome()
+    if not r or r["rehomed"] < r["on_victim"]:
+        return verdict((None, False, ""))
+    return verdict(at_most(r["kill_to_all_s"], 5.0, f"all hold {r['kill_to_all_s']:.1f} s after the kill "
+                           f"(the last {r['burst_s']:.2f} s after the first)"),
+                   at_least(r["fresh_claims_per_s"], 5000, f"{r['fresh_claims_per_s']:,.0f} claims/s"))
+
+
+def goshape_rows():
+    """The tables benches/goshape.sh printed: [(go, ours, median)] and {what: (ours, go, ratio)}."""
+    text = read_text("goshape.md")
+    times, bytes_ = [], {}
+    for line in (text or "").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[2].endswith("×") and not cells[0].startswith("per "):
+            times.append((cells[0], cells[1], float(cells[2].rstrip("×"))))
+        elif len(cells) == 5 and cells[0].startswith("per "):
+            bytes_[cells[0]] = (float(cells[1]), float(cells[2]), float(cells[3].rstrip("×")))
+    return times, bytes_
+
+
+def goshape_cell(t):
+    if t == "bare":
+        return "—"
+    times, bytes_ = goshape_rows()
+    if not times or len(bytes_) < 2:
+        return failed(None) if rows_asked != "all" else "not measured (benches/goshape.sh failed)"
+    if t == "gorelay":
+        return ("Go's own registry (../shared/baselines/goshape, `go test -bench`): "
+                f"{bytes_['per server-id'][1]:.1f} B per id, {bytes_['per phone'][1]:.1f} B per phone")
+    level = [ours for _, ours, x in times if x >= 1.0]
+    behind = [f"{ours} {x:.2f}×" for _, ours, x in times if x < 1.0]
+    return (f"{len(level)} of {len(times)} time rows at least level with Go (Go ÷ ours, one round"
+            + (f"; behind: {', '.join(behind)}" if behind else "") + "); "
+            f"{bytes_['per server-id'][0]:.1f} B per id, {bytes_['per phone'][0]:.1f} B per phone")
+
+
+def v_goshape():
+    times, bytes_ = goshape_rows()
+    if not times or len(bytes_) < 2:
+        return verdict((None, False, ""))
+    slowest = min(x for _, _, x in times)
+    return verdict(at_least(slowest, 1.0, f"slowest row {slowest:.2f}× Go"),
+                   at_most(bytes_["per server-id"][2], 1.2, f"{bytes_['per server-id'][2]:.2f}× Go's bytes per id"),
+                   at_most(bytes_["per phone"][2], 1.2, f"{bytes_['per phone'][2]:.2f}× per phone"))
+
+
 # ---------------------------------------------------------------- verdicts
 # Each check is (value or None, holds?, what it says); a row is met when every check holds.
 
@@ -400,8 +526,6 @@ def none():
     return ""
 
 
-not_here = lambda t: "not run by this script: cargo bench -p relay-registry-benches --bench registry_vs_go"
-
 if quick:
     sizes = dict(idle="500", many="1,000 phones on 4 binaries", low="20 ids × 4 phones, 400", mid="800",
                  search="20 × 4")
@@ -442,7 +566,16 @@ rows = [
      "≤ 2× one instance", hop_cell, v_hop),
     ("sustainable rate through 3 instances (20 ids × 4 phones, interleaved with one instance)",
      "≥ 0.5× one instance", cluster_rate_cell, v_cluster_rate),
-    ("registry micro-benchmarks", "(benches/report.sh)", not_here, none),
+    (f"re-homing after an instance dies ({'300' if quick else '5,000'} binaries on 3 instances, one killed -9, "
+     f"lease {'4' if quick else '10'} s; relay/benches/cluster_rehome.sh)",
+     "all hold their ids again within 5 s; directory claims ≥ 5,000/s on 3 instances", rehome_cell, v_rehome),
+    ("binary → phone route from 1, 2 and 4 threads at once (each thread its own 64 binaries × 4 phones; "
+     "ns per round of one lookup on every thread; benches/benches/routing.rs)",
+     "no registry lock per frame: scales with threads like the phone → binary route", route_cell, v_route),
+    ("registry against the Go registry itself (same workloads, one round, run back to back; "
+     "250,000 ids × 4 phones for the bytes; benches/goshape.sh)",
+     "every time row at least level with Go; bytes per id and per phone within 1.2× of Go",
+     goshape_cell, v_goshape),
 ]
 
 caption = (f"{time.strftime('%Y-%m-%d %H:%M UTC', now)}, {os.cpu_count()} cores shared with the load generator, "
