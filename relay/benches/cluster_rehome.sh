@@ -9,7 +9,8 @@
 # Needs nats-server (NATS_SERVER, else /tmp/relay-ci-nats-venv/bin) and builds nothing: run
 #   cargo build --release -p relay-server --bin relay --example cluster_rehome
 # first (BIN_DIR: where they are, default target/release). REHOME_JSON=FILE also keeps the
-# client's result (JSON) there; the exit status is the client's (0: every binary held again). PROFILE=1 also records `perf` of the nats-server and one surviving instance during the
+# client's result (JSON) there; the exit status is the client's (0: every binary held again).
+# PROFILE=1 also records `perf` of the nats-server and one surviving instance during the
 # first PROFILE_SECS (5) seconds: the fresh claims (perf.data files, named at the end; the
 # output directory is kept). It prints the CPU seconds each process used, the client's included.
 # Every process it starts is on loopback and stopped on exit.
