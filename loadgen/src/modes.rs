@@ -778,8 +778,9 @@ mod tests {
 
     #[test]
     fn a_failure_that_passes_when_tried_again_bisects_up_to_the_next_failure() {
-        // The report's bare forwarder on 2026-12-07 22:51: 40,000 and 30,000 failed, 28,750
-        // passed, then 30,000 passed when tried again.
+        // The report's bare forwarder on 2026-12-07 at 22:51 UTC: 40,000, 30,000 and 28,750
+        // failed, then 28,750 passed when tried again (the search used to double to 57,500 and
+        // settle on 43,125, above two failures).
         let mut schedule = Schedule::new(10_000);
         for (rate, passed) in [
             (10_000, true),
@@ -788,22 +789,24 @@ mod tests {
             (30_000, false),
             (25_000, true),
             (27_500, true),
-            (28_750, true),
+            (28_750, false),
         ] {
             assert_eq!(schedule.next_rate(), Some(rate));
             schedule.record(rate, passed);
         }
         assert_eq!(
             schedule.next_rate(),
-            Some(30_000),
+            Some(28_750),
             "the lowest failure again"
         );
-        schedule.record(30_000, true);
+        schedule.record(28_750, true);
         assert_eq!(
             schedule.next_rate(),
-            Some(35_000),
-            "bisects below 40,000, which failed, instead of doubling past it"
+            Some(30_000),
+            "the next failure gets its second try, instead of doubling past it"
         );
+        schedule.record(30_000, true);
+        assert_eq!(schedule.next_rate(), Some(35_000), "bisects below 40,000");
         schedule.record(35_000, true);
         assert_eq!(schedule.next_rate(), Some(37_500));
         schedule.record(37_500, true);
