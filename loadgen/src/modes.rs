@@ -782,42 +782,28 @@ mod tests {
         // failed, then 28,750 passed when tried again (the search used to double to 57,500 and
         // settle on 43,125, above two failures).
         let mut schedule = Schedule::new(10_000);
-        for (rate, passed) in [
-            (10_000, true),
-            (20_000, true),
-            (40_000, false),
-            (30_000, false),
-            (25_000, true),
-            (27_500, true),
-            (28_750, false),
+        for (rate, passed, why) in [
+            (10_000, true, "the start"),
+            (20_000, true, "doubles"),
+            (40_000, false, "doubles"),
+            (30_000, false, "bisects"),
+            (25_000, true, "bisects"),
+            (27_500, true, "bisects"),
+            (28_750, false, "bisects"),
+            (28_750, true, "the lowest failure again"),
+            (
+                30_000,
+                true,
+                "the next failure gets its second try, instead of doubling past it",
+            ),
+            (35_000, true, "bisects below 40,000"),
+            (37_500, true, "bisects"),
+            (38_750, true, "bisects"),
+            (40_000, false, "40,000 gets its second try"),
         ] {
-            assert_eq!(schedule.next_rate(), Some(rate));
+            assert_eq!(schedule.next_rate(), Some(rate), "{why}");
             schedule.record(rate, passed);
         }
-        assert_eq!(
-            schedule.next_rate(),
-            Some(28_750),
-            "the lowest failure again"
-        );
-        schedule.record(28_750, true);
-        assert_eq!(
-            schedule.next_rate(),
-            Some(30_000),
-            "the next failure gets its second try, instead of doubling past it"
-        );
-        schedule.record(30_000, true);
-        assert_eq!(schedule.next_rate(), Some(35_000), "bisects below 40,000");
-        schedule.record(35_000, true);
-        assert_eq!(schedule.next_rate(), Some(37_500));
-        schedule.record(37_500, true);
-        assert_eq!(schedule.next_rate(), Some(38_750));
-        schedule.record(38_750, true);
-        assert_eq!(
-            schedule.next_rate(),
-            Some(40_000),
-            "40,000 gets its second try"
-        );
-        schedule.record(40_000, false);
         assert_eq!(schedule.next_rate(), None);
         assert_eq!(schedule.best(), Some(38_750));
     }
