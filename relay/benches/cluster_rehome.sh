@@ -9,7 +9,9 @@
 # Needs nats-server (NATS_SERVER, else /tmp/relay-ci-nats-venv/bin) and builds nothing: run
 #   cargo build --release -p relay-server --bin relay --example cluster_rehome
 # first (BIN_DIR: where they are, default target/release). REHOME_JSON=FILE also keeps the
-# client's result (JSON) there; the exit status is the client's (0: every binary held again).
+# client's result (JSON) there, and in FILE.cpu the CPU seconds the client, the nats-server and
+# the two surviving instances used over the run (JSON); the exit status is the client's (0: every
+# binary held again).
 # PROFILE=1 also records `perf` of the nats-server and one surviving instance during the
 # first PROFILE_SECS (5) seconds: the fresh claims (perf.data files, named at the end; the
 # output directory is kept). It prints the CPU seconds each process used, the client's included.
@@ -51,14 +53,29 @@ fi
 before="nats $(cpu $natspid) rh-a $(cpu ${relays[0]}) rh-b $(cpu ${relays[1]})"
 echo "load start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "binaries $binaries, concurrency $concurrency, lease $lease, instances $instances"
-time timeout 300 $rel/examples/cluster_rehome --instances $instances --victim 2 --victim-pid ${relays[2]} \
-  --binaries $binaries --concurrency $concurrency > $out/rehome.json
+# The client, its wall time and CPU (user, system seconds: its rusage) written to client.time.
+python3 -c 'import resource, subprocess, sys, time
+start = time.monotonic()
+rc = subprocess.call(sys.argv[2:], stdout=open(sys.argv[1], "w"))
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+print("%.2f %.2f %.2f" % (time.monotonic() - start, r.ru_utime, r.ru_stime), file=open(sys.argv[1] + ".time", "w"))
+sys.exit(rc if rc >= 0 else 128 - rc)' $out/rehome.json timeout 300 $rel/examples/cluster_rehome --instances $instances \
+  --victim 2 --victim-pid ${relays[2]} --binaries $binaries --concurrency $concurrency
 rc=$?
+read -r client_real client_user client_sys < $out/rehome.json.time
 echo "rc=$rc load end: $(cut -d' ' -f1-3 /proc/loadavg)"
-[ -n "${REHOME_JSON:-}" ] && cp $out/rehome.json "$REHOME_JSON"
 date -u
 cat $out/rehome.json
-echo "cpu seconds before: $before; after: nats $(cpu $natspid) rh-a $(cpu ${relays[0]}) rh-b $(cpu ${relays[1]}) (the client: real/user/sys above)"
+after="nats $(cpu $natspid) rh-a $(cpu ${relays[0]}) rh-b $(cpu ${relays[1]})"
+echo "cpu seconds before: $before; after: $after; the client: ${client_user} user, ${client_sys} system (${client_real} s)"
+if [ -n "${REHOME_JSON:-}" ]; then
+  cp $out/rehome.json "$REHOME_JSON"
+  python3 -c 'import json, sys
+b, a = sys.argv[1].split(), sys.argv[2].split()
+used = {k: float(y) - float(x) for k, x, y in zip(b[0::2], b[1::2], a[1::2])}
+print(json.dumps({"client_s": float(sys.argv[3]) + float(sys.argv[4]), "nats_s": used["nats"],
+                  "survivors_s": used["rh-a"] + used["rh-b"]}))' "$before" "$after" "$client_user" "$client_sys" >"$REHOME_JSON.cpu"
+fi
 # The survivors' cluster requests (directory and probes) by outcome.
 for i in 0 1; do
   echo "instance $i:"; curl -fs http://127.0.0.1:${mports[$i]}/metrics | grep '^relay_cluster_requests_total' | grep -v ' 0$'

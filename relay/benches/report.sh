@@ -38,7 +38,10 @@
 # CPU per frame: around every row the script reads the target's CPU time (/proc/PID/stat) and
 # the load generator's (its rusage, workers included); the table divides them by the frames the
 # row delivered (the 10,000 frames/s rows, plain and TLS), after taking out the row's connection
-# setup at the idle row's CPU per connection (relay/benches/report_table.py).
+# setup at the idle row's CPU per connection (relay/benches/report_table.py). The cluster rows
+# do the same through one instance and through three behind HAProxy at one fixed rate, with the
+# CPU split over the processes each path runs on (the relays, nats-server, HAProxy), and the
+# re-homing row gives the CPU its processes used per claim (cluster_rehome.sh).
 #
 # The last rows are issue 20's that need a topology or a harness of their own: re-homing after
 # an instance dies (relay/benches/cluster_rehome.sh: three instances on a fresh nats-server, one
@@ -164,6 +167,18 @@ cpu_seconds() {
   awk -v hz="$clock_ticks" '{ printf "%.3f\n", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
 }
 
+# cpu_sum PID...: their CPU seconds so far, summed.
+cpu_sum() {
+  local pid total=0
+  for pid in "$@"; do total=$(python3 -c 'import sys; print("%.3f" % (float(sys.argv[1]) + float(sys.argv[2])))' "$total" "$(cpu_seconds "$pid")"); done
+  echo "$total"
+}
+
+# A row's target CPU is its target process's (target_pid), or, while cpu_parts is set (a
+# label -> "PID..." map), the sum of those processes', each label's share also written into
+# FILE.cpu-parts as "label seconds" lines.
+declare -A cpu_parts=()
+
 # with_rusage FILE COMMAND...: runs COMMAND, then writes the CPU seconds it and its children
 # (relay-loadgen's workers) used into FILE; exits with COMMAND's status.
 with_rusage() {
@@ -219,11 +234,22 @@ row() {
   local strict=()
   [ "$quick" = 1 ] && [ "$current" != gorelay ] && strict=(--strict)
   say "$name: $* ${strict[*]}"
-  local rc=0 cpu_before=0
+  local rc=0 cpu_before=0 part
+  local -A part_before=()
+  # shellcheck disable=SC2086 # each cpu_parts value is a list of pids
+  for part in "${!cpu_parts[@]}"; do part_before[$part]=$(cpu_sum ${cpu_parts[$part]}); done
   [ -n "$target_pid" ] && cpu_before=$(cpu_seconds "$target_pid")
   with_rusage "$file.loadgen-cpu" timeout 420 nice -n 10 "$loadgen" --url "$target_url" --ca-file "$ca_pem" \
     --json "${strict[@]}" "$@" >"$file" 2>"$file.log" || rc=$?
-  if [ -n "$target_pid" ]; then
+  if [ ${#cpu_parts[@]} -gt 0 ]; then
+    : >"$file.cpu-parts"
+    for part in "${!cpu_parts[@]}"; do
+      # shellcheck disable=SC2086
+      python3 -c 'import sys; print("%s %.3f" % (sys.argv[1], float(sys.argv[3]) - float(sys.argv[2])))' \
+        "$part" "${part_before[$part]}" "$(cpu_sum ${cpu_parts[$part]})" >>"$file.cpu-parts"
+    done
+    awk '{ s += $2 } END { printf "%.3f\n", s }' "$file.cpu-parts" >"$file.target-cpu"
+  elif [ -n "$target_pid" ]; then
     python3 -c 'import sys; print("%.3f" % (float(sys.argv[2]) - float(sys.argv[1])))' \
       "$cpu_before" "$(cpu_seconds "$target_pid")" >"$file.target-cpu"
   fi
@@ -346,8 +372,9 @@ else
   np=$(free_port)
   nice -n 10 "$nats" -js -a 127.0.0.1 -p "$np" -sd "$out/nats-store" >"$out/nats.log" 2>&1 &
   all_pids+=("$!")
+  declare -A port_of pid_of
+  pid_of[nats]=$!
   wait_listening "$np" nats
-  declare -A port_of
   cflags=(--metrics-listen off --rate-burst 0 --max-connections 0 --max-phones 0)
   for name in m-a m-b m-c single; do
     port_of[$name]=$(free_port)
@@ -355,6 +382,7 @@ else
     [ "$name" != single ] && cluster=(--cluster "nats://127.0.0.1:$np" --instance-id "$name")
     RUST_LOG=warn nice -n 10 "$relay_bin" --listen "127.0.0.1:${port_of[$name]}" "${cflags[@]}" "${cluster[@]}" >"$out/$name.log" 2>&1 &
     all_pids+=("$!")
+    pid_of[$name]=$!
   done
   for name in m-a m-b m-c single; do wait_listening "${port_of[$name]}" "$name"; done
   hx=$(free_port) hr=$(free_port)
@@ -390,6 +418,7 @@ CFG
   all_pids+=("$!")
   nice -n 10 haproxy -db -f "$out/rr.cfg" >"$out/hr.log" 2>&1 &
   all_pids+=("$!")
+  pid_of[hr]=$!
   wait_listening "$hx" haproxy-cross
   wait_listening "$hr" haproxy-rr
   # The hop's latency: the three paths in turn, $hop_rounds rounds (the median p50 is kept).
@@ -403,6 +432,15 @@ CFG
       row "cluster hop $path (round $round)" "$out/hop-$path-$round.json" --binaries 4 --phones 4 --rate 2000 --duration $hop_run
     done
   done
+  # CPU per frame through one instance and through three behind round-robin HAProxy, at one
+  # fixed rate each (the search's shape): what each process spends, for the 3-instance row.
+  cpu_parts=([relay]=${pid_of[single]})
+  target_url=ws://127.0.0.1:${port_of[single]}
+  row "cluster CPU, one instance" "$out/cluster-cpu-one.json" --binaries 20 --phones 4 --rate $r_low --duration $run
+  cpu_parts=([relays]="${pid_of[m-a]} ${pid_of[m-b]} ${pid_of[m-c]}" [nats-server]=${pid_of[nats]} [HAProxy]=${pid_of[hr]})
+  target_url=ws://127.0.0.1:$hr
+  row "cluster CPU, three instances" "$out/cluster-cpu-three.json" --binaries 20 --phones 4 --rate $r_low --duration $run
+  cpu_parts=()
   # The sustainable rate of one instance vs three behind round-robin HAProxy, interleaved.
   target_url=ws://127.0.0.1:${port_of[single]}
   row "cluster search: one instance vs three" "$out/cluster-search.json" --versus "ws://127.0.0.1:$hr" \
