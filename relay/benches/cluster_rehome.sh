@@ -53,7 +53,7 @@ fi
 before="nats $(cpu $natspid) rh-a $(cpu ${relays[0]}) rh-b $(cpu ${relays[1]})"
 echo "load start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "binaries $binaries, concurrency $concurrency, lease $lease, instances $instances"
-# The client, its wall time and CPU (user, system seconds: its rusage) written to client.time.
+# The client; its wall time and CPU (user and system seconds, its rusage) go to rehome.json.time.
 python3 -c 'import resource, subprocess, sys, time
 start = time.monotonic()
 rc = subprocess.call(sys.argv[2:], stdout=open(sys.argv[1], "w"))

@@ -337,8 +337,8 @@ def cluster_cpu(which):
 
 
 def cluster_cpu_total(which):
-    """All the processes' CPU per frame, the load generator's included: on shared cores the
-    rate is bound by it."""
+    """All the processes' CPU per frame, the load generator's included: on cores they share, the
+    rate one path can reach goes as the inverse of it."""
     c = cluster_cpu(which)
     return sum(c[0].values()) + c[1] if c else None
 
