@@ -161,23 +161,28 @@ start_target() {
   wait_listening "$port" "$name"
 }
 
-# cpu_seconds PID: the process's user + system CPU time so far, in seconds (0 if it is gone).
+# cpu_seconds PID...: the processes' user + system CPU time so far, summed, in seconds (a
+# process that is gone counts 0).
 clock_ticks=$(getconf CLK_TCK)
 cpu_seconds() {
-  awk -v hz="$clock_ticks" '{ printf "%.3f\n", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
+  local pid stats=()
+  for pid in "$@"; do [ -r "/proc/$pid/stat" ] && stats+=("/proc/$pid/stat"); done
+  # (One that ends between the check and the read: awk says so, counts it 0 and goes on.)
+  awk -v hz="$clock_ticks" '{ s += $14 + $15 } END { printf "%.3f\n", s / hz }' "${stats[@]}" /dev/null 2>/dev/null || true
 }
 
-# cpu_sum PID...: their CPU seconds so far, summed.
-cpu_sum() {
-  local pid total=0
-  for pid in "$@"; do total=$(python3 -c 'import sys; print("%.3f" % (float(sys.argv[1]) + float(sys.argv[2])))' "$total" "$(cpu_seconds "$pid")"); done
-  echo "$total"
-}
-
-# A row's target CPU is its target process's (target_pid), or, while cpu_parts is set (a
-# label -> "PID..." map), the sum of those processes', each label's share also written into
-# FILE.cpu-parts as "label seconds" lines.
+# The processes a row's target CPU is read from: a label -> "PID..." map. Empty, a row reads
+# its target's (target_pid, labelled "target"); the cluster rows set it to split their CPU over
+# the processes each path runs on. Each label's share goes into FILE.cpu-parts as "label
+# seconds" lines, their sum into FILE.target-cpu.
 declare -A cpu_parts=()
+
+# failed_run WHAT LOG RC: says WHAT failed with exit status RC and LOG's last lines; with QUICK=1
+# that is a failure of the report.
+failed_run() {
+  say "$1 failed (exit $3):"; tail -3 "$2" >&2
+  if [ "$quick" = 1 ]; then failures=$((failures + 1)); fi
+}
 
 # with_rusage FILE COMMAND...: runs COMMAND, then writes the CPU seconds it and its children
 # (relay-loadgen's workers) used into FILE; exits with COMMAND's status.
@@ -234,28 +239,23 @@ row() {
   local strict=()
   [ "$quick" = 1 ] && [ "$current" != gorelay ] && strict=(--strict)
   say "$name: $* ${strict[*]}"
-  local rc=0 cpu_before=0 part
-  local -A part_before=()
-  # shellcheck disable=SC2086 # each cpu_parts value is a list of pids
-  for part in "${!cpu_parts[@]}"; do part_before[$part]=$(cpu_sum ${cpu_parts[$part]}); done
-  [ -n "$target_pid" ] && cpu_before=$(cpu_seconds "$target_pid")
+  local rc=0 part
+  local -A pids=() before=()
+  for part in "${!cpu_parts[@]}"; do pids[$part]=${cpu_parts[$part]}; done
+  [ ${#pids[@]} -eq 0 ] && [ -n "$target_pid" ] && pids[target]=$target_pid
+  # shellcheck disable=SC2086 # each value is a list of pids
+  for part in "${!pids[@]}"; do before[$part]=$(cpu_seconds ${pids[$part]}); done
   with_rusage "$file.loadgen-cpu" timeout 420 nice -n 10 "$loadgen" --url "$target_url" --ca-file "$ca_pem" \
     --json "${strict[@]}" "$@" >"$file" 2>"$file.log" || rc=$?
-  if [ ${#cpu_parts[@]} -gt 0 ]; then
-    : >"$file.cpu-parts"
-    for part in "${!cpu_parts[@]}"; do
+  if [ ${#pids[@]} -gt 0 ]; then
+    for part in "${!pids[@]}"; do
       # shellcheck disable=SC2086
-      python3 -c 'import sys; print("%s %.3f" % (sys.argv[1], float(sys.argv[3]) - float(sys.argv[2])))' \
-        "$part" "${part_before[$part]}" "$(cpu_sum ${cpu_parts[$part]})" >>"$file.cpu-parts"
-    done
+      echo "$part ${before[$part]} $(cpu_seconds ${pids[$part]})"
+    done | awk '{ printf "%s %.3f\n", $1, $3 - $2 }' >"$file.cpu-parts"
     awk '{ s += $2 } END { printf "%.3f\n", s }' "$file.cpu-parts" >"$file.target-cpu"
-  elif [ -n "$target_pid" ]; then
-    python3 -c 'import sys; print("%.3f" % (float(sys.argv[2]) - float(sys.argv[1])))' \
-      "$cpu_before" "$(cpu_seconds "$target_pid")" >"$file.target-cpu"
   fi
   if [ "$rc" -gt 1 ] || { [ "$rc" -eq 1 ] && [ ${#strict[@]} -gt 0 ]; }; then
-    say "$name failed (exit $rc):"; tail -3 "$file.log" >&2
-    [ "$quick" = 1 ] && failures=$((failures + 1))
+    failed_run "$name" "$file.log" "$rc"
   fi
   if [ "$rc" -gt 1 ]; then
     # Keep relay-loadgen's own last words for the table.
@@ -343,8 +343,7 @@ search_interleaved() {
     --tries $tries --step $step --max-p99 $max_p99 --latency-rounds $latency_rounds \
     >"$file" 2>"$file.log" || rc=$?
   if [ "$rc" -gt 1 ]; then
-    say "the interleaved search${tls:+ over TLS} failed (exit $rc):"; tail -3 "$file.log" >&2
-    [ "$quick" = 1 ] && failures=$((failures + 1))
+    failed_run "the interleaved search${tls:+ over TLS}" "$file.log" "$rc"
   elif [ "$quick" = 1 ]; then
     # Our relay and the bare forwarder must have passed a step; the Go shape only runs.
     python3 -c 'import json,sys
@@ -461,9 +460,8 @@ if [ -n "$nats" ]; then
     REHOME_JSON="$out/rehome.json" timeout 400 nice -n 10 bash "$root/relay/benches/cluster_rehome.sh" \
     >"$out/rehome.log" 2>&1 || rc=$?
   if [ "$rc" -ne 0 ]; then
-    say "re-homing failed (exit $rc):"; tail -3 "$out/rehome.log" >&2
+    failed_run re-homing "$out/rehome.log" "$rc"
     [ -f "$out/rehome.json" ] || echo '{"error": "cluster_rehome failed"}' >"$out/rehome.json"
-    [ "$quick" = 1 ] && failures=$((failures + 1))
   fi
 else
   echo '{"error": "nats-server not found"}' >"$out/rehome.json"
@@ -480,18 +478,12 @@ if [ "$rows" = all ]; then
   # shellcheck disable=SC2086 # criterion_args is a list of options
   nice -n 10 cargo bench --quiet -p relay-registry-benches --bench routing -- $criterion_args \
     >"$out/routing.txt" 2>"$out/routing.log" || rc=$?
-  if [ "$rc" -ne 0 ]; then
-    say "the routing benchmark failed (exit $rc):"; tail -3 "$out/routing.log" >&2
-    [ "$quick" = 1 ] && failures=$((failures + 1))
-  fi
+  if [ "$rc" -ne 0 ]; then failed_run "the routing benchmark" "$out/routing.log" "$rc"; fi
   say "registry: against the Go registry (benches/goshape.sh, one round)"
   rc=0
   SHARED=$shared ROUNDS=1 GO_BENCHTIME=$go_benchtime CRITERION_ARGS=$criterion_args \
     nice -n 10 bash "$root/benches/goshape.sh" >"$out/goshape.md" 2>"$out/goshape.log" || rc=$?
-  if [ "$rc" -ne 0 ]; then
-    say "benches/goshape.sh failed (exit $rc):"; tail -3 "$out/goshape.log" >&2
-    [ "$quick" = 1 ] && failures=$((failures + 1))
-  fi
+  if [ "$rc" -ne 0 ]; then failed_run benches/goshape.sh "$out/goshape.log" "$rc"; fi
 fi
 
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)

@@ -274,16 +274,23 @@ def hop_p50(path):
     return sorted(p50s)[(len(p50s) - 1) // 2], p50s
 
 
+def relay_only(cell):
+    """A row measured on our relay alone: `cell()` in its column, "—" in the others."""
+    return lambda t: cell() if t == "relay" else "—"
+
+
+def cluster_row(cell):
+    """A cluster row: as `relay_only`, or why the cluster rows were not measured."""
+    return relay_only(lambda: cluster_skipped() or cell())
+
+
 def cluster_skipped():
     r = load("cluster-skipped.json")
     return f"not measured: {r['error']}" if r else None
 
 
-def hop_cell(t):
-    if t != "relay":
-        return "—"
-    if cluster_skipped():
-        return cluster_skipped()
+@cluster_row
+def hop_cell():
     parts = []
     for path, label in (("single", "one instance"), ("same", "cluster mode, same instance"),
                         ("cross", "across instances (HAProxy splits the endpoints)")):
@@ -300,11 +307,8 @@ def cluster_rates():
     return tuple(s.get("sustainable_per_s") for s in c["searches"])
 
 
-def cluster_rate_cell(t):
-    if t != "relay":
-        return "—"
-    if cluster_skipped():
-        return cluster_skipped()
+@cluster_row
+def cluster_rate_cell():
     c = load("cluster-search.json")
     if failed(c):
         return failed(c)
@@ -343,11 +347,8 @@ def cluster_cpu_total(which):
     return sum(c[0].values()) + c[1] if c else None
 
 
-def cluster_cpu_cell(t):
-    if t != "relay":
-        return "—"
-    if cluster_skipped():
-        return cluster_skipped()
+@cluster_row
+def cluster_cpu_cell():
     parts = []
     for which, label in (("one", "one instance"), ("three", "three behind round-robin HAProxy")):
         c = cluster_cpu(which)
@@ -403,9 +404,8 @@ def growth(ns, route):
     return ratio(ns.get((route, 4)), ns.get((route, 1)))
 
 
-def route_cell(t):
-    if t != "relay":
-        return "—"
+@relay_only
+def route_cell():
     ns = routing_ns()
     if not ns:
         return failed(None) if rows_asked != "all" else "not measured (the benchmark failed)"
@@ -429,9 +429,8 @@ def rehome():
     return ok_or_none(load("rehome.json"))
 
 
-def rehome_cell(t):
-    if t != "relay":
-        return "—"
+@relay_only
+def rehome_cell():
     r = load("rehome.json")
     if failed(r):
         return failed(r)
